@@ -1,0 +1,3 @@
+from scenariokit.cli import main
+
+raise SystemExit(main())

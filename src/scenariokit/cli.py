@@ -1,0 +1,116 @@
+"""The `scenariokit` command line. Each subcommand is a small function over the pipeline modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from scenariokit import __version__
+from scenariokit.backends import backend_names
+from scenariokit.compiler import compile_scenario, load_scenario
+from scenariokit.diagnostics import Diagnostic, ScenarioError
+from scenariokit.exitcodes import ExitCode
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
+    for diagnostic in diagnostics:
+        colour = "red" if diagnostic.severity.value == "error" else "yellow"
+        err.print(f"[{colour}]{diagnostic.render()}[/]", markup=True, highlight=False)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    code = ExitCode.OK
+    for file in args.files:
+        try:
+            loaded = load_scenario(Path(file))
+        except ScenarioError as exc:
+            print_diagnostics(exc.diagnostics)
+            code = ExitCode.INVALID_SCENARIO
+            continue
+        print_diagnostics(loaded.warnings)
+        s = loaded.scenario
+        out.print(f"ok: {s.source_path}: {len(s.requests)} requests, {len(s.slos)} SLOs, "
+                  f"{s.load.duration_s:g}s of {s.load.model}-model load")
+    return code
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    loaded = load_scenario(Path(args.file))
+    print_diagnostics(loaded.warnings)
+    engine = args.engine or loaded.scenario.engine
+    script = compile_scenario(loaded.scenario, engine)
+    print_diagnostics(script.diagnostics)
+    entry = script.write(Path(args.out))
+    out.print(f"wrote {entry} ({engine}; {len(script.files)} files in {args.out})")
+    return ExitCode.OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from scenariokit.plan import render_plan
+
+    loaded = load_scenario(Path(args.file))
+    print_diagnostics(loaded.warnings)
+    render_plan(loaded.scenario, out)
+    return ExitCode.OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from scenariokit.schema import scenario_schema_text
+
+    sys.stdout.write(scenario_schema_text())
+    return ExitCode.OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from model_server.cli import main as serve_main
+
+    return serve_main(args.server_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scenariokit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scenariokit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check scenario files and report every problem")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("compile", help="write a Locust or k6 script for a scenario")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--engine", choices=backend_names(), help="override the scenario's `engine`")
+    p.add_argument("-o", "--out", default="build", help="output folder (default: build)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("plan", help="dry run: show the load curve, durations and expected requests")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the scenario DSL")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("serve", help="run the embedded model server (arguments go to model_server)",
+                       add_help=False)
+    p.add_argument("server_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ScenarioError as exc:
+        print_diagnostics(exc.diagnostics)
+        return ExitCode.INVALID_SCENARIO
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return ExitCode.RUN_ERROR

@@ -1,0 +1,174 @@
+"""Stage 2: the scenario's shape as pydantic v2 models (also the source of the JSON Schema).
+
+Values written in the small expression languages (durations, curves, distributions, SLOs, templates) are
+kept as strings here and parsed in `lower.py`, where their source spans are at hand. Models are strict:
+unknown keys are errors (extra="forbid"), so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+DURATION_HELP = "A duration with a unit: `500ms`, `2s`, `1m30s`, `1h`."
+
+
+def _number_as_text(value: Any) -> Any:
+    """`timeout: 30` reaches the duration parser as "30", which then says which unit to add."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# A value written in one of the expression languages (parsed in lower.py, where spans are at hand).
+Expr = Annotated[str, BeforeValidator(_number_as_text)]
+
+JsonValue = Any
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=False)
+
+
+class EmbeddedOptions(Strict):
+    """Settings for the bundled model server when `base_url: embedded`."""
+
+    workers: int | None = Field(None, ge=1, le=64, description="Model worker processes (default: cores).")
+    max_in_flight: int | None = Field(None, ge=1, description="Requests processed at once.")
+    max_queue: int | None = Field(None, ge=0, description="Requests allowed to wait; more get 429/503.")
+    fault: str | None = Field(None, description="Fault hook, e.g. `latency=200ms,error_rate=0.1`.")
+
+
+class TargetSpec(Strict):
+    """The service under test."""
+
+    kind: Literal["openai-chat", "http"] = Field(
+        "openai-chat", description="`openai-chat` for vLLM-compatible chat completions, `http` for REST."
+    )
+    base_url: str = Field(
+        "embedded",
+        description="`embedded` for the bundled CPU model server, or a URL such as http://127.0.0.1:8000.",
+        examples=["embedded", "http://127.0.0.1:8000"],
+    )
+    model: str | None = Field(None, description="Served model name sent in chat requests.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Headers on every request; secrets only as `${env:NAME}`."
+    )
+    timeout: Expr = Field("60s", description="Per-request timeout. " + DURATION_HELP)
+    chat_path: str = Field("/v1/chat/completions", description="Path of the chat completions endpoint.")
+    embedded: EmbeddedOptions | None = None
+
+
+class LoadSpec(Strict):
+    """How much load, and how it changes over time."""
+
+    model: Literal["closed", "open"] = Field(
+        "closed", description="`closed`: concurrent users. `open`: arrival rate in requests per second."
+    )
+    curve: Expr = Field(
+        ...,
+        description="Load curve: ramp/hold/spike/steps chained with `->`; levels are users (closed) or "
+        "requests/s (open).",
+        examples=["ramp(0, 50, 30s) -> hold(1m) -> spike(150, 10s) -> ramp(0, 10s)"],
+    )
+    think_time: Expr = Field(
+        "none",
+        description="Pause between a user's requests: `none`, `constant(1s)`, `uniform(0.5s, 2.5s)`, "
+        "`exponential(mean=1s)`, `normal(mean=1s, sd=200ms)`.",
+    )
+    expected_latency: Expr = Field(
+        "1s", description="Open model: the latency used to size the user pool by Little's law."
+    )
+    pre_allocated_users: int | None = Field(None, ge=1, description="Open model: users started up front.")
+    max_users: int | None = Field(None, ge=1, description="Open model: most users the engine may start.")
+
+
+class DatasetSpec(Strict):
+    source: str = Field(
+        ...,
+        description="`builtin:text-cards`, a folder of images, or a CSV file (paths relative to the scenario).",
+    )
+    count: int | None = Field(None, ge=1, le=10_000, description="Records to generate (builtin sets).")
+    seed: int = Field(0, description="Seed for generated sets.")
+    pick: Literal["random", "sequential"] = "random"
+
+
+class ExpectSpec(Strict):
+    status: int | list[int] | None = Field(None, description="Expected status code(s); default any 2xx.")
+    contains: str | None = Field(
+        None, description="Text the answer must contain (case-insensitive); may use `{dataset.field}`."
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _status_range(cls, value: int | list[int] | None) -> int | list[int] | None:
+        codes = value if isinstance(value, list) else [value] if value is not None else []
+        for code in codes:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status code (100-599)")
+        return value
+
+
+class RawSpec(Strict):
+    """A request sent exactly as written (for deliberately bad requests, or anything the builder can't say)."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] | None = None
+    path: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: JsonValue = Field(None, alias="json")
+    body: str | None = None
+
+
+class RequestSpec(Strict):
+    """One kind of request in the weighted mix.
+
+    Chat targets take `prompt`/`image`/`max_tokens`/`stream`; REST targets take `method`/`path`/`json`.
+    `raw` sends a request exactly as written on either kind.
+    """
+
+    weight: float = Field(1.0, ge=0, description="Relative share of the mix (any non-negative number).")
+    # chat form
+    prompt: str | None = None
+    image: str | None = Field(None, description="An image reference such as `{images}` (a data: URL).")
+    system: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stream: bool = False
+    model: str | None = Field(None, description="Overrides the target's model for this request.")
+    # REST form
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] | None = None
+    path: str | None = None
+    json_body: JsonValue = Field(None, alias="json")
+    body: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    raw: RawSpec | None = None
+    expect: ExpectSpec | None = None
+    timeout: Expr | None = Field(None, description="Overrides the target's timeout. " + DURATION_HELP)
+
+
+DataEntry = Annotated[str | DatasetSpec, Field(description="A source string, or a mapping with options.")]
+
+
+class ScenarioSpec(Strict):
+    """A scenariokit load-test scenario."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        json_schema_extra={"$id": "https://scenariokit.dev/schemas/scenario.schema.json"},
+    )
+
+    version: Literal[1] = Field(..., description="DSL version; always 1 for now.")
+    name: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    target: TargetSpec
+    load: LoadSpec
+    data: dict[str, DataEntry] = Field(default_factory=dict)
+    requests: dict[str, RequestSpec] = Field(..., min_length=1)
+    slo: list[Expr] = Field(default_factory=list, description="SLOs such as `p99(latency) < 500ms`.")
+    engine: Literal["locust", "k6"] = "locust"
+    seed: int = Field(0, description="Seed for request and data selection.")
+
+
+# Fields a request may use per form; used for "did you mean" and form checks in lowering.
+CHAT_FIELDS = frozenset({"prompt", "image", "system", "max_tokens", "temperature", "stream", "model"})
+REST_FIELDS = frozenset({"method", "path", "json_body", "body"})

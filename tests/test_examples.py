@@ -1,0 +1,74 @@
+"""Every example scenario compiles for both engines, quickly, and `plan` describes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scenariokit.cli import main
+from scenariokit.compiler import compile_scenario, load_scenario
+from scenariokit.plan import make_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "scenarios").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _in_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_validates_without_warnings(path: Path) -> None:
+    loaded = load_scenario(path.relative_to(ROOT))
+    assert loaded.warnings == (), [w.render() for w in loaded.warnings]
+
+
+@pytest.mark.parametrize("engine", ["locust", "k6"])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_compiles(path: Path, engine: str, tmp_path: Path) -> None:
+    loaded = load_scenario(path.relative_to(ROOT))
+    script = compile_scenario(loaded.scenario, engine)
+    assert script.entry in script.files
+    entry = script.write(tmp_path)
+    assert entry.read_text().count(loaded.scenario.source_sha256) == 1
+
+
+def test_the_headline_scenario_spikes_past_its_steady_level() -> None:
+    scenario = load_scenario(Path("scenarios/holiday-spike.yaml")).scenario
+    labels = [s.label for s in scenario.load.stages]
+    assert "flash-sale" in labels
+    assert scenario.load.peak >= 3 * scenario.load.level_at(30)
+    assert scenario.load.duration_s <= 180  # the README's run finishes well inside 5 minutes
+
+
+def test_smoke_is_at_most_20_seconds() -> None:
+    assert load_scenario(Path("scenarios/smoke.yaml")).scenario.load.duration_s <= 20
+
+
+def test_recognition_api_spawns_10000_users_at_100_per_second() -> None:
+    scenario = load_scenario(Path("scenarios/recognition-api.yaml")).scenario
+    ramp = scenario.load.stages[0]
+    assert (ramp.start, ramp.end, ramp.duration_s) == (0, 10_000, 100)
+    assert [(r.name, r.weight, r.method, r.path) for r in scenario.requests] == [
+        ("identify", 3, "POST", "/api/v1/identify"), ("ocr", 1, "POST", "/api/v1/ocr")]
+    assert scenario.load.think_time.kind == "uniform"
+
+
+def test_plan_of_an_open_model_uses_littles_law() -> None:
+    scenario = load_scenario(Path("scenarios/open-arrivals.yaml")).scenario
+    plan = make_plan(scenario)
+    assert plan.peak == 5
+    assert plan.users_needed_at_peak == pytest.approx(5 * 0.8)
+    assert plan.pre_allocated_users >= 4 and plan.max_users >= plan.pre_allocated_users
+    expected_total = (0.5 + 2) / 2 * 20 + 2 * 30 + 5 * 10 + 2 * 20
+    assert sum(plan.expected_requests.values()) == pytest.approx(expected_total)
+
+
+def test_plan_command_prints_curve_and_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "scenarios/holiday-spike.yaml"]) == 0
+    out = capsys.readouterr().out
+    for fragment in ("flash-sale", "identify", "expected requests", "peak 16 users"):
+        assert fragment in out
+
