@@ -55,6 +55,7 @@ def test_schema_command_prints_the_schema(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_console_script_runs_as_a_module() -> None:
-    result = subprocess.run([sys.executable, "-m", "scenariokit", "--version"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "scenariokit", "--version"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and "scenariokit" in result.stdout

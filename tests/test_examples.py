@@ -52,7 +52,9 @@ def test_recognition_api_spawns_10000_users_at_100_per_second() -> None:
     ramp = scenario.load.stages[0]
     assert (ramp.start, ramp.end, ramp.duration_s) == (0, 10_000, 100)
     assert [(r.name, r.weight, r.method, r.path) for r in scenario.requests] == [
-        ("identify", 3, "POST", "/api/v1/identify"), ("ocr", 1, "POST", "/api/v1/ocr")]
+        ("identify", 3, "POST", "/api/v1/identify"),
+        ("ocr", 1, "POST", "/api/v1/ocr"),
+    ]
     assert scenario.load.think_time.kind == "uniform"
 
 
@@ -71,4 +73,3 @@ def test_plan_command_prints_curve_and_mix(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     for fragment in ("flash-sale", "identify", "expected requests", "peak 16 users"):
         assert fragment in out
-

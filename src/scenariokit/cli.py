@@ -36,8 +36,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         print_diagnostics(loaded.warnings)
         s = loaded.scenario
-        out.print(f"ok: {s.source_path}: {len(s.requests)} requests, {len(s.slos)} SLOs, "
-                  f"{s.load.duration_s:g}s of {s.load.model}-model load")
+        out.print(
+            f"ok: {s.source_path}: {len(s.requests)} requests, {len(s.slos)} SLOs, "
+            f"{s.load.duration_s:g}s of {s.load.model}-model load"
+        )
     return code
 
 
@@ -96,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario DSL")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("serve", help="run the embedded model server (arguments go to model_server)",
-                       add_help=False)
+    p = sub.add_parser(
+        "serve", help="run the embedded model server (arguments go to model_server)", add_help=False
+    )
     p.add_argument("server_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)
     return parser

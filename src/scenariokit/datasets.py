@@ -37,8 +37,10 @@ def load_dataset(source: str, base_dir: Path, count: int | None, seed: int) -> L
         return _builtin(source.removeprefix("builtin:"), count or 16, seed)
     path = (base_dir / source).resolve()
     if not path.exists():
-        raise DatasetError(f"data source `{source}` not found (looked in {path})",
-                           "use `builtin:text-cards`, a folder of images, or a CSV file")
+        raise DatasetError(
+            f"data source `{source}` not found (looked in {path})",
+            "use `builtin:text-cards`, a folder of images, or a CSV file",
+        )
     if path.is_dir():
         return _folder(path, count)
     if path.suffix.lower() == ".csv":
@@ -99,8 +101,10 @@ def _csv(path: Path, count: int | None) -> LoadedData:
         raise DatasetError(f"CSV names image files that do not exist: {', '.join(missing[:3])}")
     _check_size(sum(p.stat().st_size for p in images), path)
     records = tuple(
-        {**{k: v or "" for k, v in row.items()}, **image_record(i, p.read_bytes(), _mime(p), p.name,
-                                                              row.get("text", ""))}
+        {
+            **{k: v or "" for k, v in row.items()},
+            **image_record(i, p.read_bytes(), _mime(p), p.name, row.get("text", "")),
+        }
         for i, (row, p) in enumerate(zip(rows, images, strict=True))
     )
     fields = tuple(dict.fromkeys((*columns, *IMAGE_FIELDS)))
@@ -119,5 +123,7 @@ def _sidecar_text(path: Path) -> str:
 
 def _check_size(total: int, path: Path) -> None:
     if total > MAX_TOTAL_BYTES:
-        raise DatasetError(f"data set {path} is {total / 1e6:.0f} MB; the limit is {MAX_TOTAL_BYTES // 2**20} MiB",
-                           "use `count:` to take fewer images")
+        raise DatasetError(
+            f"data set {path} is {total / 1e6:.0f} MB; the limit is {MAX_TOTAL_BYTES // 2**20} MiB",
+            "use `count:` to take fewer images",
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
 @dataclass(frozen=True, order=True)
@@ -28,10 +28,7 @@ class Span:
 
         `line_offset` counts lines inside the scalar (0 for the first line); `column` is 1-based inside it.
         """
-        if line_offset == 0:
-            col = self.column + column - 1
-        else:
-            col = column
+        col = self.column + column - 1 if line_offset == 0 else column
         return Span(self.file, self.line + line_offset, col, self.line + line_offset, col + length)
 
     def __str__(self) -> str:
@@ -41,7 +38,7 @@ class Span:
 UNKNOWN_SPAN = Span("<unknown>", 0, 0)
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 

@@ -17,7 +17,7 @@ from scenariokit.diagnostics import UNKNOWN_SPAN, Span
 
 # A JSON value whose strings may hold `{dataset}`, `{dataset.field}` and `${env:NAME}` references,
 # rendered per request by the engine's runtime helper. `{{` and `}}` are literal braces.
-JsonTemplate = Union[None, bool, int, float, str, list["JsonTemplate"], dict[str, "JsonTemplate"]]
+JsonTemplate = Union[None, bool, int, float, str, list["JsonTemplate"], dict[str, "JsonTemplate"]]  # noqa: UP007
 
 LoadModel = Literal["closed", "open"]
 TargetKind = Literal["openai-chat", "http"]
@@ -257,6 +257,8 @@ class Target:
     base_url: str  # "embedded" means the bundled model server, started by the runner
     model: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    # Start-up settings for the embedded server (workers, max_in_flight, max_queue, fault), when used.
+    embedded_options: tuple[tuple[str, int | str], ...] = ()
     span: Span = UNKNOWN_SPAN
 
     @property

@@ -85,7 +85,7 @@ class LoadSpec(Strict):
 class DatasetSpec(Strict):
     source: str = Field(
         ...,
-        description="`builtin:text-cards`, a folder of images, or a CSV file (paths relative to the scenario).",
+        description="`builtin:text-cards`, a folder of images, or a CSV file (relative to the scenario).",
     )
     count: int | None = Field(None, ge=1, le=10_000, description="Records to generate (builtin sets).")
     seed: int = Field(0, description="Seed for generated sets.")
@@ -109,7 +109,7 @@ class ExpectSpec(Strict):
 
 
 class RawSpec(Strict):
-    """A request sent exactly as written (for deliberately bad requests, or anything the builder can't say)."""
+    """A request sent exactly as written: deliberately bad requests, or anything the builder can't say."""
 
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] | None = None
     path: str | None = None

@@ -61,24 +61,40 @@ def sparkline(scenario: Scenario, width: int = 60) -> str:
 def render_plan(scenario: Scenario, console: Console) -> None:
     plan = make_plan(scenario)
     load = scenario.load
-    console.print(f"[bold]{scenario.name}[/] — {load.model} model, engine {scenario.engine}, "
-                  f"target {scenario.target.kind} at {scenario.target.base_url}")
-    console.print(f"  {plan.sparkline}  peak {plan.peak:g} {plan.unit}, {format_duration(plan.duration_s)} total")
+    console.print(
+        f"[bold]{scenario.name}[/] — {load.model} model, engine {scenario.engine}, "
+        f"target {scenario.target.kind} at {scenario.target.base_url}"
+    )
+    console.print(
+        f"  {plan.sparkline}  peak {plan.peak:g} {plan.unit}, {format_duration(plan.duration_s)} total"
+    )
     table = Table("#", "stage", "kind", "from", "to", "duration", "window", title="load curve")
     for i, (stage, start, end) in enumerate(load.stage_windows(), 1):
-        table.add_row(str(i), stage.label, stage.kind, f"{stage.start:g}", f"{stage.end:g}",
-                      format_duration(stage.duration_s), f"{format_duration(start)}–{format_duration(end)}")
+        table.add_row(
+            str(i),
+            stage.label,
+            stage.kind,
+            f"{stage.start:g}",
+            f"{stage.end:g}",
+            format_duration(stage.duration_s),
+            f"{format_duration(start)}–{format_duration(end)}",
+        )
     console.print(table)
     if load.model == "open":
-        console.print(f"  Little's law: {plan.peak:g}/s x {format_duration(load.expected_latency_s)} expected "
-                      f"latency = {plan.users_needed_at_peak:.1f} users busy at peak")
-        console.print(f"  k6 ramping-arrival-rate: preAllocatedVUs={plan.pre_allocated_users}, "
-                      f"maxVUs={plan.max_users}")
+        console.print(
+            f"  Little's law: {plan.peak:g}/s x {format_duration(load.expected_latency_s)} expected "
+            f"latency = {plan.users_needed_at_peak:.1f} users busy at peak"
+        )
+        console.print(
+            f"  k6 ramping-arrival-rate: preAllocatedVUs={plan.pre_allocated_users}, maxVUs={plan.max_users}"
+        )
     else:
         per_user = 1 / (load.expected_latency_s + load.think_time.mean_s)
-        console.print(f"  each user sends about {per_user:.2f} requests/s (expected latency "
-                      f"{format_duration(load.expected_latency_s)} + mean think "
-                      f"{format_duration(load.think_time.mean_s)})")
+        console.print(
+            f"  each user sends about {per_user:.2f} requests/s (expected latency "
+            f"{format_duration(load.expected_latency_s)} + mean think "
+            f"{format_duration(load.think_time.mean_s)})"
+        )
     requests = Table("request", "weight", "expected requests", title="request mix")
     for r in scenario.requests:
         requests.add_row(r.name, f"{r.weight:g}", f"{plan.expected_requests[r.name]:,.0f}")

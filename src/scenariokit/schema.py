@@ -1,4 +1,4 @@
-"""The JSON Schema of the DSL, generated from the pydantic models (checked in as schemas/scenario.schema.json)."""
+"""The DSL's JSON Schema, generated from the pydantic models (checked in: schemas/scenario.schema.json)."""
 
 from __future__ import annotations
 

@@ -36,8 +36,11 @@ _TYPE_WORDS = {
 def validate_spec(doc: Document) -> ScenarioSpec:
     bag = DiagnosticBag()
     if not isinstance(doc.data, dict):
-        bag.error(doc.source.value(()), "a scenario must be a mapping of sections",
-                  "start with `version: 1`, `name:`, `target:`, `load:` and `requests:`")
+        bag.error(
+            doc.source.value(()),
+            "a scenario must be a mapping of sections",
+            "start with `version: 1`, `name:`, `target:`, `load:` and `requests:`",
+        )
         bag.raise_if_errors()
     try:
         return ScenarioSpec.model_validate(doc.data)
@@ -67,10 +70,9 @@ def _resolve(loc: tuple[str | int, ...], data: Any) -> tuple[Path_, str | int | 
     current = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(current, dict) and part in current:
-            path.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+        if (isinstance(current, dict) and part in current) or (
+            isinstance(current, list) and isinstance(part, int) and part < len(current)
+        ):
             path.append(part)
             current = current[part]
         elif last and isinstance(current, dict):
@@ -105,8 +107,11 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
         bag.error(source.key((*path, tail)), f"unknown key `{tail}`", hint)
     elif kind == "missing" and tail is not None:
         where = f"in `{_dotted(path)}`" if path else "at the top level"
-        bag.error(source.key(path) if path else source.value(()), f"missing required key `{tail}` {where}",
-                  _missing_hint(str(tail)))
+        bag.error(
+            source.key(path) if path else source.value(()),
+            f"missing required key `{tail}` {where}",
+            _missing_hint(str(tail)),
+        )
     elif kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         options = [o.strip().strip("'") for o in expected.replace(" or ", ",").split(",") if o.strip()]

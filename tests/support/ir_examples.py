@@ -21,18 +21,32 @@ CARDS = Dataset(
     fields=("data_url", "base64", "text", "mime"),
     default_field="data_url",
     records=(
-        {"data_url": "data:image/png;base64,iVBORw0KGgo=", "base64": "iVBORw0KGgo=", "text": "HOLIDAY SALE 2026",
-         "mime": "image/png"},
-        {"data_url": "data:image/png;base64,AAAA", "base64": "AAAA", "text": "OPEN 24 HOURS", "mime": "image/png"},
+        {
+            "data_url": "data:image/png;base64,iVBORw0KGgo=",
+            "base64": "iVBORw0KGgo=",
+            "text": "HOLIDAY SALE 2026",
+            "mime": "image/png",
+        },
+        {
+            "data_url": "data:image/png;base64,AAAA",
+            "base64": "AAAA",
+            "text": "OPEN 24 HOURS",
+            "mime": "image/png",
+        },
     ),
 )
 
 
 def chat_message(prompt: str) -> list[dict[str, object]]:
-    return [{"role": "user", "content": [
-        {"type": "text", "text": prompt},
-        {"type": "image_url", "image_url": {"url": "{images}"}},
-    ]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": prompt},
+                {"type": "image_url", "image_url": {"url": "{images}"}},
+            ],
+        }
+    ]
 
 
 def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
@@ -41,8 +55,12 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
         name="chat-mix",
         source_path="scenarios/chat-mix.yaml",
         source_sha256="0" * 64,
-        target=Target(kind="openai-chat", base_url=base_url, model="ocr",
-                      headers=(("Authorization", "Bearer ${env:API_KEY}"),)),
+        target=Target(
+            kind="openai-chat",
+            base_url=base_url,
+            model="ocr",
+            headers=(("Authorization", "Bearer ${env:API_KEY}"),),
+        ),
         load=LoadProfile(
             model="closed",
             stages=(
@@ -57,19 +75,36 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
         ),
         requests=(
             RequestTemplate(
-                name="identify", weight=3, method="POST", path="/v1/chat/completions",
-                json_body={"model": "ocr", "messages": chat_message("Name the main object."), "max_tokens": 16,
-                           "stream": True, "stream_options": {"include_usage": True}},
-                chat=True, stream=True,
+                name="identify",
+                weight=3,
+                method="POST",
+                path="/v1/chat/completions",
+                json_body={
+                    "model": "ocr",
+                    "messages": chat_message("Name the main object."),
+                    "max_tokens": 16,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
+                chat=True,
+                stream=True,
             ),
             RequestTemplate(
-                name="ocr", weight=1, method="POST", path="/v1/chat/completions",
+                name="ocr",
+                weight=1,
+                method="POST",
+                path="/v1/chat/completions",
                 json_body={"model": "ocr", "messages": chat_message("Read the text."), "max_tokens": 64},
-                chat=True, expect=Expect(contains="{images.text}"),
+                chat=True,
+                expect=Expect(contains="{images.text}"),
             ),
             RequestTemplate(
-                name="empty-image", weight=0.1, method="POST", path="/v1/chat/completions",
-                json_body={"model": "ocr", "messages": []}, expect=Expect(status=(400,)),
+                name="empty-image",
+                weight=0.1,
+                method="POST",
+                path="/v1/chat/completions",
+                json_body={"model": "ocr", "messages": []},
+                expect=Expect(status=(400,)),
             ),
         ),
         datasets=(CARDS,),
@@ -98,10 +133,20 @@ def open_rest_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
             max_users=50,
         ),
         requests=(
-            RequestTemplate(name="identify", weight=3, method="POST", path="/api/v1/identify",
-                            json_body={"image_url": "{images}", "threshold": 0.8}),
-            RequestTemplate(name="ocr", weight=1, method="POST", path="/api/v1/ocr",
-                            json_body={"image_base64": "{images.base64}"}),
+            RequestTemplate(
+                name="identify",
+                weight=3,
+                method="POST",
+                path="/api/v1/identify",
+                json_body={"image_url": "{images}", "threshold": 0.8},
+            ),
+            RequestTemplate(
+                name="ocr",
+                weight=1,
+                method="POST",
+                path="/api/v1/ocr",
+                json_body={"image_base64": "{images.base64}"},
+            ),
             RequestTemplate(name="health", weight=1, method="GET", path="/health"),
         ),
         datasets=(CARDS,),

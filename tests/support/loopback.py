@@ -53,8 +53,9 @@ class LoopbackServer:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -103,20 +104,41 @@ class LoopbackServer:
                 except ValueError:
                     request = {}
                 if not isinstance(request, dict) or not request.get("messages"):
-                    self._send_json(400, {"error": {"message": "messages must not be empty",
-                                                    "type": "BadRequestError", "code": 400}})
+                    self._send_json(
+                        400,
+                        {
+                            "error": {
+                                "message": "messages must not be empty",
+                                "type": "BadRequestError",
+                                "code": 400,
+                            }
+                        },
+                    )
                     return
                 if request.get("stream"):
                     self._stream(request)
                     return
                 tokens = server.answer.split()
-                self._send_json(200, {
-                    "id": "chatcmpl-loopback", "object": "chat.completion", "model": request.get("model"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": server.answer}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": len(tokens),
-                              "total_tokens": 10 + len(tokens)},
-                })
+                self._send_json(
+                    200,
+                    {
+                        "id": "chatcmpl-loopback",
+                        "object": "chat.completion",
+                        "model": request.get("model"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": server.answer},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": 10,
+                            "completion_tokens": len(tokens),
+                            "total_tokens": 10 + len(tokens),
+                        },
+                    },
+                )
 
             def _stream(self, request: dict[str, Any]) -> None:
                 self.send_response(200)
@@ -126,14 +148,26 @@ class LoopbackServer:
                 words = server.answer.split()
                 for i, word in enumerate(words):
                     piece = word if i == 0 else " " + word
-                    self._chunk({"object": "chat.completion.chunk",
-                                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+                    self._chunk(
+                        {
+                            "object": "chat.completion.chunk",
+                            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                        }
+                    )
                     if server.chunk_delay_s:
                         time.sleep(server.chunk_delay_s)
                 if (request.get("stream_options") or {}).get("include_usage"):
-                    self._chunk({"object": "chat.completion.chunk", "choices": [],
-                                 "usage": {"prompt_tokens": 10, "completion_tokens": len(words),
-                                           "total_tokens": 10 + len(words)}})
+                    self._chunk(
+                        {
+                            "object": "chat.completion.chunk",
+                            "choices": [],
+                            "usage": {
+                                "prompt_tokens": 10,
+                                "completion_tokens": len(words),
+                                "total_tokens": 10 + len(words),
+                            },
+                        }
+                    )
                 self._write_chunk(b"data: [DONE]\n\n")
                 self._write_chunk(b"")
 

