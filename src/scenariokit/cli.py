@@ -14,6 +14,7 @@ from scenariokit.backends import backend_names
 from scenariokit.compiler import compile_scenario, load_scenario
 from scenariokit.diagnostics import Diagnostic, ScenarioError
 from scenariokit.exitcodes import ExitCode
+from scenariokit.expr import ExprError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -70,6 +71,37 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from scenariokit.expr import parse_duration, parse_rate
+    from scenariokit.run import RunOptions, run_scenario
+
+    options = RunOptions(
+        engine=args.engine,
+        out=Path(args.out) if args.out else None,
+        duration_s=parse_duration(args.duration) if args.duration else None,
+        users=args.users,
+        rate=parse_rate(args.rate) if args.rate else None,
+        base_url=args.base_url,
+        quiet=args.quiet,
+        abort_on_fail=args.abort_on_fail,
+        strict=args.strict,
+    )
+    return run_scenario(Path(args.file), options)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from scenariokit.summary import rebuild_summary, write_summary
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "run.json").is_file():
+        err.print(f"{run_dir} is not a run folder (no run.json)")
+        return ExitCode.INVALID_SCENARIO
+    summary = rebuild_summary(run_dir, strict=args.strict)
+    write_summary(run_dir, summary)
+    out.print((run_dir / "summary.md").read_text())
+    return summary.exit_code
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from model_server.cli import main as serve_main
 
@@ -95,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("run", help="run a scenario: start the engine, measure, judge the SLOs")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--engine", choices=backend_names(), help="override the scenario's `engine`")
+    p.add_argument("--out", help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--duration", help="stretch or shrink the curve to this total, e.g. 30s")
+    p.add_argument("--users", type=int, help="closed model: rescale the curve to this peak of users")
+    p.add_argument("--rate", help="open model: rescale the curve to this peak rate, e.g. 20/s")
+    p.add_argument("--base-url", help="override the target's base_url")
+    p.add_argument("--quiet", action="store_true", help="no live progress, only the verdict")
+    p.add_argument("--abort-on-fail", action="store_true", help="stop early once an SLO is certainly lost")
+    p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="rebuild a run's summary from its stored records")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario DSL")
     p.set_defaults(func=cmd_schema)
 
@@ -113,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ScenarioError as exc:
         print_diagnostics(exc.diagnostics)
+        return ExitCode.INVALID_SCENARIO
+    except ExprError as exc:  # a bad value on the command line, e.g. --duration 30
+        print_diagnostics([exc.diagnostic])
         return ExitCode.INVALID_SCENARIO
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -1,0 +1,151 @@
+"""Lowering: models -> IR. Chat bodies, REST and raw requests, data sets, Little's law, SLO checks."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from scenariokit.compiler import load_scenario
+from scenariokit.ir import Scenario
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def scenario_from(tmp_path: Path, text: str) -> Scenario:
+    (tmp_path / "imgs").mkdir(exist_ok=True)
+    (tmp_path / "imgs" / "a.png").write_bytes(PNG)
+    (tmp_path / "imgs" / "a.txt").write_text("HELLO\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return load_scenario(path).scenario
+
+
+CHAT = """\
+version: 1
+name: chat
+target: {kind: openai-chat, base_url: "http://127.0.0.1:9/", model: ocr, headers: {X-Key: "${env:K}"}}
+load: {curve: "ramp(0, 4, 10s) -> hold(20s)", think_time: "uniform(1s, 3s)"}
+data: {images: ./imgs}
+requests:
+  read: {weight: 2, system: "be brief", prompt: "Read.", image: "{images}", max_tokens: 8, temperature: 0,
+         stream: true, expect: {contains: "{images.text}"}}
+  bad: {weight: 0.5, raw: {json: {model: ocr, messages: []}, headers: {X-Extra: "1"}}, expect: {status: [400, 422]}}
+slo: ["p95(ttft) < 1s for read", "error_rate < 1%"]
+"""
+
+
+def test_chat_request_becomes_an_openai_body(tmp_path: Path) -> None:
+    s = scenario_from(tmp_path, CHAT)
+    read = s.requests[0]
+    assert (read.method, read.path, read.chat, read.stream) == ("POST", "/v1/chat/completions", True, True)
+    assert read.json_body == {
+        "model": "ocr",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Read."},
+                    {"type": "image_url", "image_url": {"url": "{images}"}},
+                ],
+            },
+        ],
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    assert read.expect.contains == "{images.text}"
+    assert s.target.base_url == "http://127.0.0.1:9"
+
+
+def test_raw_request_is_sent_as_written_with_merged_headers(tmp_path: Path) -> None:
+    bad = scenario_from(tmp_path, CHAT).requests[1]
+    assert (bad.method, bad.path, bad.chat) == ("POST", "/v1/chat/completions", False)
+    assert bad.json_body == {"model": "ocr", "messages": []}
+    assert dict(bad.headers) == {"X-Extra": "1"}
+    assert bad.expect.status == (400, 422)
+
+
+def test_folder_data_set_carries_images_and_known_answers(tmp_path: Path) -> None:
+    (images,) = scenario_from(tmp_path, CHAT).datasets
+    (record,) = images.records
+    assert record["data_url"].startswith("data:image/png;base64,")
+    assert base64.b64decode(record["base64"]) == PNG
+    assert record["text"] == "HELLO"
+    assert images.default_field == "data_url"
+
+
+def test_closed_load_and_think_time(tmp_path: Path) -> None:
+    load = scenario_from(tmp_path, CHAT).load
+    assert load.model == "closed"
+    assert [(st.start, st.end, st.duration_s) for st in load.stages] == [(0, 4, 10), (4, 4, 20)]
+    assert load.think_time.mean_s == 2.0
+
+
+def test_open_model_sizes_users_by_littles_law(tmp_path: Path) -> None:
+    text = CHAT.replace(
+        '"ramp(0, 4, 10s) -> hold(20s)", think_time: "uniform(1s, 3s)"',
+        '"ramp(1/s, 10/s, 10s)", model: open, expected_latency: 2s',
+    )
+    load = scenario_from(tmp_path, text).load
+    assert load.model == "open"
+    assert load.pre_allocated_users == 24  # 10/s x 2 s x 1.2
+    assert load.max_users == 80  # 10/s x 2 s x 4
+
+
+def test_open_model_warns_that_think_time_is_ignored(tmp_path: Path) -> None:
+    text = CHAT.replace("think_time:", "model: open, think_time:")
+    path = tmp_path / "w.yaml"
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(PNG)
+    path.write_text(text)
+    warnings = load_scenario(path).warnings
+    assert any("think time is ignored" in w.message for w in warnings)
+
+
+def test_literal_secret_in_authorization_header_is_a_warning(tmp_path: Path) -> None:
+    text = CHAT.replace('X-Key: "${env:K}"', "Authorization: Bearer sk-123")
+    path = tmp_path / "w.yaml"
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(PNG)
+    path.write_text(text)
+    (warning,) = load_scenario(path).warnings
+    assert "literal secret" in warning.message and "${env:API_KEY}" in (warning.hint or "")
+
+
+REST = """\
+version: 1
+name: rest
+target: {kind: http, base_url: "http://127.0.0.1:9", embedded: {workers: 1}}
+load: {curve: "hold(2, 5s)"}
+requests:
+  health: {path: /health}
+  post: {path: /api/v1/ocr, json: {image_base64: "x", n: [1, 2]}}
+  text: {method: PUT, path: /t, body: "{{literal}}", headers: {Content-Type: text/plain}}
+slo: ["p99(latency) < 1s during hold", "throughput >= 0.5/s"]
+"""
+
+
+def test_rest_requests_pick_methods_and_bodies(tmp_path: Path) -> None:
+    s = scenario_from(tmp_path, REST)
+    health, post, text = s.requests
+    assert (health.method, health.path, health.has_body) == ("GET", "/health", False)
+    assert (post.method, post.json_body) == ("POST", {"image_base64": "x", "n": [1, 2]})
+    assert (text.method, text.text_body, text.chat) == ("PUT", "{{literal}}", False)
+    assert s.target.embedded_options == (("workers", 1),)
+    assert [slo.metric for slo in s.slos] == ["latency", "throughput"]
+    assert s.slos[0].window is not None and s.slos[0].window.stage == "hold"
+
+
+@pytest.mark.parametrize("weights", [(3, 1), (0.5, 0.25)])
+def test_weights_keep_their_ratio(tmp_path: Path, weights: tuple[float, float]) -> None:
+    text = REST.replace(
+        "health: {path: /health}", f"health: {{weight: {weights[0]}, path: /health}}"
+    ).replace("post: {path:", f"post: {{weight: {weights[1]}, path:".replace("{{", "{"))
+    s = scenario_from(tmp_path, text)
+    assert s.requests[0].weight / s.requests[1].weight == pytest.approx(weights[0] / weights[1])
