@@ -40,7 +40,14 @@ def replace(old: str, new: str) -> str:
 # (id, scenario text, line, column, message fragment, hint fragment or None)
 CASES: list[tuple[str, str, int, int, str, str | None]] = [
     ("tab-indent", replace("  think_time:", "\tthink_time:"), 6, 1, "invalid YAML", "tabs"),
-    ("unclosed-flow", replace("model: ocr}", "model: ocr"), 4, 1, "invalid YAML", None),
+    (
+        "unclosed-flow",
+        replace("model: ocr}", "model: ocr"),
+        4,
+        5,
+        "flow mapping started at line 3, column 9",
+        None,
+    ),
     (
         "duplicate-key",
         replace("  think_time: constant(1s)\n", "  think_time: constant(1s)\n  curve: hold(1s)\n"),
@@ -200,7 +207,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "bad-status",
         replace('a: {prompt: "hi"', 'a: {expect: {status: 999}, prompt: "hi"'),
         10,
-        23,
+        24,
         "not an HTTP status code",
         None,
     ),
@@ -225,7 +232,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "unknown-builtin-data",
         replace("builtin:text-cards", "builtin:cats"),
         8,
-        21,
+        20,
         "unknown built-in data set",
         "text-cards",
     ),

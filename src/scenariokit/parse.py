@@ -86,7 +86,11 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     problem = exc.problem or "invalid YAML"
-    context = f" ({exc.context})" if exc.context else ""
+    context = ""
+    if exc.context:
+        started = exc.context_mark
+        where = f" started at line {started.line + 1}, column {started.column + 1}" if started else ""
+        context = f" ({exc.context}{where})"
     hint = None
     if "found character '\\t'" in problem:
         hint = "YAML does not allow tabs for indentation: use spaces"

@@ -101,6 +101,8 @@ def _tag_fits(tag: str, value: Any) -> bool:
 def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, bag: DiagnosticBag) -> None:
     kind: str = error["type"]
     source = doc.source
+    if kind == "extra_forbidden" and tail is None and path:
+        path, tail = path[:-1], path[-1]  # the unknown key is in the data, so the path reached it
     if kind == "extra_forbidden" and tail is not None:
         allowed = _allowed_keys(path)
         hint = did_you_mean(str(tail), allowed) or f"allowed here: {', '.join(sorted(allowed))}"
