@@ -6,6 +6,7 @@ A driver knows the engine's command line, its version, and which reader turns it
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -79,9 +80,7 @@ class LocustDriver:
         return LocustRecordReader(raw_dir)
 
     def version(self) -> str:
-        import locust
-
-        return f"locust {locust.__version__}"
+        return f"locust {importlib.metadata.version('locust')}"  # importing locust would monkey-patch us
 
 
 def k6_binary() -> str:

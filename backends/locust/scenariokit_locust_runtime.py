@@ -1,0 +1,510 @@
+"""scenariokit's runtime for generated locustfiles (copied next to the script; needs only Locust).
+
+It renders request templates from data, sends each request through the user's FastHttpSession, judges it
+against its `expect`, measures what Locust does not (TTFB, TTFT and inter-token gaps of streamed chat
+answers, exact latency), and writes one JSON line per request for scenariokit's runner.
+
+Records: when SCENARIOKIT_RESULTS_DIR is set, each process appends to `records-<pid>.jsonl` there, flushed
+every 0.5 s and at exit, one object per line:
+
+    {"t": start unix s, "intended": intended start unix s or null, "name": str, "stage": stage label,
+     "status": int (0 = no response), "ok": bool, "error": str or null, "latency": s, "ttfb": s or null,
+     "ttft": s or null, "itl": [s, ...] or null, "tokens": int or null, "bytes": int, "users": level}
+
+error is one of connection_refused, connection_reset, timeout, http_<code>, wrong_answer, bad_stream,
+other:<ExceptionName>. An open-model arrival that no user could start in time is written as
+`{"dropped": 1, "t": intended unix s, "stage": label}` and is not sent.
+
+Open model: Locust has no arrival-rate executor, so this module makes one. A fixed pool of users shares one
+schedule of intended start times, computed by integrating the piecewise-linear rate curve (evenly spaced
+arrivals, like k6's ramping-arrival-rate). A user takes the next arrival, sleeps until it is due, and
+sends; its record keeps the intended time, so latency can be measured from it (no coordinated omission).
+An arrival taken more than DROP_AFTER_S late (no user was free) is dropped and counted. With several Locust
+processes each process takes every n-th arrival (its worker index of the worker count).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import events
+
+DROP_AFTER_S = 1.0
+FLUSH_EVERY_S = 0.5
+_TEMPLATE = re.compile(
+    r"\{\{|\}\}|\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}|\{([A-Za-z_][A-Za-z0-9_-]*)(?:\.([A-Za-z_][A-Za-z0-9_-]*))?\}"
+)
+
+
+# --- templates ------------------------------------------------------------------------------------
+
+
+def render_text(text: str, record_for: Any) -> str:
+    """Replace `{set}`, `{set.field}`, `${env:NAME}`, `{{`, `}}` in one string."""
+    if "{" not in text and "}" not in text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        whole, env, dataset, field_name = match.group(0), match.group(1), match.group(2), match.group(3)
+        if whole == "{{":
+            return "{"
+        if whole == "}}":
+            return "}"
+        if env is not None:
+            return os.environ.get(env, "")
+        data = record_for(dataset)
+        return data.record[field_name or data.default_field]
+
+    return _TEMPLATE.sub(replace, text)
+
+
+def render(value: Any, record_for: Any) -> Any:
+    if isinstance(value, str):
+        return render_text(value, record_for)
+    if isinstance(value, list):
+        return [render(v, record_for) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, record_for) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    default_field: str
+    pick: str
+    records: list[dict[str, str]]
+
+    @classmethod
+    def load(cls, path: Path) -> DataSet:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        return cls(payload["name"], payload["default_field"], payload["pick"], payload["records"])
+
+
+@dataclass(frozen=True)
+class Chosen:
+    record: dict[str, str]
+    default_field: str
+
+
+# --- the scenario as data -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    body: str | None = None
+    chat: bool = False
+    stream: bool = False
+    expect_status: tuple[int, ...] = ()
+    expect_contains: str | None = None
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str
+    duration: float
+    start: float
+    end: float
+
+
+class Scenario:
+    """The compiled scenario's data, loaded once per process, plus the shared run state."""
+
+    def __init__(
+        self,
+        script: str,
+        *,
+        name: str,
+        base_url: str,
+        model: str,
+        stages: list[Stage],
+        headers: dict[str, str],
+        datasets: list[str],
+        seed: int,
+        max_users: int = 0,
+    ) -> None:
+        here = Path(script).resolve().parent
+        self.name = name
+        self.base_url = os.environ.get("SCENARIOKIT_BASE_URL") or base_url
+        self.model = model
+        self.stages = stages
+        self.headers = headers
+        self.seed = int(os.environ.get("SCENARIOKIT_SEED", seed))
+        self.max_users = max_users
+        self.datasets = {n: DataSet.load(here / "data" / f"{n}.json") for n in datasets}
+        self.duration = sum(s.duration for s in stages)
+        self.started_at: float | None = None
+        self._sequential: dict[str, int] = {}
+        self._users = 0
+        self._arrivals: Iterator[float] | None = None
+        self.recorder = Recorder(os.environ.get("SCENARIOKIT_RESULTS_DIR"))
+        events.test_start.add_listener(self._on_test_start)
+
+    # -- time and stages ---------------------------------------------------------------------------
+
+    def _on_test_start(self, environment: Any, **_: Any) -> None:
+        self.started_at = time.time()
+        # Distributed runs set SCENARIOKIT_WORKERS so that each worker sends its share of the arrivals.
+        count = max(1, int(os.environ.get("SCENARIOKIT_WORKERS", "1")))
+        index = (getattr(environment.runner, "worker_index", 0) or 0) % count
+        self._arrivals = arrival_times(self.stages, self.started_at, index, count)
+
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            self.started_at = time.time()
+        return time.time() - self.started_at
+
+    def stage_at(self, t: float) -> tuple[Stage | None, float]:
+        for stage in self.stages:
+            if t < stage.duration:
+                return stage, t
+            t -= stage.duration
+        return (self.stages[-1], self.stages[-1].duration) if self.stages else (None, 0.0)
+
+    def level_at(self, t: float) -> float:
+        stage, offset = self.stage_at(t)
+        if stage is None:
+            return 0.0
+        if stage.duration <= 0:
+            return stage.end
+        return stage.start + (stage.end - stage.start) * min(1.0, offset / stage.duration)
+
+    def closed_tick(self, run_time: float, current_users: int) -> tuple[int, float] | None:
+        """LoadTestShape.tick for a closed model: interpolated users, spawn rate that keeps up."""
+        if run_time >= self.duration:
+            return None
+        stage, _ = self.stage_at(run_time)
+        users = round(self.level_at(run_time))
+        slope = abs(stage.end - stage.start) / stage.duration if stage and stage.duration > 0 else 0.0
+        return users, max(1.0, slope, abs(users - current_users))
+
+    def open_tick(self, run_time: float) -> tuple[int, float] | None:
+        """LoadTestShape.tick for an open model: the whole user pool, at once; arrivals pace the load."""
+        if run_time >= self.duration:
+            return None
+        return self.max_users, float(max(1, self.max_users))
+
+    # -- per-user state ----------------------------------------------------------------------------
+
+    def user_rng(self) -> random.Random:
+        self._users += 1
+        return random.Random(self.seed * 1_000_003 + self._users)
+
+    def record_chooser(self, rng: random.Random) -> Any:
+        """A function dataset name -> Chosen, picking one record per data set for one request."""
+        chosen: dict[str, Chosen] = {}
+
+        def record_for(name: str) -> Chosen:
+            if name not in chosen:
+                data = self.datasets[name]
+                if data.pick == "sequential":
+                    i = self._sequential.get(name, 0)
+                    self._sequential[name] = i + 1
+                    record = data.records[i % len(data.records)]
+                else:
+                    record = rng.choice(data.records)
+                chosen[name] = Chosen(record, data.default_field)
+            return chosen[name]
+
+        return record_for
+
+    def next_arrival(self) -> float | None:
+        """Open model: the intended start of the next arrival this user may send, or None when done."""
+        if self._arrivals is None:
+            self._arrivals = arrival_times(self.stages, time.time(), 0, 1)
+            self.started_at = self.started_at or time.time()
+        for intended in self._arrivals:
+            late = time.time() - intended
+            if late <= DROP_AFTER_S:
+                return intended
+            stage, _ = self.stage_at(intended - (self.started_at or intended))
+            self.recorder.write({"dropped": 1, "t": intended, "stage": stage.label if stage else ""})
+        return None
+
+
+def arrival_times(stages: list[Stage], start: float, index: int, count: int) -> Iterator[float]:
+    """Intended start times (unix s) of evenly spaced arrivals under a piecewise-linear rate curve.
+
+    Arrival k happens when the integral of the rate reaches k. Within a stage the rate is r0 + b*t, so its
+    integral is r0*t + b*t^2/2: a quadratic solved for each k. Process `index` of `count` takes every
+    count-th arrival.
+    """
+    offset, done = 0.0, 0.0  # stage start time; arrivals integrated before this stage
+    k = 1
+    for stage in stages:
+        r0 = stage.start
+        slope = (stage.end - stage.start) / stage.duration if stage.duration > 0 else 0.0
+        total = (stage.start + stage.end) / 2 * stage.duration
+        while k <= done + total + 1e-9:
+            need = k - done
+            if abs(slope) < 1e-12:
+                t = need / r0 if r0 > 0 else stage.duration
+            else:
+                disc = max(0.0, r0 * r0 + 2 * slope * need)
+                t = (-r0 + math.sqrt(disc)) / slope
+            if (k - 1) % count == index:
+                yield start + offset + min(max(t, 0.0), stage.duration)
+            k += 1
+        offset += stage.duration
+        done += total
+
+
+# --- think time ----------------------------------------------------------------------------------
+
+
+def exponential_wait(mean: float) -> Any:
+    """A Locust wait_time with exponentially distributed pauses (Poisson-like users)."""
+    return lambda user: random.expovariate(1.0 / mean) if mean > 0 else 0.0
+
+
+def normal_wait(mean: float, sd: float) -> Any:
+    """A Locust wait_time with normally distributed pauses, clipped at 0."""
+    return lambda user: max(0.0, random.gauss(mean, sd))
+
+
+# --- measurement ----------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Buffers JSON lines and appends them to records-<pid>.jsonl every FLUSH_EVERY_S and at exit."""
+
+    def __init__(self, results_dir: str | None) -> None:
+        self.path = Path(results_dir) / f"records-{os.getpid()}.jsonl" if results_dir else None
+        self.buffer: list[str] = []
+        self._flusher: Any = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atexit.register(self.flush)
+            events.quitting.add_listener(lambda **_: self.flush())
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        self.buffer.append(json.dumps(record, separators=(",", ":")))
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush_forever)
+
+    def _flush_forever(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_EVERY_S)
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer or self.path is None:
+            return
+        lines, self.buffer = self.buffer, []
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+def error_kind(exc: BaseException) -> str:
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if isinstance(exc, ConnectionRefusedError) or "refused" in text:
+        return "connection_refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError) or "reset" in text or "broken pipe" in text:
+        return "connection_reset"
+    if isinstance(exc, TimeoutError) or "timeout" in name.lower() or "timed out" in text:
+        return "timeout"
+    return f"other:{name}"
+
+
+def normalized(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+@dataclass
+class Measured:
+    status: int = 0
+    ttfb: float | None = None
+    ttft: float | None = None
+    itl: list[float] | None = None
+    tokens: int | None = None
+    nbytes: int = 0
+    answer: str = ""
+    error: str | None = None
+
+
+def read_stream(response: Any, started: float, measured: Measured) -> None:
+    """Read an SSE chat stream line by line as it arrives: TTFB, TTFT, gaps between content chunks."""
+    raw = response._response
+    parts: list[str] = []
+    last_token_at: float | None = None
+    gaps: list[float] = []
+    chunks = 0
+    while True:
+        line = raw.readline(b"\n")
+        if not line:
+            break
+        now = time.perf_counter()
+        measured.nbytes += len(line)
+        if measured.ttfb is None:
+            measured.ttfb = now - started
+        text = line.decode("utf-8", errors="replace").strip()
+        if not text.startswith("data:"):
+            continue
+        data = text[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            measured.error = "bad_stream"
+            continue
+        if chunk.get("usage"):
+            measured.tokens = chunk["usage"].get("completion_tokens")
+        for choice in chunk.get("choices") or []:
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                chunks += 1
+                parts.append(content)
+                if last_token_at is None:
+                    measured.ttft = now - started
+                else:
+                    gaps.append(now - last_token_at)
+                last_token_at = now
+    measured.answer = "".join(parts)
+    measured.itl = gaps
+    if measured.tokens is None and chunks:
+        measured.tokens = chunks
+
+
+def read_whole(response: Any, request: Request, started: float, measured: Measured) -> None:
+    content = response.content or b""
+    measured.ttfb = time.perf_counter() - started
+    measured.nbytes = len(content)
+    text = content.decode("utf-8", errors="replace")
+    measured.answer = text
+    if request.chat and 200 <= measured.status < 300:
+        try:
+            payload = json.loads(text)
+            measured.answer = payload["choices"][0]["message"]["content"] or ""
+            measured.tokens = (payload.get("usage") or {}).get("completion_tokens")
+        except (ValueError, KeyError, IndexError, TypeError):
+            measured.error = "bad_stream"
+
+
+def judge(request: Request, measured: Measured, contains: str | None) -> str | None:
+    """The error kind, or None when the response is what the request expects."""
+    if measured.error and measured.status == 0:
+        return measured.error
+    ok_status = (
+        measured.status in request.expect_status if request.expect_status else (200 <= measured.status < 300)
+    )
+    if not ok_status:
+        return f"http_{measured.status}"
+    if measured.error == "bad_stream" and not request.expect_status:
+        return "bad_stream"
+    if contains is not None and normalized(contains) not in normalized(measured.answer):
+        return "wrong_answer"
+    return None
+
+
+class Client:
+    """One per Locust user: picks records, sends requests, records what happened."""
+
+    def __init__(self, scenario: Scenario, user: Any) -> None:
+        self.scenario = scenario
+        self.user = user
+        self.rng = scenario.user_rng()
+
+    def send(self, request: Request, open_model: bool = False) -> None:
+        intended = None
+        if open_model:
+            intended = self.scenario.next_arrival()
+            if intended is None:
+                gevent.sleep(1.0)  # the schedule is over; the shape ends the run
+                return
+            gevent.sleep(max(0.0, intended - time.time()))
+        record_for = self.scenario.record_chooser(self.rng)
+        headers = render(self.scenario.headers | request.headers, record_for)
+        contains = render_text(request.expect_contains, record_for) if request.expect_contains else None
+        kwargs: dict[str, Any] = {"headers": headers}
+        if request.json is not None:
+            kwargs["json"] = render(request.json, record_for)
+        elif request.body is not None:
+            kwargs["data"] = render_text(request.body, record_for)
+        self._send(request, render_text(request.path, record_for), kwargs, contains, intended)
+
+    def _send(
+        self,
+        request: Request,
+        path: str,
+        kwargs: dict[str, Any],
+        contains: str | None,
+        intended: float | None,
+    ) -> None:
+        measured = Measured()
+        t0 = time.time()
+        started = time.perf_counter()
+        with self.user.client.request(
+            request.method, path, name=request.name, stream=True, catch_response=True, **kwargs
+        ) as response:
+            measured.status = int(getattr(response, "status_code", 0) or 0)
+            failure = getattr(response, "error", None)
+            try:
+                if failure is not None and measured.status == 0:
+                    measured.error = error_kind(failure)
+                elif request.stream and 200 <= measured.status < 300:
+                    read_stream(response, started, measured)
+                else:
+                    read_whole(response, request, started, measured)
+            except Exception as exc:  # a connection that broke mid-body is a measured error, not a crash
+                measured.error = error_kind(exc)
+                measured.status = measured.status if measured.error.startswith("other") else 0
+            latency = time.perf_counter() - started
+            error = judge(request, measured, contains)
+            response.request_meta["response_time"] = latency * 1000  # Locust's stats see full latency
+            response.request_meta["response_length"] = measured.nbytes
+            if error is None:
+                response.success()
+            else:
+                response.failure(error)
+        self._record(request, t0, intended, measured, latency, error)
+
+    def _record(
+        self,
+        request: Request,
+        t0: float,
+        intended: float | None,
+        measured: Measured,
+        latency: float,
+        error: str | None,
+    ) -> None:
+        elapsed = t0 - (self.scenario.started_at or t0)
+        stage, _ = self.scenario.stage_at(elapsed)
+        self.scenario.recorder.write(
+            {
+                "t": t0,
+                "intended": intended,
+                "name": request.name,
+                "stage": stage.label if stage else "",
+                "status": measured.status,
+                "ok": error is None,
+                "error": error,
+                "latency": latency,
+                "ttfb": measured.ttfb,
+                "ttft": measured.ttft,
+                "itl": measured.itl if request.stream else None,
+                "tokens": measured.tokens,
+                "bytes": measured.nbytes,
+                "users": self.scenario.level_at(elapsed),
+            }
+        )
