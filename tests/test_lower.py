@@ -33,7 +33,8 @@ data: {images: ./imgs}
 requests:
   read: {weight: 2, system: "be brief", prompt: "Read.", image: "{images}", max_tokens: 8, temperature: 0,
          stream: true, expect: {contains: "{images.text}"}}
-  bad: {weight: 0.5, raw: {json: {model: ocr, messages: []}, headers: {X-Extra: "1"}}, expect: {status: [400, 422]}}
+  bad: {weight: 0.5, raw: {json: {model: ocr, messages: []}, headers: {X-Extra: "1"}},
+        expect: {status: [400, 422]}}
 slo: ["p95(ttft) < 1s for read", "error_rate < 1%"]
 """
 

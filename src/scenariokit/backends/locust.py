@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
 from scenariokit.backends import CompiledScript, dataset_files, engine_files_dir, header_lines, register
 from scenariokit.diagnostics import Diagnostic
 from scenariokit.ir import Distribution, RequestTemplate, Scenario, integer_weights
@@ -22,12 +23,43 @@ from scenariokit.ir import Distribution, RequestTemplate, Scenario, integer_weig
 RUNTIME = "scenariokit_locust_runtime.py"
 # Names a task method must not take: FastHttpUser's attributes (listed, not imported: importing locust
 # would monkey-patch this process with gevent), plus what the generated class itself uses.
-_USER_ATTRIBUTES = (
-    "abstract client client_pool concurrency connection_timeout context default_headers environment "
-    "fixed_count fullname greenlet group host insecure json max_redirects max_retries max_wait min_wait "
-    "network_timeout on_start on_stop proxy_host proxy_port rest rest_ run ssl_context_factory start stop "
-    "tasks wait wait_function wait_time weight"
-).split()
+_USER_ATTRIBUTES = [
+    "abstract",
+    "client",
+    "client_pool",
+    "concurrency",
+    "connection_timeout",
+    "context",
+    "default_headers",
+    "environment",
+    "fixed_count",
+    "fullname",
+    "greenlet",
+    "group",
+    "host",
+    "insecure",
+    "json",
+    "max_redirects",
+    "max_retries",
+    "max_wait",
+    "min_wait",
+    "network_timeout",
+    "on_start",
+    "on_stop",
+    "proxy_host",
+    "proxy_port",
+    "rest",
+    "rest_",
+    "run",
+    "ssl_context_factory",
+    "start",
+    "stop",
+    "tasks",
+    "wait",
+    "wait_function",
+    "wait_time",
+    "weight",
+]
 _RESERVED = frozenset(_USER_ATTRIBUTES) | {"sk", "task", "SCENARIO"}
 _RESERVED_CONSTS = frozenset({"SCENARIO"})
 
