@@ -8,10 +8,12 @@
 //
 //   sk_requests  Counter      1 per request sent
 //   sk_ok        Rate         1 when the request met its `expect`, else 0
+//   sk_successes Counter      1 per request that met its `expect` (throughput = successful responses/s)
 //   sk_latency   Trend (time) milliseconds, request sent -> last byte received (k6 timings.duration)
 //   sk_ttfb      Trend (time) milliseconds, request sent -> first byte received (k6 timings.waiting)
 //
-//   Every request adds exactly one point to each of the four, all with the same tags:
+//   Every request adds exactly one point to sk_requests, sk_ok, sk_latency and sk_ttfb (and one to
+//   sk_successes when it succeeded), all with the same tags:
 //     name        the request's name in the scenario
 //     stage       the label of the load stage the request finished in (elapsed time since the scenario
 //                 started, against the IR's stage windows; zero-length stages never hold a request)
@@ -19,10 +21,11 @@
 //     status      the HTTP status as a string, "0" when no response arrived
 //     error       "" on success, else connection_refused | connection_reset | timeout | http_<code> |
 //                 wrong_answer | other
-//     ok          "true" | "false" (so thresholds can filter successes: sk_requests{ok:true})
-//   and the same point metadata `request_id` ("<vu>:<iteration in that VU's scenario>"), unique in the run,
-//   which joins the four points of one request (metadata is not a tag: it costs no time series).
-//   The JSON point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
+//   and the same point metadata `request_id` ("<vu>:<iteration of that VU>"), unique in the run, which
+//   joins the points of one request (metadata is not a tag: it adds no time series). Join on it, not on
+//   `time`: k6 stamps each point when it is added, so the points of one request differ by microseconds.
+//   A point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
+//   The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU.
 //
 // k6 reads whole responses, so it cannot time streamed tokens: ttft, itl and tpot are never recorded here.
 //
@@ -36,6 +39,7 @@ import { Counter, Rate, Trend } from 'k6/metrics';
 
 const skRequests = new Counter('sk_requests');
 const skOk = new Rate('sk_ok');
+const skSuccesses = new Counter('sk_successes');
 const skLatency = new Trend('sk_latency', true);
 const skTtfb = new Trend('sk_ttfb', true);
 
@@ -214,136 +218,165 @@ function statusOk(status, expected) {
 
 // --- the runner ---------------------------------------------------------------------------------------
 
-// config: {baseUrl, seed, requests, datasets, stages, thinkTime}; see the generated script for the shapes.
-export function createRunner(config) {
-  const baseUrl = String(__ENV.SCENARIOKIT_BASE_URL || config.baseUrl).replace(/\/+$/, '');
-  const seedText = __ENV.SCENARIOKIT_SEED !== undefined ? String(__ENV.SCENARIOKIT_SEED) : String(config.seed);
-  const requests = config.requests.map((req) => {
-    const compiled = {
-      path: parseTemplate(req.path),
-      headers: req.headers.map(([key, value]) => [key, parseTemplate(value)]),
-      body: req.body === null ? null : compileValue(req.body),
-      contains: req.expect.contains === null ? null : parseTemplate(req.expect.contains),
-    };
-    const parts = [compiled.path, compiled.body, compiled.contains].concat(compiled.headers.map((h) => h[1]));
-    const used = new Set();
-    for (const part of parts) usedDatasets(part, used);
-    const statuses = req.expect.status;
-    return Object.assign({}, req, {
-      compiled,
-      datasets: Array.from(used).filter((name) => config.datasets[name] !== undefined),
-      params: {
-        responseType: req.chat || req.expect.contains !== null ? 'text' : 'none',
-        timeout: `${Math.round(req.timeout_s * 1000)}ms`,
-        responseCallback:
-          statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 }),
-      },
+// Stage windows [start_s, end_s) from the stages' durations; zero-length stages (instant jumps) hold none.
+export function stageWindows(stages) {
+  const windows = [];
+  let elapsed = 0;
+  for (const stage of stages) {
+    if (stage.duration > 0) windows.push({ label: stage.label, kind: stage.kind, start: elapsed, end: elapsed + stage.duration });
+    elapsed += stage.duration;
+  }
+  return windows;
+}
+
+// The stage at `elapsedS` seconds into the scenario; after the last one (graceful stop), the last one.
+export function stageAt(windows, elapsedS) {
+  for (const w of windows) if (elapsedS < w.end) return w;
+  return windows.length ? windows[windows.length - 1] : { label: '', kind: '' };
+}
+
+function lowerKeys(headers) {
+  const out = {};
+  for (const key of Object.keys(headers)) out[key.toLowerCase()] = key;
+  return out;
+}
+
+// scenario: {name, baseUrl, headers, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}]}
+// requests: [{name, weight, method, path, headers, json, body, chat, stream, expectStatus, expectContains,
+//             timeout}]; data: {name: {defaultField, pick, records}}. See the generated script.
+export class Runner {
+  constructor(scenario, requests, data) {
+    this.baseUrl = String(scenario.baseUrl).replace(/\/+$/, '');
+    this.seed = String(scenario.seed);
+    this.thinkSpec = scenario.thinkTime;
+    this.windows = stageWindows(scenario.stages);
+    this.data = data;
+    this.rng = null;
+    this.total = 0;
+    this.requests = requests.map((req) => {
+      // target headers first, a request's own header of the same name (any case) replaces it
+      const headers = Object.assign({}, req.headers);
+      const own = lowerKeys(req.headers);
+      for (const key of Object.keys(scenario.headers)) {
+        if (own[key.toLowerCase()] === undefined) headers[key] = scenario.headers[key];
+      }
+      if (req.json !== null && own['content-type'] === undefined && lowerKeys(headers)['content-type'] === undefined) {
+        headers['Content-Type'] = 'application/json';
+      }
+      const compiled = {
+        path: parseTemplate(req.path),
+        headers: Object.keys(headers).map((key) => [key, parseTemplate(String(headers[key]))]),
+        json: req.json === null ? null : compileValue(req.json),
+        body: req.body === null ? null : parseTemplate(req.body),
+        contains: req.expectContains === null ? null : parseTemplate(req.expectContains),
+      };
+      const used = new Set();
+      for (const part of [compiled.path, compiled.json, compiled.body, compiled.contains]) usedDatasets(part, used);
+      for (const [, value] of compiled.headers) usedDatasets(value, used);
+      this.total += Math.max(0, req.weight);
+      const statuses = req.expectStatus;
+      return {
+        spec: req,
+        cumulative: this.total,
+        compiled,
+        datasets: Array.from(used).filter((name) => data[name] !== undefined),
+        params: {
+          // the body is read only when it is judged
+          responseType: req.chat || req.expectContains !== null ? 'text' : 'none',
+          timeout: `${Math.round(req.timeout * 1000)}ms`,
+          responseCallback:
+            statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 }),
+        },
+      };
     });
-  });
-  const cumulative = [];
-  let total = 0;
-  for (const req of requests) {
-    total += req.weight;
-    cumulative.push(total);
-  }
-  let rng = null;
-
-  function random() {
-    if (rng === null) rng = mulberry32(hashString(`${seedText}:${__VU}`));
-    return rng();
   }
 
-  function pick() {
-    const x = random() * total;
-    for (let i = 0; i < requests.length; i++) if (x < cumulative[i]) return requests[i];
-    return requests[requests.length - 1];
+  random() {
+    if (this.rng === null) this.rng = mulberry32(hashString(`${this.seed}:${__VU}`));
+    return this.rng();
   }
 
-  function stageAt(elapsedS) {
-    const stages = config.stages;
-    for (const stage of stages) if (elapsedS < stage.end_s) return stage;
-    return stages[stages.length - 1];
+  // One request, drawn by weight.
+  pick() {
+    const x = this.random() * this.total;
+    for (const req of this.requests) if (x < req.cumulative) return req;
+    return this.requests[this.requests.length - 1];
   }
 
-  function currentStage() {
-    if (config.stages.length === 0) return { label: '', kind: '' };
-    return stageAt((Date.now() - exec.scenario.startTime) / 1000);
+  currentStage() {
+    return stageAt(this.windows, (Date.now() - exec.scenario.startTime) / 1000);
   }
 
-  function recordFor(req) {
+  // One record per data set the request uses, shared by all its references.
+  recordFor(req) {
     const chosen = {};
     for (const name of req.datasets) {
-      const dataset = config.datasets[name];
+      const dataset = this.data[name];
       const n = dataset.records.length;
       if (n === 0) continue;
-      const index = dataset.pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(random() * n);
+      const index = dataset.pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(this.random() * n);
       chosen[name] = dataset.records[index];
     }
+    const data = this.data;
     return {
       field(name, field) {
         const record = chosen[name];
         if (record === undefined) return '';
-        const value = record[field === null ? config.datasets[name].default_field : field];
+        const value = record[field === null ? data[name].defaultField : field];
         return value === undefined ? '' : String(value);
       },
     };
   }
 
-  function send(req) {
-    const ctx = recordFor(req);
-    const stage = currentStage();
+  iterate() {
+    return this.send(this.pick());
+  }
+
+  send(req) {
+    const spec = req.spec;
+    const ctx = this.recordFor(req);
+    const stage = this.currentStage();
     const headers = {};
     for (const [key, value] of req.compiled.headers) headers[key] = renderString(value, ctx);
     let body = null;
-    if (req.compiled.body !== null) {
-      const rendered = renderValue(req.compiled.body, ctx);
-      body = req.body_kind === 'json' ? JSON.stringify(rendered) : rendered;
-    }
-    const url = baseUrl + renderString(req.compiled.path, ctx);
-    const requestId = `${__VU}:${exec.vu.iterationInScenario}`;
-    exec.vu.metrics.metadata.request_id = requestId;
-    const params = Object.assign({}, req.params, { headers, tags: { name: req.name, stage: stage.label } });
-    const res = http.request(req.method, url, body, params);
+    if (req.compiled.json !== null) body = JSON.stringify(renderValue(req.compiled.json, ctx));
+    else if (req.compiled.body !== null) body = renderString(req.compiled.body, ctx);
+    const url = this.baseUrl + renderString(req.compiled.path, ctx);
+    exec.vu.metrics.metadata.request_id = `${__VU}:${exec.vu.iterationInScenario}`;
+    const params = Object.assign({}, req.params, { headers, tags: { name: spec.name, stage: stage.label } });
+    const res = http.request(spec.method, url, body, params);
 
     let error = '';
     if (res.error_code || !res.status) error = classifyError(res);
-    else if (!statusOk(res.status, req.expect.status)) error = `http_${res.status}`;
+    else if (!statusOk(res.status, spec.expectStatus)) error = `http_${res.status}`;
     else if (req.compiled.contains !== null) {
-      const answer = req.chat ? chatAnswer(res.body, req.stream) : String(res.body || '');
+      const answer = spec.chat ? chatAnswer(res.body, spec.stream) : String(res.body || '');
       const expected = normalizeText(renderString(req.compiled.contains, ctx));
       if (normalizeText(answer).indexOf(expected) === -1) error = 'wrong_answer';
     }
     const ok = error === '';
-    const tags = {
-      name: req.name,
-      stage: stage.label,
-      stage_kind: stage.kind,
-      status: String(res.status || 0),
-      error,
-      ok: ok ? 'true' : 'false',
-    };
+    const tags = { name: spec.name, stage: stage.label, stage_kind: stage.kind, status: String(res.status || 0), error };
     skRequests.add(1, tags);
     skOk.add(ok, tags);
+    if (ok) skSuccesses.add(1, tags);
     skLatency.add(res.timings.duration, tags);
     skTtfb.add(res.timings.waiting, tags);
     delete exec.vu.metrics.metadata.request_id;
     return ok;
   }
 
-  // Think time in seconds, drawn from the scenario's distribution.
-  function thinkTime() {
-    const t = config.thinkTime;
+  // Think time in seconds, drawn from the scenario's distribution (closed model only).
+  thinkTime() {
+    const t = this.thinkSpec;
     let value = 0;
     if (t.kind === 'constant') value = t.value;
-    else if (t.kind === 'uniform') value = t.low + (t.high - t.low) * random();
-    else if (t.kind === 'exponential') value = -t.mean * Math.log(1 - random());
+    else if (t.kind === 'uniform') value = t.low + (t.high - t.low) * this.random();
+    else if (t.kind === 'exponential') value = -t.mean * Math.log(1 - this.random());
     else if (t.kind === 'normal') {
-      const u = 1 - random();
-      const v = random();
+      const u = 1 - this.random();
+      const v = this.random();
       value = t.mean + t.sd * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
     }
     return Math.max(0, value);
   }
-
-  return { pick, send, thinkTime, stageAt };
 }

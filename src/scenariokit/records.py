@@ -1,0 +1,194 @@
+"""One normalized per-request record, and incremental readers for each engine's raw output.
+
+Readers are polled while the engine runs: each poll returns only the complete lines written since the
+last one (a partial last line waits for the next poll), so a crash loses at most the engine's unflushed
+buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    t: float  # start, unix seconds
+    name: str
+    stage: str
+    status: int  # 0 when no response arrived
+    ok: bool
+    error: str | None
+    latency: float  # seconds, request sent -> last byte
+    intended: float | None = None  # open model: when the request should have started
+    ttfb: float | None = None
+    ttft: float | None = None
+    itl: tuple[float, ...] | None = None
+    tokens: int | None = None
+    bytes: int = 0
+    users: float | None = None
+
+    @property
+    def end(self) -> float:
+        return self.t + self.latency
+
+    @property
+    def corrected_latency(self) -> float:
+        """Latency from the intended start (coordinated omission corrected); plain latency if closed."""
+        return self.end - self.intended if self.intended is not None else self.latency
+
+    @property
+    def tpot(self) -> float | None:
+        """vLLM's definition: (e2e - TTFT) / (output tokens - 1)."""
+        if self.ttft is None or not self.tokens or self.tokens < 2:
+            return None
+        return (self.latency - self.ttft) / (self.tokens - 1)
+
+    @property
+    def error_kind(self) -> str | None:
+        """The error taxonomy: HTTP errors grouped by class and code, others by kind."""
+        if self.error is None:
+            return None
+        if self.error.startswith("http_"):
+            code = self.error.removeprefix("http_")
+            return f"http_{code[:1]}xx:{code}"
+        if self.error.startswith("other"):
+            return "other"
+        return self.error
+
+
+class _LineTail:
+    """Complete new lines appended to one file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[bytes]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        return data[: end + 1].splitlines()
+
+
+def _decode(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class LocustRecordReader:
+    """Reads `records-<pid>.jsonl` files written by the Locust runtime (one per Locust process)."""
+
+    def __init__(self, results_dir: Path) -> None:
+        self.results_dir = results_dir
+        self.tails: dict[Path, _LineTail] = {}
+        self.skipped = 0
+        self.dropped = 0
+        self.dropped_times: list[float] = []
+
+    def poll(self) -> list[RequestRecord]:
+        for path in sorted(self.results_dir.glob("records-*.jsonl")):
+            self.tails.setdefault(path, _LineTail(path))
+        records = []
+        for tail in self.tails.values():
+            for line in tail.new_lines():
+                raw = _decode(line)
+                if raw is None:
+                    self.skipped += 1
+                elif "dropped" in raw:
+                    self.dropped += int(raw["dropped"])
+                    self.dropped_times.append(float(raw["t"]))
+                else:
+                    record = _locust_record(raw)
+                    if record is None:
+                        self.skipped += 1
+                    else:
+                        records.append(record)
+        return records
+
+
+def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
+    try:
+        return RequestRecord(
+            t=float(raw["t"]), name=str(raw["name"]), stage=str(raw.get("stage") or ""),
+            status=int(raw["status"]), ok=bool(raw["ok"]), error=raw.get("error"),
+            latency=float(raw["latency"]), intended=raw.get("intended"), ttfb=raw.get("ttfb"),
+            ttft=raw.get("ttft"), itl=tuple(raw["itl"]) if raw.get("itl") is not None else None,
+            tokens=raw.get("tokens"), bytes=int(raw.get("bytes") or 0), users=raw.get("users"),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _k6_time(text: str) -> float:
+    """k6 writes RFC 3339 times with nanoseconds; Python parses microseconds."""
+    head, _, rest = text.partition(".")
+    fraction = "".join(c for c in rest if c.isdigit())
+    zone = rest[len(fraction):] if rest else text[len(head):]
+    stamp = datetime.fromisoformat(head + (zone.replace("Z", "+00:00") or "+00:00"))
+    return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+class K6RecordReader:
+    """Rebuilds records from the `sk_latency` / `sk_ttfb` points of `k6 run --out json=FILE`."""
+
+    def __init__(self, json_path: Path) -> None:
+        self.tail = _LineTail(json_path)
+        self.skipped = 0
+        self.dropped = 0
+        self.dropped_times: list[float] = []
+        self._ttfb: dict[tuple[str, str, str, str], float] = {}
+
+    def poll(self) -> list[RequestRecord]:
+        records = []
+        for line in self.tail.new_lines():
+            raw = _decode(line)
+            if raw is None:
+                self.skipped += 1
+                continue
+            if raw.get("type") != "Point":
+                continue
+            metric, data = raw.get("metric"), raw.get("data") or {}
+            if metric == "sk_ttfb":
+                tags = data.get("tags") or {}
+                self._ttfb[(data.get("time", ""), tags.get("name", ""), tags.get("status", ""),
+                            tags.get("stage", ""))] = float(data["value"]) / 1000
+            elif metric == "sk_latency":
+                record = self._record(data)
+                if record is None:
+                    self.skipped += 1
+                else:
+                    records.append(record)
+            elif metric == "dropped_iterations":
+                self.dropped += int(data.get("value") or 0)
+                self.dropped_times.append(_k6_time(data["time"]))
+        return records
+
+    def _record(self, data: dict[str, Any]) -> RequestRecord | None:
+        try:
+            tags = data.get("tags") or {}
+            latency = float(data["value"]) / 1000
+            # k6 stamps a sample when the request ends
+            end = _k6_time(data["time"])
+            key = (data["time"], tags.get("name", ""), tags.get("status", ""), tags.get("stage", ""))
+            error = tags.get("error") or None
+            return RequestRecord(
+                t=end - latency, name=tags.get("name", ""), stage=tags.get("stage", ""),
+                status=int(tags.get("status") or 0), ok=error is None, error=error, latency=latency,
+                ttfb=self._ttfb.pop(key, None),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
