@@ -33,6 +33,7 @@ from scenariokit.drivers import Driver, get_driver
 from scenariokit.exitcodes import ExitCode
 from scenariokit.ir import Scenario
 from scenariokit.live import LiveView
+from scenariokit.monitor import Monitor
 from scenariokit.records import RequestRecord
 from scenariokit.store import RecordStore
 
@@ -353,7 +354,7 @@ def run_scenario(path: Path, options: RunOptions) -> int:
                 detail=f"target {base_url} is not reachable at start: {reason}",
             )
         else:
-            with view:
+            with view, Monitor(run_dir, base_url):
                 state = run_engine(scenario, driver, script, base_url, run_dir, handle, options, view)
     return finish(run_dir, meta, state, options, view)
 

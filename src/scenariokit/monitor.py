@@ -1,0 +1,160 @@
+"""Watch the target and the host once a second while a run goes, into the run folder.
+
+- target: its Prometheus `/metrics` text (vLLM's names understood: requests running and waiting, KV-cache
+  usage, TTFT and end-to-end histograms; plus process CPU and memory), parsed with prometheus_client.
+- host: CPU (total and per core), memory, network bytes, from psutil.
+- GPU: utilisation and memory through NVML when a GPU and `nvidia-ml-py` are present; marked absent
+  otherwise, never guessed.
+
+Each sample is one JSON line in `monitor/target.jsonl`, `monitor/host.jsonl`, `monitor/gpu.jsonl`, written
+as it is taken, so a crash keeps what was seen.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+INTERVAL_S = 1.0
+# Series kept from the target's /metrics: vLLM's (V1 and V0 names), our server's, the process's.
+KEPT_PREFIXES = ("vllm:", "scenariokit_", "process_cpu_seconds", "process_resident_memory", "model_server_")
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Flat `name{label="v",...}` -> value for the kept series (histogram buckets dropped; sums and
+    counts kept so latency means can be derived)."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(KEPT_PREFIXES) or sample.name.endswith("_bucket"):
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+    return values
+
+
+class GpuProbe:
+    """NVML, when there is a GPU and the library; `available` says which."""
+
+    def __init__(self) -> None:
+        self.available = False
+        self.reason = ""
+        try:
+            import pynvml  # from nvidia-ml-py
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            self.available = bool(self._handles)
+            self.reason = "" if self.available else "NVML found no GPU"
+        except Exception as exc:  # no library, no driver, no device: all mean "absent"
+            self.reason = f"GPU metrics absent: {type(exc).__name__}: {exc}"
+
+    def sample(self) -> list[dict[str, Any]]:
+        out = []
+        for i, handle in enumerate(self._handles):
+            util = self._nvml.nvmlDeviceGetUtilizationRates(handle)
+            memory = self._nvml.nvmlDeviceGetMemoryInfo(handle)
+            out.append(
+                {
+                    "gpu": i,
+                    "util_percent": util.gpu,
+                    "memory_used_bytes": memory.used,
+                    "memory_total_bytes": memory.total,
+                }
+            )
+        return out
+
+
+class Monitor:
+    """A daemon thread that samples until stopped. Use as a context manager around the run."""
+
+    def __init__(self, run_dir: Path, base_url: str | None, interval_s: float = INTERVAL_S) -> None:
+        self.dir = run_dir / "monitor"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.base_url = base_url
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="scenariokit-monitor", daemon=True)
+        self.samples = 0
+        self.target_errors = 0
+        self.gpu = GpuProbe()
+        (self.dir / "gpu.json").write_text(
+            json.dumps({"available": self.gpu.available, "reason": self.gpu.reason}) + "\n"
+        )
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        psutil.cpu_percent(percpu=True)  # prime: the first call has no interval to measure
+        net = psutil.net_io_counters()
+        with httpx.Client(timeout=2.0) as client:
+            while not self._stop.wait(self.interval_s):
+                now = time.time()
+                net = self._host(now, net)
+                if self.base_url:
+                    self._target(client, now)
+                if self.gpu.available:
+                    self._write("gpu.jsonl", {"t": now, "gpus": self.gpu.sample()})
+                self.samples += 1
+
+    def _host(self, now: float, last_net: Any) -> Any:
+        per_cpu = psutil.cpu_percent(percpu=True)
+        memory = psutil.virtual_memory()
+        net = psutil.net_io_counters()
+        self._write(
+            "host.jsonl",
+            {
+                "t": now,
+                "cpu_percent": sum(per_cpu) / len(per_cpu),
+                "cpu_per_core": per_cpu,
+                "memory_used_bytes": memory.used,
+                "memory_percent": memory.percent,
+                "net_sent_bytes": net.bytes_sent - last_net.bytes_sent,
+                "net_recv_bytes": net.bytes_recv - last_net.bytes_recv,
+            },
+        )
+        return net
+
+    def _target(self, client: httpx.Client, now: float) -> None:
+        try:
+            response = client.get(f"{self.base_url}/metrics")
+            values = parse_prometheus(response.text) if response.status_code == 200 else {}
+            up = response.status_code == 200
+        except (httpx.HTTPError, ValueError):
+            values, up = {}, False
+            self.target_errors += 1
+        self._write("target.jsonl", {"t": now, "up": up, "metrics": values})
+
+    def _write(self, name: str, payload: dict[str, Any]) -> None:
+        with (self.dir / name).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(payload, separators=(",", ":")) + "\n")
+
+
+def read_samples(run_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = run_dir / "monitor" / name
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash
+    return out
