@@ -38,9 +38,25 @@ def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
     entry = get_backend("locust").emit(scenario).write(out)
     results = out / "results"
     subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(entry), "--headless", "--only-summary", "--run-time", "20s",
-         "--loglevel", "ERROR", "--exit-code-on-error", "0"],
-        env={**ENV, "SCENARIOKIT_RESULTS_DIR": str(results)}, cwd=out, capture_output=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(entry),
+            "--headless",
+            "--only-summary",
+            "--run-time",
+            "20s",
+            "--loglevel",
+            "ERROR",
+            "--exit-code-on-error",
+            "0",
+        ],
+        env={**ENV, "SCENARIOKIT_RESULTS_DIR": str(results)},
+        cwd=out,
+        capture_output=True,
+        check=True,
         timeout=60,
     )
     return [json.loads(line) for f in results.glob("records-*.jsonl") for line in f.read_text().splitlines()]
@@ -48,8 +64,14 @@ def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
 
 def run_k6(scenario: Scenario, out: Path) -> tuple[int, list[dict[str, Any]]]:
     entry = get_backend("k6").emit(scenario).write(out)
-    result = subprocess.run([k6_binary(), "run", "--quiet", "--no-color", "--out", f"json={out / 'k6.json'}",
-                             str(entry)], env=ENV, cwd=out, capture_output=True, timeout=60, check=False)
+    result = subprocess.run(
+        [k6_binary(), "run", "--quiet", "--no-color", "--out", f"json={out / 'k6.json'}", str(entry)],
+        env=ENV,
+        cwd=out,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     points = [json.loads(line) for line in (out / "k6.json").read_text().splitlines()]
     return result.returncode, [p for p in points if p.get("type") == "Point"]
 
@@ -71,11 +93,27 @@ def test_locust_closed_model_weights_records_and_checks(tmp_path: Path) -> None:
         # users stopped at the end may leave one request each in flight, unrecorded
         assert 0 <= server.total() - len(records) <= 6 and len(records) > 100
     assert_weights(Counter(r["name"] for r in records), {"identify": 3, "ocr": 1, "empty-image": 0.1})
-    fields = {"t", "intended", "name", "stage", "status", "ok", "error", "latency", "ttfb", "ttft", "itl",
-              "tokens", "bytes", "users"}
+    fields = {
+        "t",
+        "intended",
+        "name",
+        "stage",
+        "status",
+        "ok",
+        "error",
+        "latency",
+        "ttfb",
+        "ttft",
+        "itl",
+        "tokens",
+        "bytes",
+        "users",
+    }
     assert all(set(r) == fields for r in records)
     streamed = [r for r in records if r["name"] == "identify"]
-    assert all(r["ok"] and r["ttft"] is not None and len(r["itl"]) == 2 and r["tokens"] == 3 for r in streamed)
+    assert all(
+        r["ok"] and r["ttft"] is not None and len(r["itl"]) == 2 and r["tokens"] == 3 for r in streamed
+    )
     assert all(r["ttfb"] <= r["ttft"] <= r["latency"] for r in streamed)
     bad = [r for r in records if r["name"] == "empty-image"]
     assert all(r["ok"] and r["status"] == 400 for r in bad)
@@ -105,8 +143,11 @@ def test_k6_closed_model_weights_tags_and_checks(tmp_path: Path) -> None:
     assert len(latency) == sent > 100
     assert_weights(Counter(p["tags"]["name"] for p in latency), {"identify": 3, "ocr": 1, "empty-image": 0.1})
     assert {p["tags"]["stage"] for p in latency} <= {"ramp", "hold"}
-    assert all(p["tags"]["error"] == "" and p["tags"]["status"] == "400" for p in latency
-               if p["tags"]["name"] == "empty-image")
+    assert all(
+        p["tags"]["error"] == "" and p["tags"]["status"] == "400"
+        for p in latency
+        if p["tags"]["name"] == "empty-image"
+    )
     assert {p["tags"]["error"] for p in latency if p["tags"]["name"] == "ocr"} == {"", "wrong_answer"}
     assert auth == {"Bearer sekret-from-env"}
     assert code == 99  # the wrong answers break `error_rate < 0.5%`: k6's own threshold fails too

@@ -347,7 +347,8 @@ export class Runner {
     const res = http.request(spec.method, url, body, params);
 
     let error = '';
-    if (res.error_code || !res.status) error = classifyError(res);
+    // k6 also sets error_code (1400..1599) for HTTP errors: a response is judged by its status
+    if (!res.status) error = classifyError(res);
     else if (!statusOk(res.status, spec.expectStatus)) error = `http_${res.status}`;
     else if (req.compiled.contains !== null) {
       const answer = spec.chat ? chatAnswer(res.body, spec.stream) : String(res.body || '');

@@ -123,11 +123,20 @@ class LocustRecordReader:
 def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
     try:
         return RequestRecord(
-            t=float(raw["t"]), name=str(raw["name"]), stage=str(raw.get("stage") or ""),
-            status=int(raw["status"]), ok=bool(raw["ok"]), error=raw.get("error"),
-            latency=float(raw["latency"]), intended=raw.get("intended"), ttfb=raw.get("ttfb"),
-            ttft=raw.get("ttft"), itl=tuple(raw["itl"]) if raw.get("itl") is not None else None,
-            tokens=raw.get("tokens"), bytes=int(raw.get("bytes") or 0), users=raw.get("users"),
+            t=float(raw["t"]),
+            name=str(raw["name"]),
+            stage=str(raw.get("stage") or ""),
+            status=int(raw["status"]),
+            ok=bool(raw["ok"]),
+            error=raw.get("error"),
+            latency=float(raw["latency"]),
+            intended=raw.get("intended"),
+            ttfb=raw.get("ttfb"),
+            ttft=raw.get("ttft"),
+            itl=tuple(raw["itl"]) if raw.get("itl") is not None else None,
+            tokens=raw.get("tokens"),
+            bytes=int(raw.get("bytes") or 0),
+            users=raw.get("users"),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -137,9 +146,13 @@ def _k6_time(text: str) -> float:
     """k6 writes RFC 3339 times with nanoseconds; Python parses microseconds."""
     head, _, rest = text.partition(".")
     fraction = "".join(c for c in rest if c.isdigit())
-    zone = rest[len(fraction):] if rest else text[len(head):]
+    zone = rest[len(fraction) :] if rest else text[len(head) :]
     stamp = datetime.fromisoformat(head + (zone.replace("Z", "+00:00") or "+00:00"))
     return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def _request_id(data: dict[str, Any]) -> str:
+    return str((data.get("metadata") or {}).get("request_id", ""))
 
 
 class K6RecordReader:
@@ -150,23 +163,23 @@ class K6RecordReader:
         self.skipped = 0
         self.dropped = 0
         self.dropped_times: list[float] = []
-        self._ttfb: dict[tuple[str, str, str, str], float] = {}
+        self._ttfb: dict[str, float] = {}
 
     def poll(self) -> list[RequestRecord]:
-        records = []
+        points = []
         for line in self.tail.new_lines():
             raw = _decode(line)
             if raw is None:
                 self.skipped += 1
-                continue
-            if raw.get("type") != "Point":
-                continue
-            metric, data = raw.get("metric"), raw.get("data") or {}
+            elif raw.get("type") == "Point":
+                points.append((raw.get("metric"), raw.get("data") or {}))
+        # a request's sk_ttfb and sk_latency points arrive in the same flush, in either order
+        for metric, data in points:
             if metric == "sk_ttfb":
-                tags = data.get("tags") or {}
-                self._ttfb[(data.get("time", ""), tags.get("name", ""), tags.get("status", ""),
-                            tags.get("stage", ""))] = float(data["value"]) / 1000
-            elif metric == "sk_latency":
+                self._ttfb[_request_id(data)] = float(data["value"]) / 1000
+        records = []
+        for metric, data in points:
+            if metric == "sk_latency":
                 record = self._record(data)
                 if record is None:
                     self.skipped += 1
@@ -183,12 +196,16 @@ class K6RecordReader:
             latency = float(data["value"]) / 1000
             # k6 stamps a sample when the request ends
             end = _k6_time(data["time"])
-            key = (data["time"], tags.get("name", ""), tags.get("status", ""), tags.get("stage", ""))
             error = tags.get("error") or None
             return RequestRecord(
-                t=end - latency, name=tags.get("name", ""), stage=tags.get("stage", ""),
-                status=int(tags.get("status") or 0), ok=error is None, error=error, latency=latency,
-                ttfb=self._ttfb.pop(key, None),
+                t=end - latency,
+                name=tags.get("name", ""),
+                stage=tags.get("stage", ""),
+                status=int(tags.get("status") or 0),
+                ok=error is None,
+                error=error,
+                latency=latency,
+                ttfb=self._ttfb.pop(_request_id(data), None),
             )
         except (KeyError, TypeError, ValueError):
             return None

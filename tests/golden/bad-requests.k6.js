@@ -151,23 +151,23 @@ export const options = {
       startVUs: 0,
       stages: [{ duration: "10s", target: 4 }, { duration: "40s", target: 4 }],
       gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulRampDown: "10s",
     },
   },
   thresholds: {
-    // error_rate < 1%
+    // error_rate < 1% -> rate>0.99
     "sk_ok": ["rate>0.99"],
-    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json
+    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json -> p(99)<500
     "sk_latency{name:no-messages}": ["p(99)<500"],
-    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json
+    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json -> p(99)<500
     "sk_latency{name:bad-base64}": ["p(99)<500"],
-    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json
+    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json -> p(99)<500
     "sk_latency{name:not-an-image}": ["p(99)<500"],
-    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json
+    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json -> p(99)<500
     "sk_latency{name:wrong-type}": ["p(99)<500"],
-    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json
+    // p99(latency) < 500ms for no-messages, bad-base64, not-an-image, wrong-type, not-json -> p(99)<500
     "sk_latency{name:not-json}": ["p(99)<500"],
-    // p95(latency) < 3s for ocr
+    // p95(latency) < 3s for ocr -> p(95)<3000
     "sk_latency{name:ocr}": ["p(95)<3000"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

@@ -85,18 +85,18 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "1m", target: 200 }, { duration: "3m", target: 200 }, { duration: "0s", target: 600 }, { duration: "30s", target: 600 }, { duration: "0s", target: 200 }, { duration: "1m", target: 200 }, { duration: "30s", target: 0 }],
-      gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulStop: "30s",
+      gracefulRampDown: "30s",
     },
   },
   thresholds: {
-    // p99(latency) < 500ms
+    // p99(latency) < 500ms -> p(99)<500
     "sk_latency": ["p(99)<500"],
-    // error_rate < 0.5%
+    // error_rate < 0.5% -> rate>0.995
     "sk_ok": ["rate>0.995"],
-    // p95(latency) < 800ms during flash-sale
+    // p95(latency) < 800ms during flash-sale -> p(95)<800
     "sk_latency{stage:flash-sale}": ["p(95)<800"],
-    // throughput >= 50/s
+    // throughput >= 50/s -> rate>=50
     "sk_successes": ["rate>=50"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

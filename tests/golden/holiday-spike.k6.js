@@ -86,17 +86,17 @@ export const options = {
       startVUs: 0,
       stages: [{ duration: "15s", target: 4 }, { duration: "30s", target: 4 }, { duration: "0s", target: 16 }, { duration: "20s", target: 16 }, { duration: "0s", target: 4 }, { duration: "30s", target: 4 }, { duration: "5s", target: 0 }],
       gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulRampDown: "10s",
     },
   },
   thresholds: {
-    // p99(latency) < 2s
+    // p99(latency) < 2s -> p(99)<2000
     "sk_latency": ["p(99)<2000"],
-    // error_rate < 1%
+    // error_rate < 1% -> rate>0.99
     "sk_ok": ["rate>0.99"],
-    // p95(latency) < 3s during flash-sale
+    // p95(latency) < 3s during flash-sale -> p(95)<3000
     "sk_latency{stage:flash-sale}": ["p(95)<3000"],
-    // throughput >= 1/s
+    // throughput >= 1/s -> rate>=1
     "sk_successes": ["rate>=1"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

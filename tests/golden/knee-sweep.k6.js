@@ -65,12 +65,12 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 1,
       stages: [{ duration: "20s", target: 1 }, { duration: "0s", target: 2 }, { duration: "20s", target: 2 }, { duration: "0s", target: 3 }, { duration: "20s", target: 3 }, { duration: "0s", target: 4 }, { duration: "20s", target: 4 }, { duration: "0s", target: 5 }, { duration: "20s", target: 5 }, { duration: "0s", target: 6 }, { duration: "20s", target: 6 }, { duration: "0s", target: 7 }, { duration: "20s", target: 7 }, { duration: "0s", target: 8 }, { duration: "20s", target: 8 }, { duration: "5s", target: 0 }],
-      gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulStop: "20s",
+      gracefulRampDown: "20s",
     },
   },
   thresholds: {
-    // error_rate < 1%
+    // error_rate < 1% -> rate>0.99
     "sk_ok": ["rate>0.99"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

@@ -62,11 +62,11 @@ export const options = {
     },
   },
   thresholds: {
-    // p95(latency) < 2s
+    // p95(latency) < 2s -> p(95)<2000
     "sk_latency": ["p(95)<2000"],
-    // dropped_iterations <= 0
+    // dropped_iterations <= 0 -> count<=0
     "dropped_iterations": ["count<=0"],
-    // throughput >= 1/s
+    // throughput >= 1/s -> rate>=1
     "sk_successes": ["rate>=1"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

@@ -66,14 +66,14 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "1m40s", target: 10000 }, { duration: "10m", target: 10000 }],
-      gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulStop: "1m",
+      gracefulRampDown: "1m",
     },
   },
   thresholds: {
-    // p99(latency) < 500ms
+    // p99(latency) < 500ms -> p(99)<500
     "sk_latency": ["p(99)<500"],
-    // error_rate < 0.5%
+    // error_rate < 0.5% -> rate>0.995
     "sk_ok": ["rate>0.995"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

@@ -68,13 +68,13 @@ export const options = {
       startVUs: 0,
       stages: [{ duration: "3s", target: 2 }, { duration: "10s", target: 2 }, { duration: "2s", target: 0 }],
       gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulRampDown: "10s",
     },
   },
   thresholds: {
-    // p95(latency) < 5s
+    // p95(latency) < 5s -> p(95)<5000
     "sk_latency": ["p(95)<5000"],
-    // error_rate < 5%
+    // error_rate < 5% -> rate>0.95
     "sk_ok": ["rate>0.95"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

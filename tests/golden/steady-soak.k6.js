@@ -53,14 +53,14 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "1m", target: 2 }, { duration: "30m", target: 2 }, { duration: "30s", target: 0 }],
-      gracefulStop: "10s",
-      gracefulRampDown: "5s",
+      gracefulStop: "15s",
+      gracefulRampDown: "15s",
     },
   },
   thresholds: {
-    // p99(latency) < 2s
+    // p99(latency) < 2s -> p(99)<2000
     "sk_latency": ["p(99)<2000"],
-    // error_rate < 0.1%
+    // error_rate < 0.1% -> rate>0.999
     "sk_ok": ["rate>0.999"],
   },
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],

