@@ -12,7 +12,8 @@ every 0.5 s and at exit, one object per line:
      "ttft": s or null, "itl": [s, ...] or null, "tokens": int or null, "bytes": int, "users": level}
 
 error is one of connection_refused, connection_reset, timeout, http_<code>, wrong_answer, bad_stream,
-other:<ExceptionName>. An open-model arrival that no user could start in time is written as
+other:<ExceptionName>. The test's start is written once as `{"test_start": unix s}` (stage windows are
+measured from it). An open-model arrival that no user could start in time is written as
 `{"dropped": 1, "t": intended unix s, "stage": label}` and is not sent.
 
 Open model: Locust has no arrival-rate executor, so this module makes one. A fixed pool of users shares one
@@ -161,6 +162,7 @@ class Scenario:
 
     def _on_test_start(self, environment: Any, **_: Any) -> None:
         self.started_at = time.time()
+        self.recorder.write({"test_start": self.started_at})
         # Distributed runs set SCENARIOKIT_WORKERS so that each worker sends its share of the arrivals.
         count = max(1, int(os.environ.get("SCENARIOKIT_WORKERS", "1")))
         index = (getattr(environment.runner, "worker_index", 0) or 0) % count

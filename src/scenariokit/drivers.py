@@ -22,6 +22,8 @@ from scenariokit.records import K6RecordReader, LocustRecordReader
 class RecordReader(Protocol):
     skipped: int
     dropped: int
+    dropped_times: list[float]
+    started_unix: float | None
 
     def poll(self) -> list: ...  # list[RequestRecord]
 

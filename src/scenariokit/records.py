@@ -98,6 +98,7 @@ class LocustRecordReader:
         self.skipped = 0
         self.dropped = 0
         self.dropped_times: list[float] = []
+        self.started_unix: float | None = None  # the engine's test start, from its marker line
 
     def poll(self) -> list[RequestRecord]:
         for path in sorted(self.results_dir.glob("records-*.jsonl")):
@@ -108,6 +109,9 @@ class LocustRecordReader:
                 raw = _decode(line)
                 if raw is None:
                     self.skipped += 1
+                elif "test_start" in raw:
+                    start = float(raw["test_start"])
+                    self.started_unix = min(start, self.started_unix or start)
                 elif "dropped" in raw:
                     self.dropped += int(raw["dropped"])
                     self.dropped_times.append(float(raw["t"]))
@@ -164,6 +168,7 @@ class K6RecordReader:
         self.dropped = 0
         self.dropped_times: list[float] = []
         self._ttfb: dict[str, float] = {}
+        self.started_unix: float | None = None  # the earliest point k6 wrote (it samples `vus` from t=0)
 
     def poll(self) -> list[RequestRecord]:
         points = []
@@ -172,7 +177,11 @@ class K6RecordReader:
             if raw is None:
                 self.skipped += 1
             elif raw.get("type") == "Point":
-                points.append((raw.get("metric"), raw.get("data") or {}))
+                data = raw.get("data") or {}
+                points.append((raw.get("metric"), data))
+                if "time" in data and raw.get("metric") in ("vus", "vus_max"):
+                    at = _k6_time(data["time"])
+                    self.started_unix = min(at, self.started_unix or at)
         # a request's sk_ttfb and sk_latency points arrive in the same flush, in either order
         for metric, data in points:
             if metric == "sk_ttfb":

@@ -151,6 +151,8 @@ def write_run_metadata(
     shutil.copyfile(source, run_dir / "scenario.yaml")
     meta = {
         "scenariokit_version": __version__,
+        "scenario_name": scenario.name,
+        "slos": [slo.text for slo in scenario.slos],
         "scenario_path": scenario.source_path,
         "scenario_sha256": scenario.source_sha256,
         "git_commit": git_commit(source.resolve()),
@@ -211,6 +213,7 @@ class RunState:
     exit_reason: str = "completed"
     detail: str = ""
     engine_returncode: int | None = None
+    engine_started_unix: float | None = None
 
 
 def process_cpu_share(process: psutil.Process, engine: str) -> float:
@@ -301,9 +304,14 @@ def run_engine(
         state.detail = (
             f"{scenario.engine} exited with code {process.returncode}; see logs/{scenario.engine}.log"
         )
-    (run_dir / "raw" / "reader.json").write_text(
-        json.dumps({"skipped_lines": reader.skipped, "dropped": reader.dropped}) + "\n"
-    )
+    state.engine_started_unix = reader.started_unix or state.started_unix
+    reader_facts = {
+        "skipped_lines": reader.skipped,
+        "dropped": reader.dropped,
+        "dropped_times": reader.dropped_times,
+        "started_unix": reader.started_unix,
+    }
+    (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
     (run_dir / "generator.json").write_text(json.dumps(health.as_dict() | {"samples": health.samples}) + "\n")
     return state
 
@@ -319,18 +327,23 @@ class AbortJudge:
     GRACE_S = 10.0
 
     def __init__(self, scenario: Scenario) -> None:
+        from scenariokit.plan import make_plan
+
         self.scenario = scenario
+        self.planned = sum(make_plan(scenario).expected_requests.values())
         self.started = time.monotonic()
         self.last_check = 0.0
 
     def lost(self, records: list[RequestRecord]) -> str | None:
+        from scenariokit.metrics import RunData
+        from scenariokit.slo import certainly_lost
+
         now = time.monotonic()
-        if now - self.started < self.GRACE_S or now - self.last_check < 2.0:
+        if now - self.started < self.GRACE_S or now - self.last_check < 2.0 or not records:
             return None
         self.last_check = now
-        from scenariokit.slo import certainly_lost_slos
-
-        lost = certainly_lost_slos(self.scenario, records, now - self.started)
+        data = RunData(records, min(r.t for r in records), time.time(), self.scenario.load.stages)
+        lost = [slo.text for slo in self.scenario.slos if certainly_lost(slo, data, self.planned)]
         return "; ".join(lost) if lost else None
 
 
