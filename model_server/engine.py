@@ -1,0 +1,100 @@
+"""The models, run in a pool of worker processes (one per core, one onnxruntime thread each).
+
+Measured (docs/model-server.md): OCR takes hundreds of milliseconds per image and threads inside one
+process do not add throughput, so each worker process holds its own model with a single intra-op thread.
+Images are decoded and checked in the HTTP process before they reach a worker, so bad input never costs a
+model call and never crashes a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+
+_ocr: Any = None  # the worker process's own model
+
+
+@dataclass(frozen=True)
+class TextLine:
+    text: str
+    box: list[list[float]]
+    confidence: float
+
+
+class BadImage(ValueError):
+    """The bytes are not an image we accept; the message says why (sent to the client as a 400)."""
+
+
+def check_image(data: bytes) -> tuple[int, int]:
+    """Validate an encoded image without decoding its pixels; returns (width, height)."""
+    if not data:
+        raise BadImage("the image is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise BadImage(f"the image is {len(data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise BadImage(f"the image is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
+            image.verify()
+    except BadImage:
+        raise
+    except Exception as exc:  # PIL raises many kinds for non-images and truncated files
+        raise BadImage(f"the bytes are not a readable image ({type(exc).__name__})") from None
+    return width, height
+
+
+def _init_worker() -> None:
+    global _ocr
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from rapidocr_onnxruntime import RapidOCR
+
+    _ocr = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
+
+
+def run_ocr(data: bytes) -> tuple[list[TextLine], float]:
+    """In a worker: read the text of one image. Returns the lines and the model's own seconds."""
+    started = time.perf_counter()
+    result, _ = _ocr(data)
+    lines = [
+        TextLine(str(text), [[float(x), float(y)] for x, y in box], float(score))
+        for box, text, score in (result or [])
+    ]
+    return lines, time.perf_counter() - started
+
+
+def warm_up(data: bytes) -> float:
+    """In a worker: one call, so the first real request does not pay the cold start."""
+    return run_ocr(data)[1]
+
+
+class ModelPool:
+    """The worker processes. `submit` runs OCR on one already-checked image."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        context = multiprocessing.get_context("spawn")  # no fork of the server's threads and sockets
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+
+    async def warm(self, sample: bytes) -> list[float]:
+        loop = asyncio.get_running_loop()
+        calls = [loop.run_in_executor(self.executor, warm_up, sample) for _ in range(self.workers)]
+        return list(await asyncio.gather(*calls))
+
+    async def ocr(self, data: bytes) -> tuple[list[TextLine], float]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, run_ocr, data)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
