@@ -43,3 +43,11 @@ def test_schema_rejects_an_unknown_key_like_the_compiler() -> None:
     doc["load"]["think_tme"] = "1s"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+def test_summary_schema_is_in_sync_with_the_model() -> None:
+    from scenariokit.summary import summary_schema_text
+
+    assert (ROOT / "schemas" / "summary.schema.json").read_text() == summary_schema_text(), (
+        "schemas/summary.schema.json is stale: regenerate it from scenariokit.summary.summary_schema_text()"
+    )
