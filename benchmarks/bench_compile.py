@@ -42,7 +42,9 @@ def main() -> None:
         k6 = best_of(lambda p=path: compile_scenario(load_scenario(p).scenario, "k6"))
         totals.append(max(locust, k6))
         print(f"{path.name:32} {parse * 1e3:9.1f} {locust * 1e3:10.1f} {k6 * 1e3:8.1f} {locust / parse:6.0f}")
-    print(f"\nslowest full compile: {max(totals) * 1e3:.1f} ms; median {statistics.median(totals) * 1e3:.1f} ms")
+    print(
+        f"\nslowest full compile: {max(totals) * 1e3:.1f} ms; median {statistics.median(totals) * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
         check=True,
         timeout=60,
     )
-    return [json.loads(line) for f in results.glob("records-*.jsonl") for line in f.read_text().splitlines()]
+    lines = [json.loads(line) for f in results.glob("records-*.jsonl") for line in f.read_text().splitlines()]
+    assert sum("test_start" in line for line in lines) == 1  # the marker stage windows are measured from
+    return [line for line in lines if "test_start" not in line]
 
 
 def run_k6(scenario: Scenario, out: Path) -> tuple[int, list[dict[str, Any]]]:

@@ -218,7 +218,9 @@ def test_overload_gets_fast_429s_and_the_server_stays_healthy(server: ServerHand
 
 def test_every_builtin_card_reads_back_exactly(server: ServerHandle) -> None:
     cards = text_cards(24)
-    assert len({c.text for c in cards}) == 24 and all(c.png == d.png for c, d in zip(cards, text_cards(24), strict=True))
+    assert len({c.text for c in cards}) == 24 and all(
+        c.png == d.png for c, d in zip(cards, text_cards(24), strict=True)
+    )
 
     def read(card: Any) -> str:
         body = {"image_base64": base64.b64encode(card.png).decode()}

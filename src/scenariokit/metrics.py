@@ -74,11 +74,23 @@ def distribution(values: Iterable[float], extra_percentiles: Iterable[float] = (
     if count == 0:
         return EMPTY
     wanted = sorted(set(PERCENTILES) | set(extra_percentiles))
-    # HdrHistogram reports a bucket's upper edge; clamp into the exact observed range
-    percentiles = {
-        f"p{p:g}": min(high, max(low, histogram.get_value_at_percentile(p) / MICROS)) for p in wanted
-    }
+    percentiles = {f"p{p:g}": min(high, max(low, _value_at(histogram, p, count))) for p in wanted}
     return Distribution(count, low, total / count, high, percentiles)
+
+
+def _value_at(histogram: HdrHistogram, percentile: float, count: int) -> float:
+    """The smallest recorded value with at least `percentile`% of samples at or below it (seconds).
+
+    hdrh's own get_value_at_percentile rounds the rank to the nearest sample, which can report a p90 below
+    a value that 17% of the samples exceed; an SLO needs this conservative definition (nearest rank).
+    """
+    rank = max(1, math.ceil(percentile / 100 * count - 1e-9))
+    seen = 0
+    for item in histogram.get_recorded_iterator():
+        seen += item.count_at_value_iterated_to
+        if seen >= rank:
+            return histogram.get_highest_equivalent_value(item.value_iterated_to) / MICROS
+    return histogram.get_max_value() / MICROS
 
 
 def stage_intervals(stages: tuple[Stage, ...], name: str) -> list[tuple[float, float]]:
