@@ -86,8 +86,9 @@ def main() -> None:
     with start_server(workers=args.workers) as server:
         for clients in CONCURRENCY:
             rate, rejected, p50 = http_throughput(server.base_url, images, clients, args.seconds)
+            ratio = rate / direct
             print(
-                f"{clients:>8} {rate:>11.2f} {direct:>13.2f} {rate / direct:>6.2f} {rejected:>6} {p50 * 1000:>7.0f}"
+                f"{clients:>8} {rate:>11.2f} {direct:>13.2f} {ratio:>6.2f} {rejected:>6} {p50 * 1000:>7.0f}"
             )
             if clients == 1:
                 print(f"{'':>8} HTTP p50 overhead at 1 client: {(p50 - direct_p50) * 1000:.0f} ms")
