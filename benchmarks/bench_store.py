@@ -54,9 +54,8 @@ def main() -> None:
         assert len(load_records(run_dir)) == n
         read_s = time.perf_counter() - started
     per_record = size / n
-    print(
-        f"{'records':>10} {'bytes/rec':>10} {'write rec/s':>12} {'read s':>7} {'1h @1k/s':>9} {'1h @10k/s':>10}"
-    )
+    header = ("records", "bytes/rec", "write rec/s", "read s", "1h @1k/s", "1h @10k/s")
+    print("{:>10} {:>10} {:>12} {:>7} {:>9} {:>10}".format(*header))
     print(
         f"{n:>10,} {per_record:>10.1f} {n / write_s:>12,.0f} {read_s:>7.1f} "
         f"{per_record * 3.6e6 / 1e6:>7.0f}MB {per_record * 3.6e7 / 1e9:>8.2f}GB"
