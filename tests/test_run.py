@@ -145,3 +145,16 @@ def test_report_rebuilds_the_same_summary(tmp_path: Path) -> None:
     first = (tmp_path / "run" / "summary.json").read_text()
     assert main(["report", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "summary.json").read_text() == first
+
+
+def test_abort_on_fail_stops_once_an_slo_is_certainly_lost(tmp_path: Path) -> None:
+    with LoopbackServer(status_by_path={"/a": 500}) as server:
+        path = write(tmp_path, server.url, ["error_rate < 1%"])
+        path.write_text(path.read_text().replace("hold(4s)", "hold(40s)"))
+        started = time.monotonic()
+        code = main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet", "--abort-on-fail"])
+    assert code == 1
+    assert time.monotonic() - started < 30  # the 41 s curve was cut short after the 10 s grace period
+    s = summary(tmp_path / "run")
+    assert s["exit_reason"] == "aborted" and "error_rate < 1%" in s["exit_detail"]
+    assert s["verdicts"][0]["status"] == "fail"
