@@ -9,6 +9,8 @@ import base64
 import concurrent.futures
 import io
 import json
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -229,3 +231,19 @@ def test_every_builtin_card_reads_back_exactly(server: ServerHandle) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         answers = list(pool.map(read, cards))
     assert [" ".join(a.split()) for a in answers] == [c.text for c in cards]
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_the_port_restarts_clean() -> None:
+    handle = start_server(workers=1)
+    port = handle.port
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(httpx.post, f"{handle.base_url}/v1/chat/completions", json=chat(), timeout=30)
+        time.sleep(0.2)  # the request is in the model now
+        handle.process.send_signal(signal.SIGTERM)
+        response = future.result()
+    assert response.status_code == 200
+    assert " ".join(response.json()["choices"][0]["message"]["content"].split()) == CARD.text
+    # uvicorn re-raises the signal after its graceful shutdown, so supervisors see why it stopped
+    assert handle.process.wait(30) in (0, -signal.SIGTERM)
+    with start_server(port, workers=1) as again:
+        assert httpx.get(f"{again.base_url}/health").status_code == 200
