@@ -38,7 +38,7 @@ from starlette.routing import Route
 from model_server.cards import text_cards
 from model_server.engine import BadImage, ModelPool, TextLine, check_image
 
-SERVED_MODELS = ("ocr",)
+SERVED_MODELS = ("ocr", "moderation")  # read the text; is the image safe (sfw) or not (nsfw)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
@@ -281,6 +281,13 @@ def chat_image_url(body: dict[str, Any]) -> tuple[Any, int]:
     return url, words + 1  # an image counts as one prompt token here
 
 
+def answer_of(model: str, lines: list[TextLine]) -> str:
+    """The chat answer: the text read (ocr), or the most likely label (moderation)."""
+    if model == "moderation":
+        return lines[0].text if lines else ""
+    return " ".join(line.text for line in lines)
+
+
 # --- the app --------------------------------------------------------------------------------------
 
 
@@ -313,7 +320,9 @@ class Server:
             if fault.error_rate and fault.rng.random() < fault.error_rate:
                 raise ApiError(500, "injected fault (--fault error_rate)", "InternalServerError")
             try:
-                lines, model_s = await asyncio.wait_for(self.pool.ocr(data), self.settings.request_timeout_s)
+                lines, model_s = await asyncio.wait_for(
+                    self.pool.run(model, data), self.settings.request_timeout_s
+                )
             except TimeoutError:
                 raise ApiError(
                     503,
@@ -347,7 +356,7 @@ class Server:
         url, prompt_tokens = chat_image_url(body)
         data = checked(await image_from_url(url, self.settings, "messages"), "messages")
         lines, _ = await self.recognize(model, data)
-        words = " ".join(line.text for line in lines).split()
+        words = answer_of(model, lines).split()
         finish = "length" if max_tokens is not None and len(words) > max_tokens else "stop"
         tokens = words[:max_tokens] if max_tokens is not None else words
         self.metrics.prompt_tokens.labels(model).inc(prompt_tokens)
@@ -451,8 +460,7 @@ class Server:
         )
 
     async def rest_identify(self, request: Request) -> Response:
-        """Labels with scores. The embedded models read text, so the labels are the text lines read, scored
-        by the recognizer's confidence and filtered by `threshold`."""
+        """Labels with scores from the classifier (open_nsfw: `sfw`, `nsfw`) at or above `threshold`."""
         started = time.perf_counter()
         body = await json_body(request)
         threshold = body.get("threshold", 0.5)
@@ -464,13 +472,13 @@ class Server:
             data = decode_base64(body["image_base64"], "image_base64")
         else:
             raise ApiError(400, "give `image_url` or `image_base64`", param="image_url")
-        lines, model_s = await self.recognize("ocr", checked(data, "image"))
-        self.metrics.e2e.labels("ocr").observe(time.perf_counter() - started)
-        self.metrics.success.labels("ocr", "stop").inc()
+        lines, model_s = await self.recognize("moderation", checked(data, "image"))
+        self.metrics.e2e.labels("moderation").observe(time.perf_counter() - started)
+        self.metrics.success.labels("moderation", "stop").inc()
         labels = [
             {"label": line.text, "score": line.confidence} for line in lines if line.confidence >= threshold
         ]
-        return JSONResponse({"model": "ocr", "labels": labels, "model_ms": round(model_s * 1000, 3)})
+        return JSONResponse({"model": "moderation", "labels": labels, "model_ms": round(model_s * 1000, 3)})
 
     async def admin_fault(self, request: Request) -> Response:
         if not self.settings.admin:

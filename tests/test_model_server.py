@@ -63,7 +63,8 @@ def metric_values(server: ServerHandle) -> dict[str, float]:
 
 def test_health_and_models(server: ServerHandle) -> None:
     assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
-    assert [m["id"] for m in httpx.get(f"{server.base_url}/v1/models").json()["data"]] == ["ocr"]
+    models = httpx.get(f"{server.base_url}/v1/models").json()["data"]
+    assert [m["id"] for m in models] == ["ocr", "moderation"]
 
 
 def test_chat_reads_the_printed_text_of_a_card(server: ServerHandle) -> None:
@@ -103,10 +104,17 @@ def test_rest_ocr_and_identify(server: ServerHandle) -> None:
     ).json()
     assert ocr["text"] == CARD.text
     assert all(len(line["box"]) == 4 and 0 < line["confidence"] <= 1 for line in ocr["lines"])
-    ident = httpx.post(
-        f"{server.base_url}/api/v1/identify", json={"image_url": CARD_URL, "threshold": 0.5}, timeout=30
+    identify = f"{server.base_url}/api/v1/identify"
+    everything = httpx.post(identify, json={"image_url": CARD_URL, "threshold": 0.0}, timeout=30).json()
+    scores = {label["label"]: label["score"] for label in everything["labels"]}
+    assert set(scores) == {"sfw", "nsfw"} and sum(scores.values()) == pytest.approx(1.0, abs=1e-3)
+    assert scores["sfw"] > 0.9  # a white card with black text is safe
+    confident = httpx.post(identify, json={"image_url": CARD_URL, "threshold": 0.5}, timeout=30).json()
+    assert [label["label"] for label in confident["labels"]] == ["sfw"]
+    body = httpx.post(
+        f"{server.base_url}/v1/chat/completions", json={**chat(), "model": "moderation"}, timeout=30
     ).json()
-    assert ident["labels"] and all(label["score"] >= 0.5 for label in ident["labels"])
+    assert body["choices"][0]["message"]["content"] == "sfw"
 
 
 def test_metrics_parse_and_counters_move(server: ServerHandle) -> None:

@@ -8,6 +8,7 @@ buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,15 +50,17 @@ class RequestRecord:
 
     @property
     def error_kind(self) -> str | None:
-        """The error taxonomy: HTTP errors grouped by class and code, others by kind."""
+        """The error taxonomy: connection_refused, connection_reset, timeout, http_4xx:<code>,
+        http_5xx:<code>, wrong_answer, bad_stream, other. A name outside the contract is `other`."""
         if self.error is None:
             return None
-        if self.error.startswith("http_"):
-            code = self.error.removeprefix("http_")
-            return f"http_{code[:1]}xx:{code}"
-        if self.error.startswith("other"):
-            return "other"
-        return self.error
+        code = self.error.removeprefix("http_")
+        if self.error.startswith("http_") and len(code) == 3 and code[0] in "45" and code.isdigit():
+            return f"http_{code[0]}xx:{code}"
+        return self.error if self.error in ERROR_KINDS else "other"
+
+
+ERROR_KINDS = frozenset({"connection_refused", "connection_reset", "timeout", "wrong_answer", "bad_stream"})
 
 
 class _LineTail:
@@ -78,7 +81,7 @@ class _LineTail:
         if end < 0:
             return []
         self.offset += end + 1
-        return data[: end + 1].splitlines()
+        return [line for line in data[: end + 1].split(b"\n") if line.strip()]
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
@@ -107,21 +110,28 @@ class LocustRecordReader:
         for tail in self.tails.values():
             for line in tail.new_lines():
                 raw = _decode(line)
-                if raw is None:
+                record = None if raw is None else self._line(raw)
+                if isinstance(record, RequestRecord):
+                    records.append(record)
+                elif record is None:
                     self.skipped += 1
-                elif "test_start" in raw:
-                    start = float(raw["test_start"])
-                    self.started_unix = min(start, self.started_unix or start)
-                elif "dropped" in raw:
-                    self.dropped += int(raw["dropped"])
-                    self.dropped_times.append(float(raw["t"]))
-                else:
-                    record = _locust_record(raw)
-                    if record is None:
-                        self.skipped += 1
-                    else:
-                        records.append(record)
         return records
+
+    def _line(self, raw: dict[str, Any]) -> RequestRecord | bool | None:
+        """A record, True for a marker line (test start, dropped arrivals), None when malformed."""
+        try:
+            if "test_start" in raw:
+                start = float(raw["test_start"])
+                self.started_unix = min(start, self.started_unix or start)
+                return True
+            if "dropped" in raw:
+                count, at = int(raw["dropped"]), float(raw["t"])
+                self.dropped += count
+                self.dropped_times.extend([at] * count)
+                return True
+        except (KeyError, TypeError, ValueError):
+            return None
+        return _locust_record(raw)
 
 
 def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
@@ -147,16 +157,23 @@ def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
 
 
 def _k6_time(text: str) -> float:
-    """k6 writes RFC 3339 times with nanoseconds; Python parses microseconds."""
-    head, _, rest = text.partition(".")
-    fraction = "".join(c for c in rest if c.isdigit())
-    zone = rest[len(fraction) :] if rest else text[len(head) :]
-    stamp = datetime.fromisoformat(head + (zone.replace("Z", "+00:00") or "+00:00"))
+    """k6 writes RFC 3339 times with up to nine fraction digits (none on a whole second); Python parses
+    microseconds, so the fraction is added apart."""
+    match = re.fullmatch(r"([^.]+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    head, fraction, zone = match.groups()
+    stamp = datetime.fromisoformat(head + ("+00:00" if zone in (None, "Z") else zone))
     return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 
 def _request_id(data: dict[str, Any]) -> str:
-    return str((data.get("metadata") or {}).get("request_id", ""))
+    """The runtime's `request_id` point metadata; without it, the point's time and tags (the contract's
+    fallback: a shared empty id would join every request's ttfb to the wrong latency)."""
+    request_id = (data.get("metadata") or {}).get("request_id")
+    if request_id is not None:
+        return f"id:{request_id}"
+    return f"t:{data.get('time')}:{sorted((data.get('tags') or {}).items())}"
 
 
 class K6RecordReader:
@@ -195,8 +212,9 @@ class K6RecordReader:
                 else:
                     records.append(record)
             elif metric == "dropped_iterations":
-                self.dropped += int(data.get("value") or 0)
-                self.dropped_times.append(_k6_time(data["time"]))
+                count = int(data.get("value") or 0)
+                self.dropped += count
+                self.dropped_times.extend([_k6_time(data["time"])] * count)
         return records
 
     def _record(self, data: dict[str, Any]) -> RequestRecord | None:

@@ -1,0 +1,128 @@
+"""Record readers: incremental polling, partial and garbled lines, the k6 ttfb join, the error taxonomy."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scenariokit.records import K6RecordReader, LocustRecordReader, RequestRecord
+
+
+def locust_line(t: float, name: str = "a", **extra: object) -> str:
+    raw = {"t": t, "intended": None, "name": name, "stage": "ramp", "status": 200, "ok": True, "error": None}
+    raw |= {"latency": 0.1, "ttfb": 0.01, "ttft": None, "itl": None, "tokens": None, "bytes": 10, "users": 5}
+    return json.dumps(raw | extra) + "\n"
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as handle:
+        handle.write(text)
+
+
+def test_locust_poll_returns_only_new_complete_lines(tmp_path: Path) -> None:
+    reader = LocustRecordReader(tmp_path)
+    assert reader.poll() == []  # no file yet
+    path = tmp_path / "records-11.jsonl"
+    append(path, locust_line(1.0) + locust_line(2.0))
+    assert [r.t for r in reader.poll()] == [1.0, 2.0]
+    assert reader.poll() == []
+    line = locust_line(3.0)
+    append(path, line[:20])  # the engine is mid-write
+    assert reader.poll() == []
+    append(path, line[20:])
+    assert [r.t for r in reader.poll()] == [3.0]
+
+
+def test_locust_reads_every_process_file_and_its_markers(tmp_path: Path) -> None:
+    append(tmp_path / "records-1.jsonl", '{"test_start": 100.5}\n' + locust_line(101.0))
+    append(tmp_path / "records-2.jsonl", '{"test_start": 100.0}\n{"dropped": 2, "t": 101.5, "stage": "x"}\n')
+    reader = LocustRecordReader(tmp_path)
+    assert len(reader.poll()) == 1
+    assert reader.started_unix == 100.0 and reader.dropped == 2 and reader.dropped_times == [101.5, 101.5]
+    append(tmp_path / "records-3.jsonl", locust_line(102.0))  # a process that appears later
+    assert [r.t for r in reader.poll()] == [102.0]
+
+
+def test_locust_garbled_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "records-1.jsonl"
+    crashed = locust_line(1.0)[:30]  # a crashed process, then a restart appending to the same file
+    append(path, crashed + locust_line(2.0) + "\n" + b"\xff\xfe".decode("latin-1") + "\n")
+    append(path, locust_line(3.0, latency="x") + locust_line(4.0, itl=[0.01, 0.02], tokens=3) + "[1]\n")
+    append(path, '{"dropped": 1}\n{"t": 5.0}\n')  # a marker and a record missing their fields
+    records = LocustRecordReader(tmp_path)
+    got = records.poll()
+    assert [r.t for r in got] == [4.0] and got[0].itl == (0.01, 0.02)
+    assert records.skipped == 6  # merged line, bad bytes, bad latency, non-object, two incomplete
+
+
+def k6_point(metric: str, value: float, time: str, rid: str | None = None, **tags: str) -> str:
+    data: dict[str, object] = {"time": time, "value": value, "tags": tags}
+    if rid is not None:
+        data["metadata"] = {"request_id": rid}
+    return json.dumps({"type": "Point", "metric": metric, "data": data}) + "\n"
+
+
+T0 = datetime(2026, 11, 25, 2, 30, tzinfo=UTC).timestamp()
+TAGS = {"name": "identify", "stage": "ramp", "status": "200", "error": ""}
+
+
+def test_k6_joins_ttfb_by_request_id_in_either_order(tmp_path: Path) -> None:
+    path = tmp_path / "k6.json"
+    append(path, json.dumps({"type": "Metric", "metric": "sk_latency", "data": {"type": "trend"}}) + "\n")
+    append(path, k6_point("vus", 1, "2026-11-25T02:30:00Z"))
+    append(path, k6_point("sk_ttfb", 5.0, "2026-11-25T02:30:01.000002Z", "1:0", **TAGS))
+    append(path, k6_point("sk_latency", 12.5, "2026-11-25T02:30:01.000001Z", "1:0", **TAGS))
+    append(
+        path, k6_point("sk_latency", 20.0, "2026-11-25T02:30:02.5Z", "1:1", **TAGS | {"error": "http_503"})
+    )
+    append(path, k6_point("sk_ttfb", 19.0, "2026-11-25T02:30:02.500001Z", "1:1", **TAGS))
+    append(path, k6_point("dropped_iterations", 2, "2026-11-25T02:30:03Z"))
+    reader = K6RecordReader(path)
+    first, second = reader.poll()
+    assert first.ttfb == pytest.approx(0.005) and first.latency == pytest.approx(0.0125) and first.ok
+    assert first.t == pytest.approx(T0 + 1.000001 - 0.0125, abs=1e-6)
+    assert second.ttfb == pytest.approx(0.019) and not second.ok and second.error_kind == "http_5xx:503"
+    assert reader.dropped == 2 and len(reader.dropped_times) == 2 and reader.started_unix == T0
+
+
+def test_k6_joins_on_time_and_tags_without_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "k6.json"
+    append(path, k6_point("sk_latency", 10.0, "2026-11-25T02:30:01Z", **TAGS))
+    append(path, k6_point("sk_ttfb", 4.0, "2026-11-25T02:30:01Z", **TAGS))
+    append(path, k6_point("sk_ttfb", 9.0, "2026-11-25T02:30:01Z", **TAGS | {"name": "other"}))
+    (record,) = K6RecordReader(path).poll()
+    assert record.ttfb == pytest.approx(0.004)
+
+
+def test_k6_partial_and_garbled_lines(tmp_path: Path) -> None:
+    path = tmp_path / "k6.json"
+    line = k6_point("sk_latency", 10.0, "2026-11-25T02:30:01Z", "1:0", **TAGS)
+    append(path, '{"type":"Point","metric":"sk_lat\n' + line[:25])
+    reader = K6RecordReader(path)
+    assert reader.poll() == [] and reader.skipped == 1
+    append(path, line[25:] + k6_point("sk_latency", "x", "2026-11-25T02:30:01Z", "1:1", **TAGS))  # type: ignore[arg-type]
+    assert len(reader.poll()) == 1 and reader.skipped == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (None, 200, None),
+        ("http_404", 404, "http_4xx:404"),
+        ("http_503", 503, "http_5xx:503"),
+        ("connection_refused", 0, "connection_refused"),
+        ("timeout", 0, "timeout"),
+        ("wrong_answer", 200, "wrong_answer"),
+        ("bad_stream", 200, "bad_stream"),
+        ("other:SSLError", 0, "other"),
+        ("other", 0, "other"),
+        ("something_new", 0, "other"),
+        ("http_302", 302, "other"),
+    ],
+)
+def test_error_taxonomy(error: str | None, status: int, kind: str | None) -> None:
+    record = RequestRecord(0.0, "a", "s", status, error is None, error, 0.1)
+    assert record.error_kind == kind
