@@ -8,7 +8,7 @@ the run ends. Columnar and compressed: see docs/results-format.md for measured s
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -76,7 +76,3 @@ def load_records(run_dir: Path) -> list[RequestRecord]:
             row["itl"] = tuple(row["itl"]) if row["itl"] is not None else None
             records.append(RequestRecord(**row))
     return records
-
-
-def record_dict(record: RequestRecord) -> dict[str, object]:
-    return asdict(record)

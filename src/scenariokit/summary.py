@@ -18,7 +18,15 @@ from pydantic import BaseModel, Field
 from scenariokit.exitcodes import ExitCode
 from scenariokit.expr import parse_slo
 from scenariokit.ir import Stage
-from scenariokit.metrics import TIME_METRIC_VALUES, Distribution, RunData, distribution, per_name, per_stage
+from scenariokit.metrics import (
+    TIME_METRIC_VALUES,
+    Distribution,
+    RunData,
+    distribution,
+    per_name,
+    per_stage,
+    summarize,
+)
 from scenariokit.slo import judge, overall
 from scenariokit.store import load_records
 
@@ -136,7 +144,7 @@ def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
         meta.get("exit_reason") == "target_down" and not records
     ):
         exit_code = ExitCode.RUN_ERROR
-    overall_row = per_name_all(data)
+    overall_row = summarize(data.records, data.duration_s)
     return Summary(
         scenario=meta["scenario_name"],
         scenario_path=meta["scenario_path"],
@@ -164,12 +172,6 @@ def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
         generator=_read_json(run_dir / "generator.json"),
         notes=notes,
     )
-
-
-def per_name_all(data: RunData) -> dict[str, Any]:
-    from scenariokit.metrics import summarize
-
-    return summarize(data.records, data.duration_s)
 
 
 def _notes(

@@ -7,7 +7,6 @@ never branches on the engine's name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,10 +88,6 @@ def _load_builtin_backends() -> None:
 # --- helpers shared by every backend --------------------------------------------------------------
 
 
-def script_stem(scenario: Scenario) -> str:
-    return scenario.name
-
-
 def header_lines(scenario: Scenario) -> list[str]:
     """The provenance header every generated script starts with (no timestamps: output is deterministic)."""
     return [
@@ -115,11 +110,3 @@ def dataset_files(scenario: Scenario) -> dict[str, str]:
         }
         files[f"data/{dataset.name}.json"] = json.dumps(payload, indent=1, sort_keys=True) + "\n"
     return files
-
-
-def content_hash(files: dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode())
-        digest.update(files[name].encode())
-    return digest.hexdigest()
