@@ -526,7 +526,7 @@ def test_runtime_template_scanner_matches_python() -> None:
 
     source = (ROOT / "backends" / "k6" / "scenariokit-runtime.js").read_text()
     body = "\n".join(line for line in source.splitlines() if not line.startswith("import "))
-    stubs = "const http = {}; const exec = {}; class Counter {} class Rate {} class Trend {}\n"
+    stubs = "const http = {}; const exec = {}; class Counter {} class Gauge {} class Rate {} class Trend {}\n"
     program = stubs + body + f"\nconsole.log(JSON.stringify({json.dumps(TEMPLATES)}.map(parseTemplate)));\n"
     assert NODE is not None
     ran = subprocess.run(

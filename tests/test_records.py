@@ -126,3 +126,13 @@ def test_k6_partial_and_garbled_lines(tmp_path: Path) -> None:
 def test_error_taxonomy(error: str | None, status: int, kind: str | None) -> None:
     record = RequestRecord(0.0, "a", "s", status, error is None, error, 0.1)
     assert record.error_kind == kind
+
+
+def test_k6_scenario_start_marker_beats_the_late_vus_point(tmp_path: Path) -> None:
+    # k6 writes its first `vus` point about a second in; the runtime's marker holds the real start
+    path = tmp_path / "k6.json"
+    append(path, k6_point("vus", 1, "2026-11-25T02:30:01Z"))
+    append(path, k6_point("sk_scenario_start", (T0 + 0.25) * 1000, "2026-11-25T02:30:00.3Z"))
+    append(path, k6_point("sk_scenario_start", (T0 + 0.25) * 1000, "2026-11-25T02:30:00.4Z"))
+    reader = K6RecordReader(path)
+    assert reader.poll() == [] and reader.started_unix == pytest.approx(T0 + 0.25)

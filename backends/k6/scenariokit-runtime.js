@@ -26,6 +26,8 @@
 //   `time`: k6 stamps each point when it is added, so the points of one request differ by microseconds.
 //   A point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
 //   The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU.
+//   sk_scenario_start Gauge   once per VU, on its first request: exec.scenario.startTime (unix ms), the
+//                             origin of the stage windows (k6's own `vus` points start a second late)
 //
 // k6 reads whole responses, so it cannot time streamed tokens: ttft, itl and tpot are never recorded here.
 //
@@ -35,13 +37,15 @@
 
 import http from 'k6/http';
 import exec from 'k6/execution';
-import { Counter, Rate, Trend } from 'k6/metrics';
+import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
 
 const skRequests = new Counter('sk_requests');
 const skOk = new Rate('sk_ok');
 const skSuccesses = new Counter('sk_successes');
 const skLatency = new Trend('sk_latency', true);
 const skTtfb = new Trend('sk_ttfb', true);
+const skScenarioStart = new Gauge('sk_scenario_start');
+let scenarioStartSent = false;
 
 // --- seedable randomness ------------------------------------------------------------------------------
 
@@ -336,6 +340,10 @@ export class Runner {
     const spec = req.spec;
     const ctx = this.recordFor(req);
     const stage = this.currentStage();
+    if (!scenarioStartSent) {
+      skScenarioStart.add(exec.scenario.startTime);
+      scenarioStartSent = true;
+    }
     const headers = {};
     for (const [key, value] of req.compiled.headers) headers[key] = renderString(value, ctx);
     let body = null;

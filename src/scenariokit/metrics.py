@@ -199,7 +199,7 @@ def timeline(data: RunData) -> list[dict[str, float | int | None]]:
     buckets: list[list[RequestRecord]] = [[] for _ in range(seconds)]
     busy = [0.0] * seconds
     for r in data.records:
-        i = int(data.offset(r.t))
+        i = math.floor(data.offset(r.t))
         if 0 <= i < seconds:
             buckets[i].append(r)
         _spread_busy_time(busy, data.offset(r.t), data.offset(r.end))
@@ -222,6 +222,6 @@ def timeline(data: RunData) -> list[dict[str, float | int | None]]:
 
 
 def _spread_busy_time(busy: list[float], start: float, end: float) -> None:
-    first, last = max(0, int(start)), min(len(busy) - 1, int(end))
+    first, last = max(0, math.floor(start)), min(len(busy) - 1, math.floor(end))
     for second in range(first, last + 1):
         busy[second] += max(0.0, min(end, second + 1) - max(start, second))

@@ -7,6 +7,7 @@ buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ class K6RecordReader:
         self.dropped = 0
         self.dropped_times: list[float] = []
         self._ttfb: dict[str, float] = {}
-        self.started_unix: float | None = None  # the earliest point k6 wrote (it samples `vus` from t=0)
+        self._scenario_start: float | None = None  # the runtime's marker: exec.scenario.startTime
+        self._first_vus_point: float | None = None  # fallback: k6 writes its first `vus` point ~1 s in
 
     def poll(self) -> list[RequestRecord]:
         points = []
@@ -196,9 +198,7 @@ class K6RecordReader:
             elif raw.get("type") == "Point":
                 data = raw.get("data") or {}
                 points.append((raw.get("metric"), data))
-                if "time" in data and raw.get("metric") in ("vus", "vus_max"):
-                    at = _k6_time(data["time"])
-                    self.started_unix = min(at, self.started_unix or at)
+                self._note_start(raw.get("metric"), data)
         # a request's sk_ttfb and sk_latency points arrive in the same flush, in either order
         for metric, data in points:
             if metric == "sk_ttfb":
@@ -216,6 +216,20 @@ class K6RecordReader:
                 self.dropped += count
                 self.dropped_times.extend([_k6_time(data["time"])] * count)
         return records
+
+    def _note_start(self, metric: str | None, data: dict[str, Any]) -> None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            if metric == "sk_scenario_start":
+                at = float(data["value"]) / 1000
+                self._scenario_start = min(at, self._scenario_start or at)
+            elif metric in ("vus", "vus_max"):
+                at = _k6_time(data["time"])
+                self._first_vus_point = min(at, self._first_vus_point or at)
+
+    @property
+    def started_unix(self) -> float | None:
+        """When the scenario started: the origin of stage windows and of every offset in the report."""
+        return self._scenario_start or self._first_vus_point
 
     def _record(self, data: dict[str, Any]) -> RequestRecord | None:
         try:

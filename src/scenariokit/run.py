@@ -59,7 +59,7 @@ class RunOptions:
 class GeneratorHealth:
     """The load generator's own CPU, sampled once a second: a saturated generator measures itself."""
 
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (t, share of capacity)
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (unix t, share of capacity)
     saturated_since: float | None = None
     saturated_s: float = 0.0
 
@@ -272,7 +272,7 @@ def run_engine(
             view.add(records)
             now = time.monotonic()
             if now - last_health >= 1.0:
-                health.add(time.time() - state.started_unix, process_cpu_share(ps_process, scenario.engine))
+                health.add(time.time(), process_cpu_share(ps_process, scenario.engine))
                 last_health = now
             view.refresh(time.time() - state.started_unix)
             if process.poll() is not None:

@@ -15,6 +15,7 @@ from xml.etree import ElementTree as ET
 
 from pydantic import BaseModel, Field
 
+from scenariokit.analysis import Analysis, analyse
 from scenariokit.exitcodes import ExitCode
 from scenariokit.expr import parse_slo
 from scenariokit.ir import Stage
@@ -27,6 +28,7 @@ from scenariokit.metrics import (
     per_stage,
     summarize,
 )
+from scenariokit.monitor import read_samples
 from scenariokit.slo import judge, overall
 from scenariokit.store import load_records
 
@@ -72,6 +74,53 @@ class VerdictOut(BaseModel):
     explanation: str
 
 
+class LevelOut(BaseModel):
+    level: float
+    seconds: int
+    requests: int
+    throughput: float
+    error_rate: float
+    achieved_concurrency: float
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class KneeOut(BaseModel):
+    found: bool
+    level: float | None
+    throughput: float | None
+    peak_throughput: float | None
+    explanation: str
+
+
+class SignalOut(BaseModel):
+    component: str
+    at_s: float
+    level: float
+    detail: str
+
+
+class AnalysisOut(BaseModel):
+    """Capacity read from the data: levels, the knee, distress signals (earliest first), suggestions."""
+
+    unit: str
+    levels: list[LevelOut]
+    knee: KneeOut
+    signals: list[SignalOut]
+    suggestions: list[str]
+
+    @classmethod
+    def of(cls, a: Analysis) -> AnalysisOut:
+        return cls(
+            unit=a.unit,
+            levels=[LevelOut(**asdict(lv)) for lv in a.levels],
+            knee=KneeOut(**asdict(a.knee)),
+            signals=[SignalOut(**asdict(s)) for s in a.signals],
+            suggestions=a.suggestions,
+        )
+
+
 class Summary(BaseModel):
     """The machine-readable result of one run."""
 
@@ -97,6 +146,7 @@ class Summary(BaseModel):
     by_stage: list[StageOut]
     dropped_iterations: int
     generator: dict[str, Any]
+    analysis: AnalysisOut
     notes: list[str]
 
     def verdict_lines(self) -> list[str]:
@@ -145,6 +195,15 @@ def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
     ):
         exit_code = ExitCode.RUN_ERROR
     overall_row = summarize(data.records, data.duration_s)
+    generator = _read_json(run_dir / "generator.json")
+    analysis = analyse(
+        data,
+        meta.get("load_model", "closed"),
+        read_samples(run_dir, "target.jsonl"),
+        read_samples(run_dir, "host.jsonl"),
+        read_samples(run_dir, "gpu.jsonl"),
+        generator,
+    )
     return Summary(
         scenario=meta["scenario_name"],
         scenario_path=meta["scenario_path"],
@@ -169,7 +228,8 @@ def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
         by_request={name: RowOut(**_row(row)) for name, row in per_name(data).items()},
         by_stage=[StageOut(**_row(row)) for row in per_stage(data)],
         dropped_iterations=len(data.dropped_times),
-        generator=_read_json(run_dir / "generator.json"),
+        generator=generator,
+        analysis=AnalysisOut.of(analysis),
         notes=notes,
     )
 
@@ -287,7 +347,36 @@ def markdown(s: Summary) -> str:
             )
     if s.dropped_iterations:
         lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
+    lines += capacity_markdown(s.analysis)
     return "\n".join(lines) + "\n"
+
+
+def capacity_markdown(a: AnalysisOut) -> list[str]:
+    lines = ["", "## Capacity", ""]
+    if a.levels:
+        lines += [
+            f"| {a.unit} | seconds | ok/s | in flight | error rate | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for lv in a.levels:
+            lines.append(
+                f"| {lv.level:g} | {lv.seconds} | {lv.throughput:.2f} | {lv.achieved_concurrency:.1f} | "
+                f"{lv.error_rate:.1%} | {_ms(lv.p50)} | {_ms(lv.p95)} | {_ms(lv.p99)} |"
+            )
+        lines.append("")
+    lines.append(f"**Knee:** {a.knee.explanation}.")
+    if a.signals:
+        lines += ["", "**First sign of distress:** " + _signal_text(a.signals[0], a.unit), ""]
+        lines += [f"- {_signal_text(sig, a.unit)}" for sig in a.signals[1:]]
+    else:
+        lines += ["", "No component showed sustained distress."]
+    if a.suggestions:
+        lines += ["", "## Suggestions", "", *[f"- {text}" for text in a.suggestions]]
+    return lines
+
+
+def _signal_text(sig: SignalOut, unit: str) -> str:
+    return f"{sig.component} at {sig.at_s:.0f} s ({sig.level:g} {unit}): {sig.detail}"
 
 
 def junit_xml(s: Summary) -> str:

@@ -1,0 +1,111 @@
+"""Capacity analysis over synthetic runs: levels, the knee (found where the limit puts it, not found on a
+linear system), distress signals in time order, and suggestions that quote them."""
+
+from __future__ import annotations
+
+import pytest
+
+from scenariokit.analysis import analyse, find_knee, first_sustained, level_at, load_levels
+from scenariokit.ir import Stage
+from scenariokit.metrics import RunData
+from scenariokit.records import RequestRecord
+
+T0 = 1_700_000_000.0
+
+
+def steps(levels: list[int], seconds: float) -> tuple[Stage, ...]:
+    return tuple(Stage("steps", "sweep", seconds, n, n) for n in levels)
+
+
+def closed_loop(stages: tuple[Stage, ...], slots: int, service_s: float) -> list[RequestRecord]:
+    """Records of users sending back to back to a server that runs `slots` requests at once: latency is
+    service time times ceil(users / slots), so throughput stops growing at `slots` users."""
+    records, elapsed = [], 0.0
+    for stage in stages:
+        users = int(stage.start)
+        latency = service_s * -(-users // slots)
+        for user in range(users):
+            t = elapsed + user * 1e-3
+            while t + latency <= elapsed + stage.duration_s:
+                records.append(RequestRecord(T0 + t, "a", "", 200, True, None, latency))
+                t += latency
+        elapsed += stage.duration_s
+    return records
+
+
+def run(stages: tuple[Stage, ...], records: list[RequestRecord]) -> RunData:
+    return RunData(records, T0, T0 + sum(s.duration_s for s in stages), stages)
+
+
+def test_level_at_walks_the_curve() -> None:
+    stages = (Stage("ramp", "r", 10, 0, 10), Stage("hold", "h", 5, 10, 10), Stage("ramp", "j", 0, 10, 50))
+    assert [level_at(stages, t) for t in (0, 5, 12, 99)] == [0, 5, 10, 50]
+
+
+@pytest.mark.parametrize("slots", [1, 2, 4])
+def test_knee_is_found_at_the_servers_limit(slots: int) -> None:
+    stages = steps([1, 2, 3, 4, 5, 6, 8], 5)
+    data = run(stages, closed_loop(stages, slots, 0.1))
+    levels = load_levels(data)
+    assert [lv.level for lv in levels] == [1, 2, 3, 4, 5, 6, 8]
+    assert levels[0].throughput == pytest.approx(10, rel=0.05)
+    knee = find_knee(levels)
+    assert knee.found and knee.level == slots, knee.explanation
+
+
+def test_no_knee_while_throughput_grows_with_load() -> None:
+    stages = steps([1, 2, 4, 8], 5)
+    knee = find_knee(load_levels(run(stages, closed_loop(stages, 100, 0.1))))
+    assert not knee.found and "no knee up to 8 users" in knee.explanation
+
+
+def test_too_few_levels_say_so() -> None:
+    stages = steps([1, 2], 5)
+    knee = find_knee(load_levels(run(stages, closed_loop(stages, 1, 0.1))))
+    assert not knee.found and "too few load levels" in knee.explanation
+
+
+def test_a_ramp_is_binned_into_levels() -> None:
+    stages = (Stage("ramp", "up", 60, 0, 60),)
+    records = [RequestRecord(T0 + t + 0.5, "a", "", 200, True, None, 0.05) for t in range(60)]
+    levels = load_levels(run(stages, records))
+    assert 6 <= len(levels) <= 12 and all(lv.throughput == pytest.approx(1.0) for lv in levels)
+
+
+def test_first_sustained_needs_consecutive_points() -> None:
+    points = [(0, True), (1, False), (2, True), (3, True), (4, True), (5, True)]
+    assert first_sustained(points, 3) == 2
+    assert first_sustained([(0, True), (1, True)], 3) is None
+
+
+def test_distress_signals_in_time_order_with_suggestions() -> None:
+    stages = steps([2, 4, 8], 10)
+    records = closed_loop(stages, 2, 0.1)
+    # from 22 s the target refuses a third of the requests with 429
+    records += [RequestRecord(T0 + 22 + i / 10, "a", "", 429, False, "http_429", 0.002) for i in range(60)]
+    data = run(stages, records)
+    target = [
+        {
+            "t": T0 + s,
+            "up": True,
+            "metrics": {'vllm:num_requests_waiting{model_name="ocr"}': 0 if s < 8 else 3},
+        }
+        for s in range(30)
+    ]
+    host = [
+        {"t": T0 + s, "cpu_percent": 95.0 if s >= 25 else 40.0, "memory_percent": 30.0} for s in range(30)
+    ]
+    analysis = analyse(data, "closed", target, host, [], {"samples": [], "threshold": 0.9})
+    components = [s.component for s in analysis.signals]
+    assert components == [
+        "target: request queue",  # 8 s
+        "target: latency",  # 10 s: 4 users on 2 slots double it
+        "errors: http_4xx:429",  # 22 s
+        "host: CPU",  # 25 s
+    ]
+    queue = analysis.signals[0]
+    assert queue.at_s == 8 and queue.level == 2
+    assert analysis.first_distress is queue
+    text = " ".join(analysis.suggestions)
+    assert "queue grew first at 8 s (2 users)" in text and "refused requests from 22 s" in text
+    assert analysis.knee.found and analysis.knee.level == 2
