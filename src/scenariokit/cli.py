@@ -90,15 +90,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scenariokit.summary import rebuild_summary, write_summary
+    from scenariokit.report import write_reports
+    from scenariokit.summary import rebuild_summary
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "run.json").is_file():
         err.print(f"{run_dir} is not a run folder (no run.json)")
         return ExitCode.INVALID_SCENARIO
     summary = rebuild_summary(run_dir, strict=args.strict)
-    write_summary(run_dir, summary)
+    for problem in write_reports(run_dir, summary):
+        err.print(problem)
     out.print((run_dir / "summary.md").read_text())
+    out.print(f"report: {run_dir / 'report.html'}")
     return summary.exit_code
 
 

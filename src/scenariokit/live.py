@@ -91,9 +91,16 @@ class LiveView:
         table.add_row(self._line(elapsed_s))
         return table
 
-    def print_verdict(self, summary: Any, run_dir: Path) -> None:
+    def print_verdict(self, summary: Any, run_dir: Path, problems: list[str] | None = None) -> None:
         verdict = getattr(summary, "verdict", "?")
         colour = {"pass": "green", "fail": "red"}.get(str(verdict), "yellow")
         self.console.print(f"[bold {colour}]verdict: {verdict}[/] — {run_dir}/summary.md")
         for line in getattr(summary, "verdict_lines", lambda: [])():
             self.console.print(f"  {line}")
+        knee = getattr(getattr(summary, "analysis", None), "knee", None)
+        if knee is not None:
+            self.console.print(f"  knee: {knee.explanation}")
+        for problem in problems or []:
+            self.console.print(f"  [yellow]{problem}[/]")
+        if (run_dir / "report.html").is_file():
+            self.console.print(f"  report: {run_dir / 'report.html'}")

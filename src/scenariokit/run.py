@@ -372,7 +372,8 @@ def run_scenario(path: Path, options: RunOptions) -> int:
 
 
 def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView) -> int:
-    from scenariokit.summary import rebuild_summary, write_summary
+    from scenariokit.report import write_reports
+    from scenariokit.summary import rebuild_summary
 
     meta |= {
         "ended_unix": time.time(),
@@ -383,6 +384,6 @@ def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOpt
     }
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     summary = rebuild_summary(run_dir, strict=options.strict)
-    write_summary(run_dir, summary)
-    view.print_verdict(summary, run_dir)
+    problems = write_reports(run_dir, summary)
+    view.print_verdict(summary, run_dir, problems)
     return summary.exit_code  # the summary maps crashes and a dead target to exit code 3
