@@ -105,6 +105,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def _share(text: str) -> float:
+    """`10%` or `0.1` -> 0.1."""
+    text = text.strip()
+    return float(text.rstrip("%")) / 100 if text.endswith("%") else float(text)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.markdown import Markdown
+
+    from scenariokit.compare import NotARun, Thresholds, compare_runs, markdown
+
+    try:
+        thresholds = Thresholds(
+            latency=_share(args.latency_threshold),
+            error_rate=_share(args.error_threshold),
+            throughput=_share(args.throughput_threshold),
+            alpha=args.alpha,
+        )
+    except ValueError as exc:
+        err.print(f"error: bad threshold: {exc} (use e.g. 10% or 0.1)")
+        return ExitCode.INVALID_SCENARIO
+    try:
+        comparison = compare_runs(Path(args.base), Path(args.new), thresholds)
+    except NotARun as exc:
+        err.print(f"error: {exc}")
+        return ExitCode.INVALID_SCENARIO
+    text = markdown(comparison)
+    if args.out:
+        Path(args.out).write_text(text)
+    if args.json:
+        Path(args.json).write_text(comparison.as_json() + "\n")
+    out.print(Markdown(text))
+    return ExitCode.SLO_BREACHED if comparison.regressions else ExitCode.OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from model_server.cli import main as serve_main
 
@@ -147,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare a run against a baseline run; exit 1 on a regression")
+    p.add_argument("base", metavar="BASE_RUN")
+    p.add_argument("new", metavar="NEW_RUN")
+    p.add_argument("--latency-threshold", default="10%", help="flag a percentile this much slower (10%%)")
+    p.add_argument("--error-threshold", default="0.5%", help="flag an error rate this much higher (0.5%%)")
+    p.add_argument("--throughput-threshold", default="10%", help="flag throughput this much lower (10%%)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of the tests (0.01)")
+    p.add_argument("--out", help="also write the comparison as Markdown to this file")
+    p.add_argument("--json", help="also write the comparison as JSON to this file")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario DSL")
     p.set_defaults(func=cmd_schema)
