@@ -85,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         abort_on_fail=args.abort_on_fail,
         strict=args.strict,
+        monitor=args.monitor,
     )
     return run_scenario(Path(args.file), options)
 
@@ -176,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live progress, only the verdict")
     p.add_argument("--abort-on-fail", action="store_true", help="stop early once an SLO is certainly lost")
     p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
+    p.add_argument(
+        "--monitor",
+        choices=["builtin", "prometheus"],
+        default="builtin",
+        help="builtin: sample /metrics and the host into the run folder (always on); prometheus: also run "
+        "Debian's Prometheus on loopback, scraping the target and scenariokit's live endpoint",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="rebuild a run's summary from its stored records")

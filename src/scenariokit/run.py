@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,8 @@ import psutil
 from scenariokit import __version__
 from scenariokit.compiler import compile_scenario, load_scenario
 from scenariokit.drivers import Driver, get_driver
+from scenariokit.exitcodes import ExitCode
+from scenariokit.exporter import LiveExporter
 from scenariokit.ir import Scenario
 from scenariokit.live import LiveView
 from scenariokit.monitor import Monitor
@@ -53,6 +55,7 @@ class RunOptions:
     quiet: bool = False
     abort_on_fail: bool = False
     strict: bool = False
+    monitor: str = "builtin"  # or "prometheus": also run a Prometheus server scraping target and runner
 
 
 @dataclass
@@ -248,6 +251,7 @@ def run_engine(
     target_handle: Any,
     options: RunOptions,
     view: LiveView,
+    exporter: LiveExporter,
 ) -> RunState:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
@@ -270,6 +274,8 @@ def run_engine(
             store.append(records)
             state.records += len(records)
             view.add(records)
+            exporter.add(records)
+            exporter.tick(view.all_records, reader.started_unix)
             now = time.monotonic()
             if now - last_health >= 1.0:
                 health.add(time.time(), process_cpu_share(ps_process, scenario.engine))
@@ -352,6 +358,11 @@ class AbortJudge:
 def run_scenario(path: Path, options: RunOptions) -> int:
     loaded = load_scenario(path)
     scenario = apply_overrides(loaded.scenario, options)
+    if options.monitor == "prometheus" and shutil.which("prometheus") is None:
+        print(
+            "error: --monitor prometheus needs the `prometheus` server on PATH (apt-get install prometheus)"
+        )
+        return ExitCode.RUN_ERROR
     driver = get_driver(scenario.engine)
     run_dir = make_run_dir(scenario, options.out)
     script = compile_scenario(scenario, scenario.engine).write(run_dir / "script")
@@ -366,9 +377,36 @@ def run_scenario(path: Path, options: RunOptions) -> int:
                 detail=f"target {base_url} is not reachable at start: {reason}",
             )
         else:
-            with view, Monitor(run_dir, base_url):
-                state = run_engine(scenario, driver, script, base_url, run_dir, handle, options, view)
+            state = monitored_run(scenario, driver, script, base_url, run_dir, handle, options, view, meta)
     return finish(run_dir, meta, state, options, view)
+
+
+def monitored_run(
+    scenario: Scenario,
+    driver: Driver,
+    script: Path,
+    base_url: str,
+    run_dir: Path,
+    handle: Any,
+    options: RunOptions,
+    view: LiveView,
+    meta: dict[str, Any],
+) -> RunState:
+    """The engine run inside the watchers: host/target sampler, live metrics endpoint, and Prometheus
+    when asked for."""
+    from scenariokit.prometheus import PrometheusServer
+
+    exporter = LiveExporter(scenario)
+    with ExitStack() as stack:
+        meta["live_metrics_url"] = exporter.start()
+        stack.callback(exporter.stop)
+        if options.monitor == "prometheus":
+            meta["prometheus_url"] = stack.enter_context(
+                PrometheusServer(run_dir, base_url, meta["live_metrics_url"])
+            ).url
+        stack.enter_context(view)
+        stack.enter_context(Monitor(run_dir, base_url))
+        return run_engine(scenario, driver, script, base_url, run_dir, handle, options, view, exporter)
 
 
 def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView) -> int:
