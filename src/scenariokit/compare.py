@@ -4,8 +4,9 @@ A regression is flagged only when the change is both large enough to matter (a t
 metric) and unlikely to be noise (a one-sided test at `alpha`): a rerun of the same build differs a little
 everywhere and must not fail CI; a planted 20% slowdown must. The tests:
 
-- latency (p50/p95/p99, per request name and overall; ttft when streamed): Mann-Whitney U on the
-  successful requests' latencies, one-sided "candidate slower", over the whole distribution;
+- latency (p50/p95/p99, per request name and overall; ttft when streamed): a bootstrap test of each
+  percentile (resampling both runs, seeded: the share of resamples in which the candidate's percentile is
+  not higher), so a tail percentile from few samples is not flagged on noise;
 - error rate: Fisher's exact test on the 2x2 table of errors and successes, one-sided "candidate worse";
 - throughput: Mann-Whitney U on successful responses per second, one-sided "candidate lower".
 
@@ -27,6 +28,9 @@ from scipy.stats import fisher_exact, mannwhitneyu
 from scenariokit.metrics import distribution
 from scenariokit.records import RequestRecord
 from scenariokit.store import load_records
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_MAX_SAMPLES = 20_000  # a larger run is subsampled (seeded) before resampling
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,10 @@ def latency_diffs(
         b, n = values(base), values(new)
         if not b or not n:
             continue
-        p_slower = float(mannwhitneyu(n, b, alternative="greater").pvalue)
-        p_faster = float(mannwhitneyu(n, b, alternative="less").pvalue)
         db, dn = distribution(b), distribution(n)
         for p in ("p50", "p95", "p99"):
             change = _relative(db.percentiles.get(p), dn.percentiles.get(p))
+            p_slower, p_faster = bootstrap_p_values(b, n, float(p[1:]))
             out.append(
                 MetricDiff(
                     metric=f"{p}({metric})",
@@ -132,13 +135,33 @@ def latency_diffs(
                     new=dn.percentiles.get(p),
                     change=change,
                     p_value=p_slower,
-                    test="Mann-Whitney U (candidate slower)",
+                    test="bootstrap of the percentile (candidate higher)",
                     regression=change is not None and change >= th.latency and p_slower < th.alpha,
                     improvement=change is not None and change <= -th.latency and p_faster < th.alpha,
                     samples=(len(b), len(n)),
                 )
             )
     return out
+
+
+def bootstrap_p_values(base: Sequence[float], new: Sequence[float], percentile: float) -> tuple[float, float]:
+    """One-sided p-values (candidate higher, candidate lower) for a percentile, by resampling both runs."""
+    rng = np.random.default_rng(0)
+    b, n = _capped(np.asarray(base), rng), _capped(np.asarray(new), rng)
+    higher = lower = 0
+    for _ in range(BOOTSTRAP_RESAMPLES // 100):  # in chunks: 100 resamples of 20k floats is 16 MB
+        rb = np.percentile(rng.choice(b, (100, len(b))), percentile, axis=1, method="inverted_cdf")
+        rn = np.percentile(rng.choice(n, (100, len(n))), percentile, axis=1, method="inverted_cdf")
+        higher += int(np.sum(rn <= rb))  # resamples that do not show the candidate higher
+        lower += int(np.sum(rn >= rb))
+    total = BOOTSTRAP_RESAMPLES
+    return (higher + 1) / (total + 1), (lower + 1) / (total + 1)
+
+
+def _capped(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(values) <= BOOTSTRAP_MAX_SAMPLES:
+        return values
+    return rng.choice(values, BOOTSTRAP_MAX_SAMPLES, replace=False)
 
 
 def error_rate_diff(
