@@ -4,7 +4,8 @@
 
 Baseline: the same model shape the server uses (one onnxruntime thread per process, one process per
 worker) called directly, with no HTTP. Then the server under 1, 4, 16 and 64 concurrent clients for a
-fixed time each (clients beyond the server's queue get 429s, which are counted, not used for throughput).
+fixed time each (clients beyond the server's queue get 429s, which are counted, not used for throughput;
+the clients wait as long as Retry-After says, as a well-behaved client does).
 Prints images/s for both and their ratio, and the p50 latency overhead of HTTP at one client.
 """
 
@@ -54,15 +55,17 @@ def http_throughput(url: str, images: list[bytes], clients: int, seconds: float)
             i = index
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                status = http.post(f"{url}/api/v1/ocr", json=bodies[i % len(bodies)]).status_code
+                response = http.post(f"{url}/api/v1/ocr", json=bodies[i % len(bodies)])
+                status = response.status_code
                 with lock:
                     if status == 200:
                         ok += 1
                         latencies.append(time.perf_counter() - started)
                     elif status == 429:
                         rejected += 1
-                if status == 429:
-                    time.sleep(0.05)  # a polite client honours Retry-After, roughly
+                if status == 429:  # a well-behaved client waits as long as Retry-After says
+                    wait = float(response.headers.get("Retry-After", "1"))
+                    time.sleep(max(0.0, min(wait, deadline - time.perf_counter())))
                 i += 1
 
     started = time.perf_counter()

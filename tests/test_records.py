@@ -132,7 +132,7 @@ def test_k6_scenario_start_marker_beats_the_late_vus_point(tmp_path: Path) -> No
     # k6 writes its first `vus` point about a second in; the runtime's marker holds the real start
     path = tmp_path / "k6.json"
     append(path, k6_point("vus", 1, "2026-11-25T02:30:01Z"))
-    append(path, k6_point("sk_scenario_start", (T0 + 0.25) * 1000, "2026-11-25T02:30:00.3Z"))
-    append(path, k6_point("sk_scenario_start", (T0 + 0.25) * 1000, "2026-11-25T02:30:00.4Z"))
+    append(path, k6_point("sk_since_start", 50.0, "2026-11-25T02:30:00.3Z"))  # first VU: 50 ms in
+    append(path, k6_point("sk_since_start", 151.0, "2026-11-25T02:30:00.4Z"))  # a later VU
     reader = K6RecordReader(path)
-    assert reader.poll() == [] and reader.started_unix == pytest.approx(T0 + 0.25)
+    assert reader.poll() == [] and reader.started_unix == pytest.approx(T0 + 0.249, abs=1e-4)

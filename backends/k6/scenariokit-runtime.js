@@ -26,8 +26,10 @@
 //   `time`: k6 stamps each point when it is added, so the points of one request differ by microseconds.
 //   A point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
 //   The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU.
-//   sk_scenario_start Gauge   once per VU, on its first request: exec.scenario.startTime (unix ms), the
-//                             origin of the stage windows (k6's own `vus` points start a second late)
+//   sk_since_start Gauge      once per VU, on its first request: milliseconds since exec.scenario.startTime;
+//                             the point's time minus it is the origin of the stage windows (k6's own
+//                             `vus` points start a second late, and k6 writes a unix-ms value with only
+//                             11 significant digits, so the start itself is not sent)
 //
 // k6 reads whole responses, so it cannot time streamed tokens: ttft, itl and tpot are never recorded here.
 //
@@ -44,7 +46,7 @@ const skOk = new Rate('sk_ok');
 const skSuccesses = new Counter('sk_successes');
 const skLatency = new Trend('sk_latency', true);
 const skTtfb = new Trend('sk_ttfb', true);
-const skScenarioStart = new Gauge('sk_scenario_start');
+const skSinceStart = new Gauge('sk_since_start');
 let scenarioStartSent = false;
 
 // --- seedable randomness ------------------------------------------------------------------------------
@@ -341,7 +343,7 @@ export class Runner {
     const ctx = this.recordFor(req);
     const stage = this.currentStage();
     if (!scenarioStartSent) {
-      skScenarioStart.add(exec.scenario.startTime);
+      skSinceStart.add(Date.now() - exec.scenario.startTime);
       scenarioStartSent = true;
     }
     const headers = {};

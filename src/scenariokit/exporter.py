@@ -9,6 +9,7 @@ so can any other scraper.
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -53,6 +54,7 @@ class LiveExporter:
         self.url = ""
         self.started_unix: float | None = None
         self._last_slo = 0.0
+        self._histograms: dict[str, Any] = {}
 
     def start(self) -> str:
         self.server, _thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
@@ -65,9 +67,15 @@ class LiveExporter:
             self.server.server_close()
 
     def add(self, records: list[RequestRecord]) -> None:
+        # counted per label set, and histogram children cached: this runs for every request
+        outcomes = Tally((r.name, "ok" if r.ok else (r.error_kind or "error")) for r in records)
+        for (name, outcome), count in outcomes.items():
+            self.requests.labels(name, outcome).inc(count)
         for r in records:
-            self.requests.labels(r.name, "ok" if r.ok else (r.error_kind or "error")).inc()
-            self.latency.labels(r.name).observe(r.corrected_latency)
+            histogram = self._histograms.get(r.name)
+            if histogram is None:
+                histogram = self._histograms[r.name] = self.latency.labels(r.name)
+            histogram.observe(r.corrected_latency)
 
     def tick(self, all_records: list[RequestRecord], origin_unix: float | None) -> None:
         """Refresh the load level and, every few seconds, every SLO's status over the records so far."""

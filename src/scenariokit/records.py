@@ -177,6 +177,13 @@ def _request_id(data: dict[str, Any]) -> str:
     return f"t:{data.get('time')}:{sorted((data.get('tags') or {}).items())}"
 
 
+# k6 writes about 18 JSON lines per request (every built-in metric); only these are read. Matching the
+# metric name before decoding costs a fraction of json.loads on every line (measured: ~190 us/request).
+K6_WANTED = re.compile(
+    rb'"metric":\s*"(?:sk_latency|sk_ttfb|sk_since_start|dropped_iterations|vus|vus_max)"'
+)
+
+
 class K6RecordReader:
     """Rebuilds records from the `sk_latency` / `sk_ttfb` points of `k6 run --out json=FILE`."""
 
@@ -186,12 +193,14 @@ class K6RecordReader:
         self.dropped = 0
         self.dropped_times: list[float] = []
         self._ttfb: dict[str, float] = {}
-        self._scenario_start: float | None = None  # the runtime's marker: exec.scenario.startTime
+        self._scenario_start: float | None = None  # from the runtime's sk_since_start points
         self._first_vus_point: float | None = None  # fallback: k6 writes its first `vus` point ~1 s in
 
     def poll(self) -> list[RequestRecord]:
         points = []
         for line in self.tail.new_lines():
+            if K6_WANTED.search(line) is None and line.startswith(b'{"metric":'):
+                continue  # a complete line of a metric we do not use
             raw = _decode(line)
             if raw is None:
                 self.skipped += 1
@@ -219,8 +228,8 @@ class K6RecordReader:
 
     def _note_start(self, metric: str | None, data: dict[str, Any]) -> None:
         with contextlib.suppress(KeyError, TypeError, ValueError):
-            if metric == "sk_scenario_start":
-                at = float(data["value"]) / 1000
+            if metric == "sk_since_start":
+                at = _k6_time(data["time"]) - float(data["value"]) / 1000
                 self._scenario_start = min(at, self._scenario_start or at)
             elif metric in ("vus", "vus_max"):
                 at = _k6_time(data["time"])
