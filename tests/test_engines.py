@@ -21,6 +21,7 @@ import pytest
 from scenariokit.backends import get_backend
 from scenariokit.drivers import k6_binary
 from scenariokit.ir import Scenario, Slo, Stage
+from scenariokit.records import LOCUST_RECORD_FIELDS
 from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario
 from tests.support.loopback import LoopbackServer
 
@@ -60,8 +61,10 @@ def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
         timeout=60,
     )
     lines = [json.loads(line) for f in results.glob("records-*.jsonl") for line in f.read_text().splitlines()]
-    assert sum("test_start" in line for line in lines) == 1  # the marker stage windows are measured from
-    return [line for line in lines if "test_start" not in line]
+    markers = [line for line in lines if isinstance(line, dict)]
+    assert [list(m) for m in markers] == [["test_start"]]  # the marker stage windows are measured from
+    # requests are arrays in the runtime's RECORD_FIELDS order
+    return [dict(zip(LOCUST_RECORD_FIELDS, line, strict=True)) for line in lines if isinstance(line, list)]
 
 
 def run_k6(scenario: Scenario, out: Path) -> tuple[int, list[dict[str, Any]]]:

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from scenariokit.records import K6RecordReader, LocustRecordReader, RequestRecord
+from scenariokit.records import LOCUST_RECORD_FIELDS, K6RecordReader, LocustRecordReader, RequestRecord
+
+
+def locust_fields(t: float, name: str = "a", **extra: object) -> dict[str, object]:
+    raw = {"t": t, "intended": None, "name": name, "stage": "ramp", "status": 200, "ok": True, "error": None}
+    raw |= {"latency": 0.1, "ttfb": 0.01, "ttft": None, "itl": None, "tokens": None, "bytes": 10, "users": 5}
+    return raw | extra
 
 
 def locust_line(t: float, name: str = "a", **extra: object) -> str:
-    raw = {"t": t, "intended": None, "name": name, "stage": "ramp", "status": 200, "ok": True, "error": None}
-    raw |= {"latency": 0.1, "ttfb": 0.01, "ttft": None, "itl": None, "tokens": None, "bytes": 10, "users": 5}
-    return json.dumps(raw | extra) + "\n"
+    """The runtime's line: a JSON array in RECORD_FIELDS order."""
+    return json.dumps(list(locust_fields(t, name, **extra).values())) + "\n"
+
+
+def test_locust_reads_object_lines_of_older_runtimes(tmp_path: Path) -> None:
+    append(tmp_path / "records-1.jsonl", json.dumps(locust_fields(1.0, itl=[0.5], tokens=2)) + "\n")
+    (record,) = LocustRecordReader(tmp_path).poll()
+    assert record.t == 1.0 and record.itl == (0.5,) and record.tokens == 2
+
+
+def test_reader_and_runtime_agree_on_the_record_fields() -> None:
+    runtime = (
+        Path(__file__).parent.parent / "backends" / "locust" / "scenariokit_locust_runtime.py"
+    ).read_text()
+    (assignment,) = [
+        node
+        for node in ast.parse(runtime).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "RECORD_FIELDS"
+    ]
+    assert ast.literal_eval(assignment.value) == LOCUST_RECORD_FIELDS == tuple(locust_fields(0.0))
 
 
 def append(path: Path, text: str) -> None:

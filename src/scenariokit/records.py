@@ -85,12 +85,23 @@ class _LineTail:
         return [line for line in data[: end + 1].split(b"\n") if line.strip()]
 
 
+_DECODE = json.JSONDecoder().decode  # on str: skips json.loads' encoding detection, per line
+
+
 def _decode(line: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(line)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _decode_array(line: bytes) -> list[Any] | None:
+    try:
+        value = _DECODE(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is a ValueError
+        return None
+    return value if isinstance(value, list) else None
 
 
 class LocustRecordReader:
@@ -110,8 +121,12 @@ class LocustRecordReader:
         records = []
         for tail in self.tails.values():
             for line in tail.new_lines():
-                raw = _decode(line)
-                record = None if raw is None else self._line(raw)
+                if line[:1] == b"[":  # a request (the runtime's RECORD_FIELDS order)
+                    values = _decode_array(line)
+                    record = None if values is None else _locust_array_record(values)
+                else:  # a marker, or a request as an object (older runtimes)
+                    raw = _decode(line)
+                    record = None if raw is None else self._line(raw)
                 if isinstance(record, RequestRecord):
                     records.append(record)
                 elif record is None:
@@ -133,6 +148,37 @@ class LocustRecordReader:
         except (KeyError, TypeError, ValueError):
             return None
         return _locust_record(raw)
+
+
+LOCUST_RECORD_FIELDS = (
+    "t",
+    "intended",
+    "name",
+    "stage",
+    "status",
+    "ok",
+    "error",
+    "latency",
+    "ttfb",
+    "ttft",
+    "itl",
+    "tokens",
+    "bytes",
+    "users",
+)  # fmt: skip  -- the runtime's RECORD_FIELDS; a test keeps the two in step
+
+
+def _locust_array_record(values: list[Any]) -> RequestRecord | None:
+    if len(values) != len(LOCUST_RECORD_FIELDS):
+        return None
+    t, intended, name, stage, status, ok, error, latency, ttfb, ttft, itl, tokens, nbytes, users = values
+    try:
+        return RequestRecord(
+            float(t), str(name), str(stage or ""), int(status), bool(ok), error, float(latency), intended,
+            ttfb, ttft, tuple(itl) if itl is not None else None, tokens, int(nbytes or 0), users,
+        )  # fmt: skip
+    except (TypeError, ValueError):
+        return None
 
 
 def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
@@ -179,9 +225,7 @@ def _request_id(data: dict[str, Any]) -> str:
 
 # k6 writes about 18 JSON lines per request (every built-in metric); only these are read. Matching the
 # metric name before decoding costs a fraction of json.loads on every line (measured: ~190 us/request).
-K6_WANTED = re.compile(
-    rb'"metric":\s*"(?:sk_latency|sk_ttfb|sk_since_start|dropped_iterations|vus|vus_max)"'
-)
+K6_WANTED = re.compile(rb'"metric":\s*"(?:sk_latency|sk_ttfb|sk_since_start|dropped_iterations|vus|vus_max)"')
 
 
 class K6RecordReader:
