@@ -38,7 +38,9 @@ from starlette.routing import Route
 from model_server.cards import text_cards
 from model_server.engine import BadImage, ModelPool, TextLine, check_image
 
-SERVED_MODELS = ("ocr", "moderation")  # read the text; is the image safe (sfw) or not (nsfw)
+# read the text; what the image shows (an ImageNet class); is it safe (sfw) or not (nsfw)
+SERVED_MODELS = ("ocr", "classify", "moderation")
+LABEL_MODELS = frozenset({"classify", "moderation"})  # models that answer with labels, best first
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
@@ -282,8 +284,8 @@ def chat_image_url(body: dict[str, Any]) -> tuple[Any, int]:
 
 
 def answer_of(model: str, lines: list[TextLine]) -> str:
-    """The chat answer: the text read (ocr), or the most likely label (moderation)."""
-    if model == "moderation":
+    """The chat answer: the text read (ocr), or the most likely label (classify, moderation)."""
+    if model in LABEL_MODELS:
         return lines[0].text if lines else ""
     return " ".join(line.text for line in lines)
 
@@ -460,7 +462,14 @@ class Server:
         )
 
     async def rest_identify(self, request: Request) -> Response:
-        """Labels with scores from the classifier (open_nsfw: `sfw`, `nsfw`) at or above `threshold`."""
+        """What the image shows: ImageNet labels (top 5) with scores at or above `threshold`."""
+        return await self.rest_labels(request, "classify")
+
+    async def rest_moderate(self, request: Request) -> Response:
+        """Is the image safe: open_nsfw's `sfw` and `nsfw` scores at or above `threshold`."""
+        return await self.rest_labels(request, "moderation")
+
+    async def rest_labels(self, request: Request, model: str) -> Response:
         started = time.perf_counter()
         body = await json_body(request)
         threshold = body.get("threshold", 0.5)
@@ -472,13 +481,13 @@ class Server:
             data = decode_base64(body["image_base64"], "image_base64")
         else:
             raise ApiError(400, "give `image_url` or `image_base64`", param="image_url")
-        lines, model_s = await self.recognize("moderation", checked(data, "image"))
-        self.metrics.e2e.labels("moderation").observe(time.perf_counter() - started)
-        self.metrics.success.labels("moderation", "stop").inc()
+        lines, model_s = await self.recognize(model, checked(data, "image"))
+        self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
+        self.metrics.success.labels(model, "stop").inc()
         labels = [
             {"label": line.text, "score": line.confidence} for line in lines if line.confidence >= threshold
         ]
-        return JSONResponse({"model": "moderation", "labels": labels, "model_ms": round(model_s * 1000, 3)})
+        return JSONResponse({"model": model, "labels": labels, "model_ms": round(model_s * 1000, 3)})
 
     async def admin_fault(self, request: Request) -> Response:
         if not self.settings.admin:
@@ -553,6 +562,7 @@ def build_app(settings: Settings) -> Starlette:
             Route("/v1/chat/completions", guarded(server.chat), methods=["POST"]),
             Route("/api/v1/ocr", guarded(server.rest_ocr), methods=["POST"]),
             Route("/api/v1/identify", guarded(server.rest_identify), methods=["POST"]),
+            Route("/api/v1/moderate", guarded(server.rest_moderate), methods=["POST"]),
             Route("/admin/fault", guarded(server.admin_fault), methods=["POST"]),
         ],
         lifespan=lifespan,

