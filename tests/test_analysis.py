@@ -78,6 +78,12 @@ def test_first_sustained_needs_consecutive_points() -> None:
     assert first_sustained([(0, True), (1, True)], 3) is None
 
 
+def test_first_sustained_counts_seconds_whatever_the_sampling_interval() -> None:
+    half_second = [(t / 2, t >= 4) for t in range(20)]  # true from 2.0 s on, sampled every 0.5 s
+    assert first_sustained(half_second, 3) == 2.0
+    assert first_sustained([(t / 2, 4 <= t < 9) for t in range(20)], 3) is None  # only 2.5 s long
+
+
 def test_distress_signals_in_time_order_with_suggestions() -> None:
     stages = steps([2, 4, 8], 10)
     records = closed_loop(stages, 2, 0.1)

@@ -238,6 +238,22 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
     ),
     ("not-a-mapping", "- just\n- a list\n", 1, 1, "must be a mapping", "version: 1"),
     ("empty-file", "# nothing here\n", 1, 1, "empty", "version: 1"),
+    (
+        "monitoring-interval-out-of-range",
+        GOOD + "monitoring: {interval: 10ms}\n",
+        14,
+        24,
+        "sampling interval of 10ms is out of range",
+        "100ms to 1m",
+    ),
+    (
+        "monitoring-unknown-key",
+        GOOD + "monitoring: {promethus: true}\n",
+        14,
+        14,
+        "unknown key `promethus`",
+        "did you mean `prometheus`?",
+    ),
 ]
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from scenariokit.compiler import load_scenario
-from scenariokit.ir import Scenario
+from scenariokit.ir import Monitoring, Scenario
+from scenariokit.prometheus import config as prometheus_config
+from scenariokit.run import RunOptions, uses_prometheus
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -150,3 +152,27 @@ def test_weights_keep_their_ratio(tmp_path: Path, weights: tuple[float, float]) 
     ).replace("post: {path:", f"post: {{weight: {weights[1]}, path:".replace("{{", "{"))
     s = scenario_from(tmp_path, text)
     assert s.requests[0].weight / s.requests[1].weight == pytest.approx(weights[0] / weights[1])
+
+
+def test_monitoring_section_lowers_to_the_ir(tmp_path: Path) -> None:
+    assert scenario_from(tmp_path, CHAT).monitoring == Monitoring(prometheus=False, interval_s=1.0)
+    s = scenario_from(tmp_path, CHAT + "monitoring: {prometheus: true, interval: 500ms}\n")
+    assert s.monitoring == Monitoring(prometheus=True, interval_s=0.5)
+
+
+@pytest.mark.parametrize(
+    ("section", "flag", "expected"),
+    [(False, None, False), (True, None, True), (True, "builtin", False), (False, "prometheus", True)],
+)
+def test_the_command_line_wins_over_the_monitoring_section(
+    tmp_path: Path, section: bool, flag: str | None, expected: bool
+) -> None:
+    s = scenario_from(tmp_path, CHAT + f"monitoring: {{prometheus: {str(section).lower()}}}\n")
+    assert uses_prometheus(s, RunOptions(monitor=flag)) is expected
+
+
+def test_prometheus_scrapes_at_the_sampling_interval() -> None:
+    assert prometheus_config("http://127.0.0.1:1", "http://127.0.0.1:2/metrics", 0.5)["global"] == {
+        "scrape_interval": "500ms",
+        "evaluation_interval": "500ms",
+    }

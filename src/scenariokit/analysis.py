@@ -7,7 +7,9 @@ same analysis as the run. Thresholds are named constants, stated in the report n
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ MIN_LEVEL_SECONDS = 2  # a level held for less than this is too short to read
 KNEE_SHARE_OF_PEAK = 0.9  # the knee: the lowest level that reaches 90% of the best throughput ...
 KNEE_LATENCY_CLIMB = 1.25  # ... after which p50 latency grows by 25% or more
 KNEE_ERROR_CLIMB = 0.01  # ... or the error rate grows by a percentage point or more
-SUSTAINED_S = 3  # a distress signal must hold this many consecutive seconds
+SUSTAINED_S = 3.0  # a distress signal must hold this many seconds
 CPU_SATURATED = 90.0  # percent of all cores
 MEMORY_HIGH = 90.0  # percent of host memory
 LATENCY_DISTRESS = 2.0  # per-second p95 this many times the run's early p95
@@ -174,12 +176,16 @@ class Signal:
     detail: str
 
 
-def first_sustained(points: Iterable[tuple[float, bool]], hold: int = SUSTAINED_S) -> float | None:
-    """The time of the first of `hold` consecutive true points."""
+def first_sustained(points: Iterable[tuple[float, bool]], hold: float = SUSTAINED_S) -> float | None:
+    """The time of the first run of true points that lasts `hold` seconds, each point standing for one
+    sampling interval (the median gap between points), so the rule holds whatever the interval."""
+    ordered = list(points)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(ordered)]
+    spacing = statistics.median(gaps) if gaps else 1.0
     run: list[float] = []
-    for t, flag in points:
+    for t, flag in ordered:
         run = [*run, t] if flag else []
-        if len(run) >= hold:
+        if run and run[-1] - run[0] + spacing >= hold - 1e-9:
             return run[0]
     return None
 

@@ -180,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--monitor",
         choices=["builtin", "prometheus"],
-        default="builtin",
         help="builtin: sample /metrics and the host into the run folder (always on); prometheus: also run "
-        "Debian's Prometheus on loopback, scraping the target and scenariokit's live endpoint",
+        "Debian's Prometheus on loopback, scraping the target and scenariokit's live endpoint "
+        "(default: the scenario's `monitoring:` section)",
     )
     p.set_defaults(func=cmd_run)
 

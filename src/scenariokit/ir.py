@@ -270,6 +270,14 @@ EMBEDDED_DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """The `monitoring:` section: a Prometheus server or not, and the sampling interval."""
+
+    prometheus: bool = False
+    interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source_path: str
@@ -282,6 +290,7 @@ class Scenario:
     engine: Literal["locust", "k6"] = "locust"
     seed: int = 0
     description: str = ""
+    monitoring: Monitoring = Monitoring()
 
     @property
     def default_base_url(self) -> str:

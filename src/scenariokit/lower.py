@@ -21,6 +21,7 @@ from scenariokit.ir import (
     Distribution,
     Expect,
     LoadProfile,
+    Monitoring,
     RequestTemplate,
     Scenario,
     Slo,
@@ -35,6 +36,7 @@ STREAM_METRICS = frozenset({"ttft", "itl", "tpot"})
 # grow to `MAX_USERS_FACTOR` times the expected concurrency before it starts dropping arrivals.
 PRE_ALLOCATED_HEADROOM = 1.2
 MAX_USERS_FACTOR = 4
+MIN_MONITOR_INTERVAL_S, MAX_MONITOR_INTERVAL_S = 0.1, 60.0
 
 
 class Lowerer:
@@ -99,6 +101,7 @@ class Lowerer:
         requests = tuple(self._request(name, spec) for name, spec in self.spec.requests.items())
         self._check_weights(requests)
         slos = self._slos(requests, load)
+        monitoring = self._monitoring()
         self.bag.raise_if_errors()
         return Scenario(
             name=self.spec.name,
@@ -112,7 +115,20 @@ class Lowerer:
             engine=self.spec.engine,
             seed=self.spec.seed,
             description=self.spec.description,
+            monitoring=monitoring,
         )
+
+    def _monitoring(self) -> Monitoring:
+        spec = self.spec.monitoring
+        path = ("monitoring", "interval")
+        interval = self._expr(expr.parse_duration, spec.interval, path, 1.0)
+        if not MIN_MONITOR_INTERVAL_S <= interval <= MAX_MONITOR_INTERVAL_S:
+            self.bag.error(
+                self.source.text(path),
+                f"a sampling interval of {spec.interval} is out of range",
+                "use 100ms to 1m; 1s suits most runs",
+            )
+        return Monitoring(prometheus=spec.prometheus, interval_s=interval)
 
     def _target(self) -> Target:
         spec = self.spec.target

@@ -145,6 +145,22 @@ class RequestSpec(Strict):
     timeout: Expr | None = Field(None, description="Overrides the target's timeout. " + DURATION_HELP)
 
 
+class MonitoringSpec(Strict):
+    """What is watched during the run, besides the requests: the target's /metrics and the host are always
+    sampled into the run folder; a Prometheus server can be added."""
+
+    prometheus: bool = Field(
+        False,
+        description="Also run Debian's `prometheus` on loopback, scraping the target and scenariokit's live "
+        "metrics endpoint (as `--monitor prometheus`); its data stays in the run folder.",
+    )
+    interval: Expr = Field(
+        "1s",
+        description="How often the target and the host are sampled (and Prometheus scrapes), 100ms to 1m. "
+        + DURATION_HELP,
+    )
+
+
 DataEntry = Annotated[str | DatasetSpec, Field(description="A source string, or a mapping with options.")]
 
 
@@ -167,6 +183,7 @@ class ScenarioSpec(Strict):
     slo: list[Expr] = Field(default_factory=list, description="SLOs such as `p99(latency) < 500ms`.")
     engine: Literal["locust", "k6"] = "locust"
     seed: int = Field(0, description="Seed for request and data selection.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
 
 # Fields a request may use per form; used for "did you mean" and form checks in lowering.

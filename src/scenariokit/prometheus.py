@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 import httpx
 import yaml
 
-SCRAPE_INTERVAL = "1s"
 READY_TIMEOUT_S = 30.0
 
 
@@ -45,9 +44,10 @@ def scrape_job(name: str, url: str) -> dict[str, object]:
     }
 
 
-def config(target_url: str, exporter_url: str) -> dict[str, object]:
+def config(target_url: str, exporter_url: str, interval_s: float = 1.0) -> dict[str, object]:
+    interval = f"{round(interval_s * 1000)}ms"  # Prometheus durations take ms
     return {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [scrape_job("target", target_url), scrape_job("scenariokit", exporter_url)],
     }
 
@@ -55,7 +55,7 @@ def config(target_url: str, exporter_url: str) -> dict[str, object]:
 class PrometheusServer:
     """Started and stopped around the run; its data stays in the run folder."""
 
-    def __init__(self, run_dir: Path, target_url: str, exporter_url: str) -> None:
+    def __init__(self, run_dir: Path, target_url: str, exporter_url: str, interval_s: float = 1.0) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise PrometheusUnavailable(
@@ -64,7 +64,7 @@ class PrometheusServer:
         self.dir = run_dir / "monitor" / "prometheus"
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "prometheus.yml").write_text(
-            yaml.safe_dump(config(target_url, exporter_url), sort_keys=False)
+            yaml.safe_dump(config(target_url, exporter_url, interval_s), sort_keys=False)
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

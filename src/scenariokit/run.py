@@ -55,7 +55,9 @@ class RunOptions:
     quiet: bool = False
     abort_on_fail: bool = False
     strict: bool = False
-    monitor: str = "builtin"  # or "prometheus": also run a Prometheus server scraping target and runner
+    # "builtin" or "prometheus" (also run a Prometheus server scraping target and runner); None: the
+    # scenario's `monitoring:` section decides
+    monitor: str | None = None
 
 
 @dataclass
@@ -358,9 +360,10 @@ class AbortJudge:
 def run_scenario(path: Path, options: RunOptions) -> int:
     loaded = load_scenario(path)
     scenario = apply_overrides(loaded.scenario, options)
-    if options.monitor == "prometheus" and shutil.which("prometheus") is None:
+    if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
-            "error: --monitor prometheus needs the `prometheus` server on PATH (apt-get install prometheus)"
+            "error: Prometheus monitoring (--monitor prometheus or `monitoring: {prometheus: true}`) needs "
+            "the `prometheus` server on PATH (apt-get install prometheus)"
         )
         return ExitCode.RUN_ERROR
     driver = get_driver(scenario.engine)
@@ -379,6 +382,13 @@ def run_scenario(path: Path, options: RunOptions) -> int:
         else:
             state = monitored_run(scenario, driver, script, base_url, run_dir, handle, options, view, meta)
     return finish(run_dir, meta, state, options, view)
+
+
+def uses_prometheus(scenario: Scenario, options: RunOptions) -> bool:
+    """--monitor on the command line wins over the scenario's `monitoring:` section."""
+    if options.monitor is not None:
+        return options.monitor == "prometheus"
+    return scenario.monitoring.prometheus
 
 
 def monitored_run(
@@ -400,12 +410,13 @@ def monitored_run(
     with ExitStack() as stack:
         meta["live_metrics_url"] = exporter.start()
         stack.callback(exporter.stop)
-        if options.monitor == "prometheus":
+        interval_s = scenario.monitoring.interval_s
+        if uses_prometheus(scenario, options):
             meta["prometheus_url"] = stack.enter_context(
-                PrometheusServer(run_dir, base_url, meta["live_metrics_url"])
+                PrometheusServer(run_dir, base_url, meta["live_metrics_url"], interval_s)
             ).url
         stack.enter_context(view)
-        stack.enter_context(Monitor(run_dir, base_url))
+        stack.enter_context(Monitor(run_dir, base_url, interval_s))
         return run_engine(scenario, driver, script, base_url, run_dir, handle, options, view, exporter)
 
 
