@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from scenariokit.analysis import analyse, find_knee, first_sustained, level_at, load_levels
+from scenariokit.analysis import (
+    Level,
+    analyse,
+    find_knee,
+    first_sustained,
+    fit_saturation,
+    level_at,
+    load_levels,
+)
 from scenariokit.ir import Stage
 from scenariokit.metrics import RunData
 from scenariokit.records import RequestRecord
@@ -18,12 +26,13 @@ def steps(levels: list[int], seconds: float) -> tuple[Stage, ...]:
 
 
 def closed_loop(stages: tuple[Stage, ...], slots: int, service_s: float) -> list[RequestRecord]:
-    """Records of users sending back to back to a server that runs `slots` requests at once: latency is
-    service time times ceil(users / slots), so throughput stops growing at `slots` users."""
+    """Records of users sending back to back to a server with `slots` processors shared by the requests in
+    it: latency is the service time times max(1, users / slots), so throughput stops growing at `slots`
+    users and holds there."""
     records, elapsed = [], 0.0
     for stage in stages:
         users = int(stage.start)
-        latency = service_s * -(-users // slots)
+        latency = service_s * max(1.0, users / slots)
         for user in range(users):
             t = elapsed + user * 1e-3
             while t + latency <= elapsed + stage.duration_s:
@@ -51,12 +60,37 @@ def test_knee_is_found_at_the_servers_limit(slots: int) -> None:
     assert levels[0].throughput == pytest.approx(10, rel=0.05)
     knee = find_knee(levels)
     assert knee.found and knee.level == slots, knee.explanation
+    assert knee.fit is not None and knee.fit.knee_level == pytest.approx(slots, rel=0.1)
+    assert knee.fit.capacity == pytest.approx(10 * slots, rel=0.05) and knee.fit.p_value < 0.01
+    assert "two-segment fit" in knee.explanation
 
 
 def test_no_knee_while_throughput_grows_with_load() -> None:
     stages = steps([1, 2, 4, 8], 5)
     knee = find_knee(load_levels(run(stages, closed_loop(stages, 100, 0.1))))
     assert not knee.found and "no knee up to 8 users" in knee.explanation
+
+
+def level(users: float, throughput: float) -> Level:
+    return Level(users, 5, int(throughput * 5), throughput, 0.0, users, 0.1, 0.1, 0.1)
+
+
+def test_the_saturation_fit_finds_the_bend_and_tests_it() -> None:
+    # the knee test's measured levels (tests/test_knee.py, k6 against the embedded server, 2 slots)
+    measured = [level(1, 8.75), level(2, 17.50), level(3, 17.75), level(4, 17.75), level(5, 18.00)]
+    fit = fit_saturation(measured)
+    assert fit is not None
+    assert fit.slope == pytest.approx(8.75) and fit.capacity == pytest.approx(17.833, abs=1e-3)
+    assert fit.knee_level == pytest.approx(2.04, abs=0.01) and fit.r_squared > 0.99 and fit.p_value < 1e-3
+
+
+def test_a_straight_line_is_not_called_saturated() -> None:
+    fit = fit_saturation([level(n, 10.0 * n + (0.3 if n % 2 else -0.3)) for n in range(1, 7)])
+    assert fit is not None and fit.p_value > 0.05 and fit.knee_level >= 5
+
+
+def test_the_fit_needs_three_levels() -> None:
+    assert fit_saturation([level(1, 10), level(2, 20)]) is None
 
 
 def test_too_few_levels_say_so() -> None:

@@ -49,6 +49,8 @@ def test_step_sweep_finds_the_knee_the_server_limit_predicts(tmp_path: Path) -> 
     assert sorted(levels) == [1, 2, 3, 4, 5]
     knee = analysis["knee"]
     assert knee["found"] and knee["level"] == PREDICTED_KNEE, knee["explanation"]
+    # the two-segment fit puts the bend there too, and the flat part is no accident of noise
+    assert abs(knee["fit"]["knee_level"] - PREDICTED_KNEE) <= 0.5 and knee["fit"]["p_value"] < 0.01
     # below the knee throughput grows with users; past it, it holds while latency climbs
     assert levels[2]["throughput"] > 1.6 * levels[1]["throughput"]
     assert levels[5]["throughput"] < 1.2 * levels[2]["throughput"]

@@ -114,12 +114,25 @@ def _bin_levels(intended: list[float]) -> dict[float, list[int]]:
 
 
 @dataclass(frozen=True)
+class SaturationFit:
+    """Throughput over load fitted by two segments, X = min(slope x level, capacity): the asymptotic bounds
+    of operational analysis. Past `knee_level` (= capacity / slope) more load cannot add throughput."""
+
+    slope: float  # ok/s per user (closed) or per request/s offered (open) while it still scales
+    capacity: float  # ok/s where it stops
+    knee_level: float
+    r_squared: float
+    p_value: float  # F test: does the flat segment explain the data better than one straight line?
+
+
+@dataclass(frozen=True)
 class Knee:
     found: bool
     level: float | None  # the highest level worth adding load to
     throughput: float | None  # ok/s there
     peak_throughput: float | None
     explanation: str
+    fit: SaturationFit | None = None
 
 
 def find_knee(levels: Sequence[Level], unit: str = "users") -> Knee:
@@ -129,6 +142,7 @@ def find_knee(levels: Sequence[Level], unit: str = "users") -> Knee:
     if len(usable) < 3:
         return Knee(False, None, None, None, f"too few load levels to find a knee ({len(usable)}; need 3)")
     peak = max(lv.throughput for lv in usable)
+    fit = fit_saturation(usable)
     knee = next(lv for lv in usable if lv.throughput >= KNEE_SHARE_OF_PEAK * peak)
     above = [lv for lv in usable if lv.level > knee.level]
     climbing = [
@@ -145,7 +159,8 @@ def find_knee(levels: Sequence[Level], unit: str = "users") -> Knee:
             None,
             peak,
             f"no knee up to {top.level:g} {unit}: throughput still grows or latency holds "
-            f"({top.throughput:.2f} ok/s, p50 {_ms(top.p50)} at the top level)",
+            f"({top.throughput:.2f} ok/s, p50 {_ms(top.p50)} at the top level)" + _fit_sentence(fit, unit),
+            fit,
         )
     worst = climbing[-1]
     return Knee(
@@ -155,7 +170,62 @@ def find_knee(levels: Sequence[Level], unit: str = "users") -> Knee:
         peak,
         f"throughput reaches {knee.throughput:.2f} ok/s at {knee.level:g} {unit} (p50 {_ms(knee.p50)}); "
         f"at {worst.level:g} {unit} it is {worst.throughput:.2f} ok/s while p50 is {_ms(worst.p50)} "
-        f"and errors {worst.error_rate:.1%}",
+        f"and errors {worst.error_rate:.1%}" + _fit_sentence(fit, unit),
+        fit,
+    )
+
+
+def fit_saturation(levels: Sequence[Level]) -> SaturationFit | None:
+    """Least squares of X = min(a L, c) against the nested X = a L (no saturation), with an F test for the
+    second parameter. Each split of the sorted levels into a rising and a flat part is tried; the split
+    with the least squared error wins. None with fewer than three levels (the test needs a residual)."""
+    from scipy.stats import f as f_distribution
+
+    points = sorted((lv.level, lv.throughput) for lv in levels if lv.level > 0)
+    if len(points) < 3:
+        return None
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    line_slope = sum(x * y for x, y in points) / sum(x * x for x in xs)
+    sse_line = sum((y - line_slope * x) ** 2 for x, y in points)
+    best: tuple[float, float, float] | None = None  # (sse, slope, capacity)
+    for split in range(1, len(points)):
+        rising, flat = points[:split], points[split:]
+        slope = sum(x * y for x, y in rising) / sum(x * x for x, _ in rising)
+        capacity = statistics.fmean(y for _, y in flat)
+        sse = sum((y - min(slope * x, capacity)) ** 2 for x, y in points)
+        if best is None or sse < best[0]:
+            best = (sse, slope, capacity)
+    assert best is not None
+    sse, slope, capacity = best
+    if slope <= 0:
+        return None
+    dof = len(points) - 2
+    mean = statistics.fmean(ys)
+    total = sum((y - mean) ** 2 for y in ys)
+    if sse <= 1e-12:
+        p_value = 0.0 if sse_line > 1e-12 else 1.0
+    else:
+        statistic = (sse_line - sse) / (sse / dof)
+        p_value = float(f_distribution.sf(statistic, 1, dof)) if statistic > 0 else 1.0
+    return SaturationFit(
+        slope=slope,
+        capacity=capacity,
+        knee_level=capacity / slope,
+        r_squared=1 - sse / total if total > 0 else 1.0,
+        p_value=p_value,
+    )
+
+
+PER_UNIT = {"users": "user", "req/s": "req/s offered"}
+
+
+def _fit_sentence(fit: SaturationFit | None, unit: str) -> str:
+    if fit is None:
+        return ""
+    return (
+        f"; a two-segment fit rises {fit.slope:.2f} ok/s per {PER_UNIT.get(unit, unit)} up to "
+        f"{fit.knee_level:.1f} {unit}, then holds at {fit.capacity:.2f} ok/s (R² {fit.r_squared:.2f}, "
+        f"p = {fit.p_value:.3g} against no saturation)"
     )
 
 

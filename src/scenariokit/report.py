@@ -301,6 +301,10 @@ def capacity_figure(summary: Summary) -> go.Figure | None:
             line={"color": COLORS[p], "dash": "dot"},
             secondary_y=True,
         )
+    if (fit := a.knee.fit) is not None:  # the two-segment fit: min(slope x level, capacity)
+        xs = sorted({0.0, *levels, fit.knee_level})
+        fig.add_scatter(x=xs, y=[min(fit.slope * x, fit.capacity) for x in xs], name="fit", mode="lines",
+                        line={"color": "#888888", "dash": "dash", "width": 1})  # fmt: skip
     if a.knee.found and a.knee.level is not None:
         fig.add_vline(x=a.knee.level, line_dash="dash", line_color="#d62828", annotation_text="knee")
     _layout(fig, f"Capacity: throughput and latency at each load level ({a.unit})", "ok/s", a.unit)

@@ -86,12 +86,23 @@ class LevelOut(BaseModel):
     p99: float | None
 
 
+class SaturationFitOut(BaseModel):
+    """Throughput = min(slope x level, capacity), least squares; p_value: F test against no saturation."""
+
+    slope: float
+    capacity: float
+    knee_level: float
+    r_squared: float
+    p_value: float
+
+
 class KneeOut(BaseModel):
     found: bool
     level: float | None
     throughput: float | None
     peak_throughput: float | None
     explanation: str
+    fit: SaturationFitOut | None = None
 
 
 class SignalOut(BaseModel):
