@@ -13,6 +13,7 @@ from scenariokit.analysis import (
     fit_saturation,
     level_at,
     load_levels,
+    suggest,
 )
 from scenariokit.ir import Stage
 from scenariokit.metrics import RunData
@@ -87,6 +88,16 @@ def test_the_saturation_fit_finds_the_bend_and_tests_it() -> None:
 def test_a_straight_line_is_not_called_saturated() -> None:
     fit = fit_saturation([level(n, 10.0 * n + (0.3 if n % 2 else -0.3)) for n in range(1, 7)])
     assert fit is not None and fit.p_value > 0.05 and fit.knee_level >= 5
+
+
+def test_a_spike_into_distress_brackets_the_knee() -> None:
+    ramp, steady = level(2, 1.8), level(4, 3.4)
+    spike = Level(24, 20, 350, 13.9, 0.21, 5.1, 0.38, 1.2, 1.4)  # 21% refused, p50 up from 0.1 s
+    knee = find_knee([ramp, steady, spike])
+    assert not knee.found and knee.between == (4, 24)
+    assert knee.explanation.startswith("the knee lies between 4 and 24 users"), knee.explanation
+    advice = suggest([ramp, steady, spike], knee, [], run(steps([4, 24], 5), []), "users")
+    assert any("steps(4, 24, 4, 20s)" in line for line in advice), advice
 
 
 def test_the_fit_needs_three_levels() -> None:

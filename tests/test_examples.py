@@ -71,5 +71,5 @@ def test_plan_of_an_open_model_uses_littles_law() -> None:
 def test_plan_command_prints_curve_and_mix(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "scenarios/holiday-spike.yaml"]) == 0
     out = capsys.readouterr().out
-    for fragment in ("flash-sale", "identify", "expected requests", "peak 16 users"):
+    for fragment in ("flash-sale", "identify", "expected requests", "peak 24 users"):
         assert fragment in out

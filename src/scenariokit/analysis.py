@@ -24,6 +24,7 @@ MIN_LEVEL_SECONDS = 2  # a level held for less than this is too short to read
 KNEE_SHARE_OF_PEAK = 0.9  # the knee: the lowest level that reaches 90% of the best throughput ...
 KNEE_LATENCY_CLIMB = 1.25  # ... after which p50 latency grows by 25% or more
 KNEE_ERROR_CLIMB = 0.01  # ... or the error rate grows by a percentage point or more
+KNEE_BRACKET_GAP = 1.5  # levels further apart than this factor cannot place a knee between them
 SUSTAINED_S = 3.0  # a distress signal must hold this many seconds
 CPU_SATURATED = 90.0  # percent of all cores
 MEMORY_HIGH = 90.0  # percent of host memory
@@ -133,6 +134,8 @@ class Knee:
     peak_throughput: float | None
     explanation: str
     fit: SaturationFit | None = None
+    # no knee placed, but the top level is in distress: the knee lies between these two levels
+    between: tuple[float, float] | None = None
 
 
 def find_knee(levels: Sequence[Level], unit: str = "users") -> Knee:
@@ -152,16 +155,9 @@ def find_knee(levels: Sequence[Level], unit: str = "users") -> Knee:
         or lv.error_rate - knee.error_rate >= KNEE_ERROR_CLIMB
     ]
     if not climbing:
-        top = usable[-1]
-        return Knee(
-            False,
-            None,
-            None,
-            peak,
-            f"no knee up to {top.level:g} {unit}: throughput still grows or latency holds "
-            f"({top.throughput:.2f} ok/s, p50 {_ms(top.p50)} at the top level)" + _fit_sentence(fit, unit),
-            fit,
-        )
+        between = _knee_bracket(usable)
+        sentence = _no_knee_sentence(usable, unit) if between is None else _bracket_sentence(usable, unit)
+        return Knee(False, None, None, peak, sentence + _fit_sentence(fit, unit), fit, between)
     worst = climbing[-1]
     return Knee(
         True,
@@ -213,6 +209,34 @@ def fit_saturation(levels: Sequence[Level]) -> SaturationFit | None:
         knee_level=capacity / slope,
         r_squared=1 - sse / total if total > 0 else 1.0,
         p_value=p_value,
+    )
+
+
+def _knee_bracket(levels: Sequence[Level]) -> tuple[float, float] | None:
+    """The top two levels when the top one is in distress (errors or p50 climbing) yet so far above the
+    one below (a spike) that the knee cannot be placed between them."""
+    below, top = levels[-2], levels[-1]
+    distressed = top.error_rate - below.error_rate >= KNEE_ERROR_CLIMB or (
+        top.p50 or 0
+    ) >= KNEE_LATENCY_CLIMB * (below.p50 or 0)
+    return (below.level, top.level) if distressed and top.level >= KNEE_BRACKET_GAP * below.level else None
+
+
+def _bracket_sentence(levels: Sequence[Level], unit: str) -> str:
+    below, top = levels[-2], levels[-1]
+    return (
+        f"the knee lies between {below.level:g} and {top.level:g} {unit}, too far apart to place it: at "
+        f"{top.level:g} {unit}, {top.throughput:.2f} ok/s with p50 {_ms(top.p50)} and errors "
+        f"{top.error_rate:.1%}, against p50 {_ms(below.p50)} and errors {below.error_rate:.1%} at "
+        f"{below.level:g}"
+    )
+
+
+def _no_knee_sentence(levels: Sequence[Level], unit: str) -> str:
+    top = levels[-1]
+    return (
+        f"no knee up to {top.level:g} {unit}: throughput still grows or latency holds "
+        f"({top.throughput:.2f} ok/s, p50 {_ms(top.p50)} at the top level)"
     )
 
 
@@ -402,6 +426,13 @@ def suggest(levels: list[Level], knee: Knee, signals: list[Signal], data: RunDat
             f"Capacity: about {knee.throughput:.2f} ok/s per target, reached at {knee.level:g} {unit}; more "
             f"load only adds waiting. The curve peaks at {peak_level:g} {unit}: that needs about {replicas} "
             f"target(s) of this size if they scale out linearly (measure it)."
+        )
+    elif knee.between is not None:
+        low, high = knee.between
+        out.append(
+            f"The load jumped from {low:g} to {high:g} {unit} and the service was already in distress at "
+            f"{high:g}: to find its capacity, hold levels in between (e.g. `curve: steps({low:g}, {high:g}, "
+            f"{max(1, round((high - low) / 5)):g}, 20s)`, as in scenarios/knee-sweep.yaml)."
         )
     elif levels and not signals:
         out.append(

@@ -103,6 +103,7 @@ class KneeOut(BaseModel):
     peak_throughput: float | None
     explanation: str
     fit: SaturationFitOut | None = None
+    between: tuple[float, float] | None = None  # no knee placed; the top level is in distress
 
 
 class SignalOut(BaseModel):
