@@ -18,7 +18,7 @@ from scenariokit.cli import main
 from tests.support.loopback import LoopbackServer
 from tests.test_engines import assert_weights
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.solo]
 DELAY_S = 0.1
 SCENARIO = """\
 version: 1

@@ -40,6 +40,7 @@ def run(tmp_path: Path, tag: str, latency: str) -> Path:
 
 @pytest.mark.engine
 @pytest.mark.slow
+@pytest.mark.solo
 def test_compare_flags_a_planted_20_percent_regression_and_not_a_rerun(tmp_path: Path) -> None:
     base = run(tmp_path, "base", "100ms")
     rerun = run(tmp_path, "rerun", "100ms")

@@ -15,7 +15,7 @@ import pytest
 
 from scenariokit.cli import main
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.solo]
 
 PREDICTED_KNEE = 2  # = max_in_flight
 SCENARIO = f"""\
