@@ -81,6 +81,17 @@ def render(value: Any, record_for: Any) -> Any:
     return value
 
 
+def has_template(value: Any) -> bool:
+    """Whether rendering could change the value (a `{...}` or `${env:...}` anywhere in it)."""
+    if isinstance(value, str):
+        return "{" in value or "}" in value
+    if isinstance(value, list):
+        return any(has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    return False
+
+
 @dataclass(frozen=True)
 class DataSet:
     name: str
@@ -116,6 +127,15 @@ class Request:
     expect_status: tuple[int, ...] = ()
     expect_contains: str | None = None
     timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What does not change between sends of a request: its headers merged with the scenario's, and
+    whether any part holds a template (a request without one skips rendering on the hot path)."""
+
+    headers: dict[str, str]
+    templated: bool
 
 
 @dataclass(frozen=True)
@@ -156,6 +176,7 @@ class Scenario:
         self._sequential: dict[str, int] = {}
         self._users = 0
         self._arrivals: Iterator[float] | None = None
+        self._prepared: dict[str, Prepared] = {}
         self.recorder = Recorder(os.environ.get("SCENARIOKIT_RESULTS_DIR"))
         events.test_start.add_listener(self._on_test_start)
 
@@ -182,12 +203,25 @@ class Scenario:
         return (self.stages[-1], self.stages[-1].duration) if self.stages else (None, 0.0)
 
     def level_at(self, t: float) -> float:
+        return self.stage_and_level(t)[1]
+
+    def stage_and_level(self, t: float) -> tuple[Stage | None, float]:
+        """The stage `t` seconds into the run and the intended users or rate then (one walk of the
+        stages, as every record needs both)."""
         stage, offset = self.stage_at(t)
         if stage is None:
-            return 0.0
+            return None, 0.0
         if stage.duration <= 0:
-            return stage.end
-        return stage.start + (stage.end - stage.start) * min(1.0, offset / stage.duration)
+            return stage, stage.end
+        return stage, stage.start + (stage.end - stage.start) * min(1.0, offset / stage.duration)
+
+    def prepared(self, request: Request) -> Prepared:
+        found = self._prepared.get(request.name)
+        if found is None:
+            headers = self.headers | request.headers
+            parts = (headers, request.path, request.json, request.body, request.expect_contains)
+            found = self._prepared[request.name] = Prepared(headers, has_template(list(parts)))
+        return found
 
     def closed_tick(self, run_time: float, current_users: int) -> tuple[int, float] | None:
         """LoadTestShape.tick for a closed model: interpolated users, spawn rate that keeps up."""
@@ -399,10 +433,12 @@ def read_stream(response: Any, started: float, measured: Measured) -> None:
         measured.tokens = chunks
 
 
-def read_whole(response: Any, request: Request, started: float, measured: Measured) -> None:
+def read_whole(response: Any, request: Request, started: float, measured: Measured, want_text: bool) -> None:
     content = response.content or b""
     measured.ttfb = time.perf_counter() - started
     measured.nbytes = len(content)
+    if not (request.chat or want_text):  # nothing reads the body: skip decoding it
+        return
     text = content.decode("utf-8", errors="replace")
     measured.answer = text
     if request.chat and 200 <= measured.status < 300:
@@ -446,10 +482,19 @@ class Client:
                 gevent.sleep(1.0)  # the schedule is over; the shape ends the run
                 return
             gevent.sleep(max(0.0, intended - time.time()))
+        prepared = self.scenario.prepared(request)
+        if not prepared.templated:  # sent as written: nothing to render
+            kwargs: dict[str, Any] = {"headers": prepared.headers}
+            if request.json is not None:
+                kwargs["json"] = request.json
+            elif request.body is not None:
+                kwargs["data"] = request.body
+            self._send(request, request.path, kwargs, request.expect_contains, intended)
+            return
         record_for = self.scenario.record_chooser(self.rng)
-        headers = render(self.scenario.headers | request.headers, record_for)
+        headers = render(prepared.headers, record_for)
         contains = render_text(request.expect_contains, record_for) if request.expect_contains else None
-        kwargs: dict[str, Any] = {"headers": headers}
+        kwargs = {"headers": headers}
         if request.json is not None:
             kwargs["json"] = render(request.json, record_for)
         elif request.body is not None:
@@ -468,7 +513,7 @@ class Client:
         t0 = time.time()
         started = time.perf_counter()
         with self.user.client.request(
-            request.method, path, name=request.name, stream=True, catch_response=True, **kwargs
+            request.method, path, name=request.name, stream=request.stream, catch_response=True, **kwargs
         ) as response:
             measured.status = int(getattr(response, "status_code", 0) or 0)
             failure = getattr(response, "error", None)
@@ -478,7 +523,7 @@ class Client:
                 elif request.stream and 200 <= measured.status < 300:
                     read_stream(response, started, measured)
                 else:
-                    read_whole(response, request, started, measured)
+                    read_whole(response, request, started, measured, contains is not None)
             except Exception as exc:  # a connection that broke mid-body is a measured error, not a crash
                 measured.error = error_kind(exc)
                 measured.status = measured.status if measured.error.startswith("other") else 0
@@ -502,7 +547,7 @@ class Client:
         error: str | None,
     ) -> None:
         elapsed = t0 - (self.scenario.started_at or t0)
-        stage, _ = self.scenario.stage_at(elapsed)
+        stage, level = self.scenario.stage_and_level(elapsed)
         self.scenario.recorder.write(
             [
                 t0,
@@ -518,6 +563,6 @@ class Client:
                 measured.itl if request.stream else None,
                 measured.tokens,
                 measured.nbytes,
-                self.scenario.level_at(elapsed),
+                level,
             ]
         )
