@@ -6,14 +6,13 @@
 //
 // Metrics contract (the scenariokit runner parses these points from `k6 run --out json=results.json`):
 //
-//   sk_requests  Counter      1 per request sent
 //   sk_ok        Rate         1 when the request met its `expect`, else 0
 //   sk_successes Counter      1 per request that met its `expect` (throughput = successful responses/s)
 //   sk_latency   Trend (time) milliseconds, request sent -> last byte received (k6 timings.duration)
 //   sk_ttfb      Trend (time) milliseconds, request sent -> first byte received (k6 timings.waiting)
 //
-//   Every request adds exactly one point to sk_requests, sk_ok, sk_latency and sk_ttfb (and one to
-//   sk_successes when it succeeded), all with the same tags:
+//   Every request adds exactly one point to sk_ok, sk_latency and sk_ttfb (and one to sk_successes when
+//   it succeeded), all with the same tags:
 //     name        the request's name in the scenario
 //     stage       the label of the load stage the request finished in (elapsed time since the scenario
 //                 started, against the IR's stage windows; zero-length stages never hold a request)
@@ -22,7 +21,10 @@
 //     error       "" on success, else connection_refused | connection_reset | timeout | http_<code> |
 //                 wrong_answer | other
 //   and the same point metadata `request_id` ("<vu>:<iteration of that VU>"), unique in the run, which
-//   joins the points of one request (metadata is not a tag: it adds no time series). Join on it, not on
+//   joins the points of one request (metadata is not a tag: it adds no time series). It is set only
+//   around these points, after the response: k6's own ~13 http_req_* samples per request would carry it
+//   too, and its JSON output is the dearest part of a request (measured in
+//   benchmarks/bench_collection.py). Join on it, not on
 //   `time`: k6 stamps each point when it is added, so the points of one request differ by microseconds.
 //   A point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
 //   The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU.
@@ -41,7 +43,6 @@ import http from 'k6/http';
 import exec from 'k6/execution';
 import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
 
-const skRequests = new Counter('sk_requests');
 const skOk = new Rate('sk_ok');
 const skSuccesses = new Counter('sk_successes');
 const skLatency = new Trend('sk_latency', true);
@@ -352,7 +353,6 @@ export class Runner {
     if (req.compiled.json !== null) body = JSON.stringify(renderValue(req.compiled.json, ctx));
     else if (req.compiled.body !== null) body = renderString(req.compiled.body, ctx);
     const url = this.baseUrl + renderString(req.compiled.path, ctx);
-    exec.vu.metrics.metadata.request_id = `${__VU}:${exec.vu.iterationInScenario}`;
     const params = Object.assign({}, req.params, { headers, tags: { name: spec.name, stage: stage.label } });
     const res = http.request(spec.method, url, body, params);
 
@@ -367,7 +367,7 @@ export class Runner {
     }
     const ok = error === '';
     const tags = { name: spec.name, stage: stage.label, stage_kind: stage.kind, status: String(res.status || 0), error };
-    skRequests.add(1, tags);
+    exec.vu.metrics.metadata.request_id = `${__VU}:${exec.vu.iterationInScenario}`;
     skOk.add(ok, tags);
     if (ok) skSuccesses.add(1, tags);
     skLatency.add(res.timings.duration, tags);
