@@ -331,17 +331,23 @@ class Recorder:
     FLUSH_EVERY_S and at exit (encoding in the flush keeps the request path short)."""
 
     def __init__(self, results_dir: str | None) -> None:
-        self.path = Path(results_dir) / f"records-{os.getpid()}.jsonl" if results_dir else None
+        self.dir = Path(results_dir) if results_dir else None
         self.buffer: list[Any] = []
         self._flusher: Any = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
             atexit.register(self.flush)
             events.quitting.add_listener(lambda **_: self.flush())
 
+    @property
+    def path(self) -> Path | None:
+        """This process's file, named when it is written: `locust --processes` forks its workers after
+        this module is imported, and each must append to a file of its own."""
+        return self.dir / f"records-{os.getpid()}.jsonl" if self.dir is not None else None
+
     def write(self, record: list[Any] | dict[str, Any]) -> None:
         """A request's record (a list in RECORD_FIELDS order) or a marker (a dict)."""
-        if self.path is None:
+        if self.dir is None:
             return
         self.buffer.append(record)
         if self._flusher is None:
@@ -353,11 +359,12 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer or self.path is None:
+        path = self.path
+        if not self.buffer or path is None:
             return
         items, self.buffer = self.buffer, []
         text = "\n".join(map(_encode, items)) + "\n"
-        with self.path.open("a", encoding="utf-8") as handle:
+        with path.open("a", encoding="utf-8") as handle:
             handle.write(text)
 
 

@@ -86,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         abort_on_fail=args.abort_on_fail,
         strict=args.strict,
         monitor=args.monitor,
+        processes=args.processes,
     )
     return run_scenario(Path(args.file), options)
 
@@ -104,6 +105,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     out.print((run_dir / "summary.md").read_text())
     out.print(f"report: {run_dir / 'report.html'}")
     return summary.exit_code
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of 1 or more")
+    return value
 
 
 def _share(text: str) -> float:
@@ -177,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no live progress, only the verdict")
     p.add_argument("--abort-on-fail", action="store_true", help="stop early once an SLO is certainly lost")
     p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
+    p.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="Locust: run a master and this many worker processes, one core each (k6 already uses every "
+        "core)",
+    )
     p.add_argument(
         "--monitor",
         choices=["builtin", "prometheus"],

@@ -37,7 +37,9 @@ class EngineLaunch:
 class Driver(Protocol):
     name: str
 
-    def launch(self, script: Path, base_url: str, raw_dir: Path, max_run_s: float) -> EngineLaunch: ...
+    def launch(
+        self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
+    ) -> EngineLaunch: ...
 
     def reader(self, raw_dir: Path) -> RecordReader: ...
 
@@ -55,7 +57,12 @@ def _engine_env(base_url: str, raw_dir: Path) -> dict[str, str]:
 class LocustDriver:
     name = "locust"
 
-    def launch(self, script: Path, base_url: str, raw_dir: Path, max_run_s: float) -> EngineLaunch:
+    def launch(
+        self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
+    ) -> EngineLaunch:
+        """`processes` > 1 runs Locust's own master and that many worker processes (`--processes`): one
+        Locust process uses one core. Each worker writes its own records file and, in an open model,
+        sends every n-th arrival (SCENARIOKIT_WORKERS)."""
         # The generated LoadTestShape ends the run; --run-time is only a safety bound.
         argv = [
             sys.executable,
@@ -76,7 +83,11 @@ class LocustDriver:
             "--stop-timeout",
             "5",
         ]
-        return EngineLaunch(argv, _engine_env(base_url, raw_dir))
+        env = _engine_env(base_url, raw_dir)
+        if processes > 1:
+            argv += ["--processes", str(processes)]
+            env["SCENARIOKIT_WORKERS"] = str(processes)
+        return EngineLaunch(argv, env)
 
     def reader(self, raw_dir: Path) -> RecordReader:
         return LocustRecordReader(raw_dir)
@@ -107,7 +118,10 @@ def k6_binary() -> str:
 class K6Driver:
     name = "k6"
 
-    def launch(self, script: Path, base_url: str, raw_dir: Path, max_run_s: float) -> EngineLaunch:
+    def launch(
+        self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
+    ) -> EngineLaunch:
+        """k6 runs its VUs on every core in one process, so `processes` does not apply."""
         argv = [
             k6_binary(),
             "run",

@@ -58,6 +58,7 @@ class RunOptions:
     # "builtin" or "prometheus" (also run a Prometheus server scraping target and runner); None: the
     # scenario's `monitoring:` section decides
     monitor: str | None = None
+    processes: int = 1  # Locust worker processes (one core each); k6 already uses every core
 
 
 @dataclass
@@ -220,14 +221,16 @@ class RunState:
     engine_started_unix: float | None = None
 
 
-def process_cpu_share(process: psutil.Process, engine: str) -> float:
-    """CPU of the engine's process tree, as a share of what it can use (one core for Python engines)."""
+def process_cpu_share(process: psutil.Process, engine: str, processes: int = 1) -> float:
+    """CPU of the engine's process tree, as a share of what it can use (one core per Locust process,
+    every core for k6)."""
     total = 0.0
     with suppress(psutil.Error):
         for proc in [process, *process.children(recursive=True)]:
             with suppress(psutil.Error):
                 total += proc.cpu_percent(None)
-    capacity = 100.0 * ((os.cpu_count() or 1) if engine == "k6" else 1)
+    cores = os.cpu_count() or 1
+    capacity = 100.0 * (cores if engine == "k6" else min(processes, cores))
     return total / capacity
 
 
@@ -257,7 +260,7 @@ def run_engine(
 ) -> RunState:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
-    launch = driver.launch(script, base_url, raw_dir, max_run_s)
+    launch = driver.launch(script, base_url, raw_dir, max_run_s, options.processes)
     state = RunState(started_unix=time.time())
     reader = driver.reader(raw_dir)
     store = RecordStore(run_dir)
@@ -267,7 +270,7 @@ def run_engine(
         launch.argv, env=launch.env, stdout=log, stderr=subprocess.STDOUT, cwd=script.parent
     )
     ps_process = psutil.Process(process.pid)
-    process_cpu_share(ps_process, scenario.engine)  # prime psutil's counters
+    process_cpu_share(ps_process, scenario.engine, options.processes)  # prime psutil's counters
     last_health = time.monotonic()
     judge = AbortJudge(scenario) if options.abort_on_fail else None
     try:
@@ -280,7 +283,7 @@ def run_engine(
             exporter.tick(view.all_records, reader.started_unix)
             now = time.monotonic()
             if now - last_health >= 1.0:
-                health.add(time.time(), process_cpu_share(ps_process, scenario.engine))
+                health.add(time.time(), process_cpu_share(ps_process, scenario.engine, options.processes))
                 last_health = now
             view.refresh(time.time() - state.started_unix)
             if process.poll() is not None:
@@ -366,6 +369,9 @@ def run_scenario(path: Path, options: RunOptions) -> int:
             "the `prometheus` server on PATH (apt-get install prometheus)"
         )
         return ExitCode.RUN_ERROR
+    if options.processes > 1 and scenario.engine != "locust":
+        print(f"error: --processes is for Locust; {scenario.engine} already uses every core in one process")
+        return ExitCode.INVALID_SCENARIO
     driver = get_driver(scenario.engine)
     run_dir = make_run_dir(scenario, options.out)
     script = compile_scenario(scenario, scenario.engine).write(run_dir / "script")
@@ -373,6 +379,7 @@ def run_scenario(path: Path, options: RunOptions) -> int:
     view = LiveView(scenario, quiet=options.quiet)
     with target_for(scenario, run_dir) as (base_url, handle):
         meta = write_run_metadata(run_dir, scenario, path, driver, base_url, started)
+        meta["engine_processes"] = options.processes
         if (reason := target_is_up(base_url)) is not None:
             state = RunState(
                 started_unix=started,
