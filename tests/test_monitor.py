@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -78,3 +79,15 @@ def test_a_dead_target_is_recorded_as_down(tmp_path: Path) -> None:
         time.sleep(0.35)
     samples = read_samples(tmp_path, "target.jsonl")
     assert samples and not any(s["up"] for s in samples)
+
+
+def test_gpu_presence_is_stated_either_way(tmp_path: Path) -> None:
+    """NVML (nvidia-ml-py, a dependency) is asked on every run; without a GPU the run says why."""
+    with Monitor(tmp_path, None, interval_s=0.1):
+        time.sleep(0.25)
+    gpu = json.loads((tmp_path / "monitor" / "gpu.json").read_text())
+    if gpu["available"]:  # a machine with a GPU: samples with utilisation and memory
+        (first, *_) = read_samples(tmp_path, "gpu.jsonl")
+        assert {"util_percent", "memory_used_bytes", "memory_total_bytes"} <= set(first["gpus"][0])
+    else:
+        assert gpu["reason"].startswith(("GPU metrics absent: NVMLError", "NVML found no GPU")), gpu
