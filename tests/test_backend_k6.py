@@ -225,6 +225,21 @@ def test_conditions_of_one_key_share_one_list_in_source_order() -> None:
     assert '"sk_latency": ["p(99)<500", "p(50)<100", "max<2000"],' in script
 
 
+@pytest.mark.parametrize(
+    ("slos", "emit"),
+    [
+        ((), '{"ok": false, "successes": false, "ttfb": false}'),
+        ((slo("mean(ttfb) < 20ms for ocr", "ttfb", "mean", "<", 0.02, requests=("ocr",)),), '"ttfb": true}'),
+        ((slo("error_rate < 1%", "error_rate", None, "<", 0.01),), '{"ok": true, "successes": false,'),
+        ((slo("throughput >= 5/s", "throughput", None, ">=", 5.0),), '"successes": true,'),
+    ],
+)
+def test_runtime_sends_only_the_points_a_threshold_reads(slos: tuple[Slo, ...], emit: str) -> None:
+    script = K6Backend().emit(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
+    line = script.split("\n  emit: ", 1)[1].split("\n", 1)[0]
+    assert emit in line
+
+
 # --- the emitted files ----------------------------------------------------------------------------
 
 
@@ -444,11 +459,12 @@ def test_k6_run_closed_model_weights_tags_and_checks(tmp_path: Path) -> None:
     for p in points:
         by_metric.setdefault(p["metric"], []).append(p["data"])
     latency = by_metric["sk_latency"]
-    assert len(latency) == len(by_metric["sk_ttfb"]) == len(by_metric["sk_ok"]) == sent > 100
+    # sk_ok and sk_successes for the error_rate and throughput thresholds; no ttfb threshold, no sk_ttfb
+    assert len(latency) == len(by_metric["sk_ok"]) == sent > 100 and "sk_ttfb" not in by_metric
     assert all({"name", "stage", "stage_kind", "status", "error"} <= set(p["tags"]) for p in latency)
-    # one request_id per request, shared by its points
-    ids = Counter(p["metadata"]["request_id"] for p in latency)
-    assert len(ids) == sent and set(ids.values()) == {1}
+    # one point per request: its ttfb rides on it as metadata
+    assert all(set(p["metadata"]) == {"ttfb"} for p in latency)
+    assert all(0 <= float(p["metadata"]["ttfb"]) <= p["value"] for p in latency)
     assert_weights(Counter(p["tags"]["name"] for p in latency), {"identify": 3, "ocr": 1, "empty-image": 0.1})
     assert {p["tags"]["stage"] for p in latency} == {"ramp", "hold", "spike"}
     bad = [p["tags"] for p in latency if p["tags"]["name"] == "empty-image"]
@@ -500,6 +516,8 @@ def test_k6_run_open_model_rate_and_sub_one_per_second(tmp_path: Path) -> None:
     assert sent + dropped == pytest.approx(scenario.load.level_integral(), abs=2)  # 65 arrivals
     assert dropped == 0
     assert {p["data"]["tags"]["error"] for p in points if p["metric"] == "sk_latency"} == {""}
+    # no error_rate, throughput or ttfb threshold: the runtime sends none of their points
+    assert not {"sk_ok", "sk_successes", "sk_ttfb"} & {p["metric"] for p in points}
     assert (
         sum(1 for p in slow_points if p["metric"] == "sk_latency") == 2
     )  # 0.5/s for 5 s: k6 starts them at 2 s and 4 s

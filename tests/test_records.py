@@ -82,10 +82,10 @@ def test_locust_garbled_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     assert records.skipped == 6  # merged line, bad bytes, bad latency, non-object, two incomplete
 
 
-def k6_point(metric: str, value: float, time: str, rid: str | None = None, **tags: str) -> str:
+def k6_point(metric: str, value: float, time: str, ttfb: float | None = None, **tags: str) -> str:
     data: dict[str, object] = {"time": time, "value": value, "tags": tags}
-    if rid is not None:
-        data["metadata"] = {"request_id": rid}
+    if ttfb is not None:
+        data["metadata"] = {"ttfb": str(ttfb)}  # k6 writes metadata values as strings
     return json.dumps({"type": "Point", "metric": metric, "data": data}) + "\n"
 
 
@@ -93,16 +93,13 @@ T0 = datetime(2026, 11, 25, 2, 30, tzinfo=UTC).timestamp()
 TAGS = {"name": "identify", "stage": "ramp", "status": "200", "error": ""}
 
 
-def test_k6_joins_ttfb_by_request_id_in_either_order(tmp_path: Path) -> None:
+def test_k6_reads_one_point_per_request_with_its_ttfb(tmp_path: Path) -> None:
     path = tmp_path / "k6.json"
     append(path, json.dumps({"type": "Metric", "metric": "sk_latency", "data": {"type": "trend"}}) + "\n")
     append(path, k6_point("vus", 1, "2026-11-25T02:30:00Z"))
-    append(path, k6_point("sk_ttfb", 5.0, "2026-11-25T02:30:01.000002Z", "1:0", **TAGS))
-    append(path, k6_point("sk_latency", 12.5, "2026-11-25T02:30:01.000001Z", "1:0", **TAGS))
-    append(
-        path, k6_point("sk_latency", 20.0, "2026-11-25T02:30:02.5Z", "1:1", **TAGS | {"error": "http_503"})
-    )
-    append(path, k6_point("sk_ttfb", 19.0, "2026-11-25T02:30:02.500001Z", "1:1", **TAGS))
+    append(path, k6_point("sk_latency", 12.5, "2026-11-25T02:30:01.000001Z", 5.0, **TAGS))
+    append(path, k6_point("sk_ttfb", 5.0, "2026-11-25T02:30:01.000002Z", **TAGS))  # a threshold's: unread
+    append(path, k6_point("sk_latency", 20.0, "2026-11-25T02:30:02.5Z", 19.0, **TAGS | {"error": "http_503"}))
     append(path, k6_point("dropped_iterations", 2, "2026-11-25T02:30:03Z"))
     reader = K6RecordReader(path)
     first, second = reader.poll()
@@ -112,22 +109,20 @@ def test_k6_joins_ttfb_by_request_id_in_either_order(tmp_path: Path) -> None:
     assert reader.dropped == 2 and len(reader.dropped_times) == 2 and reader.started_unix == T0
 
 
-def test_k6_joins_on_time_and_tags_without_metadata(tmp_path: Path) -> None:
+def test_k6_point_without_ttfb_metadata_has_no_ttfb(tmp_path: Path) -> None:
     path = tmp_path / "k6.json"
     append(path, k6_point("sk_latency", 10.0, "2026-11-25T02:30:01Z", **TAGS))
-    append(path, k6_point("sk_ttfb", 4.0, "2026-11-25T02:30:01Z", **TAGS))
-    append(path, k6_point("sk_ttfb", 9.0, "2026-11-25T02:30:01Z", **TAGS | {"name": "other"}))
     (record,) = K6RecordReader(path).poll()
-    assert record.ttfb == pytest.approx(0.004)
+    assert record.ttfb is None and record.latency == pytest.approx(0.01)
 
 
 def test_k6_partial_and_garbled_lines(tmp_path: Path) -> None:
     path = tmp_path / "k6.json"
-    line = k6_point("sk_latency", 10.0, "2026-11-25T02:30:01Z", "1:0", **TAGS)
+    line = k6_point("sk_latency", 10.0, "2026-11-25T02:30:01Z", 4.0, **TAGS)
     append(path, '{"type":"Point","metric":"sk_lat\n' + line[:25])
     reader = K6RecordReader(path)
     assert reader.poll() == [] and reader.skipped == 1
-    append(path, line[25:] + k6_point("sk_latency", "x", "2026-11-25T02:30:01Z", "1:1", **TAGS))  # type: ignore[arg-type]
+    append(path, line[25:] + k6_point("sk_latency", "x", "2026-11-25T02:30:01Z", 4.0, **TAGS))  # type: ignore[arg-type]
     assert len(reader.poll()) == 1 and reader.skipped == 2
 
 

@@ -6,27 +6,30 @@
 //
 // Metrics contract (the scenariokit runner parses these points from `k6 run --out json=results.json`):
 //
-//   sk_ok        Rate         1 when the request met its `expect`, else 0
-//   sk_successes Counter      1 per request that met its `expect` (throughput = successful responses/s)
 //   sk_latency   Trend (time) milliseconds, request sent -> last byte received (k6 timings.duration)
-//   sk_ttfb      Trend (time) milliseconds, request sent -> first byte received (k6 timings.waiting)
 //
-//   Every request adds exactly one point to sk_ok, sk_latency and sk_ttfb (and one to sk_successes when
-//   it succeeded), all with the same tags:
-//     name        the request's name in the scenario
-//     stage       the label of the load stage the request finished in (elapsed time since the scenario
-//                 started, against the IR's stage windows; zero-length stages never hold a request)
-//     stage_kind  that stage's curve function (ramp, hold, spike, steps): `during spike` covers every spike
-//     status      the HTTP status as a string, "0" when no response arrived
-//     error       "" on success, else connection_refused | connection_reset | timeout | http_<code> |
-//                 wrong_answer | other
-//   and the same point metadata `request_id` ("<vu>:<iteration of that VU>"), unique in the run, which
-//   joins the points of one request (metadata is not a tag: it adds no time series). It is set only
-//   around these points, after the response: k6's own ~13 http_req_* samples per request would carry it
-//   too, and its JSON output is the dearest part of a request (measured in
-//   benchmarks/bench_collection.py). Join on it, not on
-//   `time`: k6 stamps each point when it is added, so the points of one request differ by microseconds.
+//   Every request adds exactly one sk_latency point, which is its whole record:
+//     tags
+//       name        the request's name in the scenario
+//       stage       the label of the load stage the request finished in (elapsed time since the scenario
+//                   started, against the IR's stage windows; zero-length stages never hold a request)
+//       stage_kind  that stage's curve function (ramp, hold, spike, steps): `during spike` covers every spike
+//       status      the HTTP status as a string, "0" when no response arrived
+//       error       "" on success, else connection_refused | connection_reset | timeout | http_<code> |
+//                   wrong_answer | other
+//     metadata
+//       ttfb        milliseconds, request sent -> first byte received (k6 timings.waiting), as a string.
+//                   Metadata, not a tag: a tag value per request would add a time series per request.
 //   A point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
+//   One point per request, with no second point to join, because each point is dear: k6 pushes it through
+//   its sample channel and writes a JSON line for it (benchmarks/bench_collection.py, docs/results-format.md).
+//
+//   Only for the script's own thresholds, and only when SCENARIO.emit asks (the compiler sets it from the
+//   SLOs; a script without thresholds sends none), with the same tags and no metadata:
+//     sk_ok        Rate         1 when the request met its `expect`, else 0            (emit.ok)
+//     sk_successes Counter      1 per request that met its `expect` (throughput)      (emit.successes)
+//     sk_ttfb      Trend (time) the request's ttfb again, for ttfb thresholds          (emit.ttfb)
+//
 //   The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU.
 //   sk_since_start Gauge      once per VU, on its first request: milliseconds since exec.scenario.startTime;
 //                             the point's time minus it is the origin of the stage windows (k6's own
@@ -36,7 +39,8 @@
 // k6 reads whole responses, so it cannot time streamed tokens: ttft, itl and tpot are never recorded here.
 //
 // Templates (`{dataset}`, `{dataset.field}`, `${env:NAME}`, `{{` and `}}` for literal braces) are rendered
-// per request; one data record is picked per request and used by all its references. Random picks use a
+// per request when they use a data set (one data record is picked per request and used by all its
+// references), else once per VU. Random picks use a
 // mulberry32 generator seeded from SCENARIOKIT_SEED (or the scenario's seed) and the VU number.
 
 import http from 'k6/http';
@@ -236,66 +240,87 @@ export function stageWindows(stages) {
   return windows;
 }
 
-// The stage at `elapsedS` seconds into the scenario; after the last one (graceful stop), the last one.
-export function stageAt(windows, elapsedS) {
-  for (const w of windows) if (elapsedS < w.end) return w;
-  return windows.length ? windows[windows.length - 1] : { label: '', kind: '' };
-}
-
 function lowerKeys(headers) {
   const out = {};
   for (const key of Object.keys(headers)) out[key.toLowerCase()] = key;
   return out;
 }
 
-// scenario: {name, baseUrl, headers, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}]}
+// A stage for a test with no stages (never the case for a compiled scenario).
+const NO_STAGE = { label: '', kind: '' };
+
+// What `render*` reads a request's data record through when it uses no data set.
+const NO_RECORD = { field: () => '' };
+
+// scenario: {name, baseUrl, headers, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}],
+//            emit: {ok, successes, ttfb}}
 // requests: [{name, weight, method, path, headers, json, body, chat, stream, expectStatus, expectContains,
 //             timeout}]; data: {name: {defaultField, pick, records}}. See the generated script.
+//
+// A request sent thousands of times a second makes every step of `send` count: anything that does not
+// depend on the data record or the moment is prepared once here (per VU: each VU runs its own copy).
 export class Runner {
   constructor(scenario, requests, data) {
     this.baseUrl = String(scenario.baseUrl).replace(/\/+$/, '');
     this.seed = String(scenario.seed);
     this.thinkSpec = scenario.thinkTime;
     this.windows = stageWindows(scenario.stages);
+    this.emit = Object.assign({ ok: true, successes: true, ttfb: true }, scenario.emit);
     this.data = data;
     this.rng = null;
     this.total = 0;
-    this.requests = requests.map((req) => {
-      // target headers first, a request's own header of the same name (any case) replaces it
-      const headers = Object.assign({}, req.headers);
-      const own = lowerKeys(req.headers);
-      for (const key of Object.keys(scenario.headers)) {
-        if (own[key.toLowerCase()] === undefined) headers[key] = scenario.headers[key];
-      }
-      if (req.json !== null && own['content-type'] === undefined && lowerKeys(headers)['content-type'] === undefined) {
-        headers['Content-Type'] = 'application/json';
-      }
-      const compiled = {
-        path: parseTemplate(req.path),
-        headers: Object.keys(headers).map((key) => [key, parseTemplate(String(headers[key]))]),
-        json: req.json === null ? null : compileValue(req.json),
-        body: req.body === null ? null : parseTemplate(req.body),
-        contains: req.expectContains === null ? null : parseTemplate(req.expectContains),
-      };
-      const used = new Set();
-      for (const part of [compiled.path, compiled.json, compiled.body, compiled.contains]) usedDatasets(part, used);
-      for (const [, value] of compiled.headers) usedDatasets(value, used);
-      this.total += Math.max(0, req.weight);
-      const statuses = req.expectStatus;
-      return {
-        spec: req,
-        cumulative: this.total,
-        compiled,
-        datasets: Array.from(used).filter((name) => data[name] !== undefined),
-        params: {
-          // the body is read only when it is judged
-          responseType: req.chat || req.expectContains !== null ? 'text' : 'none',
-          timeout: `${Math.round(req.timeout * 1000)}ms`,
-          responseCallback:
-            statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 }),
-        },
-      };
-    });
+    this.startMs = null; // exec.scenario.startTime, read once: each `exec.scenario` builds a new object
+    this.metadata = null; // exec.vu.metrics.metadata, likewise
+    this.stageIndex = 0;
+    this.requests = requests.map((req) => this.prepare(scenario, req));
+  }
+
+  prepare(scenario, req) {
+    // target headers first, a request's own header of the same name (any case) replaces it
+    const headers = Object.assign({}, req.headers);
+    const own = lowerKeys(req.headers);
+    for (const key of Object.keys(scenario.headers)) {
+      if (own[key.toLowerCase()] === undefined) headers[key] = scenario.headers[key];
+    }
+    if (req.json !== null && own['content-type'] === undefined && lowerKeys(headers)['content-type'] === undefined) {
+      headers['Content-Type'] = 'application/json';
+    }
+    const compiled = {
+      path: parseTemplate(req.path),
+      headers: Object.keys(headers).map((key) => [key, parseTemplate(String(headers[key]))]),
+      json: req.json === null ? null : compileValue(req.json),
+      body: req.body === null ? null : parseTemplate(req.body),
+      contains: req.expectContains === null ? null : parseTemplate(req.expectContains),
+    };
+    const used = new Set();
+    for (const part of [compiled.path, compiled.json, compiled.body, compiled.contains]) usedDatasets(part, used);
+    for (const [, value] of compiled.headers) usedDatasets(value, used);
+    this.total += Math.max(0, req.weight);
+    const statuses = req.expectStatus;
+    const base = {
+      // the body is read only when it is judged
+      responseType: req.chat || req.expectContains !== null ? 'text' : 'none',
+      timeout: `${Math.round(req.timeout * 1000)}ms`,
+      responseCallback:
+        statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 }),
+    };
+    const prepared = {
+      spec: req,
+      cumulative: this.total,
+      compiled,
+      datasets: Array.from(used).filter((name) => this.data[name] !== undefined),
+      fixed: null,
+      // the request's k6 params in each stage (its tags name the stage)
+      params: (this.windows.length ? this.windows : [NO_STAGE]).map((w) =>
+        Object.assign({}, base, { tags: { name: req.name, stage: w.label } }),
+      ),
+    };
+    if (prepared.datasets.length === 0) {
+      // no data record: everything but the moment is the same every time (`${env:...}` included)
+      prepared.fixed = this.render(prepared, NO_RECORD);
+      for (const params of prepared.params) params.headers = prepared.fixed.headers;
+    }
+    return prepared;
   }
 
   random() {
@@ -305,13 +330,23 @@ export class Runner {
 
   // One request, drawn by weight.
   pick() {
+    if (this.requests.length === 1) return this.requests[0];
     const x = this.random() * this.total;
     for (const req of this.requests) if (x < req.cumulative) return req;
     return this.requests[this.requests.length - 1];
   }
 
+  // The index of the stage window the scenario is in now: the first one not yet over, or after the last
+  // one (graceful stop) the last one. Time only moves forward, so the walk resumes where the last request
+  // left it.
   currentStage() {
-    return stageAt(this.windows, (Date.now() - exec.scenario.startTime) / 1000);
+    if (this.startMs === null) this.startMs = exec.scenario.startTime;
+    const elapsedS = (Date.now() - this.startMs) / 1000;
+    const last = this.windows.length - 1;
+    let i = this.stageIndex;
+    while (i < last && elapsedS >= this.windows[i].end) i++;
+    this.stageIndex = i;
+    return i;
   }
 
   // One record per data set the request uses, shared by all its references.
@@ -335,45 +370,63 @@ export class Runner {
     };
   }
 
+  // The request's URL, headers, body and expected answer text with one data record.
+  render(req, ctx) {
+    const compiled = req.compiled;
+    const headers = {};
+    for (const [key, value] of compiled.headers) headers[key] = renderString(value, ctx);
+    let body = null;
+    if (compiled.json !== null) body = JSON.stringify(renderValue(compiled.json, ctx));
+    else if (compiled.body !== null) body = renderString(compiled.body, ctx);
+    const url = this.baseUrl + renderString(compiled.path, ctx);
+    const contains = compiled.contains === null ? null : normalizeText(renderString(compiled.contains, ctx));
+    return { url, headers, body, contains };
+  }
+
   iterate() {
     return this.send(this.pick());
   }
 
   send(req) {
     const spec = req.spec;
-    const ctx = this.recordFor(req);
-    const stage = this.currentStage();
+    const stageIndex = this.currentStage();
     if (!scenarioStartSent) {
-      skSinceStart.add(Date.now() - exec.scenario.startTime);
+      skSinceStart.add(Date.now() - this.startMs);
       scenarioStartSent = true;
     }
-    const headers = {};
-    for (const [key, value] of req.compiled.headers) headers[key] = renderString(value, ctx);
-    let body = null;
-    if (req.compiled.json !== null) body = JSON.stringify(renderValue(req.compiled.json, ctx));
-    else if (req.compiled.body !== null) body = renderString(req.compiled.body, ctx);
-    const url = this.baseUrl + renderString(req.compiled.path, ctx);
-    const params = Object.assign({}, req.params, { headers, tags: { name: spec.name, stage: stage.label } });
-    const res = http.request(spec.method, url, body, params);
+    let sent = req.fixed;
+    let params = req.params[stageIndex];
+    if (sent === null) {
+      sent = this.render(req, this.recordFor(req));
+      params = Object.assign({}, params, { headers: sent.headers });
+    }
+    const res = http.request(spec.method, sent.url, sent.body, params);
 
     let error = '';
     // k6 also sets error_code (1400..1599) for HTTP errors: a response is judged by its status
     if (!res.status) error = classifyError(res);
     else if (!statusOk(res.status, spec.expectStatus)) error = `http_${res.status}`;
-    else if (req.compiled.contains !== null) {
+    else if (sent.contains !== null) {
       const answer = spec.chat ? chatAnswer(res.body, spec.stream) : String(res.body || '');
-      const expected = normalizeText(renderString(req.compiled.contains, ctx));
-      if (normalizeText(answer).indexOf(expected) === -1) error = 'wrong_answer';
+      if (normalizeText(answer).indexOf(sent.contains) === -1) error = 'wrong_answer';
     }
+    this.record(spec, this.windows[stageIndex] || NO_STAGE, res, error);
+    return error === '';
+  }
+
+  // The request's points (see the metrics contract above).
+  record(spec, stage, res, error) {
     const ok = error === '';
     const tags = { name: spec.name, stage: stage.label, stage_kind: stage.kind, status: String(res.status || 0), error };
-    exec.vu.metrics.metadata.request_id = `${__VU}:${exec.vu.iterationInScenario}`;
-    skOk.add(ok, tags);
-    if (ok) skSuccesses.add(1, tags);
+    if (this.metadata === null) this.metadata = exec.vu.metrics.metadata;
+    // set only around this point: k6's own http_req_* samples would carry it too
+    this.metadata.ttfb = res.timings.waiting;
     skLatency.add(res.timings.duration, tags);
-    skTtfb.add(res.timings.waiting, tags);
-    delete exec.vu.metrics.metadata.request_id;
-    return ok;
+    delete this.metadata.ttfb;
+    // the rest exist only for the script's thresholds, and only where one reads them
+    if (this.emit.ok) skOk.add(ok, tags);
+    if (this.emit.successes && ok) skSuccesses.add(1, tags);
+    if (this.emit.ttfb) skTtfb.add(res.timings.waiting, tags);
   }
 
   // Think time in seconds, drawn from the scenario's distribution (closed model only).

@@ -214,52 +214,37 @@ def _k6_time(text: str) -> float:
     return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 
-def _request_id(data: dict[str, Any]) -> str:
-    """The runtime's `request_id` point metadata; without it, the point's time and tags (the contract's
-    fallback: a shared empty id would join every request's ttfb to the wrong latency)."""
-    request_id = (data.get("metadata") or {}).get("request_id")
-    if request_id is not None:
-        return f"id:{request_id}"
-    return f"t:{data.get('time')}:{sorted((data.get('tags') or {}).items())}"
-
-
 # k6 writes about 18 JSON lines per request (every built-in metric); only these are read. Matching the
 # metric name before decoding costs a fraction of json.loads on every line (measured: ~190 us/request).
-K6_WANTED = re.compile(rb'"metric":\s*"(?:sk_latency|sk_ttfb|sk_since_start|dropped_iterations|vus|vus_max)"')
+K6_WANTED = re.compile(rb'"metric":\s*"(?:sk_latency|sk_since_start|dropped_iterations|vus|vus_max)"')
 
 
 class K6RecordReader:
-    """Rebuilds records from the `sk_latency` / `sk_ttfb` points of `k6 run --out json=FILE`."""
+    """Rebuilds records from the `sk_latency` points of `k6 run --out json=FILE`: one point per request,
+    its ttfb in the point's metadata (the runtime's metrics contract)."""
 
     def __init__(self, json_path: Path) -> None:
         self.tail = _LineTail(json_path)
         self.skipped = 0
         self.dropped = 0
         self.dropped_times: list[float] = []
-        self._ttfb: dict[str, float] = {}
         self._scenario_start: float | None = None  # from the runtime's sk_since_start points
         self._first_vus_point: float | None = None  # fallback: k6 writes its first `vus` point ~1 s in
 
     def poll(self) -> list[RequestRecord]:
-        points = []
+        records = []
         for line in self.tail.new_lines():
             if K6_WANTED.search(line) is None and line.startswith(b'{"metric":'):
                 continue  # a complete line of a metric we do not use
             raw = _decode(line)
             if raw is None:
                 self.skipped += 1
-            elif raw.get("type") == "Point":
-                data = raw.get("data") or {}
-                points.append((raw.get("metric"), data))
-                self._note_start(raw.get("metric"), data)
-        # a request's sk_ttfb and sk_latency points arrive in the same flush, in either order
-        for metric, data in points:
-            if metric == "sk_ttfb":
-                self._ttfb[_request_id(data)] = float(data["value"]) / 1000
-        records = []
-        for metric, data in points:
+                continue
+            if raw.get("type") != "Point":
+                continue
+            metric, data = raw.get("metric"), raw.get("data") or {}
             if metric == "sk_latency":
-                record = self._record(data)
+                record = _k6_record(data)
                 if record is None:
                     self.skipped += 1
                 else:
@@ -268,6 +253,8 @@ class K6RecordReader:
                 count = int(data.get("value") or 0)
                 self.dropped += count
                 self.dropped_times.extend([_k6_time(data["time"])] * count)
+            else:
+                self._note_start(metric, data)
         return records
 
     def _note_start(self, metric: str | None, data: dict[str, Any]) -> None:
@@ -284,22 +271,24 @@ class K6RecordReader:
         """When the scenario started: the origin of stage windows and of every offset in the report."""
         return self._scenario_start or self._first_vus_point
 
-    def _record(self, data: dict[str, Any]) -> RequestRecord | None:
-        try:
-            tags = data.get("tags") or {}
-            latency = float(data["value"]) / 1000
-            # k6 stamps a sample when the request ends
-            end = _k6_time(data["time"])
-            error = tags.get("error") or None
-            return RequestRecord(
-                t=end - latency,
-                name=tags.get("name", ""),
-                stage=tags.get("stage", ""),
-                status=int(tags.get("status") or 0),
-                ok=error is None,
-                error=error,
-                latency=latency,
-                ttfb=self._ttfb.pop(_request_id(data), None),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
+
+def _k6_record(data: dict[str, Any]) -> RequestRecord | None:
+    try:
+        tags = data.get("tags") or {}
+        latency = float(data["value"]) / 1000
+        ttfb = (data.get("metadata") or {}).get("ttfb")
+        # k6 stamps a sample when the request ends
+        end = _k6_time(data["time"])
+        error = tags.get("error") or None
+        return RequestRecord(
+            t=end - latency,
+            name=tags.get("name", ""),
+            stage=tags.get("stage", ""),
+            status=int(tags.get("status") or 0),
+            ok=error is None,
+            error=error,
+            latency=latency,
+            ttfb=float(ttfb) / 1000 if ttfb is not None else None,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

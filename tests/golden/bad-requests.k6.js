@@ -15,6 +15,7 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "uniform", "low": 0.2, "high": 0.8},
+  emit: {"ok": true, "successes": false, "ttfb": false},
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 10.0},
     {"label": "hold", "kind": "hold", "duration": 40.0},

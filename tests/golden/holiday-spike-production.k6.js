@@ -15,6 +15,7 @@ const SCENARIO = {
   headers: {"Authorization": "Bearer ${env:API_KEY}"},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "uniform", "low": 0.5, "high": 2.5},
+  emit: {"ok": true, "successes": true, "ttfb": false},
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 60.0},
     {"label": "hold", "kind": "hold", "duration": 180.0},

@@ -14,6 +14,7 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "none"},
+  emit: {"ok": true, "successes": false, "ttfb": false},
   stages: [
     {"label": "sweep", "kind": "steps", "duration": 20.0},
     {"label": "sweep", "kind": "steps", "duration": 0.0},

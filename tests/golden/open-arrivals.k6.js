@@ -14,6 +14,7 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "none"},
+  emit: {"ok": false, "successes": true, "ttfb": false},
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 20.0},
     {"label": "hold", "kind": "hold", "duration": 30.0},

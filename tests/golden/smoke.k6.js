@@ -15,6 +15,7 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "constant", "value": 0.2},
+  emit: {"ok": true, "successes": false, "ttfb": false},
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 3.0},
     {"label": "hold", "kind": "hold", "duration": 10.0},

@@ -15,6 +15,7 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "exponential", "mean": 2.0},
+  emit: {"ok": true, "successes": false, "ttfb": false},
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 60.0},
     {"label": "soak", "kind": "hold", "duration": 1800.0},

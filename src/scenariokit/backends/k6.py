@@ -223,6 +223,17 @@ def thresholds(scenario: Scenario) -> tuple[list[Threshold], list[Diagnostic]]:
     return list(by_key.values()), diagnostics
 
 
+# The runtime's points that exist only for thresholds: SCENARIO.emit flag -> metric.
+THRESHOLD_ONLY_METRICS = {"ok": "sk_ok", "successes": "sk_successes", "ttfb": "sk_ttfb"}
+
+
+def emit_flags(limits: list[Threshold]) -> dict[str, bool]:
+    """Which threshold-only points the runtime sends: each costs k6 a sample per request, so only those
+    a threshold reads (the records need only sk_latency)."""
+    used = {t.key.split("{", 1)[0] for t in limits}
+    return {flag: metric in used for flag, metric in THRESHOLD_ONLY_METRICS.items()}
+
+
 def conditions_literal(threshold: Threshold) -> str:
     """The conditions as a JS array. They hold only our aggregations, operators and numbers (no scenario
     text), so they are written plainly (`"p(99)<500"`, not `"p(99)\\u003c500"`); anything else is refused."""
@@ -284,6 +295,7 @@ class K6Backend:
             "seed": number(scenario.seed),
             "think_time": scenario.load.model == "closed" and scenario.load.think_time.kind != "none",
             "think_time_spec": think_time_spec(scenario.load.think_time),
+            "emit": js_literal(emit_flags(limits)),
             "stages": [
                 js_literal({"label": s.label, "kind": s.kind, "duration": s.duration_s})
                 for s in scenario.load.stages
