@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.records import LOCUST_RECORD_FIELDS, K6RecordReader, LocustRecordReader, RequestRecord
+from scenariokit.records import (
+    K6_LATENCY_LINE,
+    LOCUST_RECORD_FIELDS,
+    K6RecordReader,
+    LocustRecordReader,
+    RequestRecord,
+)
 
 
 def locust_fields(t: float, name: str = "a", **extra: object) -> dict[str, object]:
@@ -114,6 +120,44 @@ def test_k6_point_without_ttfb_metadata_has_no_ttfb(tmp_path: Path) -> None:
     append(path, k6_point("sk_latency", 10.0, "2026-11-25T02:30:01Z", **TAGS))
     (record,) = K6RecordReader(path).poll()
     assert record.ttfb is None and record.latency == pytest.approx(0.01)
+
+
+def k6_line(metric: str, value: float, time: str, tags: dict[str, str], **metadata: str) -> str:
+    """A point exactly as k6's JSON output writes it: compact, `metric` first."""
+    data: dict[str, object] = {"time": time, "value": value, "tags": tags}
+    if metadata:
+        data["metadata"] = metadata
+    return json.dumps({"metric": metric, "type": "Point", "data": data}, separators=(",", ":")) + "\n"
+
+
+def test_k6_lines_as_k6_writes_them_read_as_decoding_them_would(tmp_path: Path) -> None:
+    points = [
+        ("http_req_duration", 1.0, "2026-11-25T02:30:01.5Z", {"status": "200"}, {}),
+        ("sk_latency", 12.5, "2026-11-25T02:30:01.000001Z", TAGS, {"ttfb": "5"}),
+        ("sk_latency", 20.0, "2026-11-25T02:30:02Z", TAGS | {"error": "http_503", "status": "503"}, {}),
+        ("sk_latency", 3.0, "2026-11-25T04:30:02.25+02:00", TAGS, {"ttfb": "1.25"}),  # not UTC
+        ("sk_latency", 4.0, "2026-11-25T02:30:03.5Z", TAGS | {"name": 'say "hi" {x}'}, {"ttfb": "2"}),
+        ("sk_latency", 5.0, "2026-11-25T02:30:04.123456789Z", TAGS | {"stage": "spike"}, {"ttfb": "1e-3"}),
+        ("vus", 1, "2026-11-25T02:30:00Z", {}, {}),
+    ]
+    as_k6 = "".join(k6_line(m, v, at, tags, **meta) for m, v, at, tags, meta in points)
+    declared = json.dumps({"type": "Metric", "data": {"name": "sk_latency"}, "metric": "sk_latency"}) + "\n"
+    decoded = K6RecordReader(tmp_path / "decoded.json")
+    read = K6RecordReader(tmp_path / "k6.json")
+    expected, got = [], []
+    for block in (as_k6, declared + as_k6):  # k6's lines alone, then with a line of another kind
+        append(decoded.tail.path, "".join(k6_point(m, v, at, **tags) for m, v, at, tags, _ in points[:1]))
+        for m, v, at, tags, meta in points[1:]:
+            data = {"time": at, "value": v, "tags": tags} | ({"metadata": meta} if meta else {})
+            append(decoded.tail.path, json.dumps({"type": "Point", "metric": m, "data": data}) + "\n")
+        append(read.tail.path, block)
+        expected += decoded.poll()
+        got += read.poll()
+    assert got == expected and len(got) == 10 and read.skipped == decoded.skipped == 0
+    assert got[3].name == 'say "hi" {x}' and got[2].t == pytest.approx(T0 + 2.25 - 0.003)
+    # three of them read without json.loads, the non-UTC time and the braces in a tag decoded
+    assert sum(K6_LATENCY_LINE.fullmatch(line.encode()) is not None for line in as_k6.splitlines()) == 3
+    assert read.started_unix == decoded.started_unix == T0
 
 
 def test_k6_partial_and_garbled_lines(tmp_path: Path) -> None:
