@@ -505,6 +505,9 @@ def test_k6_run_open_model_rate_and_sub_one_per_second(tmp_path: Path) -> None:
             open_scenario(Stage("ramp", "ramp", 2.0, 5, 20), Stage("hold", "hold", 2.0, 20, 20)),
             target=Target("http", "http://127.0.0.1:9"),  # overridden below
         )
+        identify, ocr, health = scenario.requests  # health's URL from a data set (below)
+        health = dataclasses.replace(health, path="/health?card={images}")
+        scenario = dataclasses.replace(scenario, requests=(identify, ocr, health))
         env = {**ENV, "SCENARIOKIT_BASE_URL": server.url}
         _, points = run_k6(scenario, tmp_path / "open", env)
         slow = dataclasses.replace(
@@ -516,6 +519,11 @@ def test_k6_run_open_model_rate_and_sub_one_per_second(tmp_path: Path) -> None:
     assert sent + dropped == pytest.approx(scenario.load.level_integral(), abs=2)  # 65 arrivals
     assert dropped == 0
     assert {p["data"]["tags"]["error"] for p in points if p["metric"] == "sk_latency"} == {""}
+    # k6's own samples: named by their URL (stock k6's default system tags), or by the request where the
+    # URL comes from a data set (one time series, not one per card); no tag of the runtime's besides
+    http_names = {p["data"]["tags"]["name"] for p in points if p["metric"] == "http_req_duration"}
+    assert http_names == {f"{server.url}/api/v1/identify", f"{server.url}/api/v1/ocr", "health"}
+    assert not any("stage" in p["data"]["tags"] for p in points if p["metric"].startswith("http_req"))
     # no error_rate, throughput or ttfb threshold: the runtime sends none of their points
     assert not {"sk_ok", "sk_successes", "sk_ttfb"} & {p["metric"] for p in points}
     assert (

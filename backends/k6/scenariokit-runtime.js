@@ -297,28 +297,31 @@ export class Runner {
     for (const [, value] of compiled.headers) usedDatasets(value, used);
     this.total += Math.max(0, req.weight);
     const statuses = req.expectStatus;
-    const base = {
+    const params = {
       // the body is read only when it is judged
       responseType: req.chat || req.expectContains !== null ? 'text' : 'none',
       timeout: `${Math.round(req.timeout * 1000)}ms`,
       responseCallback:
         statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 }),
     };
+    // k6 tags its own ~13 http_req_* samples of a request with its URL (with stock k6's default system
+    // tags): a URL rendered from a data set is tagged with the request's name instead, so that it is one time
+    // series, not one per record. No other tag: the records come from sk_latency, and k6 writes every tag on
+    // every one of those samples (a name and a stage tag cost 15% of k6's rate against a fast endpoint).
+    if (usedDatasets(compiled.path, new Set()).size > 0) params.tags = { name: req.name };
     const prepared = {
       spec: req,
       cumulative: this.total,
       compiled,
       datasets: Array.from(used).filter((name) => this.data[name] !== undefined),
       fixed: null,
-      // the request's k6 params in each stage (its tags name the stage)
-      params: (this.windows.length ? this.windows : [NO_STAGE]).map((w) =>
-        Object.assign({}, base, { tags: { name: req.name, stage: w.label } }),
-      ),
+      params,
+      tags: new Map(), // see recordTags
     };
     if (prepared.datasets.length === 0) {
       // no data record: everything but the moment is the same every time (`${env:...}` included)
       prepared.fixed = this.render(prepared, NO_RECORD);
-      for (const params of prepared.params) params.headers = prepared.fixed.headers;
+      params.headers = prepared.fixed.headers;
     }
     return prepared;
   }
@@ -395,7 +398,7 @@ export class Runner {
       scenarioStartSent = true;
     }
     let sent = req.fixed;
-    let params = req.params[stageIndex];
+    let params = req.params;
     if (sent === null) {
       sent = this.render(req, this.recordFor(req));
       params = Object.assign({}, params, { headers: sent.headers });
@@ -410,14 +413,26 @@ export class Runner {
       const answer = spec.chat ? chatAnswer(res.body, spec.stream) : String(res.body || '');
       if (normalizeText(answer).indexOf(sent.contains) === -1) error = 'wrong_answer';
     }
-    this.record(spec, this.windows[stageIndex] || NO_STAGE, res, error);
+    this.record(req, stageIndex, res, error);
     return error === '';
   }
 
+  // The tags of a request's points for one outcome in one stage: a run has few, each built once.
+  recordTags(req, stageIndex, status, error) {
+    const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
+    let tags = req.tags.get(key);
+    if (tags === undefined) {
+      const stage = this.windows[stageIndex] || NO_STAGE;
+      tags = { name: req.spec.name, stage: stage.label, stage_kind: stage.kind, status: String(status), error };
+      req.tags.set(key, tags);
+    }
+    return tags;
+  }
+
   // The request's points (see the metrics contract above).
-  record(spec, stage, res, error) {
+  record(req, stageIndex, res, error) {
     const ok = error === '';
-    const tags = { name: spec.name, stage: stage.label, stage_kind: stage.kind, status: String(res.status || 0), error };
+    const tags = this.recordTags(req, stageIndex, res.status || 0, error);
     if (this.metadata === null) this.metadata = exec.vu.metrics.metadata;
     // set only around this point: k6's own http_req_* samples would carry it too
     this.metadata.ttfb = res.timings.waiting;
