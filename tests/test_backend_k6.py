@@ -31,6 +31,7 @@ from scenariokit.backends.k6 import (
     time_unit_for,
 )
 from scenariokit.diagnostics import Severity
+from scenariokit.drivers import K6Driver
 from scenariokit.ir import (
     Distribution,
     Expect,
@@ -571,3 +572,19 @@ def test_runtime_template_scanner_matches_python() -> None:
             assert got == expected[0], text
         else:
             assert got == {"template": expected}, text
+
+
+# --- the driver ----------------------------------------------------------------------------------
+
+
+@needs_k6  # the launch names the k6 binary
+def test_k6_runs_with_a_lazier_go_collector_unless_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GOGC", raising=False)
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    env = K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10).env
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert env["GOGC"] == "400" and int(env["GOMEMLIMIT"]) == int(memory * 0.5)
+    monkeypatch.setenv("GOGC", "100")
+    assert K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10).env["GOGC"] == "100"
