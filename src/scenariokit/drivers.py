@@ -108,8 +108,8 @@ K6_SYSTEM_TAGS = "status,error_code,expected_response"
 # line per sample, ~14 per request). Letting the heap grow to 5x what is live before collecting again raised
 # the scenariokit script's rate against nginx by 15-30% (a stock script's too, by up to 17%: k6 itself makes
 # garbage), for about twice the memory (an 8 s run: 110 -> 230 MB). GOMEMLIMIT keeps that from costing
-# memory where it is short: the collector works harder as the heap nears half the host's memory, so the heap
-# is never larger than with the default. Values set in the environment win.
+# memory where it is short: the collector works harder as the heap nears half the host's memory, so past
+# that the heap is no larger than with the default. Values set in the environment win.
 K6_GOGC = "400"
 K6_MEMORY_SHARE = 0.5
 
