@@ -68,14 +68,17 @@ def test_open_model_arrivals_are_split_not_repeated(tmp_path: Path) -> None:
     assert code == 0 and worker_files_with_requests(run_dir) == 2
     by_request = summary["by_request"]
     assert isinstance(by_request, dict)
-    assert by_request["a"]["requests"] == 160  # 40/s for 4 s in all, each arrival sent once
+    # 40/s for 4 s in all, each arrival sent once, not once per worker (on a loaded machine one may be
+    # dropped as over 1 s late, or still unsent when the shape ends the test)
+    sent, dropped = by_request["a"]["requests"], summary["dropped_iterations"]
+    assert 155 <= sent + dropped <= 160 and sent >= 150, (sent, dropped)
     intended = [
         json.loads(line)[1]
         for f in (run_dir / "raw").glob("records-*.jsonl")
         for line in f.read_text().splitlines()
         if line.startswith("[")
     ]
-    assert len(set(intended)) == len(intended) == 160
+    assert len(set(intended)) == len(intended) == sent
 
 
 def test_processes_are_for_locust_only(tmp_path: Path) -> None:
