@@ -276,11 +276,11 @@ def first_sustained(points: Iterable[tuple[float, bool]], hold: float = SUSTAINE
     ordered = list(points)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(ordered)]
     spacing = statistics.median(gaps) if gaps else 1.0
-    run: list[float] = []
+    start: float | None = None  # where the current run of true points began
     for t, flag in ordered:
-        run = [*run, t] if flag else []
-        if run and run[-1] - run[0] + spacing >= hold - 1e-9:
-            return run[0]
+        start = (t if start is None else start) if flag else None
+        if start is not None and t - start + spacing >= hold - 1e-9:
+            return start
     return None
 
 
