@@ -98,23 +98,7 @@ def test_locust_closed_model_weights_records_and_checks(tmp_path: Path) -> None:
         # users stopped at the end may leave one request each in flight, unrecorded
         assert 0 <= server.total() - len(records) <= 6 and len(records) > 100
     assert_weights(Counter(r["name"] for r in records), {"identify": 3, "ocr": 1, "empty-image": 0.1})
-    fields = {
-        "t",
-        "intended",
-        "name",
-        "stage",
-        "status",
-        "ok",
-        "error",
-        "latency",
-        "ttfb",
-        "ttft",
-        "itl",
-        "tokens",
-        "bytes",
-        "users",
-    }
-    assert all(set(r) == fields for r in records)
+    assert all(set(r) == set(LOCUST_RECORD_FIELDS) for r in records)
     streamed = [r for r in records if r["name"] == "identify"]
     assert all(
         r["ok"] and r["ttft"] is not None and len(r["itl"]) == 2 and r["tokens"] == 3 for r in streamed
