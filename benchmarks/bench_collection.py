@@ -268,13 +268,13 @@ def scenariokit_trial(
         state = monitored_run(scenario, driver, script, url, run_dir, None, options, view, {})
         if state.exit_reason != "completed":
             raise RuntimeError(f"monitored_run: {state.exit_reason} {state.detail}; see {run_dir / 'logs'}")
-    else:
-        launch = driver.launch(script, url, raw_dir, scenario.load.duration_s + ENGINE_GRACE_S)
+    launch = driver.launch(script, url, raw_dir, scenario.load.duration_s + ENGINE_GRACE_S)
+    if not runner:
         log = run_dir / "logs" / f"{engine}.log"
         rc = run_process(launch.argv, launch.env, script.parent, log, seconds + ENGINE_GRACE_S + 30)
         if rc not in (0, 99):
             raise RuntimeError(f"{engine} exited {rc}; see {log}")
-    reader = driver.reader(raw_dir)  # the raw record files the engine wrote, read from the start
+    reader = driver.reader(raw_dir, launch)  # the raw record files the engine wrote, read from the start
     records = reader.poll()
     if runner and len(records) != state.records:
         note = f"runner stored {state.records} of {len(records)} raw records"

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from scenariokit.backends import get_backend
-from scenariokit.drivers import k6_binary
-from scenariokit.ir import Scenario, Slo, Stage
-from scenariokit.records import LOCUST_RECORD_FIELDS
+from scenariokit.drivers import K6Driver, k6_binary
+from scenariokit.ir import NO_THINK_TIME, Scenario, Slo, Stage
+from scenariokit.records import RECORD_FIELDS, K6RecordReader
 from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario
 from tests.support.loopback import LoopbackServer
 
@@ -64,21 +64,41 @@ def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
     markers = [line for line in lines if isinstance(line, dict)]
     assert [list(m) for m in markers] == [["test_start"]]  # the marker stage windows are measured from
     # requests are arrays in the runtime's RECORD_FIELDS order
-    return [dict(zip(LOCUST_RECORD_FIELDS, line, strict=True)) for line in lines if isinstance(line, list)]
+    return [dict(zip(RECORD_FIELDS, line, strict=True)) for line in lines if isinstance(line, list)]
 
 
-def run_k6(scenario: Scenario, out: Path) -> tuple[int, list[dict[str, Any]]]:
+def run_k6(scenario: Scenario, out: Path) -> tuple[K6RecordReader, list[dict[str, Any]]]:
+    """Runs the script as the runner's driver launches k6 (its argv and environment: records through the
+    console, no thresholds); the reader (for its dropped iterations) and the records as dicts."""
+    entry = get_backend("k6").emit(scenario).write(out / "script")
+    raw = out / "raw"
+    raw.mkdir()
+    launch = K6Driver().launch(entry, scenario.default_base_url, raw, 30)
+    result = subprocess.run(
+        launch.argv, env={**ENV, **launch.env}, cwd=entry.parent, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    lines = [json.loads(line) for line in (raw / "records-k6.jsonl").read_text().splitlines()]
+    markers = [line for line in lines if isinstance(line, dict)]
+    assert markers and all(list(m) == ["test_start"] for m in markers)  # one per VU
+    reader = K6RecordReader(raw, launch.api)
+    assert len(reader.poll()) == len(lines) - len(markers) and reader.skipped == 0
+    return reader, [dict(zip(RECORD_FIELDS, line, strict=True)) for line in lines if isinstance(line, list)]
+
+
+def run_k6_stock(scenario: Scenario, out: Path) -> int:
+    """A stock `k6 run` of the script, as a user would run it: its exit code (99 when a threshold fails)."""
     entry = get_backend("k6").emit(scenario).write(out)
     result = subprocess.run(
-        [k6_binary(), "run", "--quiet", "--no-color", "--out", f"json={out / 'k6.json'}", str(entry)],
+        [k6_binary(), "run", "--quiet", "--no-color", "--no-usage-report", str(entry)],
         env=ENV,
         cwd=out,
         capture_output=True,
         timeout=60,
         check=False,
     )
-    points = [json.loads(line) for line in (out / "k6.json").read_text().splitlines()]
-    return result.returncode, [p for p in points if p.get("type") == "Point"]
+    assert b'"test_start"' not in result.stdout + result.stderr  # records only for the runner
+    return result.returncode
 
 
 def assert_weights(counts: Counter[str], weights: dict[str, float]) -> None:
@@ -98,7 +118,7 @@ def test_locust_closed_model_weights_records_and_checks(tmp_path: Path) -> None:
         # users stopped at the end may leave one request each in flight, unrecorded
         assert 0 <= server.total() - len(records) <= 6 and len(records) > 100
     assert_weights(Counter(r["name"] for r in records), {"identify": 3, "ocr": 1, "empty-image": 0.1})
-    assert all(set(r) == set(LOCUST_RECORD_FIELDS) for r in records)
+    assert all(set(r) == set(RECORD_FIELDS) for r in records)
     streamed = [r for r in records if r["name"] == "identify"]
     assert all(
         r["ok"] and r["ttft"] is not None and len(r["itl"]) == 2 and r["tokens"] == 3 for r in streamed
@@ -123,23 +143,41 @@ def test_locust_open_model_sends_what_the_curve_integrates_to(tmp_path: Path) ->
     assert_weights(Counter(r["name"] for r in sent), {"identify": 3, "ocr": 1, "health": 1})
 
 
-def test_k6_closed_model_weights_tags_and_checks(tmp_path: Path) -> None:
+def test_k6_closed_model_weights_records_and_checks(tmp_path: Path) -> None:
     with LoopbackServer() as server:
-        code, points = run_k6(short_closed(server.url), tmp_path)
+        _, records = run_k6(short_closed(server.url), tmp_path)
         auth = {headers.get("Authorization") for _, _, headers in server.bodies}
         sent = server.total()
-    latency = [p["data"] for p in points if p["metric"] == "sk_latency"]
-    assert len(latency) == sent > 100
-    assert_weights(Counter(p["tags"]["name"] for p in latency), {"identify": 3, "ocr": 1, "empty-image": 0.1})
-    assert {p["tags"]["stage"] for p in latency} <= {"ramp", "hold"}
-    assert all(
-        p["tags"]["error"] == "" and p["tags"]["status"] == "400"
-        for p in latency
-        if p["tags"]["name"] == "empty-image"
-    )
-    assert {p["tags"]["error"] for p in latency if p["tags"]["name"] == "ocr"} == {"", "wrong_answer"}
+    assert len(records) == sent > 100  # a finished run loses no record, batched or not
+    assert_weights(Counter(r["name"] for r in records), {"identify": 3, "ocr": 1, "empty-image": 0.1})
+    assert {r["stage"] for r in records} <= {"ramp", "hold"}
+    bad = [r for r in records if r["name"] == "empty-image"]
+    assert all(r["ok"] and r["error"] is None and r["status"] == 400 for r in bad)
+    ocr = Counter((r["ok"], r["error"]) for r in records if r["name"] == "ocr")
+    assert set(ocr) == {(True, None), (False, "wrong_answer")}
+    assert all(0 <= r["ttfb"] <= r["latency"] for r in records)
     assert auth == {"Bearer sekret-from-env"}
-    assert code == 99  # the wrong answers break `error_rate < 0.5%`: k6's own threshold fails too
+
+
+def test_k6_records_survive_every_vu_stop(tmp_path: Path) -> None:
+    """Ramps down, drops instantly and ends, with no think time (so VUs batch their records): VUs that k6
+    stops must have written what they held."""
+    with LoopbackServer() as server:
+        s = closed_chat_scenario(server.url)
+        stages = (
+            Stage("ramp", "up", 1.0, 0, 8),
+            Stage("ramp", "down", 1.5, 8, 2),
+            Stage("spike", "jump", 0.0, 2, 6),
+            Stage("hold", "high", 1.0, 6, 6),
+            Stage("spike", "drop", 0.0, 6, 1),
+            Stage("hold", "low", 1.0, 1, 1),
+        )
+        load = dataclasses.replace(s.load, stages=stages, think_time=NO_THINK_TIME)
+        scenario = dataclasses.replace(s, load=load, slos=())
+        _, records = run_k6(scenario, tmp_path)
+        sent = server.total()
+    assert len(records) == sent > 1000
+    assert {r["stage"] for r in records} == {"up", "down", "high", "low"}
 
 
 def test_k6_exit_code_follows_its_thresholds(tmp_path: Path) -> None:
@@ -147,14 +185,16 @@ def test_k6_exit_code_follows_its_thresholds(tmp_path: Path) -> None:
         base = open_rest_scenario(server.url)
         generous = dataclasses.replace(base, slos=(Slo("p99(latency) < 5s", "latency", "p99", "<", 5.0),))
         impossible = dataclasses.replace(base, slos=(Slo("p99(latency) < 1us", "latency", "p99", "<", 1e-6),))
-        assert run_k6(generous, tmp_path / "generous")[0] == 0
-        assert run_k6(impossible, tmp_path / "impossible")[0] == 99
+        assert run_k6_stock(generous, tmp_path / "generous") == 0
+        assert run_k6_stock(impossible, tmp_path / "impossible") == 99
+        # the wrong answers break `error_rate < 0.5%`
+        assert run_k6_stock(short_closed(server.url), tmp_path / "closed") == 99
 
 
 def test_k6_open_model_sends_what_the_curve_integrates_to(tmp_path: Path) -> None:
     with LoopbackServer() as server:
         scenario = open_rest_scenario(server.url)
-        _, points = run_k6(scenario, tmp_path)
-    sent = sum(1 for p in points if p["metric"] == "sk_latency")
-    dropped = sum(p["data"]["value"] for p in points if p["metric"] == "dropped_iterations")
-    assert sent + dropped == pytest.approx(scenario.load.level_integral(), abs=2)
+        reader, records = run_k6(scenario, tmp_path)
+    assert len(records) + reader.dropped == pytest.approx(scenario.load.level_integral(), abs=2)
+    assert len(reader.dropped_times) == reader.dropped
+    assert_weights(Counter(r["name"] for r in records), {"identify": 3, "ocr": 1, "health": 1})

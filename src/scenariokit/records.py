@@ -7,14 +7,13 @@ buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import re
+import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 @dataclass(frozen=True)
@@ -109,8 +108,10 @@ def _decode_array(line: bytes) -> list[Any] | None:
     return value if isinstance(value, list) else None
 
 
-class LocustRecordReader:
-    """Reads `records-<pid>.jsonl` files written by the Locust runtime (one per Locust process)."""
+class RecordLinesReader:
+    """Reads the `records-*.jsonl` files the engines' runtimes write: one per Locust process
+    (`records-<pid>.jsonl`), one for k6 (`records-k6.jsonl`, its console output). The format is the Locust
+    runtime's: a JSON array per request in RECORD_FIELDS order, and marker objects."""
 
     def __init__(self, results_dir: Path) -> None:
         self.results_dir = results_dir
@@ -126,9 +127,9 @@ class LocustRecordReader:
         records = []
         for tail in self.tails.values():
             for line in tail.new_lines():
-                if line[:1] == b"[":  # a request (the runtime's RECORD_FIELDS order)
+                if line[:1] == b"[":  # a request (RECORD_FIELDS order)
                     values = _decode_array(line)
-                    record = None if values is None else _locust_array_record(values)
+                    record = None if values is None else _array_record(values)
                 else:  # a marker, or a request as an object (older runtimes)
                     raw = _decode(line)
                     record = None if raw is None else self._line(raw)
@@ -152,10 +153,10 @@ class LocustRecordReader:
                 return True
         except (KeyError, TypeError, ValueError):
             return None
-        return _locust_record(raw)
+        return _object_record(raw)
 
 
-LOCUST_RECORD_FIELDS = (
+RECORD_FIELDS = (
     "t",
     "intended",
     "name",
@@ -170,11 +171,11 @@ LOCUST_RECORD_FIELDS = (
     "tokens",
     "bytes",
     "users",
-)  # fmt: skip  -- the runtime's RECORD_FIELDS; a test keeps the two in step
+)  # fmt: skip  -- the runtimes' record fields; a test keeps the three in step
 
 
-def _locust_array_record(values: list[Any]) -> RequestRecord | None:
-    if len(values) != len(LOCUST_RECORD_FIELDS):
+def _array_record(values: list[Any]) -> RequestRecord | None:
+    if len(values) != len(RECORD_FIELDS):
         return None
     t, intended, name, stage, status, ok, error, latency, ttfb, ttft, itl, tokens, nbytes, users = values
     try:
@@ -186,7 +187,7 @@ def _locust_array_record(values: list[Any]) -> RequestRecord | None:
         return None
 
 
-def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
+def _object_record(raw: dict[str, Any]) -> RequestRecord | None:
     try:
         return RequestRecord(
             t=float(raw["t"]),
@@ -208,159 +209,58 @@ def _locust_record(raw: dict[str, Any]) -> RequestRecord | None:
         return None
 
 
-@functools.lru_cache(maxsize=256)
-def _k6_second(text: bytes) -> float:
-    """Unix seconds of a whole UTC second `YYYY-MM-DDTHH:MM:SS` (k6 stamps thousands of points in each)."""
-    return datetime.fromisoformat(text.decode() + "+00:00").timestamp()
+class K6RecordReader(RecordLinesReader):
+    """k6's records (`records-k6.jsonl`), and its dropped iterations: k6 counts an open model's arrivals
+    that found no free VU in its built-in `dropped_iterations` counter, which VUs cannot see. While k6
+    runs, its REST API (`api`, host:port) is asked for the count at each poll, and each increase is dated
+    at that poll (so at most a poll interval late); once k6 has written `k6-summary.json` its count is the
+    total, and what the API had not shown yet is dated at the last poll that reached k6."""
 
-
-def _k6_time(text: str) -> float:
-    """k6 writes RFC 3339 times with up to nine fraction digits (none on a whole second); Python parses
-    microseconds, so the fraction is added apart."""
-    match = re.fullmatch(r"([^.]+?)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", text)
-    if match is None:
-        raise ValueError(f"not an RFC 3339 time: {text!r}")
-    head, fraction, zone = match.groups()
-    stamp = datetime.fromisoformat(head + ("+00:00" if zone in (None, "Z") else zone))
-    return stamp.timestamp() + (float("0." + fraction) if fraction else 0.0)
-
-
-# k6 writes about 14 JSON lines per request (every built-in metric); only these are read. Matching the
-# metric name before decoding costs a fraction of json.loads on every line (measured: ~190 us/request).
-K6_WANTED = re.compile(rb'"metric":\s*"(?:sk_latency|sk_since_start|dropped_iterations|vus|vus_max)"')
-# The same lines found in a whole block at once, when every line of it is a point as k6 writes them (its
-# JSON output starts each with `{"metric":"`, which JSON text cannot hold inside a string): no per-line
-# split and search (k6 writes ~2.4 kB per request; the runner reads them while k6 runs on the same cores).
-K6_WANTED_LINE = re.compile(
-    rb'\{"metric":"(?:sk_latency|sk_since_start|dropped_iterations|vus|vus_max)"[^\n]*'
-)
-K6_LINE_START = b'{"metric":"'
-# An sk_latency point exactly as k6's JSON output writes it (Go's encoder: fixed key order, no spaces, UTC
-# times), with no brace or backslash in its tags and metadata, so that their pairs are plain "key":"value".
-# Such a line is read without json.loads (a quarter of the time); any other goes through it.
-K6_LATENCY_LINE = re.compile(
-    rb'\{"metric":"sk_latency","type":"Point","data":\{"time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z",'
-    rb'"value":([-+.0-9eE]+),"tags":\{([^{}\\]*)\}(?:,"metadata":\{([^{}\\]*)\})?\}\}'
-)
-K6_PAIR = re.compile(rb'"([^"]*)":"([^"]*)"')
-
-
-class K6RecordReader:
-    """Rebuilds records from the `sk_latency` points of `k6 run --out json=FILE`: one point per request,
-    its ttfb in the point's metadata (the runtime's metrics contract)."""
-
-    def __init__(self, json_path: Path) -> None:
-        self.tail = _LineTail(json_path)
-        self.skipped = 0
-        self.dropped = 0
-        self.dropped_times: list[float] = []
-        self._scenario_start: float | None = None  # from the runtime's sk_since_start points
-        self._first_vus_point: float | None = None  # fallback: k6 writes its first `vus` point ~1 s in
-        self._tag_cache: dict[bytes, tuple[str, str, int, str | None]] = {}
+    def __init__(self, raw_dir: Path, api: str | None = None) -> None:
+        super().__init__(raw_dir)
+        self.api = api
+        self.summary_path = raw_dir / "k6-summary.json"
+        self._final = False
+        self._last_seen: float | None = None
 
     def poll(self) -> list[RequestRecord]:
-        records = []
-        for line in self._wanted_lines(self.tail.new_data()):
-            match = K6_LATENCY_LINE.fullmatch(line)
-            if match is not None:
-                record = self._fast_record(match)
-                if record is not None:
-                    records.append(record)
-                    continue
-            raw = _decode(line)
-            if raw is None:
-                self.skipped += 1
-                continue
-            if raw.get("type") != "Point":
-                continue
-            metric, data = raw.get("metric"), raw.get("data") or {}
-            if metric == "sk_latency":
-                record = _k6_record(data)
-                if record is None:
-                    self.skipped += 1
-                else:
-                    records.append(record)
-            elif metric == "dropped_iterations":
-                count = int(data.get("value") or 0)
-                self.dropped += count
-                self.dropped_times.extend([_k6_time(data["time"])] * count)
-            else:
-                self._note_start(metric, data)
+        records = super().poll()
+        if not self._final:
+            self._poll_dropped()
         return records
 
-    @staticmethod
-    def _wanted_lines(data: bytes) -> list[bytes]:
-        """The lines of a block that may matter: points of the metrics read, and anything not a point line
-        as k6 writes it (metric declarations, garbled lines: decoded, so a garbled one is counted)."""
-        # as many line starts as lines, the first at the start: one per line (bar a line with none and a
-        # garbled one with two in the same block, which would be read as its second point)
-        if data.startswith(K6_LINE_START) and data.count(K6_LINE_START) == data.count(b"\n"):
-            return K6_WANTED_LINE.findall(data)
-        return [
-            line
-            for line in data.split(b"\n")
-            if line.strip() and not (line.startswith(b'{"metric":') and K6_WANTED.search(line) is None)
-        ]
+    def _poll_dropped(self) -> None:
+        total = self._summary_dropped()
+        if total is not None:
+            self._final = True
+        else:
+            total = self._api_dropped()
+        if total is not None and total > self.dropped:
+            at = self._last_seen if self._last_seen is not None else time.time()
+            self.dropped_times.extend([at] * (total - self.dropped))
+            self.dropped = total
 
-    def _fast_record(self, match: re.Match[bytes]) -> RequestRecord | None:
-        """A record from a K6_LATENCY_LINE match; None when its values do not parse (decoded instead)."""
-        second, fraction, value, tags, metadata = match.groups()
+    def _summary_dropped(self) -> int | None:
+        """The total from k6's end-of-test summary; None until k6 has written it whole."""
         try:
-            name, stage, status, error = self._tags(tags)
-            ttfb = dict(K6_PAIR.findall(metadata)).get(b"ttfb") if metadata else None
-            latency = float(value) / 1000
-            # k6 stamps a sample when the request ends
-            end = _k6_second(second) + (float(fraction) if fraction else 0.0)
-            ttfb_s = float(ttfb) / 1000 if ttfb is not None else None
-            ok = error is None
-            return RequestRecord(end - latency, name, stage, status, ok, error, latency, None, ttfb_s)
-        except (TypeError, ValueError):
+            metrics = json.loads(self.summary_path.read_text())["metrics"]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
+        dropped = metrics.get("dropped_iterations") if isinstance(metrics, dict) else None
+        return int(dropped.get("count", 0)) if isinstance(dropped, dict) else 0
 
-    def _tags(self, text: bytes) -> tuple[str, str, int, str | None]:
-        """(name, stage, status, error) from a point's tags; a run has few distinct tag sets, so cached."""
-        found = self._tag_cache.get(text)
-        if found is None:
-            if len(self._tag_cache) > 10_000:
-                self._tag_cache.clear()
-            tags = {key.decode(): value.decode() for key, value in K6_PAIR.findall(text)}
-            error = tags.get("error") or None
-            found = (tags.get("name", ""), tags.get("stage", ""), int(tags.get("status") or 0), error)
-            self._tag_cache[text] = found
-        return found
-
-    def _note_start(self, metric: str | None, data: dict[str, Any]) -> None:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            if metric == "sk_since_start":
-                at = _k6_time(data["time"]) - float(data["value"]) / 1000
-                self._scenario_start = min(at, self._scenario_start or at)
-            elif metric in ("vus", "vus_max"):
-                at = _k6_time(data["time"])
-                self._first_vus_point = min(at, self._first_vus_point or at)
-
-    @property
-    def started_unix(self) -> float | None:
-        """When the scenario started: the origin of stage windows and of every offset in the report."""
-        return self._scenario_start or self._first_vus_point
-
-
-def _k6_record(data: dict[str, Any]) -> RequestRecord | None:
-    try:
-        tags = data.get("tags") or {}
-        latency = float(data["value"]) / 1000
-        ttfb = (data.get("metadata") or {}).get("ttfb")
-        # k6 stamps a sample when the request ends
-        end = _k6_time(data["time"])
-        error = tags.get("error") or None
-        return RequestRecord(
-            t=end - latency,
-            name=tags.get("name", ""),
-            stage=tags.get("stage", ""),
-            status=int(tags.get("status") or 0),
-            ok=error is None,
-            error=error,
-            latency=latency,
-            ttfb=float(ttfb) / 1000 if ttfb is not None else None,
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
+    def _api_dropped(self) -> int | None:
+        """The count so far from k6's REST API (404 until the first drop); None when k6 does not answer."""
+        if self.api is None:
+            return None
+        try:
+            response = httpx.get(f"http://{self.api}/v1/metrics/dropped_iterations", timeout=0.5)
+        except httpx.HTTPError:
+            return None
+        self._last_seen = time.time()
+        if response.status_code == 404:
+            return 0
+        try:
+            return int(response.json()["data"]["attributes"]["sample"]["count"])
+        except (ValueError, KeyError, TypeError):
+            return None

@@ -133,7 +133,7 @@ def make_run_dir(scenario: Scenario, out: Path | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("script", "raw", "logs"):
         (out / sub).mkdir(exist_ok=True)
-    return out
+    return out.resolve()  # the engine runs in the script's folder: its paths must not be relative
 
 
 def git_commit(path: Path) -> str | None:
@@ -262,7 +262,7 @@ def run_engine(
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
     launch = driver.launch(script, base_url, raw_dir, max_run_s, options.processes)
     state = RunState(started_unix=time.time())
-    reader = driver.reader(raw_dir)
+    reader = driver.reader(raw_dir, launch)
     store = RecordStore(run_dir)
     health = GeneratorHealth()
     log = (run_dir / "logs" / f"{scenario.engine}.log").open("wb")

@@ -4,6 +4,7 @@
 //
 // Run it with the stock engine:  k6 run bad-requests.k6.js
 // SCENARIOKIT_BASE_URL (k6 -e or environment) overrides the target; SCENARIOKIT_SEED the seed.
+// SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
@@ -15,10 +16,11 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "uniform", "low": 0.2, "high": 0.8},
-  emit: {"ok": true, "successes": false, "ttfb": false},
+  emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
+  model: "closed",
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 10.0},
-    {"label": "hold", "kind": "hold", "duration": 40.0},
+    {"label": "ramp", "kind": "ramp", "duration": 10.0, "from": 0.0, "to": 4.0},
+    {"label": "hold", "kind": "hold", "duration": 40.0, "from": 4.0, "to": 4.0},
   ],
 };
 
@@ -151,8 +153,8 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "10s", target: 4 }, { duration: "40s", target: 4 }],
-      gracefulStop: "10s",
-      gracefulRampDown: "10s",
+      gracefulStop: "12s",
+      gracefulRampDown: "12s",
     },
   },
   thresholds: {
@@ -171,6 +173,7 @@ export const options = {
     // p95(latency) < 3s for ocr -> p(95)<3000
     "sk_latency{name:ocr}": ["p(95)<3000"],
   },
+  discardResponseBodies: true, // a request whose body is judged asks for it (responseType: "text")
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],
 };
 

@@ -4,6 +4,7 @@
 //
 // Run it with the stock engine:  k6 run open-arrivals.k6.js
 // SCENARIOKIT_BASE_URL (k6 -e or environment) overrides the target; SCENARIOKIT_SEED the seed.
+// SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
 
 import { SharedArray } from "k6/data";
 import { Runner } from "./scenariokit-runtime.js";
@@ -14,14 +15,15 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "none"},
-  emit: {"ok": false, "successes": true, "ttfb": false},
+  emit: {"latency": true, "ok": false, "successes": true, "ttfb": false},
+  model: "open",
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 20.0},
-    {"label": "hold", "kind": "hold", "duration": 30.0},
-    {"label": "spike", "kind": "spike", "duration": 0.0},
-    {"label": "spike", "kind": "spike", "duration": 10.0},
-    {"label": "spike", "kind": "spike", "duration": 0.0},
-    {"label": "hold#2", "kind": "hold", "duration": 20.0},
+    {"label": "ramp", "kind": "ramp", "duration": 20.0, "from": 0.5, "to": 2.0},
+    {"label": "hold", "kind": "hold", "duration": 30.0, "from": 2.0, "to": 2.0},
+    {"label": "spike", "kind": "spike", "duration": 0.0, "from": 2.0, "to": 5.0},
+    {"label": "spike", "kind": "spike", "duration": 10.0, "from": 5.0, "to": 5.0},
+    {"label": "spike", "kind": "spike", "duration": 0.0, "from": 5.0, "to": 2.0},
+    {"label": "hold#2", "kind": "hold", "duration": 20.0, "from": 2.0, "to": 2.0},
   ],
 };
 
@@ -59,7 +61,7 @@ export const options = {
       preAllocatedVUs: 5,
       maxVUs: 16,
       stages: [{ duration: "20s", target: 120 }, { duration: "30s", target: 120 }, { duration: "0s", target: 300 }, { duration: "10s", target: 300 }, { duration: "0s", target: 120 }, { duration: "20s", target: 120 }],
-      gracefulStop: "10s",
+      gracefulStop: "12s",
     },
   },
   thresholds: {
@@ -70,6 +72,7 @@ export const options = {
     // throughput >= 1/s -> rate>=1
     "sk_successes": ["rate>=1"],
   },
+  discardResponseBodies: true, // a request whose body is judged asks for it (responseType: "text")
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],
 };
 

@@ -4,6 +4,7 @@
 //
 // Run it with the stock engine:  k6 run recognition-api.k6.js
 // SCENARIOKIT_BASE_URL (k6 -e or environment) overrides the target; SCENARIOKIT_SEED the seed.
+// SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
@@ -15,10 +16,11 @@ const SCENARIO = {
   headers: {"Authorization": "Bearer ${env:API_KEY}"},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "uniform", "low": 0.5, "high": 2.5},
-  emit: {"ok": true, "successes": false, "ttfb": false},
+  emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
+  model: "closed",
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 100.0},
-    {"label": "hold", "kind": "hold", "duration": 600.0},
+    {"label": "ramp", "kind": "ramp", "duration": 100.0, "from": 0.0, "to": 10000.0},
+    {"label": "hold", "kind": "hold", "duration": 600.0, "from": 10000.0, "to": 10000.0},
   ],
 };
 
@@ -67,8 +69,8 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "1m40s", target: 10000 }, { duration: "10m", target: 10000 }],
-      gracefulStop: "1m",
-      gracefulRampDown: "1m",
+      gracefulStop: "1m2s",
+      gracefulRampDown: "1m2s",
     },
   },
   thresholds: {
@@ -77,6 +79,7 @@ export const options = {
     // error_rate < 0.5% -> rate>0.995
     "sk_ok": ["rate>0.995"],
   },
+  discardResponseBodies: true, // a request whose body is judged asks for it (responseType: "text")
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],
 };
 

@@ -4,6 +4,7 @@
 //
 // Run it with the stock engine:  k6 run smoke.k6.js
 // SCENARIOKIT_BASE_URL (k6 -e or environment) overrides the target; SCENARIOKIT_SEED the seed.
+// SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
@@ -15,11 +16,12 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "constant", "value": 0.2},
-  emit: {"ok": true, "successes": false, "ttfb": false},
+  emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
+  model: "closed",
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 3.0},
-    {"label": "hold", "kind": "hold", "duration": 10.0},
-    {"label": "ramp#2", "kind": "ramp", "duration": 2.0},
+    {"label": "ramp", "kind": "ramp", "duration": 3.0, "from": 0.0, "to": 2.0},
+    {"label": "hold", "kind": "hold", "duration": 10.0, "from": 2.0, "to": 2.0},
+    {"label": "ramp#2", "kind": "ramp", "duration": 2.0, "from": 2.0, "to": 0.0},
   ],
 };
 
@@ -68,8 +70,8 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "3s", target: 2 }, { duration: "10s", target: 2 }, { duration: "2s", target: 0 }],
-      gracefulStop: "10s",
-      gracefulRampDown: "10s",
+      gracefulStop: "12s",
+      gracefulRampDown: "12s",
     },
   },
   thresholds: {
@@ -78,6 +80,7 @@ export const options = {
     // error_rate < 5% -> rate>0.95
     "sk_ok": ["rate>0.95"],
   },
+  discardResponseBodies: true, // a request whose body is judged asks for it (responseType: "text")
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],
 };
 

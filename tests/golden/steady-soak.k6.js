@@ -4,6 +4,7 @@
 //
 // Run it with the stock engine:  k6 run steady-soak.k6.js
 // SCENARIOKIT_BASE_URL (k6 -e or environment) overrides the target; SCENARIOKIT_SEED the seed.
+// SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
@@ -15,11 +16,12 @@ const SCENARIO = {
   headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "exponential", "mean": 2.0},
-  emit: {"ok": true, "successes": false, "ttfb": false},
+  emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
+  model: "closed",
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 60.0},
-    {"label": "soak", "kind": "hold", "duration": 1800.0},
-    {"label": "ramp#2", "kind": "ramp", "duration": 30.0},
+    {"label": "ramp", "kind": "ramp", "duration": 60.0, "from": 0.0, "to": 2.0},
+    {"label": "soak", "kind": "hold", "duration": 1800.0, "from": 2.0, "to": 2.0},
+    {"label": "ramp#2", "kind": "ramp", "duration": 30.0, "from": 2.0, "to": 0.0},
   ],
 };
 
@@ -54,8 +56,8 @@ export const options = {
       executor: "ramping-vus",
       startVUs: 0,
       stages: [{ duration: "1m", target: 2 }, { duration: "30m", target: 2 }, { duration: "30s", target: 0 }],
-      gracefulStop: "15s",
-      gracefulRampDown: "15s",
+      gracefulStop: "17s",
+      gracefulRampDown: "17s",
     },
   },
   thresholds: {
@@ -64,6 +66,7 @@ export const options = {
     // error_rate < 0.1% -> rate>0.999
     "sk_ok": ["rate>0.999"],
   },
+  discardResponseBodies: true, // a request whose body is judged asks for it (responseType: "text")
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],
 };
 

@@ -10,7 +10,8 @@ silently ignores duplicate keys); stage windows become tag filters, which k6 alo
 cannot measure (time to first token, inter-token latency) or express (time windows) is reported as a
 warning and judged by scenariokit, never dropped silently. Every value from the scenario reaches the
 script as a JSON literal (`js_literal`) with `<`, `>`, `&` and line separators escaped; comments hold
-only printable ASCII. The runtime (`backends/k6/scenariokit-runtime.js`) documents the metrics contract.
+only printable ASCII. The runtime (`backends/k6/scenariokit-runtime.js`) documents its records (what the
+runner reads) and its metrics (what the script's own thresholds read).
 """
 
 from __future__ import annotations
@@ -90,10 +91,16 @@ def time_unit_for(levels: list[float]) -> RateUnit:
     return RateUnit(unit, seconds, False, max(errors, default=0.0))
 
 
+# k6 interrupts an iteration still running when gracefulStop (or gracefulRampDown) runs out; a request's
+# timeout fires at the same moment at the earliest, so the grace exceeds the longest timeout by this much.
+GRACE_MARGIN_S = 2
+
+
 def graceful_stop(scenario: Scenario) -> str:
-    """Long enough for a request in flight at the end to finish or time out, so none is cut unjudged."""
+    """Long enough for a request in flight at the end to finish or time out and its VU to write its
+    records, so none is cut unjudged or unwritten."""
     longest = max((r.timeout_s for r in scenario.requests), default=30.0)
-    return format_duration(math.ceil(longest))
+    return format_duration(math.ceil(longest) + GRACE_MARGIN_S)
 
 
 def executor_lines(scenario: Scenario) -> tuple[list[str], list[str]]:
@@ -223,13 +230,19 @@ def thresholds(scenario: Scenario) -> tuple[list[Threshold], list[Diagnostic]]:
     return list(by_key.values()), diagnostics
 
 
-# The runtime's points that exist only for thresholds: SCENARIO.emit flag -> metric.
-THRESHOLD_ONLY_METRICS = {"ok": "sk_ok", "successes": "sk_successes", "ttfb": "sk_ttfb"}
+# The runtime's metric points, which exist only for the script's own thresholds: SCENARIO.emit flag ->
+# metric (the runner's records are console lines, not points).
+THRESHOLD_ONLY_METRICS = {
+    "latency": "sk_latency",
+    "ok": "sk_ok",
+    "successes": "sk_successes",
+    "ttfb": "sk_ttfb",
+}
 
 
 def emit_flags(limits: list[Threshold]) -> dict[str, bool]:
-    """Which threshold-only points the runtime sends: each costs k6 a sample per request, so only those
-    a threshold reads (the records need only sk_latency)."""
+    """Which points the runtime sends in a stock `k6 run`: each costs k6 a sample per request, so only
+    those a threshold reads."""
     used = {t.key.split("{", 1)[0] for t in limits}
     return {flag: metric in used for flag, metric in THRESHOLD_ONLY_METRICS.items()}
 
@@ -296,8 +309,11 @@ class K6Backend:
             "think_time": scenario.load.model == "closed" and scenario.load.think_time.kind != "none",
             "think_time_spec": think_time_spec(scenario.load.think_time),
             "emit": js_literal(emit_flags(limits)),
+            "model": js_literal(scenario.load.model),
             "stages": [
-                js_literal({"label": s.label, "kind": s.kind, "duration": s.duration_s})
+                js_literal(
+                    {"label": s.label, "kind": s.kind, "duration": s.duration_s, "from": s.start, "to": s.end}
+                )
                 for s in scenario.load.stages
             ],
             "datasets": [
