@@ -1,8 +1,9 @@
 // scenariokit runtime for k6: copied verbatim next to every generated `<scenario>.k6.js`.
 //
 // The generated script holds the scenario as data (requests, data sets, stage windows); this module
-// renders templates, sends requests, judges them and records the metrics below. It imports only k6's own
-// modules, so a stock `k6 run` runs it.
+// renders templates, sends requests, judges them and writes their records (for the runner) or the metrics
+// the script's thresholds read (for a stock `k6 run`). It imports only k6's own modules, so a stock
+// `k6 run` runs it.
 //
 // Records (what the scenariokit runner reads). With SCENARIOKIT_RECORDS=console, the runner's driver runs
 // `k6 run --console-output raw/records-k6.jsonl --log-format raw`, and every request becomes one line
