@@ -471,14 +471,15 @@ export class Runner {
       if (normalizeText(answer).indexOf(sent.contains) === -1) error = 'wrong_answer';
     }
     const timings = res.timings;
+    // one outcome in one stage: what its points' tags or its records' middle fields are cached under
+    const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
     if (!this.toConsole) {
-      this.addPoints(req, stageIndex, status, error, timings);
+      this.addPoints(req, key, stageIndex, status, error, timings);
       return error === '';
     }
 
     // the record (see the top of this file): its fields between `intended` and `latency` are the same for
     // every request of one outcome in one stage, so their JSON text is made once
-    const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
     let middle = req.middles.get(key);
     if (middle === undefined) middle = this.recordMiddle(req, key, stageIndex, status, error);
     const latencyMs = timings.duration;
@@ -541,8 +542,7 @@ export class Runner {
   // --- metric points for the script's own thresholds (a stock `k6 run`)
 
   // The tags of a request's points for one outcome in one stage: a run has few, each built once.
-  recordTags(req, stageIndex, status, error) {
-    const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
+  recordTags(req, key, stageIndex, status, error) {
     let tags = req.tags.get(key);
     if (tags === undefined) {
       const stage = this.windows[stageIndex] || NO_STAGE;
@@ -552,11 +552,11 @@ export class Runner {
     return tags;
   }
 
-  addPoints(req, stageIndex, status, error, timings) {
+  addPoints(req, key, stageIndex, status, error, timings) {
     const emit = this.emit;
     if (!(emit.latency || emit.ok || emit.successes || emit.ttfb)) return;
     const ok = error === '';
-    const tags = this.recordTags(req, stageIndex, status, error);
+    const tags = this.recordTags(req, key, stageIndex, status, error);
     if (emit.latency) skLatency.add(timings.duration, tags);
     if (emit.ok) skOk.add(ok, tags);
     if (emit.successes && ok) skSuccesses.add(1, tags);

