@@ -79,11 +79,12 @@ def run_k6(scenario: Scenario, out: Path) -> tuple[K6RecordReader, list[dict[str
     )
     assert result.returncode == 0, result.stdout[-2000:]
     lines = [json.loads(line) for line in (raw / "records-k6.jsonl").read_text().splitlines()]
-    markers = [line for line in lines if isinstance(line, dict)]
-    assert markers and all(list(m) == ["test_start"] for m in markers)  # one per VU
+    kinds = Counter(tuple(line) for line in lines)  # a test start per VU, then batches of requests
+    assert set(kinds) == {("test_start",), ("outcomes", "records")} and kinds[("test_start",)] <= 64
     reader = K6RecordReader(raw, launch.api)
-    assert len(reader.poll()) == len(lines) - len(markers) and reader.skipped == 0
-    return reader, [dict(zip(RECORD_FIELDS, line, strict=True)) for line in lines if isinstance(line, list)]
+    records = reader.poll()
+    assert len(records) == sum(len(line.get("records", ())) // 4 for line in lines) and reader.skipped == 0
+    return reader, [record._asdict() for record in records]
 
 
 def run_k6_stock(scenario: Scenario, out: Path) -> int:

@@ -84,14 +84,38 @@ def test_locust_garbled_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     assert records.skipped == 6  # merged line, bad bytes, bad latency, non-object, two incomplete
 
 
-def test_k6_records_are_read_like_locust_records(tmp_path: Path) -> None:
-    # k6's runtime writes the same lines through console.log, a `test_start` per VU
-    append(tmp_path / "records-k6.jsonl", '{"test_start":100.25}\n' + locust_line(100.5))
-    append(tmp_path / "records-k6.jsonl", '{"test_start":100.25}\n' + locust_line(100.75, ttfb=0.003))
+def k6_batch(outcomes: list[list[object]], *records: tuple[object, ...]) -> str:
+    """The k6 runtime's line: a VU's outcome table, then four numbers per request (ms)."""
+    return json.dumps({"outcomes": outcomes, "records": [x for r in records for x in r]}) + "\n"
+
+
+OK_HOLD = ["ocr", "hold", 200, True, None]
+TIMEOUT_SPIKE = ["ocr", "spike", 0, False, "timeout"]
+
+
+def test_k6_batches_expand_into_records(tmp_path: Path) -> None:
+    path = tmp_path / "records-k6.jsonl"
+    append(path, '{"test_start":100.25}\n' + k6_batch([OK_HOLD], (100_500, 0, 12.5, 3.25)))
+    append(path, '{"test_start":100.25}\n' + k6_batch([OK_HOLD, TIMEOUT_SPIKE], (100_750, 1, 10_000, 0)))
     reader = K6RecordReader(tmp_path)
     first, second = reader.poll()
-    assert (first.t, second.t, second.ttfb) == (100.5, 100.75, 0.003) and reader.started_unix == 100.25
+    assert first == RequestRecord(100.5, "ocr", "hold", 200, True, None, 0.0125, ttfb=0.00325)
+    assert second == RequestRecord(100.75, "ocr", "spike", 0, False, "timeout", 10.0, ttfb=0.0)
+    assert reader.started_unix == 100.25 and reader.skipped == 0
     assert reader.dropped == 0 and reader.dropped_times == []  # no API, no summary yet
+
+
+def test_k6_malformed_batches_are_skipped_whole_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "records-k6.jsonl"
+    append(path, k6_batch([OK_HOLD], (1_000, 0, 1, 1), (2_000, 0, 1)))  # not four numbers a request
+    append(path, k6_batch([OK_HOLD], (1_000, 1, 1, 1)))  # an outcome it does not have
+    append(path, k6_batch([OK_HOLD], (1_000, -1, 1, 1)))  # a negative index would pick the last
+    append(path, k6_batch([OK_HOLD], ("1000", 0, 1, 1)))  # a start that is not a number
+    append(path, k6_batch([["ocr", "hold", 200]], (1_000, 0, 1, 1)))  # an outcome missing fields
+    append(path, k6_batch([OK_HOLD], (1_000, 0, 1, 1))[:40] + "\n")  # cut short
+    append(path, k6_batch([OK_HOLD], (3_000, 0, 1, 1)))
+    reader = K6RecordReader(tmp_path)
+    assert [r.t for r in reader.poll()] == [3.0] and reader.skipped == 6
 
 
 class FakeK6Api:

@@ -6,29 +6,35 @@
 // `k6 run` runs it.
 //
 // Records (what the scenariokit runner reads). With SCENARIOKIT_RECORDS=console, the runner's driver runs
-// `k6 run --console-output raw/records-k6.jsonl --log-format raw`, and every request becomes one line
-// there, in the same format as the Locust runtime's records: a JSON array in RECORD_FIELDS order,
+// `k6 run --console-output raw/records-k6.jsonl --log-format raw`, and each VU writes its requests there
+// in batches, one line each:
 //
-//   [t: start unix s (ms resolution), intended: null, name, stage: stage label, status (0 = no response),
-//    ok, error: null or connection_refused | connection_reset | timeout | http_<code> | wrong_answer | other,
-//    latency: s (k6 timings.duration, sent -> last byte), ttfb: s (timings.waiting), ttft: null, itl: null,
-//    tokens: null, bytes: 0, users: null]
+//   {"outcomes": [[name, stage, status, ok, error], ...], "records": [t, outcome, latency, ttfb, ...]}
 //
-// plus `{"test_start": unix s}` (exec.scenario.startTime: the origin of the stage windows) in each VU's
-// first write. `stage` is the stage the request started in (elapsed time since the scenario started,
-// against the IR's stage windows; zero-length stages never hold a request).
+// Four numbers per request: t, its start (unix ms, Date.now()); outcome, an index into `outcomes` (the
+// VU's table of the fields that requests share: name, stage label, status (0 = no response), ok, error:
+// null or connection_refused | connection_reset | timeout | http_<code> | wrong_answer | other); latency
+// (ms, k6's timings.duration: sent -> last byte) and ttfb (ms, timings.waiting). The runner turns them
+// into the same records as the Locust runtime's (scenariokit/records.py, BATCH_PREFIX). Each VU's first
+// write starts with `{"test_start": unix s}` (exec.scenario.startTime: the origin of the stage windows).
+// `stage` is the stage the request started in (elapsed time since the scenario started, against the IR's
+// stage windows; zero-length stages never hold a request).
 //
 // Why console.log and not metric points: each k6 metric point costs a sample in k6's pipeline and, with
 // `--out json`, a JSON line beside the ~13 that k6 writes per request for its own metrics; together they
-// cost k6 about a third of its rate against a fast endpoint (docs/results-format.md). A record line costs a
-// string; a VU writes its lines in batches (one console.log, one write) when it can do so safely:
+// cost k6 about a third of its rate against a fast endpoint (docs/results-format.md). Why four numbers and
+// not a line per request: k6's interpreter is slow at building strings (a record line cost ~1 us of
+// JavaScript, a third of the runtime's work per request), and the runner parses a number faster than a
+// field. A VU writes its batch (one console.log, one write) when it can do so safely:
 //
-//   - only in a closed model without think time (a VU sending back to back: the fast case), at most
-//     FLUSH_EVERY_MS after its oldest unwritten record and FLUSH_AT_MOST records;
+//   - it batches only in a closed model without think time (a VU sending back to back: the fast case),
+//     at most FLUSH_EVERY_MS after its oldest unwritten record and FLUSH_AT_MOST records;
 //   - never across a moment where k6 may stop the VU: a VU whose request overlapped (within
 //     STOP_MARGIN_MS) a stage where the number of VUs falls, or the scenario's end, writes at once.
 //     ramping-vus stops VUs only there, and lets their iteration finish (gracefulStop and
-//     gracefulRampDown exceed the longest request timeout), so a finished run loses no record;
+//     gracefulRampDown exceed the longest request timeout), so a finished run loses no record. The
+//     margin covers the gap between the VU's clock and k6's stop (below 10 ms in
+//     tests/test_engines.py::test_k6_records_survive_every_vu_stop; 0 loses records there);
 //   - an open model's VU may wait idle for its next arrival, and a VU with think time sleeps: both write
 //     every record at once.
 // What an interrupted k6 (Ctrl-C, SIGINT from the runner, a kill) loses is the requests in flight and at
@@ -65,7 +71,7 @@ const skTtfb = new Trend('sk_ttfb', true);
 export const RECORDS_TO_CONSOLE = __ENV.SCENARIOKIT_RECORDS === 'console';
 export const FLUSH_EVERY_MS = 100;
 export const FLUSH_AT_MOST = 256;
-export const STOP_MARGIN_MS = 1000;
+export const STOP_MARGIN_MS = 250;
 
 // --- seedable randomness ------------------------------------------------------------------------------
 
@@ -294,8 +300,10 @@ export class Runner {
     this.stopIndex = -1; // the stop window this VU's requests last came near; see calmUntil
     this.calmFromMs = Infinity; // unix ms: a request started at or after this one, and finished
     this.calmUntilMs = -Infinity; // before this one, cannot be followed by a stop of the VU
-    this.pending = [];
-    this.pendingSinceMs = 0;
+    this.pending = []; // four numbers a record: start (unix ms), outcome, latency and ttfb (ms)
+    this.flushDueMs = -Infinity; // unix ms: at a request ending then or later, batchDue decides
+    this.outcomeFields = []; // see addOutcome
+    this.outcomesJson = '[]';
     this.data = data;
     this.rng = null;
     this.total = 0;
@@ -350,7 +358,7 @@ export class Runner {
       fixed: null,
       params,
       tags: new Map(), // see recordTags
-      middles: new Map(), // see recordMiddle
+      outcomes: new Map(), // see addOutcome
     };
     if (prepared.datasets.length === 0) {
       // no data record: everything but the moment is the same every time (`${env:...}` included)
@@ -457,7 +465,12 @@ export class Runner {
       sent = this.render(req, this.recordFor(req));
       params = Object.assign({}, req.params, { headers: sent.headers });
     }
-    const res = http.request(spec.method, sent.url, sent.body, params);
+    // k6 converts each argument into Go by reflection, about as costly as a dozen property reads: none
+    // more than the request needs
+    const res =
+      params === null && sent.body === null
+        ? http.request(spec.method, sent.url)
+        : http.request(spec.method, sent.url, sent.body, params);
 
     let error = '';
     const status = res.status || 0;
@@ -471,53 +484,53 @@ export class Runner {
       if (normalizeText(answer).indexOf(sent.contains) === -1) error = 'wrong_answer';
     }
     const timings = res.timings;
-    // one outcome in one stage: what its points' tags or its records' middle fields are cached under
+    // one outcome in one stage: what its points' tags or its records' outcome index are cached under
     const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
     if (!this.toConsole) {
       this.addPoints(req, key, stageIndex, status, error, timings);
       return error === '';
     }
 
-    // the record (see the top of this file): its fields between `intended` and `latency` are the same for
-    // every request of one outcome in one stage, so their JSON text is made once
-    let middle = req.middles.get(key);
-    if (middle === undefined) middle = this.recordMiddle(req, key, stageIndex, status, error);
+    // the record (see the top of this file): four numbers; what the outcome's other fields are is said
+    // once per batch (`outcomes`)
+    let outcome = req.outcomes.get(key);
+    if (outcome === undefined) outcome = this.addOutcome(req, key, stageIndex, status, error);
     const latencyMs = timings.duration;
     const pending = this.pending;
-    if (pending.length === 0) {
-      if (!this.startWritten) this.writeStart();
-      this.pendingSinceMs = startedMs;
-    }
-    pending.push(
-      `[${startedMs / 1000},null,${middle},${latencyMs / 1000},${timings.waiting / 1000},null,null,null,0,null]`,
-    );
+    pending.push(startedMs, outcome, latencyMs, timings.waiting);
     // the request's end, near enough (Date.now() again would cost more than the margins spare)
     const endMs = startedMs + latencyMs;
-    if (
-      !this.batching ||
-      pending.length >= FLUSH_AT_MOST ||
-      endMs - this.pendingSinceMs >= FLUSH_EVERY_MS ||
-      !((startedMs >= this.calmFromMs && endMs < this.calmUntilMs) || this.calm(startedMs, endMs))
-    ) {
-      this.flush();
-    }
+    if (endMs >= this.flushDueMs || pending.length >= FLUSH_AT_MOST * 4) this.batchDue(startedMs, endMs);
     return error === '';
   }
 
   // --- records through console.log (SCENARIOKIT_RECORDS=console)
 
-  // The fields of a record between `intended` and `latency` for one outcome in one stage, as JSON text.
-  recordMiddle(req, key, stageIndex, status, error) {
+  // An outcome's fields (name, stage, status, ok, error) get a number in this VU's table, which every
+  // batch carries: a run has few outcomes, each made once.
+  addOutcome(req, key, stageIndex, status, error) {
     const stage = this.windows[stageIndex] || NO_STAGE;
-    const middle = JSON.stringify([req.spec.name, stage.label, status, error === '', error || null]).slice(1, -1);
-    req.middles.set(key, middle);
-    return middle;
+    this.outcomeFields.push([req.spec.name, stage.label, status, error === '', error || null]);
+    this.outcomesJson = JSON.stringify(this.outcomeFields);
+    const index = this.outcomeFields.length - 1;
+    req.outcomes.set(key, index);
+    return index;
   }
 
-  // The scenario's start, once per VU, in the VU's first write (the reader keeps the earliest).
-  writeStart() {
-    this.pending.push(`{"test_start":${this.startMs / 1000}}`);
-    this.startWritten = true;
+  // Called when the batch's first record came, when it is old or full, or when it may be due because
+  // k6 may stop the VU (see the top of this file). Writes it, or says when to ask again.
+  batchDue(startedMs, endMs) {
+    const pending = this.pending;
+    if (
+      this.batching &&
+      pending.length < FLUSH_AT_MOST * 4 &&
+      endMs - pending[0] < FLUSH_EVERY_MS &&
+      ((startedMs >= this.calmFromMs && endMs < this.calmUntilMs) || this.calm(startedMs, endMs))
+    ) {
+      this.flushDueMs = Math.min(pending[0] + FLUSH_EVERY_MS, this.calmUntilMs);
+    } else {
+      this.flush();
+    }
   }
 
   // Whether k6 cannot stop this VU after a request that ran from startedMs to endMs: the request, widened
@@ -535,8 +548,11 @@ export class Runner {
 
   flush() {
     if (this.pending.length === 0) return;
-    console.log(this.pending.join('\n'));
+    const start = this.startWritten ? '' : `{"test_start":${this.startMs / 1000}}\n`;
+    this.startWritten = true;
+    console.log(`${start}{"outcomes":${this.outcomesJson},"records":[${this.pending.join(',')}]}`);
     this.pending = [];
+    this.flushDueMs = -Infinity; // the next record starts a batch: batchDue says when it is due
   }
 
   // --- metric points for the script's own thresholds (a stock `k6 run`)

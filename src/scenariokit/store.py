@@ -8,7 +8,6 @@ the run ends. Columnar and compressed: see docs/results-format.md for measured s
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,9 +55,8 @@ class RecordStore:
     def flush(self) -> None:
         if self.pending:
             self.parts += 1
-            columns = {f.name: [getattr(r, f.name) for r in self.pending] for f in fields(RequestRecord)}
-            columns["itl"] = [list(v) if v is not None else None for v in columns["itl"]]
-            table = pa.table(columns, schema=SCHEMA)
+            columns = zip(*self.pending, strict=True)  # the records' fields, column by column
+            table = pa.table(dict(zip(RequestRecord._fields, columns, strict=True)), schema=SCHEMA)
             tmp = self.dir / f".part-{self.parts:05d}.parquet.tmp"
             pq.write_table(table, tmp, compression="zstd")
             tmp.rename(self.dir / f"part-{self.parts:05d}.parquet")  # a part appears whole or not at all
@@ -70,9 +68,9 @@ class RecordStore:
 
 
 def load_records(run_dir: Path) -> list[RequestRecord]:
-    records = []
+    records: list[RequestRecord] = []
     for part in sorted((run_dir / "records").glob("part-*.parquet")):
-        for row in pq.read_table(part).to_pylist():
-            row["itl"] = tuple(row["itl"]) if row["itl"] is not None else None
-            records.append(RequestRecord(**row))
+        columns = pq.read_table(part).select(RequestRecord._fields).to_pydict()
+        columns["itl"] = [tuple(v) if v is not None else None for v in columns["itl"]]
+        records += map(RequestRecord._make, zip(*columns.values(), strict=True))
     return records
