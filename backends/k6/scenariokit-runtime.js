@@ -71,6 +71,7 @@ const skTtfb = new Trend('sk_ttfb', true);
 export const RECORDS_TO_CONSOLE = __ENV.SCENARIOKIT_RECORDS === 'console';
 export const FLUSH_EVERY_MS = 100;
 export const FLUSH_AT_MOST = 256;
+const PENDING_AT_MOST = FLUSH_AT_MOST * 4; // four numbers a record
 export const STOP_MARGIN_MS = 250;
 
 // --- seedable randomness ------------------------------------------------------------------------------
@@ -293,11 +294,11 @@ export class Runner {
     this.thinkSpec = scenario.thinkTime;
     this.windows = stageWindows(scenario.stages);
     this.emit = Object.assign({ latency: true, ok: true, successes: true, ttfb: true }, scenario.emit);
-    // records (see the top of this file): a batch of lines waiting to be written, and when to write it
+    // records (see the top of this file): a batch of numbers waiting to be written, and when to write it
     this.toConsole = RECORDS_TO_CONSOLE;
     this.batching = this.toConsole && scenario.model === 'closed' && this.thinkSpec.kind === 'none';
     this.stopWindows = vuStopWindows(scenario.stages);
-    this.stopIndex = -1; // the stop window this VU's requests last came near; see calmUntil
+    this.stopIndex = -1; // the stop window this VU's requests last came near; see calm
     this.calmFromMs = Infinity; // unix ms: a request started at or after this one, and finished
     this.calmUntilMs = -Infinity; // before this one, cannot be followed by a stop of the VU
     this.pending = []; // four numbers a record: start (unix ms), outcome, latency and ttfb (ms)
@@ -347,8 +348,9 @@ export class Runner {
     if (req.timeout !== 60) params.timeout = Math.round(req.timeout * 1000);
     // k6 tags its own ~13 http_req_* samples of a request with its URL (with stock k6's default system
     // tags): a URL rendered from a data set is tagged with the request's name instead, so that it is one time
-    // series, not one per record. No other tag: the records come from sk_latency, and k6 writes every tag on
-    // every one of those samples (a name and a stage tag cost 15% of k6's rate against a fast endpoint).
+    // series, not one per record. No other tag: the records are the runtime's own console batches, and k6
+    // writes every tag on every one of those samples (a name and a stage tag cost 15% of k6's rate against a
+    // fast endpoint).
     if (usedDatasets(compiled.path, new Set()).size > 0) params.tags = { name: req.name };
     const prepared = {
       spec: req,
@@ -500,7 +502,7 @@ export class Runner {
     pending.push(startedMs, outcome, latencyMs, timings.waiting);
     // the request's end, near enough (Date.now() again would cost more than the margins spare)
     const endMs = startedMs + latencyMs;
-    if (endMs >= this.flushDueMs || pending.length >= FLUSH_AT_MOST * 4) this.batchDue(startedMs, endMs);
+    if (endMs >= this.flushDueMs || pending.length >= PENDING_AT_MOST) this.batchDue(startedMs, endMs);
     return error === '';
   }
 
@@ -523,7 +525,7 @@ export class Runner {
     const pending = this.pending;
     if (
       this.batching &&
-      pending.length < FLUSH_AT_MOST * 4 &&
+      pending.length < PENDING_AT_MOST &&
       endMs - pending[0] < FLUSH_EVERY_MS &&
       ((startedMs >= this.calmFromMs && endMs < this.calmUntilMs) || this.calm(startedMs, endMs))
     ) {

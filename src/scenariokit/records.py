@@ -112,8 +112,9 @@ def _decode_array(line: bytes) -> list[Any] | None:
 
 class RecordLinesReader:
     """Reads the `records-*.jsonl` files the engines' runtimes write: one per Locust process
-    (`records-<pid>.jsonl`), one for k6 (`records-k6.jsonl`, its console output). The format is the Locust
-    runtime's: a JSON array per request in RECORD_FIELDS order, and marker objects."""
+    (`records-<pid>.jsonl`: a JSON array per request in RECORD_FIELDS order), one for k6
+    (`records-k6.jsonl`, its console output: a batch line per write, see BATCH_PREFIX), and the marker
+    objects both write."""
 
     def __init__(self, results_dir: Path) -> None:
         self.results_dir = results_dir
