@@ -68,7 +68,7 @@ def distribution(values: Iterable[float], extra_percentiles: Iterable[float] = (
     histogram = HdrHistogram(1, HIST_MAX_US, 3)
     count, total, low, high = 0, 0.0, math.inf, -math.inf
     for value in values:
-        histogram.record_value(min(HIST_MAX_US, max(1, round(value * MICROS))))
+        histogram.record_value(min(HIST_MAX_US, max(1, _micros_up(value))))
         count += 1
         total += value
         low, high = min(low, value), max(high, value)
@@ -78,6 +78,15 @@ def distribution(values: Iterable[float], extra_percentiles: Iterable[float] = (
     values_at = _nearest_rank(histogram, wanted, count)
     percentiles = {f"p{p:g}": min(high, max(low, v)) for p, v in zip(wanted, values_at, strict=True)}
     return Distribution(count, low, total / count, high, percentiles)
+
+
+def _micros_up(seconds: float) -> int:
+    """Whole microseconds rounded up, so a percentile never reads below the sample it stands for.
+
+    The second check catches a product that floating point rounded down onto a whole number.
+    """
+    micros = math.ceil(seconds * MICROS)
+    return micros + 1 if micros / MICROS < seconds else micros
 
 
 def _nearest_rank(histogram: HdrHistogram, percentiles: list[float], count: int) -> list[float]:
