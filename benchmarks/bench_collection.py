@@ -53,13 +53,14 @@ from scenariokit.run import ENGINE_GRACE_S, RunOptions, apply_overrides, make_ru
 
 TARGET = 0.9
 PATH = "/ping"
+STATUS_PATH = "/_served"  # nginx only: its stub_status page
 BODY = b"ok\n"
 VARIANTS = ("stock", "sk-engine", "sk-runner")
 
 SCENARIO = """\
 version: 1
 name: bench-collection
-target: {{kind: http, base_url: "{url}", timeout: 10s}}
+target: {{kind: http, base_url: "{url}"}}
 load: {{curve: "hold({users}, {seconds}s)", think_time: none}}
 requests:
   ping: {{method: GET, path: {path}}}
@@ -110,6 +111,9 @@ http {{
         location / {{
             default_type text/plain;
             return 200 "ok\\n";
+        }}
+        location = {status_path} {{
+            stub_status;  # the requests served so far (bench_k6_ablation.py counts with it)
         }}
     }}
 }}
@@ -175,7 +179,7 @@ def endpoint(tmp: Path) -> Iterator[tuple[str, str]]:
     if nginx:
         root = tmp / "nginx"
         root.mkdir()
-        (root / "nginx.conf").write_text(NGINX_CONF.format(tmp=root, port=port))
+        (root / "nginx.conf").write_text(NGINX_CONF.format(tmp=root, port=port, status_path=STATUS_PATH))
         argv = [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
         kind = "nginx (1 worker)"
     else:
@@ -268,7 +272,7 @@ def scenariokit_trial(
         state = monitored_run(scenario, driver, script, url, run_dir, None, options, view, {})
         if state.exit_reason != "completed":
             raise RuntimeError(f"monitored_run: {state.exit_reason} {state.detail}; see {run_dir / 'logs'}")
-    launch = driver.launch(script, url, raw_dir, scenario.load.duration_s + ENGINE_GRACE_S)
+    launch = driver.launch(script, url, raw_dir, scenario.load.duration_s + ENGINE_GRACE_S, open_model=False)
     if not runner:
         log = run_dir / "logs" / f"{engine}.log"
         rc = run_process(launch.argv, launch.env, script.parent, log, seconds + ENGINE_GRACE_S + 30)

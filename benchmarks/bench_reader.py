@@ -10,17 +10,20 @@ poll, the Parquet store, the live view, the live metrics exporter, then `gc.free
 time (process time) per record, median of `--repeats`:
 
 - Locust lines: one JSON array per request (RECORD_FIELDS order), as the Locust runtime writes them;
-- k6 batches: one line per VU batch of 256 requests, four numbers each (start, outcome, latency, ttfb);
+- k6 batches: one line per VU batch of 256 requests, four float64s each (start, outcome, latency, ttfb),
+  in base64;
 - each also without the `gc.freeze()` after each poll (the collector walks all records kept so far).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import json
 import random
 import statistics
+import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,7 +63,8 @@ def k6_lines(n: int, rng: random.Random, batch: int = 256) -> list[bytes]:
         for i in range(first, min(n, first + batch)):
             latency = round(rng.lognormvariate(-0.3, 0.3), 6)  # ms, as k6 gives them
             numbers += [int(T0 * 1000) + i // 30, 0, latency, round(latency / 2, 6)]
-        batch_line = {"outcomes": [["ping", "hold", 200, True, None]], "records": numbers}
+        f64 = base64.b64encode(struct.pack(f"<{len(numbers)}d", *numbers)).decode()
+        batch_line = {"outcomes": [["ping", "hold", 200, True, None]], "f64": f64}
         lines.append(json.dumps(batch_line, separators=(",", ":")).encode() + b"\n")
     return lines
 

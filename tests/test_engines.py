@@ -6,6 +6,7 @@ records must follow the runner's contract, and the open model must send what the
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -73,17 +74,20 @@ def run_k6(scenario: Scenario, out: Path) -> tuple[K6RecordReader, list[dict[str
     entry = get_backend("k6").emit(scenario).write(out / "script")
     raw = out / "raw"
     raw.mkdir()
-    launch = K6Driver().launch(entry, scenario.default_base_url, raw, 30)
+    launch = K6Driver().launch(
+        entry, scenario.default_base_url, raw, 30, open_model=scenario.load.model == "open"
+    )
     result = subprocess.run(
         launch.argv, env={**ENV, **launch.env}, cwd=entry.parent, capture_output=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:]
     lines = [json.loads(line) for line in (raw / "records-k6.jsonl").read_text().splitlines()]
     kinds = Counter(tuple(line) for line in lines)  # a test start per VU, then batches of requests
-    assert set(kinds) == {("test_start",), ("outcomes", "records")} and kinds[("test_start",)] <= 64
+    assert set(kinds) == {("test_start",), ("outcomes", "f64")} and kinds[("test_start",)] <= 64
     reader = K6RecordReader(raw, launch.api)
     records = reader.poll()
-    assert len(records) == sum(len(line.get("records", ())) // 4 for line in lines) and reader.skipped == 0
+    numbers = sum(len(base64.b64decode(line["f64"])) // 8 for line in lines if "f64" in line)
+    assert len(records) == numbers // 4 and reader.skipped == 0
     return reader, [record._asdict() for record in records]
 
 

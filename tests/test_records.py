@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import base64
 import http.server
 import json
+import struct
 import threading
 import time
 from pathlib import Path
@@ -84,9 +86,12 @@ def test_locust_garbled_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     assert records.skipped == 6  # merged line, bad bytes, bad latency, non-object, two incomplete
 
 
-def k6_batch(outcomes: list[list[object]], *records: tuple[object, ...]) -> str:
-    """The k6 runtime's line: a VU's outcome table, then four numbers per request (ms)."""
-    return json.dumps({"outcomes": outcomes, "records": [x for r in records for x in r]}) + "\n"
+def k6_batch(outcomes: list[list[object]], *records: tuple[float, ...], f64: str | None = None) -> str:
+    """The k6 runtime's line: a VU's outcome table, then four numbers per request (ms), as base64 of
+    little-endian float64s (or `f64` as given)."""
+    numbers = [x for r in records for x in r]
+    encoded = base64.b64encode(struct.pack(f"<{len(numbers)}d", *numbers)).decode() if f64 is None else f64
+    return json.dumps({"outcomes": outcomes, "f64": encoded}) + "\n"
 
 
 OK_HOLD = ["ocr", "hold", 200, True, None]
@@ -110,12 +115,13 @@ def test_k6_malformed_batches_are_skipped_whole_and_counted(tmp_path: Path) -> N
     append(path, k6_batch([OK_HOLD], (1_000, 0, 1, 1), (2_000, 0, 1)))  # not four numbers a request
     append(path, k6_batch([OK_HOLD], (1_000, 1, 1, 1)))  # an outcome it does not have
     append(path, k6_batch([OK_HOLD], (1_000, -1, 1, 1)))  # a negative index would pick the last
-    append(path, k6_batch([OK_HOLD], ("1000", 0, 1, 1)))  # a start that is not a number
+    append(path, k6_batch([OK_HOLD], (1_000, 0.5, 1, 1)))  # an index that is not whole
+    append(path, k6_batch([OK_HOLD], f64="AAAA*AAAAAA="))  # not base64
     append(path, k6_batch([["ocr", "hold", 200]], (1_000, 0, 1, 1)))  # an outcome missing fields
     append(path, k6_batch([OK_HOLD], (1_000, 0, 1, 1))[:40] + "\n")  # cut short
     append(path, k6_batch([OK_HOLD], (3_000, 0, 1, 1)))
     reader = K6RecordReader(tmp_path)
-    assert [r.t for r in reader.poll()] == [3.0] and reader.skipped == 6
+    assert [r.t for r in reader.poll()] == [3.0] and reader.skipped == 7
 
 
 class FakeK6Api:

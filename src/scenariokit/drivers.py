@@ -40,7 +40,13 @@ class Driver(Protocol):
     name: str
 
     def launch(
-        self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
+        self,
+        script: Path,
+        base_url: str,
+        raw_dir: Path,
+        max_run_s: float,
+        processes: int = 1,
+        open_model: bool = True,
     ) -> EngineLaunch: ...
 
     def reader(self, raw_dir: Path, launch: EngineLaunch) -> RecordReader: ...
@@ -60,7 +66,13 @@ class LocustDriver:
     name = "locust"
 
     def launch(
-        self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
+        self,
+        script: Path,
+        base_url: str,
+        raw_dir: Path,
+        max_run_s: float,
+        processes: int = 1,
+        open_model: bool = True,
     ) -> EngineLaunch:
         """`processes` > 1 runs Locust's own master and that many worker processes (`--processes`): one
         Locust process uses one core. Each worker writes its own records file and, in an open model,
@@ -140,16 +152,28 @@ class K6Driver:
     name = "k6"
 
     def launch(
-        self, script: Path, base_url: str, raw_dir: Path, max_run_s: float, processes: int = 1
+        self,
+        script: Path,
+        base_url: str,
+        raw_dir: Path,
+        max_run_s: float,
+        processes: int = 1,
+        open_model: bool = True,
     ) -> EngineLaunch:
         """k6 runs its VUs on every core in one process, so `processes` does not apply.
 
         The runtime writes its records with console.log (SCENARIOKIT_RECORDS=console) into
         raw/records-k6.jsonl, verbatim (`--log-format raw`). No `--out`: k6's JSON output writes ~13 lines
         per request for its own metrics, which the records do not need. The runner judges the SLOs, so k6's
-        thresholds are not evaluated (and the runtime sends no points for them); k6's own summary is kept
-        (`k6-summary.json`), and its REST API, on a port of its own, tells the dropped iterations."""
-        api = f"127.0.0.1:{free_port()}"  # a port of its own: runs side by side do not collide
+        thresholds are not evaluated (and the runtime sends no points for them).
+
+        k6's own metrics engine (which feeds its end-of-test summary and its REST API's metrics) adds
+        every sample of every request to its sinks, keeping every Trend value: about a twelfth of k6's
+        work per request against a fast endpoint, and memory that grows all run long. The records need
+        none of it; only an open model's dropped iterations, which no VU sees, are counted there. So a
+        closed model runs with no summary and no REST API (`--no-summary`, `--address ""`), and an open
+        model keeps them: its summary (`k6-summary.json`, in the legacy mode, which feeds the metrics
+        engine alone) holds the total, and the REST API, on a port of its own, the count while k6 runs."""
         argv = [
             k6_binary(),
             "run",
@@ -162,13 +186,16 @@ class K6Driver:
             str(raw_dir / "records-k6.jsonl"),
             "--log-format",
             "raw",
-            "--summary-export",
-            str(raw_dir / "k6-summary.json"),
             "--system-tags",
             K6_SYSTEM_TAGS,
-            "--address",
-            api,
         ]
+        api = None
+        if open_model:
+            api = f"127.0.0.1:{free_port()}"  # a port of its own: runs side by side do not collide
+            argv += ["--summary-mode", "legacy", "--summary-export", str(raw_dir / "k6-summary.json")]
+            argv += ["--address", api]
+        else:
+            argv += ["--no-summary", "--address", ""]
         env = _engine_env(base_url, raw_dir)
         env["SCENARIOKIT_RECORDS"] = "console"
         for key, value in k6_gc_env().items():

@@ -7,12 +7,15 @@ buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
+import numpy as np
 
 
 class RequestRecord(NamedTuple):
@@ -174,16 +177,22 @@ class RecordLinesReader:
                 (str(name), str(stage or ""), int(status), bool(ok), None if error is None else str(error))
                 for name, stage, status, ok, error in batch["outcomes"]
             ]
-            numbers = batch["records"]
-            starts, indices, latencies, ttfbs = numbers[0::4], numbers[1::4], numbers[2::4], numbers[3::4]
-            if min(indices, default=0) < 0:
-                raise IndexError("an outcome index below zero")
+            numbers = np.frombuffer(base64.b64decode(batch["f64"], validate=True), dtype="<f8")
+            if numbers.size % 4:
+                raise ValueError("a batch's numbers come four per request")
+            rows = numbers.reshape(-1, 4)
+            indices = rows[:, 1].astype(np.int64)
+            if indices.size and (indices.min() < 0 or not np.array_equal(indices, rows[:, 1])):
+                raise IndexError("an outcome index below zero or not whole")
+            starts, latencies, ttfbs = (rows[:, column] / 1000 for column in (0, 2, 3))
             make = RequestRecord._make
             return [
-                make((t / 1000, *outcomes[o], latency / 1000, None, ttfb / 1000, None, None, None, 0, None))
-                for t, o, latency, ttfb in zip(starts, indices, latencies, ttfbs, strict=True)
+                make((t, *outcomes[o], latency, None, ttfb, None, None, None, 0, None))
+                for t, o, latency, ttfb in zip(
+                    starts.tolist(), indices.tolist(), latencies.tolist(), ttfbs.tolist(), strict=True
+                )
             ]
-        except (ValueError, TypeError, KeyError, IndexError):  # UnicodeDecodeError is a ValueError
+        except (ValueError, TypeError, KeyError, IndexError, binascii.Error):  # UnicodeDecodeError too
             self.skipped += 1
             return []
 
@@ -205,9 +214,10 @@ class RecordLinesReader:
 
 
 # k6's runtime writes a VU's requests in batches, each a line
-#   {"outcomes": [[name, stage, status, ok, error], ...], "records": [t, outcome, latency, ttfb, ...]}
-# with four numbers per request: start (unix ms), its outcome (an index into `outcomes`, the VU's table of
-# the fields requests share), latency and time to first byte (ms, k6's timings.duration and .waiting).
+#   {"outcomes": [[name, stage, status, ok, error], ...], "f64": "<base64>"}
+# where `f64` is base64 of little-endian float64s, four per request: start (unix ms), its outcome (an
+# index into `outcomes`, the VU's table of the fields requests share), latency and time to first byte
+# (ms, k6's timings.duration and .waiting).
 BATCH_PREFIX = b'{"outcomes":'
 
 RECORD_FIELDS = (

@@ -261,7 +261,8 @@ def run_engine(
 ) -> RunState:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
-    launch = driver.launch(script, base_url, raw_dir, max_run_s, options.processes)
+    open_model = scenario.load.model == "open"
+    launch = driver.launch(script, base_url, raw_dir, max_run_s, options.processes, open_model)
     state = RunState(started_unix=time.time())
     reader = driver.reader(raw_dir, launch)
     store = RecordStore(run_dir)
