@@ -586,3 +586,17 @@ def test_k6_runs_with_a_lazier_go_collector_unless_the_environment_says(
     assert env["GOGC"] == "400" and int(env["GOMEMLIMIT"]) == int(memory * 0.5)
     monkeypatch.setenv("GOGC", "100")
     assert K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10).env["GOGC"] == "100"
+
+
+@needs_k6  # the launch names the k6 binary
+def test_only_an_open_model_runs_with_k6s_summary_and_rest_api(tmp_path: Path) -> None:
+    """k6's metrics engine is there only to count an open model's dropped iterations: a closed model runs
+    without it (no summary, no REST API, no port), an open one keeps both, the summary in the legacy mode."""
+    closed = K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, open_model=False)
+    assert "--no-summary" in closed.argv and "--summary-export" not in closed.argv and closed.api is None
+    assert closed.argv[closed.argv.index("--address") + 1] == ""  # no REST API server at all
+    opened = K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, open_model=True)
+    assert "--no-summary" not in opened.argv and opened.api is not None
+    assert opened.argv[opened.argv.index("--summary-mode") + 1] == "legacy"
+    assert opened.argv[opened.argv.index("--summary-export") + 1] == str(tmp_path / "k6-summary.json")
+    assert opened.argv[opened.argv.index("--address") + 1] == opened.api
