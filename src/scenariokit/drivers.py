@@ -168,7 +168,7 @@ class K6Driver:
         thresholds are not evaluated (and the runtime sends no points for them).
 
         k6's own metrics engine (which feeds its end-of-test summary and its REST API's metrics) adds
-        every sample of every request to its sinks, keeping every Trend value: about a twelfth of k6's
+        every sample of every request to its sinks, keeping every Trend value: about 7% of k6's
         work per request against a fast endpoint, and memory that grows all run long. The records need
         none of it; only an open model's dropped iterations, which no VU sees, are counted there. So a
         closed model runs with no summary and no REST API (`--no-summary`, `--address ""`), and an open
