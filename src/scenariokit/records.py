@@ -8,7 +8,6 @@ buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import time
 from pathlib import Path
@@ -192,7 +191,7 @@ class RecordLinesReader:
                     starts.tolist(), indices.tolist(), latencies.tolist(), ttfbs.tolist(), strict=True
                 )
             ]
-        except (ValueError, TypeError, KeyError, IndexError, binascii.Error):  # UnicodeDecodeError too
+        except (ValueError, TypeError, KeyError, IndexError):  # binascii.Error and UnicodeDecodeError too
             self.skipped += 1
             return []
 
