@@ -48,10 +48,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from scenariokit.compiler import compile_scenario, load_scenario
-from scenariokit.drivers import get_driver, k6_binary
-from scenariokit.live import LiveView
-from scenariokit.run import ENGINE_GRACE_S, RunOptions, apply_overrides, make_run_dir, monitored_run
+from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.engines.drivers import get_driver, k6_binary
+from scenariokit.run.live import LiveView
+from scenariokit.run.orchestrate import (
+    ENGINE_GRACE_S,
+    RunOptions,
+    apply_overrides,
+    make_run_dir,
+    monitored_run,
+)
 
 TARGET = 0.9
 PATH = "/ping"

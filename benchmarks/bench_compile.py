@@ -13,8 +13,8 @@ import statistics
 import time
 from pathlib import Path
 
-from scenariokit.compiler import compile_scenario, load_scenario
-from scenariokit.parse import parse_file
+from scenariokit.compile.parse import parse_file
+from scenariokit.compile.pipeline import compile_scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 5

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from bench_collection import PATH, SCENARIO, STATUS_PATH, STOCK_K6, endpoint
 
-from scenariokit.compiler import compile_scenario, load_scenario
-from scenariokit.drivers import K6Driver, k6_binary
+from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.engines.drivers import K6Driver, k6_binary
 
 
 def served(url: str) -> int:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from bench_collection import PATH, SCENARIO, endpoint
 
-from scenariokit.compiler import compile_scenario, load_scenario
-from scenariokit.drivers import K6Driver, k6_binary
+from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.engines.drivers import K6Driver, k6_binary
 
 STOCK = """\
 import http from "k6/http";

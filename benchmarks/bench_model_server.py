@@ -20,9 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import httpx
 
-from model_server.cards import text_cards
-from model_server.engine import _init_worker, run_ocr
-from model_server.launcher import start_server
+from scenariokit.compile.cards import text_cards
+from scenariokit_server.engine import _init_worker, run_ocr
+from scenariokit_server.launcher import start_server
 
 CONCURRENCY = (1, 4, 16, 64)
 

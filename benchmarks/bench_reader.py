@@ -29,12 +29,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scenariokit.compiler import load_scenario
-from scenariokit.exporter import LiveExporter
-from scenariokit.live import LiveView
-from scenariokit.records import K6RecordReader, RecordLinesReader
-from scenariokit.run import RunOptions, apply_overrides
-from scenariokit.store import RecordStore
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines.records import K6RecordReader, RecordLinesReader
+from scenariokit.results.store import RecordStore
+from scenariokit.run.exporter import LiveExporter
+from scenariokit.run.live import LiveView
+from scenariokit.run.orchestrate import RunOptions, apply_overrides
 
 T0 = 1.8e9
 SCENARIO = """\

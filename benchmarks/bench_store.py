@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from scenariokit.records import RequestRecord
-from scenariokit.store import RecordStore, load_records
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.store import RecordStore, load_records
 
 
 def main() -> None:

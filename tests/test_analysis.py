@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from scenariokit.analysis import (
+from scenariokit.compile.ir import Stage
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.analysis import (
     Level,
     analyse,
     find_knee,
@@ -15,9 +17,7 @@ from scenariokit.analysis import (
     load_levels,
     suggest,
 )
-from scenariokit.ir import Stage
-from scenariokit.metrics import RunData
-from scenariokit.records import RequestRecord
+from scenariokit.results.metrics import RunData
 
 T0 = 1_700_000_000.0
 

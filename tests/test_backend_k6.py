@@ -22,17 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scenariokit.backends.k6 import (
-    K6Backend,
-    comment_safe,
-    executor_lines,
-    js_literal,
-    threshold_for,
-    time_unit_for,
-)
-from scenariokit.diagnostics import Severity
-from scenariokit.drivers import K6Driver
-from scenariokit.ir import (
+from scenariokit.compile.diagnostics import Severity
+from scenariokit.compile.ir import (
     Distribution,
     Expect,
     LoadProfile,
@@ -42,6 +33,15 @@ from scenariokit.ir import (
     Stage,
     Target,
     Window,
+)
+from scenariokit.engines.drivers import K6Driver
+from scenariokit.engines.k6.codegen import (
+    K6Backend,
+    comment_safe,
+    executor_lines,
+    js_literal,
+    threshold_for,
+    time_unit_for,
 )
 from tests.support.ir_examples import CARDS, closed_chat_scenario, open_rest_scenario
 from tests.support.loopback import LoopbackServer
@@ -249,7 +249,8 @@ def test_emits_entry_runtime_and_data() -> None:
     assert compiled.entry == "chat-mix.k6.js"
     assert set(compiled.files) == {"chat-mix.k6.js", "scenariokit-runtime.js", "data/images.json"}
     assert (
-        compiled.files["scenariokit-runtime.js"] == (ROOT / "backends/k6/scenariokit-runtime.js").read_text()
+        compiled.files["scenariokit-runtime.js"]
+        == (ROOT / "src/scenariokit/engines/k6/files/scenariokit-runtime.js").read_text()
     )
     script = compiled.files["chat-mix.k6.js"]
     assert 'from "./scenariokit-runtime.js"' in script
@@ -281,7 +282,7 @@ def test_k6_inspect_accepts_script_and_options(make: Any, tmp_path: Path) -> Non
 
 def test_emit_is_deterministic_across_hash_seeds() -> None:
     code = (
-        "import hashlib, json; from scenariokit.backends.k6 import K6Backend;"
+        "import hashlib, json; from scenariokit.engines.k6.codegen import K6Backend;"
         "from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario;"
         "files = [sorted(K6Backend().emit(m()).files.items())"
         " for m in (closed_chat_scenario, open_rest_scenario)];"
@@ -546,9 +547,9 @@ TEMPLATES = [
 
 @needs_node
 def test_runtime_template_scanner_matches_python() -> None:
-    from scenariokit.expr.template import DataRef, EnvRef, parse_template
+    from scenariokit.compile.expr.template import DataRef, EnvRef, parse_template
 
-    source = (ROOT / "backends" / "k6" / "scenariokit-runtime.js").read_text()
+    source = (ROOT / "src/scenariokit/engines/k6/files/scenariokit-runtime.js").read_text()
     body = "\n".join(line for line in source.splitlines() if not line.startswith("import "))
     stubs = "const http = {}; const exec = {}; const __ENV = {};\n"
     stubs += "class Counter {} class Rate {} class Trend {}\n"

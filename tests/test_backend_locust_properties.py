@@ -14,8 +14,8 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenariokit.backends import get_backend
-from scenariokit.ir import Dataset, Expect, Scenario, Stage
+from scenariokit.compile.ir import Dataset, Expect, Scenario, Stage
+from scenariokit.engines.base import get_backend
 from tests.support.ir_examples import closed_chat_scenario
 
 PIECES = [*"aZ 0'\"\\{}$#\n\r\t\x00<>/;:()[]`", "${", '"""', "'''", "</script>", "é", "\u2028", "😀"]

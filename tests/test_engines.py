@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from scenariokit.backends import get_backend
-from scenariokit.drivers import K6Driver, k6_binary
-from scenariokit.ir import NO_THINK_TIME, Scenario, Slo, Stage
-from scenariokit.records import RECORD_FIELDS, K6RecordReader
+from scenariokit.compile.ir import NO_THINK_TIME, Scenario, Slo, Stage
+from scenariokit.engines.base import get_backend
+from scenariokit.engines.drivers import K6Driver, k6_binary
+from scenariokit.engines.records import RECORD_FIELDS, K6RecordReader
 from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario
 from tests.support.loopback import LoopbackServer
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.compiler import compile_scenario, load_scenario
-from scenariokit.plan import make_plan
+from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.compile.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "scenarios").glob("*.yaml"))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from scenariokit.diagnostics import Span
-from scenariokit.expr import (
+from scenariokit.compile.diagnostics import Span
+from scenariokit.compile.expr import (
     DataRef,
     EnvRef,
     ExprError,
@@ -28,7 +28,7 @@ from scenariokit.expr import (
     quantity,
     slo,
 )
-from scenariokit.ir import Distribution, Window
+from scenariokit.compile.ir import Distribution, Window
 
 # The value starts at line 3, column 10 of the file: errors must land at 10 + (offset in the value).
 AT = Span("s.yaml", 3, 10)

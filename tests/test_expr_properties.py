@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scenariokit.diagnostics import Span
-from scenariokit.expr import (
+from scenariokit.compile.diagnostics import Span
+from scenariokit.compile.expr import (
     DataRef,
     EnvRef,
     ExprError,
@@ -28,8 +28,8 @@ from scenariokit.expr import (
     parse_slo,
     parse_template,
 )
-from scenariokit.expr.errors import INTERNAL_HINT
-from scenariokit.ir import TIME_METRICS
+from scenariokit.compile.expr.errors import INTERNAL_HINT
+from scenariokit.compile.ir import TIME_METRICS
 
 AT = Span("p.yaml", 1, 1)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

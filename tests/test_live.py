@@ -6,9 +6,9 @@ import random
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from scenariokit.exporter import LATENCY_BUCKETS, LatencyHistograms
-from scenariokit.live import WINDOW_S, LiveView
-from scenariokit.records import RequestRecord
+from scenariokit.engines.records import RequestRecord
+from scenariokit.run.exporter import LATENCY_BUCKETS, LatencyHistograms
+from scenariokit.run.live import WINDOW_S, LiveView
 from tests.support.ir_examples import closed_chat_scenario
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.compiler import load_scenario
-from scenariokit.ir import Monitoring, Scenario
-from scenariokit.prometheus import config as prometheus_config
-from scenariokit.run import RunOptions, uses_prometheus
+from scenariokit.compile.ir import Monitoring, Scenario
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.run.orchestrate import RunOptions, uses_prometheus
+from scenariokit.run.prometheus import config as prometheus_config
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

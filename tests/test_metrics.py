@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from scenariokit.ir import Stage
-from scenariokit.metrics import RunData, distribution, per_name, per_stage, summarize, timeline
-from scenariokit.records import RequestRecord
+from scenariokit.compile.ir import Stage
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.metrics import RunData, distribution, per_name, per_stage, summarize, timeline
 
 T0 = 1_700_000_000.0
 STAGES = (

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenariokit.expr import parse_slo
-from scenariokit.ir import Stage
-from scenariokit.metrics import RunData, distribution, per_stage
-from scenariokit.records import RequestRecord
-from scenariokit.slo import judge_one, overall
+from scenariokit.compile.expr import parse_slo
+from scenariokit.compile.ir import Stage
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.metrics import RunData, distribution, per_stage
+from scenariokit.results.slo import judge_one, overall
 
 T0 = 1_000_000.0
 STAGES = (Stage("ramp", "ramp", 10.0, 0, 10), Stage("spike", "peak", 10.0, 10, 10))

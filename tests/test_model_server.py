@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from model_server.cards import text_cards
-from model_server.launcher import ServerHandle, start_server
+from scenariokit.compile.cards import text_cards
+from scenariokit_server.launcher import ServerHandle, start_server
 
 pytestmark = pytest.mark.engine
 CARD = text_cards(3)[1]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scenariokit.diagnostics import ScenarioError, Span
-from scenariokit.parse import parse_text
+from scenariokit.compile.diagnostics import ScenarioError, Span
+from scenariokit.compile.parse import parse_text
 
 
 def test_values_and_keys_keep_their_positions() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.drivers import get_driver
+from scenariokit.engines.drivers import get_driver
 from tests.support.loopback import LoopbackServer
 from tests.test_engines import assert_weights
 

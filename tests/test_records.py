@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.records import RECORD_FIELDS, K6RecordReader, RecordLinesReader, RequestRecord
+from scenariokit.engines.records import RECORD_FIELDS, K6RecordReader, RecordLinesReader, RequestRecord
 
 
 def locust_fields(t: float, name: str = "a", **extra: object) -> dict[str, object]:
@@ -35,7 +35,7 @@ def test_locust_reads_object_lines_of_older_runtimes(tmp_path: Path) -> None:
 
 def test_reader_and_runtime_agree_on_the_record_fields() -> None:
     runtime = (
-        Path(__file__).parent.parent / "backends" / "locust" / "scenariokit_locust_runtime.py"
+        Path(__file__).parent.parent / "src/scenariokit/engines/locust/files/scenariokit_locust_runtime.py"
     ).read_text()
     (assignment,) = [
         node

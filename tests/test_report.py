@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.report import write_reports
-from scenariokit.summary import rebuild_summary
+from scenariokit.results.report import write_reports
+from scenariokit.results.summary import rebuild_summary
 from tests.support.loopback import LoopbackServer
 from tests.test_summary import make_run
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.store import load_records
+from scenariokit.results.store import load_records
 from tests.support.loopback import LoopbackServer
 
 pytestmark = pytest.mark.engine

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scenariokit.schema import scenario_schema_text
+from scenariokit.compile.schema import scenario_schema_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "schemas" / "scenario.schema.json"
@@ -46,8 +46,9 @@ def test_schema_rejects_an_unknown_key_like_the_compiler() -> None:
 
 
 def test_summary_schema_is_in_sync_with_the_model() -> None:
-    from scenariokit.summary import summary_schema_text
+    from scenariokit.results.summary import summary_schema_text
 
     assert (ROOT / "schemas" / "summary.schema.json").read_text() == summary_schema_text(), (
-        "schemas/summary.schema.json is stale: regenerate it from scenariokit.summary.summary_schema_text()"
+        "schemas/summary.schema.json is stale: "
+        "regenerate it from scenariokit.results.summary.summary_schema_text()"
     )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from scenariokit.expr import parse_slo
-from scenariokit.ir import Stage
-from scenariokit.metrics import RunData
-from scenariokit.records import RequestRecord
-from scenariokit.slo import Verdict, certainly_lost, judge, judge_one, min_samples, overall
+from scenariokit.compile.expr import parse_slo
+from scenariokit.compile.ir import Stage
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.metrics import RunData
+from scenariokit.results.slo import Verdict, certainly_lost, judge, judge_one, min_samples, overall
 
 T0 = 1_700_000_000.0
 STAGES = (Stage("ramp", "warmup", 10.0, 0, 10), Stage("spike", "rush", 10.0, 10, 40))

@@ -9,9 +9,9 @@ from xml.etree import ElementTree as ET
 import jsonschema
 import pytest
 
-from scenariokit.records import RequestRecord
-from scenariokit.store import RecordStore, load_records
-from scenariokit.summary import rebuild_summary, summary_schema_text, write_summary
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.store import RecordStore, load_records
+from scenariokit.results.summary import rebuild_summary, summary_schema_text, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "summary.schema.json"
@@ -43,7 +43,8 @@ def make_run(run_dir: Path, engine: str = "locust", exit_reason: str = "complete
 
 def test_checked_in_schema_is_in_sync_with_the_model() -> None:
     assert SCHEMA.read_text() == summary_schema_text(), (
-        "schemas/summary.schema.json is stale: regenerate it from scenariokit.summary.summary_schema_text()"
+        "schemas/summary.schema.json is stale: "
+        "regenerate it from scenariokit.results.summary.summary_schema_text()"
     )
 
 

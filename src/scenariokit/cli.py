@@ -10,11 +10,11 @@ from pathlib import Path
 from rich.console import Console
 
 from scenariokit import __version__
-from scenariokit.backends import backend_names
-from scenariokit.compiler import compile_scenario, load_scenario
-from scenariokit.diagnostics import Diagnostic, ScenarioError
+from scenariokit.compile.diagnostics import Diagnostic, ScenarioError
+from scenariokit.compile.expr import ExprError
+from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.engines.base import backend_names
 from scenariokit.exitcodes import ExitCode
-from scenariokit.expr import ExprError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -56,7 +56,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from scenariokit.plan import render_plan
+    from scenariokit.compile.plan import render_plan
 
     loaded = load_scenario(Path(args.file))
     print_diagnostics(loaded.warnings)
@@ -65,15 +65,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from scenariokit.schema import scenario_schema_text
+    from scenariokit.compile.schema import scenario_schema_text
 
     sys.stdout.write(scenario_schema_text())
     return ExitCode.OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from scenariokit.expr import parse_duration, parse_rate
-    from scenariokit.run import RunOptions, run_scenario
+    from scenariokit.compile.expr import parse_duration, parse_rate
+    from scenariokit.run.orchestrate import RunOptions, run_scenario
 
     options = RunOptions(
         engine=args.engine,
@@ -92,8 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scenariokit.report import write_reports
-    from scenariokit.summary import rebuild_summary
+    from scenariokit.results.report import write_reports
+    from scenariokit.results.summary import rebuild_summary
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "run.json").is_file():
@@ -123,7 +123,7 @@ def _share(text: str) -> float:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
-    from scenariokit.compare import NotARun, Thresholds, compare_runs, markdown
+    from scenariokit.results.compare import NotARun, Thresholds, compare_runs, markdown
 
     try:
         thresholds = Thresholds(
@@ -150,7 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from model_server.cli import main as serve_main
+    from scenariokit_server.cli import main as serve_main
 
     return serve_main(args.server_args)
 
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser(
-        "serve", help="run the embedded model server (arguments go to model_server)", add_help=False
+        "serve", help="run the embedded model server (arguments go to scenariokit_server)", add_help=False
     )
     p.add_argument("server_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scenariokit.ir import (
+from scenariokit.compile.ir import (
     Dataset,
     Distribution,
     Expect,

@@ -1,3 +1,0 @@
-from model_server.cli import main
-
-raise SystemExit(main())

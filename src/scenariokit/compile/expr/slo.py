@@ -1,0 +1,388 @@
+"""SLO expressions -> `ir.Slo`.
+
+    slo        = measure comparison threshold [for NAME {, NAME}] [during window]   (clauses in any order)
+    measure    = STATISTIC(TIME_METRIC) | error_rate | throughput | dropped_iterations
+    STATISTIC  = p<N> (0 < N <= 100, e.g. p50, p99, p99.9) | median | mean (or avg) | min | max
+    TIME_METRIC= latency | ttfb | ttft | itl | tpot
+    comparison = < | <= | > | >=
+    window     = LABEL                      a curve stage label or kind: `during spike`
+               | [DURATION] .. [DURATION]   seconds from the start: `during 1m..2m30s`, `during 5m..`
+
+The threshold's unit must fit the metric: a duration for time metrics (`500ms`), a percentage or a
+fraction for error_rate (`0.5%`, `0.005`), a rate for throughput (`50/s`), a count for
+dropped_iterations (`0`). `==`, `=` and `!=` are refused with a fix (`dropped_iterations <= 0`): an SLO is
+a bound, and an equality on a measured float never holds reliably. Request names after `for` and stage
+labels after `during` are not checked here; the caller knows which exist.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+from lark import Token
+from lark.tree import Meta
+from lark.visitors import v_args
+
+from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span, did_you_mean
+from scenariokit.compile.expr import _parsing
+from scenariokit.compile.expr._parsing import ValueTransformer, whole
+from scenariokit.compile.expr.errors import ExprError, blank_span, guarded
+from scenariokit.compile.expr.quantity import fraction
+from scenariokit.compile.expr.units import KIND_NAMES, Quantity
+from scenariokit.compile.ir import TIME_METRICS, Slo, SloMetric, Window
+
+METRICS: tuple[str, ...] = (
+    "latency",
+    "ttfb",
+    "ttft",
+    "itl",
+    "tpot",
+    "error_rate",
+    "throughput",
+    "dropped_iterations",
+)
+STATISTICS: tuple[str, ...] = ("p50", "p90", "p95", "p99", "p99.9", "median", "mean", "min", "max")
+_NAMED_STATISTICS = {"median": "median", "mean": "mean", "avg": "mean", "min": "min", "max": "max"}
+_PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
+OPERATORS = ("<", "<=", ">", ">=")
+_EXAMPLE = "p99(latency) < 500ms"
+
+_EXAMPLES: _parsing.Examples = [
+    (
+        ("an SLO starts with a metric: p99(latency) < 500ms, error_rate < 1%", None),
+        ["< 1s", "1s < 1s", "(", ")", ",", "..", "1 < 2"],
+    ),
+    (
+        ("expected a comparison: <, <=, >, >=", f"e.g. {_EXAMPLE}"),
+        [
+            "latency 1s",
+            "p99(latency) 1s",
+            "p99(latency)",
+            "latency",
+            "p99(latency) for a",
+            "latency for a",
+            "p99(latency) x",
+            "latency x",
+            "p99(latency) (",
+            "p99(latency) )",
+            "latency )",
+            "latency ..",
+            "latency ,",
+            "p99(latency) ,",
+            "p99(latency) ..",
+            "p99(latency) during x",
+            "latency during x",
+        ],
+    ),
+    (
+        ("expected a threshold after the comparison", f"e.g. {_EXAMPLE}"),
+        [
+            "latency <",
+            "latency < for a",
+            "latency < <",
+            "latency < x",
+            "latency < (",
+            "latency < ,",
+            "latency < during x",
+            "latency < ..",
+        ],
+    ),
+    (
+        ("missing `)`", f"e.g. {_EXAMPLE}"),
+        [
+            "p99(latency",
+            "p99(latency < 1s",
+            "p99(latency 1s",
+            "p99(latency latency",
+            "p99(latency (",
+            "p99(latency ,",
+        ],
+    ),
+    (
+        ("expected a metric name: p99(latency)", "metrics: " + ", ".join(sorted(TIME_METRICS))),
+        ["p99(", "p99()", "p99(1s)", "p99(<", "p99((", "p99(,"],
+    ),
+    (
+        (
+            "{token} is out of place: after the threshold come `for <requests>` and `during <window>`",
+            "e.g. p95(latency) < 1s for identify during spike",
+        ),
+        [
+            "latency < 1s x",
+            "latency < 1s 2s",
+            "latency < 1s ,",
+            "latency < 1s (",
+            "latency < 1s <",
+            "latency < 1s ..",
+            "latency < 1s during x y",
+            "latency < 1s during 1m..2m x",
+            "latency < 1s during ..1m x",
+            "latency < 1s during x (",
+            "latency < 1s during 1m.. x",
+        ],
+    ),
+    (
+        ("`for` needs request names: for identify, ocr", None),
+        [
+            "latency < 1s for",
+            "latency < 1s for ,",
+            "latency < 1s for 1s",
+            "latency < 1s for (",
+        ],
+    ),
+    (
+        ("a request name is missing after `,`", "e.g. for identify, ocr"),
+        [
+            "latency < 1s for a,",
+            "latency < 1s for a, during x",
+            "latency < 1s for a, ,",
+            "latency < 1s for a, 1s",
+        ],
+    ),
+    (
+        ("missing `,` before {token}", "e.g. for identify, ocr"),
+        ["latency < 1s for a b", "latency < 1s for a 1s"],
+    ),
+    (
+        ("`during` needs a stage label or a time range: during spike, during 1m..2m", None),
+        [
+            "latency < 1s during",
+            "latency < 1s during ,",
+            "latency < 1s during (",
+            "latency < 1s during <",
+        ],
+    ),
+    (
+        ("a time window is written start..end: during 1m..2m30s", None),
+        [
+            "latency < 1s during 1m",
+            "latency < 1s during 1m 2m",
+            "latency < 1s during 1m for a",
+            "latency < 1s during 1m during x",
+            "latency < 1s during 1m,",
+        ],
+    ),
+]
+
+
+@dataclass(frozen=True)
+class _Measure:
+    metric: SloMetric
+    statistic: str | None
+
+
+@dataclass(frozen=True)
+class _Clause:
+    kind: str  # "for" | "during"
+    start: int
+    end: int
+    requests: tuple[str, ...] = ()
+    window: Window | None = None
+
+
+class _SloTransformer(ValueTransformer):
+    def start(self, children: list[Slo]) -> Slo:
+        return children[0]
+
+    # -- the measured value ------------------------------------------------------------------------------
+
+    def _metric(self, token: Token) -> SloMetric:
+        name = str(token)
+        if name not in METRICS:
+            start = token.start_pos or 0
+            hint = did_you_mean(name, METRICS) or f"metrics: {', '.join(METRICS)}"
+            raise self.error(f"unknown metric `{name}`", start, start + len(name), hint)
+        return cast(SloMetric, name)
+
+    def statistic(self, children: list[Token]) -> _Measure:
+        stat, metric_token = children
+        metric = self._metric(metric_token)
+        start = stat.start_pos or 0
+        if metric not in TIME_METRICS:
+            raise self.error(
+                f"{metric} takes no statistic",
+                start,
+                metric_token.end_pos,
+                f"write {metric} {_example_bound(metric)}",
+            )
+        name = str(stat)
+        match = _PERCENTILE.fullmatch(name)
+        if match:
+            whole_part, _, frac = match.group(1).partition(".")
+            number = str(int(whole_part)) + ("." + frac.rstrip("0") if frac.rstrip("0") else "")
+            if not 0 < float(number) <= 100:
+                raise self.error(
+                    f"`{name}`: a percentile is above 0 and at most 100",
+                    start,
+                    start + len(name),
+                    "e.g. p50, p95, p99, p99.9",
+                )
+            return _Measure(metric, f"p{number}")
+        if name in _NAMED_STATISTICS:
+            return _Measure(metric, _NAMED_STATISTICS[name])
+        hint = (
+            did_you_mean(name, STATISTICS)
+            or "statistics: p50, p95, p99, p99.9 (any p<N>), median, mean, min, max"
+        )
+        raise self.error(f"unknown statistic `{name}`", start, start + len(name), hint)
+
+    def bare_metric(self, children: list[Token]) -> _Measure:
+        (token,) = children
+        name, start = str(token), token.start_pos or 0
+        if name not in METRICS and (_PERCENTILE.fullmatch(name) or name in _NAMED_STATISTICS):
+            raise self.error(
+                f"`{name}` of what? name the metric",
+                start,
+                start + len(name),
+                f"e.g. {name}(latency) < 500ms",
+            )
+        metric = self._metric(token)
+        if metric in TIME_METRICS:
+            raise self.error(
+                f"{metric} needs a statistic",
+                start,
+                start + len(name),
+                f"e.g. p99({metric}), median({metric}) or mean({metric})",
+            )
+        return _Measure(metric, None)
+
+    # -- clauses -----------------------------------------------------------------------------------------
+
+    @v_args(meta=True)
+    def requests(self, meta: Meta, children: list[Token]) -> _Clause:
+        names: list[str] = []
+        for token in children:
+            if str(token) in names:
+                start = token.start_pos or 0
+                raise self.error(f"`{token}` is listed twice", start, start + len(token))
+            names.append(str(token))
+        return _Clause("for", meta.start_pos, meta.end_pos, requests=tuple(names))
+
+    @v_args(meta=True)
+    def stage_window(self, meta: Meta, children: list[Token]) -> _Clause:
+        (label,) = children
+        return _Clause("during", meta.start_pos, meta.end_pos, window=Window(stage=str(label)))
+
+    @v_args(meta=True)
+    def time_window(self, meta: Meta, children: list[Any]) -> _Clause:
+        low, dots, high = children
+        if low is None and high is None:
+            raise self.error(
+                "a time window needs a start, an end or both",
+                dots.start_pos,
+                dots.end_pos,
+                "e.g. during 1m..2m30s, during 5m.. (to the end)",
+            )
+        start_s = self.duration(low, "a window's start") if low is not None else 0.0
+        end_s = self.duration(high, "a window's end") if high is not None else None
+        if end_s is not None and end_s <= start_s:
+            raise self.error(
+                "this window ends before it starts",
+                meta.start_pos,
+                meta.end_pos,
+                "write the earlier time first: during 1m..2m",
+            )
+        return _Clause("during", meta.start_pos, meta.end_pos, window=Window(start_s=start_s, end_s=end_s))
+
+    # -- the whole SLO -----------------------------------------------------------------------------------
+
+    def slo(self, children: list[Any]) -> Slo:
+        measure, op_token, threshold, *clauses = children
+        op = self._operator(measure, op_token)
+        value = self._threshold(measure.metric, threshold)
+        requests: tuple[str, ...] = ()
+        window: Window | None = None
+        seen: set[str] = set()
+        for clause in clauses:
+            if clause.kind in seen:
+                raise self.error(
+                    f"`{clause.kind}` is given twice",
+                    clause.start,
+                    clause.end,
+                    "for: list every request once (for a, b); during: one window per SLO",
+                )
+            seen.add(clause.kind)
+            requests = clause.requests or requests
+            window = clause.window or window
+        start, end = whole(self.text)
+        return Slo(
+            text=self.text.strip(),
+            metric=measure.metric,
+            statistic=measure.statistic,
+            op=op,
+            threshold=value,
+            requests=requests,
+            window=window,
+            span=self.at(start, end),
+        )
+
+    def _operator(self, measure: _Measure, token: Token) -> Any:
+        op, start = str(token), token.start_pos or 0
+        if op in OPERATORS:
+            return op
+        if op in ("=<", "=>"):
+            fix = op[::-1]
+            raise self.error(f"`{op}` is not a comparison; write `{fix}`", start, start + len(op))
+        hint = (
+            "an SLO is a bound; for 'none at all' write dropped_iterations <= 0"
+            if measure.metric == "dropped_iterations"
+            else f"an SLO is a bound, e.g. {_example(measure)}"
+        )
+        raise self.error(f"`{op}` is not supported: use <, <=, > or >=", start, start + len(op), hint)
+
+    def _threshold(self, metric: SloMetric, q: Quantity) -> float:
+        mismatch = f"{metric} is {_NATURE[metric]}, not {KIND_NAMES[q.kind]}"
+        if metric in TIME_METRICS:
+            if q.kind == "duration":
+                return q.value
+            n = q.number_text
+            fix = f"{n}ms" if q.kind == "number" and float(n) >= 10 else f"{n}s"
+            message = f"{metric} is a time: `{q.text}` needs a unit" if q.kind == "number" else mismatch
+            raise self.error(message, q.start, q.end, f"{metric} is a time: write {fix}")
+        if metric == "error_rate":
+            if q.kind in ("percent", "number"):
+                return fraction(self, q, "an error rate")
+            raise self.error(mismatch, q.start, q.end, "write e.g. error_rate < 0.5% (or 0.005)")
+        if metric == "throughput":
+            if q.kind == "rate":
+                return q.value
+            hint = (
+                f"throughput is a rate: write {q.number_text}/s" if q.kind == "number" else "write e.g. 50/s"
+            )
+            raise self.error(mismatch, q.start, q.end, hint)
+        if q.kind != "number":
+            raise self.error(mismatch, q.start, q.end, "write e.g. dropped_iterations <= 0")
+        if q.value != int(q.value):
+            raise self.error(f"{metric} is a count: `{q.text}` is not a whole number", q.start, q.end)
+        return q.value
+
+
+_NATURE: dict[str, str] = {
+    **{m: "a time" for m in TIME_METRICS},
+    "error_rate": "a fraction",
+    "throughput": "a rate",
+    "dropped_iterations": "a count",
+}
+
+
+def _example_bound(metric: str) -> str:
+    return {"error_rate": "< 1%", "throughput": ">= 50/s", "dropped_iterations": "<= 0"}.get(
+        metric, "< 500ms"
+    )
+
+
+def _example(measure: _Measure) -> str:
+    if measure.statistic:
+        return f"{measure.statistic}({measure.metric}) < 500ms"
+    return f"{measure.metric} {_example_bound(measure.metric)}"
+
+
+@guarded
+def parse_slo(text: str, span: Span = UNKNOWN_SPAN) -> Slo:
+    """An SLO expression -> `Slo` (see the module docstring for the grammar)."""
+    if not text.strip():
+        raise ExprError("empty SLO", blank_span(span, text), f"e.g. {_EXAMPLE}")
+    slo: Slo = _parsing.parse("slo", text, span, _SloTransformer(text, span), _EXAMPLES)
+    return slo

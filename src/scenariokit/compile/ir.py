@@ -1,0 +1,300 @@
+"""The engine-neutral intermediate representation both backends consume.
+
+Everything here is plain, frozen data in SI units (seconds, requests per second, fractions), already
+validated. A backend never sees YAML, pydantic models or expression text: only these nodes. Each node that
+came from the scenario keeps the `Span` it came from, so a backend can still point at the YAML line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal, Union
+
+from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span
+
+# A JSON value whose strings may hold `{dataset}`, `{dataset.field}` and `${env:NAME}` references,
+# rendered per request by the engine's runtime helper. `{{` and `}}` are literal braces.
+JsonTemplate = Union[None, bool, int, float, str, list["JsonTemplate"], dict[str, "JsonTemplate"]]  # noqa: UP007
+
+LoadModel = Literal["closed", "open"]
+TargetKind = Literal["openai-chat", "http"]
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One piece of a piecewise-linear load curve.
+
+    The level (users for a closed model, requests/s for an open one) moves linearly from `start` to `end`
+    over `duration_s`. A zero-length stage is an instant jump. `label` names the stage for SLO windows
+    (`during spike`); `kind` is the curve function that produced it (ramp, hold, spike, steps).
+    """
+
+    kind: str
+    label: str
+    duration_s: float
+    start: float
+    end: float
+    span: Span = UNKNOWN_SPAN
+
+    def level_at(self, offset_s: float) -> float:
+        if self.duration_s <= 0:
+            return self.end
+        frac = min(max(offset_s / self.duration_s, 0.0), 1.0)
+        return self.start + (self.end - self.start) * frac
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A think-time distribution in seconds. kind: none | constant | uniform | exponential | normal."""
+
+    kind: Literal["none", "constant", "uniform", "exponential", "normal"]
+    params: tuple[tuple[str, float], ...] = ()
+    span: Span = UNKNOWN_SPAN
+
+    def param(self, name: str) -> float:
+        return dict(self.params)[name]
+
+    @property
+    def mean_s(self) -> float:
+        p = dict(self.params)
+        match self.kind:
+            case "none":
+                return 0.0
+            case "constant":
+                return p["value"]
+            case "uniform":
+                return (p["low"] + p["high"]) / 2
+            case "exponential" | "normal":
+                return p["mean"]
+        raise AssertionError(self.kind)
+
+
+NO_THINK_TIME = Distribution("none")
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    model: LoadModel
+    stages: tuple[Stage, ...]
+    think_time: Distribution = NO_THINK_TIME
+    # Open model only: the virtual users an engine may use to keep the arrival rate (k6 maxVUs).
+    pre_allocated_users: int = 0
+    max_users: int = 0
+    # The latency the author expects; sizes the open model's user pool and the plan's request estimate.
+    expected_latency_s: float = 1.0
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def duration_s(self) -> float:
+        return sum(s.duration_s for s in self.stages)
+
+    @property
+    def peak(self) -> float:
+        return max((max(s.start, s.end) for s in self.stages), default=0.0)
+
+    def level_at(self, t: float) -> float:
+        """The intended users (closed) or rate (open) at `t` seconds into the run."""
+        stage, offset = self.stage_at(t)
+        return stage.level_at(offset) if stage else 0.0
+
+    def stage_at(self, t: float) -> tuple[Stage | None, float]:
+        elapsed = 0.0
+        for stage in self.stages:
+            if t < elapsed + stage.duration_s:
+                return stage, t - elapsed
+            elapsed += stage.duration_s
+        return (self.stages[-1], self.stages[-1].duration_s) if self.stages else (None, 0.0)
+
+    def level_integral(self) -> float:
+        """Area under the curve: user-seconds (closed) or total arrivals (open)."""
+        return sum((s.start + s.end) / 2 * s.duration_s for s in self.stages)
+
+    def stage_windows(self) -> list[tuple[Stage, float, float]]:
+        """(stage, start_s, end_s) for every stage, in order."""
+        out, elapsed = [], 0.0
+        for stage in self.stages:
+            out.append((stage, elapsed, elapsed + stage.duration_s))
+            elapsed += stage.duration_s
+        return out
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set materialized at compile time: one string field mapping per record.
+
+    `default_field` is what a bare `{name}` reference renders to (for images: a data: URL).
+    """
+
+    name: str
+    source: str
+    fields: tuple[str, ...]
+    default_field: str
+    records: tuple[Mapping[str, str], ...]
+    pick: Literal["random", "sequential"] = "random"
+    span: Span = UNKNOWN_SPAN
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What makes a response a success. An empty `status` means any 2xx.
+
+    `contains` (a template) must appear in the answer text, compared case-insensitively with runs of
+    whitespace collapsed; the answer text is the chat message content for chat targets, else the body.
+    """
+
+    status: tuple[int, ...] = ()
+    contains: str | None = None
+    span: Span = UNKNOWN_SPAN
+
+
+@dataclass(frozen=True)
+class RequestTemplate:
+    name: str
+    weight: float
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+    json_body: JsonTemplate = None
+    text_body: str | None = None
+    # An OpenAI-style chat request whose answer is parsed (streamed as SSE when `stream`).
+    chat: bool = False
+    stream: bool = False
+    expect: Expect = field(default_factory=Expect)
+    timeout_s: float = 60.0
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def has_body(self) -> bool:
+        return self.json_body is not None or self.text_body is not None
+
+
+def integer_weights(weights: list[float], max_total: int = 10_000) -> list[int]:
+    """The smallest integers with the same ratios as `weights` (3, 1, 0.1 -> 30, 10, 1).
+
+    Falls back to rounding on a 1/max_total grid when exact ratios need larger numbers. Zero stays zero.
+    """
+    fractions = [Fraction(w).limit_denominator(1000) for w in weights]
+    denominator = math.lcm(*(f.denominator for f in fractions)) if fractions else 1
+    ints = [int(f * denominator) for f in fractions]
+    divisor = math.gcd(*ints) if any(ints) else 1
+    ints = [i // divisor for i in ints]
+    if sum(ints) <= max_total:
+        return ints
+    total = sum(weights)
+    return [max(1, round(w / total * max_total)) if w > 0 else 0 for w in weights]
+
+
+# --- SLOs -----------------------------------------------------------------------------------------
+
+SloMetric = Literal[
+    "latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations"
+]
+# Time metrics are judged in seconds; error_rate as a fraction; throughput in requests/s;
+# dropped_iterations as a count.
+TIME_METRICS = frozenset({"latency", "ttfb", "ttft", "itl", "tpot"})
+
+
+@dataclass(frozen=True)
+class Window:
+    """An SLO time window: a named stage (`during spike`) or seconds from the start (`during 1m..2m`)."""
+
+    stage: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Slo:
+    text: str
+    metric: SloMetric
+    # For time metrics: p50, p95, p99, p99.9, mean, median, min, max. None for rate-like metrics.
+    statistic: str | None
+    op: Literal["<", "<=", ">", ">="]
+    threshold: float
+    requests: tuple[str, ...] = ()
+    window: Window | None = None
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def percentile(self) -> float | None:
+        if self.statistic and self.statistic.startswith("p"):
+            return float(self.statistic[1:])
+        if self.statistic == "median":
+            return 50.0
+        return None
+
+    def holds(self, value: float) -> bool:
+        match self.op:
+            case "<":
+                return value < self.threshold
+            case "<=":
+                return value <= self.threshold
+            case ">":
+                return value > self.threshold
+            case ">=":
+                return value >= self.threshold
+        raise AssertionError(self.op)
+
+
+# --- the whole scenario ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: TargetKind
+    base_url: str  # "embedded" means the bundled model server, started by the runner
+    model: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    # Start-up settings for the embedded server (workers, max_in_flight, max_queue, fault), when used.
+    embedded_options: tuple[tuple[str, int | str], ...] = ()
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.base_url == "embedded"
+
+
+EMBEDDED_DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """The `monitoring:` section: a Prometheus server or not, and the sampling interval."""
+
+    prometheus: bool = False
+    interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source_path: str
+    source_sha256: str
+    target: Target
+    load: LoadProfile
+    requests: tuple[RequestTemplate, ...]
+    datasets: tuple[Dataset, ...] = ()
+    slos: tuple[Slo, ...] = ()
+    engine: Literal["locust", "k6"] = "locust"
+    seed: int = 0
+    description: str = ""
+    monitoring: Monitoring = Monitoring()
+
+    @property
+    def default_base_url(self) -> str:
+        return EMBEDDED_DEFAULT_URL if self.target.is_embedded else self.target.base_url
+
+    def dataset(self, name: str) -> Dataset:
+        return next(d for d in self.datasets if d.name == name)

@@ -1,0 +1,463 @@
+"""Stage 3: validated models -> the engine-neutral IR.
+
+Here the expression strings are parsed (with spans that point inside the YAML values), names are
+cross-checked (SLO `for` names, `during` windows, `{dataset.field}` references), chat requests are built
+into their JSON bodies, and the open model's user pool is sized by Little's law.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any
+
+from scenariokit.compile import expr
+from scenariokit.compile.datasets import DatasetError, load_dataset
+from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, did_you_mean
+from scenariokit.compile.ir import (
+    NO_THINK_TIME,
+    Dataset,
+    Distribution,
+    Expect,
+    LoadProfile,
+    Monitoring,
+    RequestTemplate,
+    Scenario,
+    Slo,
+    Stage,
+    Target,
+)
+from scenariokit.compile.model import CHAT_FIELDS, REST_FIELDS, RequestSpec, ScenarioSpec
+from scenariokit.compile.parse import Document, Path_
+
+STREAM_METRICS = frozenset({"ttft", "itl", "tpot"})
+# Open model: users started up front cover the expected concurrency with this headroom; the engine may
+# grow to `MAX_USERS_FACTOR` times the expected concurrency before it starts dropping arrivals.
+PRE_ALLOCATED_HEADROOM = 1.2
+MAX_USERS_FACTOR = 4
+MIN_MONITOR_INTERVAL_S, MAX_MONITOR_INTERVAL_S = 0.1, 60.0
+
+
+class Lowerer:
+    def __init__(self, spec: ScenarioSpec, doc: Document, source_path: str) -> None:
+        self.spec = spec
+        self.doc = doc
+        self.source = doc.source
+        self.source_path = source_path
+        self.bag = DiagnosticBag()
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _expr(self, parse: Any, text: str, path: Path_, default: Any = None) -> Any:
+        """Run an expression parser on the value at `path`, turning its error into a diagnostic."""
+        try:
+            return parse(text, self.source.text(path))
+        except expr.ExprError as exc:
+            self.bag.items.append(exc.diagnostic)
+            return default
+
+    def _check_template(self, text: str, path: Path_) -> None:
+        try:
+            parts = expr.parse_template(text, self.source.text(path))
+        except expr.ExprError as exc:
+            self.bag.items.append(exc.diagnostic)
+            return
+        for part in parts:
+            if isinstance(part, expr.DataRef):
+                self._check_data_ref(part)
+
+    def _check_data_ref(self, ref: expr.DataRef) -> None:
+        dataset = self.datasets.get(ref.dataset)
+        if dataset is None:
+            known = sorted(self.datasets)
+            hint = did_you_mean(ref.dataset, known) or (
+                f"data sets defined: {', '.join(known)}"
+                if known
+                else "define it under `data:`, e.g. `images: builtin:text-cards`"
+            )
+            self.bag.error(ref.span, f"unknown data set `{ref.dataset}`", hint)
+        elif ref.field is not None and ref.field not in dataset.fields:
+            hint = did_you_mean(ref.field, dataset.fields) or f"fields: {', '.join(dataset.fields)}"
+            self.bag.error(ref.span, f"data set `{ref.dataset}` has no field `{ref.field}`", hint)
+
+    def _check_templates_in(self, value: Any, path: Path_) -> None:
+        if isinstance(value, str):
+            self._check_template(value, path)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._check_templates_in(item, (*path, key))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self._check_templates_in(item, (*path, i))
+
+    # -- sections ----------------------------------------------------------------------------------
+
+    def lower(self) -> Scenario:
+        target = self._target()
+        load = self._load()
+        self._data()
+        requests = tuple(self._request(name, spec) for name, spec in self.spec.requests.items())
+        self._check_weights(requests)
+        slos = self._slos(requests, load)
+        monitoring = self._monitoring()
+        self.bag.raise_if_errors()
+        return Scenario(
+            name=self.spec.name,
+            source_path=self.source_path,
+            source_sha256=hashlib.sha256(self.doc.text.encode("utf-8")).hexdigest(),
+            target=target,
+            load=load,
+            requests=requests,
+            datasets=tuple(self.datasets.values()),
+            slos=slos,
+            engine=self.spec.engine,
+            seed=self.spec.seed,
+            description=self.spec.description,
+            monitoring=monitoring,
+        )
+
+    def _monitoring(self) -> Monitoring:
+        spec = self.spec.monitoring
+        path = ("monitoring", "interval")
+        interval = self._expr(expr.parse_duration, spec.interval, path, 1.0)
+        if not MIN_MONITOR_INTERVAL_S <= interval <= MAX_MONITOR_INTERVAL_S:
+            self.bag.error(
+                self.source.text(path),
+                f"a sampling interval of {spec.interval} is out of range",
+                "use 100ms to 1m; 1s suits most runs",
+            )
+        return Monitoring(prometheus=spec.prometheus, interval_s=interval)
+
+    def _target(self) -> Target:
+        spec = self.spec.target
+        url = spec.base_url
+        if url != "embedded" and not url.startswith(("http://", "https://")):
+            self.bag.error(
+                self.source.text(("target", "base_url")),
+                f"`{url}` is not an http(s) URL",
+                "write `embedded` for the bundled server, or e.g. http://127.0.0.1:8000",
+            )
+        if spec.kind == "openai-chat" and not spec.chat_path.startswith("/"):
+            self.bag.error(self.source.text(("target", "chat_path")), "paths start with `/`")
+        for name, value in spec.headers.items():
+            self._check_header(value, ("target", "headers", name))
+        return Target(
+            kind=spec.kind,
+            base_url=url.rstrip("/"),
+            model=spec.model,
+            headers=tuple(spec.headers.items()),
+            embedded_options=tuple(spec.embedded.model_dump(exclude_none=True).items())
+            if spec.embedded
+            else (),
+            span=self.source.value(("target",)),
+        )
+
+    def _check_header(self, value: str, path: Path_) -> None:
+        try:
+            parts = expr.parse_template(value, self.source.text(path))
+        except expr.ExprError as exc:
+            self.bag.items.append(exc.diagnostic)
+            return
+        key = str(path[-1]).lower()
+        if (
+            key in ("authorization", "x-api-key", "api-key")
+            and not any(isinstance(p, expr.EnvRef) for p in parts)
+            and value.strip()
+        ):
+            self.bag.warning(
+                self.source.text(path),
+                f"the `{path[-1]}` header holds a literal secret",
+                "reference it instead: `Bearer ${env:API_KEY}`",
+            )
+
+    def _load(self) -> LoadProfile:
+        spec = self.spec.load
+        stages: tuple[Stage, ...] = self._expr(expr.parse_curve, spec.curve, ("load", "curve"), ())
+        think: Distribution = self._expr(
+            expr.parse_distribution, spec.think_time, ("load", "think_time"), NO_THINK_TIME
+        )
+        span = self.source.value(("load",))
+        latency = self._expr(expr.parse_duration, spec.expected_latency, ("load", "expected_latency"), 1.0)
+        if stages and max(max(s.start, s.end) for s in stages) == 0:
+            self.bag.warning(
+                self.source.text(("load", "curve")),
+                "the curve never rises above 0: no load",
+                "raise a level, e.g. ramp(0, 10, 30s)",
+            )
+        if spec.model == "closed":
+            for stage in stages:
+                if stage.start != int(stage.start) or stage.end != int(stage.end):
+                    self.bag.error(
+                        stage.span,
+                        "a closed model counts users: levels must be whole numbers",
+                        "use `model: open` for a rate in requests/s",
+                    )
+            return LoadProfile("closed", stages, think, expected_latency_s=latency, span=span)
+        if think.kind != "none":
+            self.bag.warning(
+                self.source.text(("load", "think_time")),
+                "think time is ignored in an open model: arrivals follow the curve",
+                "remove `think_time`, or use `model: closed`",
+            )
+        peak = max((max(s.start, s.end) for s in stages), default=0.0)
+        concurrency = peak * latency  # Little's law: users busy = arrival rate x time in system
+        pre = spec.pre_allocated_users or max(1, math.ceil(concurrency * PRE_ALLOCATED_HEADROOM))
+        most = spec.max_users or max(pre, math.ceil(concurrency * MAX_USERS_FACTOR), 1)
+        if most < pre:
+            self.bag.error(
+                self.source.text(("load", "max_users")),
+                f"max_users ({most}) is below pre_allocated_users ({pre})",
+            )
+        return LoadProfile("open", stages, NO_THINK_TIME, pre, most, latency, span=span)
+
+    def _data(self) -> None:
+        base_dir = Path(self.source.file).parent
+        for name, entry in self.spec.data.items():
+            path: Path_ = ("data", name)
+            options = entry if not isinstance(entry, str) else None
+            source = entry if isinstance(entry, str) else entry.source
+            try:
+                loaded = load_dataset(
+                    source, base_dir, options.count if options else None, options.seed if options else 0
+                )
+            except DatasetError as exc:
+                src_path = (*path, "source") if options else path
+                self.bag.error(self.source.text(src_path), str(exc), exc.hint)
+                continue
+            self.datasets[name] = Dataset(
+                name=name,
+                source=source,
+                fields=loaded.fields,
+                default_field=loaded.default_field,
+                records=loaded.records,
+                pick=options.pick if options else "random",
+                span=self.source.value(path),
+            )
+
+    def _request(self, name: str, spec: RequestSpec) -> RequestTemplate:
+        path: Path_ = ("requests", name)
+        given = spec.model_fields_set
+        chat_fields = sorted(given & CHAT_FIELDS - {"stream"} | ({"stream"} if spec.stream else set()))
+        rest_fields = sorted(given & REST_FIELDS)
+        timeout = self._expr(
+            expr.parse_duration,
+            spec.timeout or self.spec.target.timeout,
+            (*path, "timeout") if spec.timeout else ("target", "timeout"),
+            60.0,
+        )
+        for key, value in spec.headers.items():
+            self._check_header(value, (*path, "headers", key))
+        headers = tuple(spec.headers.items())
+        expect = self._expect(spec, path)
+        common = dict(
+            name=name, weight=spec.weight, expect=expect, timeout_s=timeout, span=self.source.key(path)
+        )
+        if spec.raw is not None:
+            if chat_fields or rest_fields:
+                self.bag.error(
+                    self.source.key((*path, "raw")),
+                    f"`raw` sends a request exactly as written; remove {_names(chat_fields + rest_fields)}",
+                )
+            return self._raw(spec, path, headers, common)
+        if chat_fields and rest_fields:
+            self.bag.error(
+                self.source.key(path),
+                f"request `{name}` mixes chat fields ({_names(chat_fields)}) "
+                f"with REST fields ({_names(rest_fields)})",
+                "use prompt/image for chat targets, or method/path/json for REST; or `raw:`",
+            )
+        if self.spec.target.kind == "openai-chat" and not rest_fields:
+            return self._chat(spec, path, headers, common)
+        if self.spec.target.kind == "http" and chat_fields:
+            self.bag.error(
+                self.source.key((*path, chat_fields[0])),
+                f"`{chat_fields[0]}` needs a chat target (`target.kind: openai-chat`)",
+                "for a REST API write method/path/json",
+            )
+        return self._rest(spec, path, headers, common)
+
+    def _expect(self, spec: RequestSpec, path: Path_) -> Expect:
+        if spec.expect is None:
+            return Expect()
+        status = spec.expect.status
+        codes = tuple(status if isinstance(status, list) else [status] if status is not None else [])
+        if spec.expect.contains is not None:
+            self._check_template(spec.expect.contains, (*path, "expect", "contains"))
+        return Expect(status=codes, contains=spec.expect.contains, span=self.source.value((*path, "expect")))
+
+    def _chat(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+        model = spec.model or self.spec.target.model
+        if model is None:
+            self.bag.error(
+                self.source.key(path),
+                "chat requests need a model name",
+                "set `target.model: ocr` (or `model:` on this request)",
+            )
+        content: list[dict[str, Any]] = []
+        for key in ("prompt", "image", "system"):
+            value = getattr(spec, key)
+            if value is not None:
+                self._check_template(value, (*path, key))
+        if spec.prompt is not None:
+            content.append({"type": "text", "text": spec.prompt})
+        if spec.image is not None:
+            content.append({"type": "image_url", "image_url": {"url": spec.image}})
+        if not content:
+            self.bag.error(
+                self.source.key(path),
+                "a chat request needs a `prompt`, an `image`, or both",
+                'e.g. `prompt: "Read the text."` and `image: "{images}"`',
+            )
+        messages: list[dict[str, Any]] = []
+        if spec.system is not None:
+            messages.append({"role": "system", "content": spec.system})
+        messages.append({"role": "user", "content": content})
+        body: dict[str, Any] = {"model": model, "messages": messages}
+        if spec.max_tokens is not None:
+            body["max_tokens"] = spec.max_tokens
+        if spec.temperature is not None:
+            body["temperature"] = spec.temperature
+        if spec.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return RequestTemplate(
+            method="POST",
+            path=self.spec.target.chat_path,
+            headers=headers,
+            json_body=body,
+            chat=True,
+            stream=spec.stream,
+            **common,
+        )
+
+    def _rest(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+        if spec.path is None:
+            self.bag.error(
+                self.source.key(path), f"request `{path[-1]}` needs a `path`", "e.g. `path: /api/v1/identify`"
+            )
+        return self._http(spec.method, spec.path or "/", spec.json_body, spec.body, path, headers, common)
+
+    def _raw(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+        raw = spec.raw
+        assert raw is not None
+        default_path = self.spec.target.chat_path if self.spec.target.kind == "openai-chat" else None
+        if raw.path is None and default_path is None:
+            self.bag.error(self.source.key((*path, "raw")), "a raw request to an http target needs a `path`")
+        for key, value in raw.headers.items():
+            self._check_header(value, (*path, "raw", "headers", key))
+        merged = dict(headers) | raw.headers
+        return self._http(
+            raw.method,
+            raw.path or default_path or "/",
+            raw.json_body,
+            raw.body,
+            (*path, "raw"),
+            tuple(merged.items()),
+            common,
+        )
+
+    def _http(
+        self,
+        method: str | None,
+        url_path: str,
+        json_body: Any,
+        body: str | None,
+        path: Path_,
+        headers: Any,
+        common: dict[str, Any],
+    ) -> RequestTemplate:
+        if json_body is not None and body is not None:
+            self.bag.error(self.source.key((*path, "body")), "give either `json` or `body`, not both")
+        if not url_path.startswith("/"):
+            self.bag.error(self.source.text((*path, "path")), "paths start with `/`", f"write `/{url_path}`")
+        self._check_template(url_path, (*path, "path"))
+        self._check_templates_in(json_body, (*path, "json"))
+        if body is not None:
+            self._check_template(body, (*path, "body"))
+        has_body = json_body is not None or body is not None
+        return RequestTemplate(
+            method=method or ("POST" if has_body else "GET"),
+            path=url_path,
+            headers=tuple(headers),
+            json_body=json_body,
+            text_body=body,
+            **common,
+        )
+
+    def _check_weights(self, requests: tuple[RequestTemplate, ...]) -> None:
+        if requests and sum(r.weight for r in requests) <= 0:
+            self.bag.error(
+                self.source.key(("requests",)),
+                "the request weights add up to 0: nothing would be sent",
+                "give at least one request a positive `weight`",
+            )
+
+    def _slos(self, requests: tuple[RequestTemplate, ...], load: LoadProfile) -> tuple[Slo, ...]:
+        by_name = {r.name: r for r in requests}
+        labels = {s.label for s in load.stages} | {s.kind for s in load.stages}
+        result: list[Slo] = []
+        seen: dict[str, int] = {}
+        for i, text in enumerate(self.spec.slo):
+            path: Path_ = ("slo", i)
+            slo: Slo | None = self._expr(expr.parse_slo, text, path)
+            if slo is None:
+                continue
+            key = _slo_key(slo)
+            if key in seen:
+                self.bag.error(
+                    self.source.text(path),
+                    f"this SLO repeats SLO #{seen[key] + 1}",
+                    "k6 would silently ignore one of them; we refuse: remove one",
+                )
+                continue
+            seen[key] = i
+            self._check_slo_names(slo, by_name, path)
+            if slo.window and slo.window.stage and slo.window.stage not in labels:
+                hint = did_you_mean(slo.window.stage, labels) or f"stages: {', '.join(sorted(labels))}"
+                self.bag.error(self.source.text(path), f"no load stage is called `{slo.window.stage}`", hint)
+            if slo.window and slo.window.start_s is not None and slo.window.start_s >= load.duration_s:
+                self.bag.error(
+                    self.source.text(path), f"this window starts after the run ends ({load.duration_s:g}s)"
+                )
+            if slo.metric == "dropped_iterations" and load.model == "closed":
+                self.bag.warning(
+                    self.source.text(path),
+                    "dropped iterations only happen in an open model; this SLO always holds",
+                )
+            self._check_stream_metric(slo, by_name, path)
+            result.append(slo)
+        return tuple(result)
+
+    def _check_slo_names(self, slo: Slo, by_name: dict[str, RequestTemplate], path: Path_) -> None:
+        for name in slo.requests:
+            if name not in by_name:
+                hint = did_you_mean(name, by_name) or f"requests: {', '.join(by_name)}"
+                self.bag.error(self.source.text(path), f"no request is called `{name}`", hint)
+
+    def _check_stream_metric(self, slo: Slo, by_name: dict[str, RequestTemplate], path: Path_) -> None:
+        if slo.metric not in STREAM_METRICS:
+            return
+        chosen = [by_name[n] for n in slo.requests if n in by_name] or list(by_name.values())
+        if not any(r.stream for r in chosen):
+            self.bag.error(
+                self.source.text(path),
+                f"{slo.metric} is measured only on streamed chat requests, and none is selected",
+                "add `stream: true` to a chat request, or measure `latency` instead",
+            )
+
+
+def _slo_key(slo: Slo) -> str:
+    window = (slo.window.stage, slo.window.start_s, slo.window.end_s) if slo.window else None
+    return repr((slo.metric, slo.statistic, slo.op, slo.threshold, tuple(sorted(slo.requests)), window))
+
+
+def _names(fields: list[str]) -> str:
+    return ", ".join(f"`{'json' if f == 'json_body' else f}`" for f in fields)
+
+
+def lower(spec: ScenarioSpec, doc: Document, source_path: str) -> tuple[Scenario, list[Diagnostic]]:
+    """The IR and the warnings found on the way (errors raise ScenarioError)."""
+    lowerer = Lowerer(spec, doc, source_path)
+    return lowerer.lower(), lowerer.bag.warnings

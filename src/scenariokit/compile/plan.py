@@ -1,0 +1,103 @@
+"""`scenariokit plan`: what a scenario will do, computed from the IR without sending a request."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from scenariokit.compile.expr import format_duration
+from scenariokit.compile.ir import Scenario
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration_s: float
+    peak: float
+    unit: str
+    expected_requests: dict[str, float]
+    # Open model: users an arrival rate needs by Little's law, and what the engines will be given.
+    users_needed_at_peak: float
+    pre_allocated_users: int
+    max_users: int
+    sparkline: str
+
+
+def make_plan(scenario: Scenario, width: int = 60) -> Plan:
+    load = scenario.load
+    per_request_s = load.expected_latency_s + load.think_time.mean_s
+    if load.model == "open":
+        total = load.level_integral()
+        needed = load.peak * load.expected_latency_s
+    else:
+        total = load.level_integral() / per_request_s if per_request_s > 0 else math.inf
+        needed = load.peak
+    weight_sum = sum(r.weight for r in scenario.requests) or 1.0
+    expected = {r.name: total * r.weight / weight_sum for r in scenario.requests}
+    return Plan(
+        duration_s=load.duration_s,
+        peak=load.peak,
+        unit="requests/s" if load.model == "open" else "users",
+        expected_requests=expected,
+        users_needed_at_peak=needed,
+        pre_allocated_users=load.pre_allocated_users,
+        max_users=load.max_users,
+        sparkline=sparkline(scenario, width),
+    )
+
+
+def sparkline(scenario: Scenario, width: int = 60) -> str:
+    load = scenario.load
+    if load.duration_s <= 0 or load.peak <= 0:
+        return SPARK[0] * min(width, 1)
+    samples = [load.level_at(load.duration_s * (i + 0.5) / width) for i in range(width)]
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / load.peak * (len(SPARK) - 1) + 0.5))] for v in samples)
+
+
+def render_plan(scenario: Scenario, console: Console) -> None:
+    plan = make_plan(scenario)
+    load = scenario.load
+    console.print(
+        f"[bold]{scenario.name}[/] — {load.model} model, engine {scenario.engine}, "
+        f"target {scenario.target.kind} at {scenario.target.base_url}"
+    )
+    console.print(
+        f"  {plan.sparkline}  peak {plan.peak:g} {plan.unit}, {format_duration(plan.duration_s)} total"
+    )
+    table = Table("#", "stage", "kind", "from", "to", "duration", "window", title="load curve")
+    for i, (stage, start, end) in enumerate(load.stage_windows(), 1):
+        table.add_row(
+            str(i),
+            stage.label,
+            stage.kind,
+            f"{stage.start:g}",
+            f"{stage.end:g}",
+            format_duration(stage.duration_s),
+            f"{format_duration(start)}–{format_duration(end)}",
+        )
+    console.print(table)
+    if load.model == "open":
+        console.print(
+            f"  Little's law: {plan.peak:g}/s x {format_duration(load.expected_latency_s)} expected "
+            f"latency = {plan.users_needed_at_peak:.1f} users busy at peak"
+        )
+        console.print(
+            f"  k6 ramping-arrival-rate: preAllocatedVUs={plan.pre_allocated_users}, maxVUs={plan.max_users}"
+        )
+    else:
+        per_user = 1 / (load.expected_latency_s + load.think_time.mean_s)
+        console.print(
+            f"  each user sends about {per_user:.2f} requests/s (expected latency "
+            f"{format_duration(load.expected_latency_s)} + mean think "
+            f"{format_duration(load.think_time.mean_s)})"
+        )
+    requests = Table("request", "weight", "expected requests", title="request mix")
+    for r in scenario.requests:
+        requests.add_row(r.name, f"{r.weight:g}", f"{plan.expected_requests[r.name]:,.0f}")
+    console.print(requests)
+    if scenario.slos:
+        console.print("  SLOs: " + "; ".join(s.text for s in scenario.slos))

@@ -1,0 +1,339 @@
+"""The k6 backend: a k6 script with scenarios, thresholds and a data-driven request table.
+
+Closed models become a `ramping-vus` scenario, open models a `ramping-arrival-rate` one (with a time unit
+that keeps every target an integer, so rates below 1/s work). A zero-length IR stage (an instant jump) is a
+k6 stage with `duration: "0s"`: both executors treat it as a jump (ramping-vus adds one step at that
+offset; ramping-arrival-rate integrates nothing over it and starts the next stage at the new rate).
+
+SLOs become k6 thresholds, one key per metric and tag filter with all its conditions in source order (k6
+silently ignores duplicate keys); stage windows become tag filters, which k6 alone cannot express. What k6
+cannot measure (time to first token, inter-token latency) or express (time windows) is reported as a
+warning and judged by scenariokit, never dropped silently. Every value from the scenario reaches the
+script as a JSON literal (`js_literal`) with `<`, `>`, `&` and line separators escaped; comments hold
+only printable ASCII. The runtime (`backends/k6/scenariokit-runtime.js`) documents its records (what the
+runner reads) and its metrics (what the script's own thresholds read).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from scenariokit.compile.diagnostics import Diagnostic, Severity
+from scenariokit.compile.expr import format_duration
+from scenariokit.compile.ir import Distribution, LoadProfile, RequestTemplate, Scenario, Slo
+from scenariokit.engines.base import CompiledScript, dataset_files, engine_files_dir, header_lines, register
+
+RUNTIME = "scenariokit-runtime.js"
+TEMPLATE = "script.js.j2"
+UNMEASURABLE = {"ttft": "time to first token", "itl": "inter-token latency", "tpot": "time per output token"}
+TREND_FOR = {"latency": "sk_latency", "ttfb": "sk_ttfb"}
+STAT_FOR = {"mean": "avg", "median": "med", "min": "min", "max": "max"}
+INVERSE_OP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+# k6 arrival-rate targets are integers per timeUnit: the finest unit first, the last one also for rounding.
+TIME_UNITS = (("1s", 1.0), ("1m", 60.0), ("1h", 3600.0))
+# Characters k6's threshold-key parser gives meaning to (or trims): such a value cannot be a tag filter.
+_K6_KEY_SYNTAX = frozenset("{}:,\"'")
+_CONDITION = re.compile(r"(avg|min|max|med|p\([0-9.]+\)|rate|count)(<|<=|>|>=)[0-9.e+-]+")
+
+
+def js_literal(value: Any) -> str:
+    """A JavaScript literal for a JSON value that is safe anywhere in a script (even inside <script>).
+
+    `ensure_ascii` escapes every non-ASCII character (U+2028/2029 included) and control character; `<`, `>`
+    and `&` only ever occur inside strings in JSON text, where `\\u003c` etc. mean the same.
+    """
+    text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def comment_safe(text: str) -> str:
+    """Printable ASCII only (anything else as `?`): safe in a `//` comment, which a line terminator ends."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
+def number(value: float) -> str:
+    """A number as k6 and JavaScript read it: 500, 0.995, 1e-06 (12 significant digits, no -0)."""
+    text = format(value, ".12g")
+    return "0" if text == "-0" else text
+
+
+def tag_safe(value: str) -> bool:
+    """Whether k6 can parse `value` as a tag value inside a threshold key like `sk_latency{name:VALUE}`."""
+    return (
+        bool(value) and value == value.strip() and value.isprintable() and not (_K6_KEY_SYNTAX & set(value))
+    )
+
+
+# --- load -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateUnit:
+    unit: str
+    seconds: float
+    exact: bool
+    worst_error: float  # largest relative error of a rounded rate (0 when exact)
+
+
+def time_unit_for(levels: list[float]) -> RateUnit:
+    """The finest k6 timeUnit that makes every rate an integer, else rates rounded per hour."""
+    for unit, seconds in TIME_UNITS:
+        if all(abs(level * seconds - round(level * seconds)) < 1e-6 for level in levels):
+            return RateUnit(unit, seconds, True, 0.0)
+    unit, seconds = TIME_UNITS[-1]
+    errors = [abs(round(level * seconds) / seconds - level) / level for level in levels if level > 0]
+    return RateUnit(unit, seconds, False, max(errors, default=0.0))
+
+
+# k6 interrupts an iteration still running when gracefulStop (or gracefulRampDown) runs out; a request's
+# timeout fires at the same moment at the earliest, so the grace exceeds the longest timeout by this much.
+GRACE_MARGIN_S = 2
+
+
+def graceful_stop(scenario: Scenario) -> str:
+    """Long enough for a request in flight at the end to finish or time out and its VU to write its
+    records, so none is cut unjudged or unwritten."""
+    longest = max((r.timeout_s for r in scenario.requests), default=30.0)
+    return format_duration(math.ceil(longest) + GRACE_MARGIN_S)
+
+
+def executor_lines(scenario: Scenario) -> tuple[list[str], list[str]]:
+    """The k6 scenario's settings as `key: value` lines, and warnings about rounding."""
+    load: LoadProfile = scenario.load
+    stages = load.stages
+    first = stages[0].start if stages else 0.0
+    levels = [first, *(s.end for s in stages)]
+    warnings: list[str] = []
+    stop = graceful_stop(scenario)
+    if load.model == "closed":
+        scale = 1.0
+        fractional = [level for level in levels if abs(level - round(level)) > 1e-9]
+        if fractional:
+            warnings.append(
+                f"k6 runs whole virtual users: {number(fractional[0])} users was rounded to "
+                f"{round(fractional[0])}"
+            )
+        lines = ['executor: "ramping-vus"', f"startVUs: {round(first)}"]
+    else:
+        rate = time_unit_for(levels)
+        scale = rate.seconds
+        if not rate.exact:
+            warnings.append(
+                f"k6 arrival rates are whole numbers per time unit: rates were rounded to a multiple of "
+                f"1/{rate.unit[1:]}, off by up to {rate.worst_error:.3%}"
+            )
+        pre = max(1, load.pre_allocated_users)
+        lines = [
+            'executor: "ramping-arrival-rate"',
+            f"startRate: {round(first * scale)}",
+            f'timeUnit: "{rate.unit}"',
+            f"preAllocatedVUs: {pre}",
+            f"maxVUs: {max(pre, load.max_users)}",
+        ]
+    stage_list = ", ".join(
+        f'{{ duration: "{format_duration(s.duration_s)}", target: {round(s.end * scale)} }}' for s in stages
+    )
+    lines.append(f"stages: [{stage_list}]")
+    lines.append(f'gracefulStop: "{stop}"')
+    if load.model == "closed":
+        lines.append(f'gracefulRampDown: "{stop}"')
+    return lines, warnings
+
+
+def think_time_spec(think: Distribution) -> str:
+    return js_literal({"kind": think.kind, **dict(think.params)})
+
+
+# --- thresholds -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Threshold:
+    key: str
+    conditions: list[str]
+    comments: list[str]
+
+
+def _statistic(slo: Slo) -> str:
+    if slo.statistic and slo.statistic.startswith("p"):
+        return f"p({slo.statistic[1:]})"
+    return STAT_FOR[slo.statistic or "mean"]
+
+
+def threshold_for(slo: Slo, scenario: Scenario) -> tuple[list[tuple[str, str]], str | None]:
+    """[(threshold key, condition)] for one SLO, or why it cannot be a k6 threshold."""
+    if slo.metric in UNMEASURABLE:
+        return [], (
+            f"k6 reads whole responses and cannot measure {UNMEASURABLE[slo.metric]}; "
+            "this SLO will be reported as not measured"
+        )
+    window = slo.window
+    if window is not None and window.stage is None:
+        return [], "k6 thresholds hold over the whole test, not a time window; scenariokit judges it"
+    if slo.metric == "dropped_iterations" and (slo.requests or window is not None):
+        return [], "k6 counts dropped iterations for the whole test only; scenariokit judges it"
+    if slo.metric == "throughput" and window is not None:
+        return [], "a k6 counter's rate is over the whole test, not one stage; scenariokit judges it"
+    filters: list[str] = []
+    if window is not None and window.stage is not None:
+        # `during spike` names a kind (every spike) or, when no stage has that kind, one label.
+        kinds = {s.kind for s in scenario.load.stages}
+        filters.append(f"{'stage_kind' if window.stage in kinds else 'stage'}:{window.stage}")
+        if not tag_safe(window.stage):
+            return [], f"k6 cannot filter on a stage named {window.stage!r}; scenariokit judges it"
+    bad = [name for name in slo.requests if not tag_safe(name)]
+    if bad:
+        return [], f"k6 cannot filter on a request named {bad[0]!r}; scenariokit judges it"
+    if slo.metric in TREND_FOR:
+        metric, condition = TREND_FOR[slo.metric], f"{_statistic(slo)}{slo.op}{number(slo.threshold * 1000)}"
+    elif slo.metric == "error_rate":
+        # error_rate < x  <=>  success rate > 1 - x (every request is either)
+        metric, condition = "sk_ok", f"rate{INVERSE_OP[slo.op]}{number(round(1 - slo.threshold, 12))}"
+    elif slo.metric == "throughput":
+        metric, condition = "sk_successes", f"rate{slo.op}{number(slo.threshold)}"
+    else:  # dropped_iterations
+        metric, condition = "dropped_iterations", f"count{slo.op}{number(slo.threshold)}"
+    names: list[str | None] = [*slo.requests] or [None]
+    keys = []
+    for name in names:
+        tags = ([f"name:{name}"] if name is not None else []) + filters
+        keys.append(f"{metric}{{{','.join(tags)}}}" if tags else metric)
+    return [(key, condition) for key in keys], None
+
+
+def thresholds(scenario: Scenario) -> tuple[list[Threshold], list[Diagnostic]]:
+    by_key: dict[str, Threshold] = {}
+    diagnostics = []
+    for slo in scenario.slos:
+        pairs, reason = threshold_for(slo, scenario)
+        if reason:
+            unmeasurable = slo.metric in UNMEASURABLE
+            diagnostics.append(
+                Diagnostic(
+                    slo.span,
+                    f"`{slo.text}`: {reason}",
+                    "use --engine locust" if unmeasurable else None,
+                    Severity.WARNING,
+                )
+            )
+        for key, condition in pairs:
+            entry = by_key.setdefault(key, Threshold(key, [], []))
+            if condition not in entry.conditions:
+                entry.conditions.append(condition)
+            entry.comments.append(f"{comment_safe(slo.text)} -> {condition}")
+    return list(by_key.values()), diagnostics
+
+
+# The runtime's metric points, which exist only for the script's own thresholds: SCENARIO.emit flag ->
+# metric (the runner's records are console lines, not points).
+THRESHOLD_ONLY_METRICS = {
+    "latency": "sk_latency",
+    "ok": "sk_ok",
+    "successes": "sk_successes",
+    "ttfb": "sk_ttfb",
+}
+
+
+def emit_flags(limits: list[Threshold]) -> dict[str, bool]:
+    """Which points the runtime sends in a stock `k6 run`: each costs k6 a sample per request, so only
+    those a threshold reads."""
+    used = {t.key.split("{", 1)[0] for t in limits}
+    return {flag: metric in used for flag, metric in THRESHOLD_ONLY_METRICS.items()}
+
+
+def conditions_literal(threshold: Threshold) -> str:
+    """The conditions as a JS array. They hold only our aggregations, operators and numbers (no scenario
+    text), so they are written plainly (`"p(99)<500"`, not `"p(99)\\u003c500"`); anything else is refused."""
+    for condition in threshold.conditions:
+        if not _CONDITION.fullmatch(condition):
+            raise ValueError(f"not a k6 threshold condition: {condition!r}")
+    return json.dumps(threshold.conditions)
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+def request_lines(request: RequestTemplate) -> list[str]:
+    return [
+        f"name: {js_literal(request.name)}",
+        f"weight: {number(request.weight)}",
+        f"method: {js_literal(request.method)}",
+        f"path: {js_literal(request.path)}",
+        f"headers: {js_literal(dict(request.headers))}",
+        f"json: {js_literal(request.json_body)}",
+        f"body: {js_literal(request.text_body)}",
+        f"chat: {js_literal(request.chat)}",
+        f"stream: {js_literal(request.stream)}",
+        f"expectStatus: {js_literal(list(request.expect.status))}",
+        f"expectContains: {js_literal(request.expect.contains)}",
+        f"timeout: {number(request.timeout_s)}",
+    ]
+
+
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(engine_files_dir("k6")),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+@register("k6")
+class K6Backend:
+    name = "k6"
+
+    def check(self, scenario: Scenario) -> list[Diagnostic]:
+        _, diagnostics = thresholds(scenario)
+        _, rounding = executor_lines(scenario)
+        load_span = scenario.load.stages[0].span if scenario.load.stages else scenario.load.span
+        return diagnostics + [Diagnostic(load_span, w, None, Severity.WARNING) for w in rounding]
+
+    def emit(self, scenario: Scenario) -> CompiledScript:
+        entry = f"{scenario.name}.k6.js"
+        executor, _ = executor_lines(scenario)
+        limits, _ = thresholds(scenario)
+        context = {
+            "header": [comment_safe(line) for line in header_lines(scenario)],
+            "entry": comment_safe(entry),
+            "name": js_literal(scenario.name),
+            "base_url": js_literal(scenario.default_base_url),
+            "headers": js_literal(dict(scenario.target.headers)),
+            "seed": number(scenario.seed),
+            "think_time": scenario.load.model == "closed" and scenario.load.think_time.kind != "none",
+            "think_time_spec": think_time_spec(scenario.load.think_time),
+            "emit": js_literal(emit_flags(limits)),
+            "model": js_literal(scenario.load.model),
+            "stages": [
+                js_literal(
+                    {"label": s.label, "kind": s.kind, "duration": s.duration_s, "from": s.start, "to": s.end}
+                )
+                for s in scenario.load.stages
+            ],
+            "datasets": [
+                {
+                    "key": js_literal(d.name),
+                    "default_field": js_literal(d.default_field),
+                    "pick": js_literal(d.pick),
+                    "file": js_literal(f"./data/{d.name}.json"),
+                }
+                for d in scenario.datasets
+            ],
+            "requests": [request_lines(r) for r in scenario.requests],
+            "scenario_key": "load" if scenario.load.model == "closed" else "arrivals",
+            "executor": executor,
+            "thresholds": [
+                {"key": js_literal(t.key), "conditions": conditions_literal(t), "comments": t.comments}
+                for t in limits
+            ],
+        }
+        script = _environment().get_template(TEMPLATE).render(context)
+        runtime = (engine_files_dir("k6") / RUNTIME).read_text(encoding="utf-8")
+        files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}
+        return CompiledScript(self.name, entry, files, tuple(self.check(scenario)))

@@ -1,0 +1,202 @@
+"""The Locust backend: a locustfile that reads like one written by hand, plus its runtime helper.
+
+One FastHttpUser with one `@task(weight)` method per request, a `wait_time`, and a LoadTestShape that
+follows the curve. Every value from the scenario reaches the script through `repr()` (Python literals),
+never as pasted text; identifiers are derived from names by sanitizing them; comments hold no user text
+that could end a line.
+"""
+
+from __future__ import annotations
+
+import keyword
+import pprint
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from scenariokit.compile.diagnostics import Diagnostic
+from scenariokit.compile.ir import Distribution, RequestTemplate, Scenario, integer_weights
+from scenariokit.engines.base import CompiledScript, dataset_files, engine_files_dir, header_lines, register
+
+RUNTIME = "scenariokit_locust_runtime.py"
+# Names a task method must not take: FastHttpUser's attributes (listed, not imported: importing locust
+# would monkey-patch this process with gevent), plus what the generated class itself uses.
+_USER_ATTRIBUTES = [
+    "abstract",
+    "client",
+    "client_pool",
+    "concurrency",
+    "connection_timeout",
+    "context",
+    "default_headers",
+    "environment",
+    "fixed_count",
+    "fullname",
+    "greenlet",
+    "group",
+    "host",
+    "insecure",
+    "json",
+    "max_redirects",
+    "max_retries",
+    "max_wait",
+    "min_wait",
+    "network_timeout",
+    "on_start",
+    "on_stop",
+    "proxy_host",
+    "proxy_port",
+    "rest",
+    "rest_",
+    "run",
+    "ssl_context_factory",
+    "start",
+    "stop",
+    "tasks",
+    "wait",
+    "wait_function",
+    "wait_time",
+    "weight",
+]
+_RESERVED = frozenset(_USER_ATTRIBUTES) | {"sk", "task", "SCENARIO"}
+_RESERVED_CONSTS = frozenset({"SCENARIO"})
+
+
+def comment_safe(text: str) -> str:
+    """Text for a `#` comment: no character that could end the line or the comment."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def python_identifier(name: str, taken: set[str], reserved: frozenset[str] = frozenset()) -> str:
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name) or "_"
+    if ident[0].isdigit():
+        ident = "_" + ident
+    if keyword.iskeyword(ident) or ident in reserved or ident.startswith("__"):
+        ident = "req_" + ident.lstrip("_")
+    candidate, n = ident, 2
+    while candidate in taken:
+        candidate, n = f"{ident}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def class_name(name: str, suffix: str) -> str:
+    words = re.findall(r"[0-9A-Za-z]+", name)
+    base = "".join(w[:1].upper() + w[1:] for w in words) or "Scenario"
+    if base[0].isdigit():
+        base = "S" + base
+    return base + suffix
+
+
+def literal(value: Any, indent: int = 4) -> str:
+    """A Python literal for a JSON-like value, wrapped readably; repr() keeps every string as data."""
+    text = pprint.pformat(value, width=100, sort_dicts=False)
+    return text.replace("\n", "\n" + " " * indent)
+
+
+def wait_time_code(think: Distribution) -> tuple[str, str]:
+    """(the `from locust import ...` name, the wait_time expression)."""
+    match think.kind:
+        case "none":
+            return "constant", "constant(0)"
+        case "constant":
+            return "constant", f"constant({think.param('value')!r})"
+        case "uniform":
+            return "between", f"between({think.param('low')!r}, {think.param('high')!r})"
+        case "exponential":
+            return "constant", f"sk.exponential_wait({think.param('mean')!r})"
+        case "normal":
+            return "constant", f"sk.normal_wait({think.param('mean')!r}, {think.param('sd')!r})"
+    raise AssertionError(think.kind)
+
+
+@dataclass(frozen=True)
+class RequestView:
+    const: str
+    method: str
+    weight: int
+    fields: list[str]
+
+
+def request_fields(request: RequestTemplate) -> list[str]:
+    fields = [f"name={request.name!r}", f"method={request.method!r}", f"path={request.path!r}"]
+    if request.headers:
+        fields.append(f"headers={literal(dict(request.headers), 4 + len('headers='))}")
+    if request.json_body is not None:
+        fields.append(f"json={literal(request.json_body, 4 + len('json='))}")
+    if request.text_body is not None:
+        fields.append(f"body={request.text_body!r}")
+    if request.chat:
+        fields.append("chat=True")
+    if request.stream:
+        fields.append("stream=True")
+    if request.expect.status:
+        fields.append(f"expect_status={request.expect.status!r}")
+    if request.expect.contains is not None:
+        fields.append(f"expect_contains={request.expect.contains!r}")
+    fields.append(f"timeout={request.timeout_s!r}")
+    return fields
+
+
+@register("locust")
+class LocustBackend:
+    name = "locust"
+
+    def check(self, scenario: Scenario) -> list[Diagnostic]:
+        return []  # the runtime measures every metric the DSL has, TTFT and ITL included
+
+    def emit(self, scenario: Scenario) -> CompiledScript:
+        entry = f"{scenario.name}.locust.py"
+        env = Environment(
+            loader=FileSystemLoader(engine_files_dir("locust")),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+        script = env.get_template("locustfile.py.j2").render(self._context(scenario, entry))
+        runtime = (engine_files_dir("locust") / RUNTIME).read_text(encoding="utf-8")
+        files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}
+        return CompiledScript(self.name, entry, files)
+
+    def _context(self, scenario: Scenario, entry: str) -> dict[str, Any]:
+        load = scenario.load
+        wait_import, wait_time = wait_time_code(load.think_time)
+        methods: set[str] = set()
+        consts: set[str] = set()
+        weights = integer_weights([r.weight for r in scenario.requests])
+        requests = []
+        for request, weight in zip(scenario.requests, weights, strict=True):
+            method = python_identifier(request.name, methods, _RESERVED)
+            const = python_identifier(method.upper(), consts, _RESERVED_CONSTS)
+            requests.append(RequestView(const, method, weight, request_fields(request)))
+        open_model = load.model == "open"
+        unit = "requests/s" if open_model else "users"
+        return {
+            "header": [comment_safe(line) for line in header_lines(scenario)],
+            "entry": comment_safe(entry),
+            "locust_imports": ", ".join(
+                sorted({"FastHttpUser", "LoadTestShape", "task", "constant" if open_model else wait_import})
+            ),
+            "name": repr(scenario.name),
+            "base_url": repr(scenario.default_base_url),
+            "model": repr(scenario.target.model or ""),
+            "headers": literal(dict(scenario.target.headers), 4 + len("headers=")),
+            "datasets": repr([d.name for d in scenario.datasets]),
+            "seed": repr(scenario.seed),
+            "max_users": repr(load.max_users),
+            "stages": [
+                f"{s.label!r}, duration={s.duration_s!r}, start={s.start!r}, end={s.end!r}"
+                for s in load.stages
+            ],
+            "requests": requests,
+            "user_class": class_name(scenario.name, "User"),
+            "shape_class": class_name(scenario.name, "Shape"),
+            "shape_doc": f"{load.model.capitalize()} model: {len(load.stages)} stages over "
+            f"{load.duration_s:g}s, peak {load.peak:g} {unit}.",
+            "wait_time": "constant(0)" if open_model else wait_time,
+            "open_model": open_model,
+            "open_arg": ", open_model=True" if open_model else "",
+            "timeout": repr(max((r.timeout_s for r in scenario.requests), default=60.0)),
+        }

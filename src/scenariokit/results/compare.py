@@ -1,0 +1,252 @@
+"""Stage: compare two runs (a baseline and a candidate) metric by metric, with a statistical test.
+
+A regression is flagged only when the change is both large enough to matter (a threshold per kind of
+metric) and unlikely to be noise (a one-sided test at `alpha`): a rerun of the same build differs a little
+everywhere and must not fail CI; a planted 20% slowdown must. The tests:
+
+- latency (p50/p95/p99, per request name and overall; ttft when streamed): a bootstrap test of each
+  percentile (resampling both runs, seeded: the share of resamples in which the candidate's percentile is
+  not higher), so a tail percentile from few samples is not flagged on noise;
+- error rate: Fisher's exact test on the 2x2 table of errors and successes, one-sided "candidate worse";
+- throughput: Mann-Whitney U on successful responses per second, one-sided "candidate lower".
+
+A baseline is just a run folder; keep one in git (run.json, records/, summary.json: small) and compare
+every CI run against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import fisher_exact, mannwhitneyu
+
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.metrics import distribution
+from scenariokit.results.store import load_records
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_MAX_SAMPLES = 20_000  # a larger run is subsampled (seeded) before resampling
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    latency: float = 0.10  # relative increase of a latency percentile
+    error_rate: float = 0.005  # absolute increase (0.5 percentage points)
+    throughput: float = 0.10  # relative decrease
+    alpha: float = 0.01
+
+
+@dataclass(frozen=True)
+class MetricDiff:
+    metric: str
+    scope: str  # "all" or a request name
+    base: float | None
+    new: float | None
+    change: float | None  # relative for latency and throughput, absolute for error rate
+    p_value: float | None
+    test: str
+    regression: bool
+    improvement: bool
+    samples: tuple[int, int]
+
+    def change_text(self) -> str:
+        if self.change is None:
+            return "—"
+        return f"{self.change * 100:+.2f} pp" if self.metric == "error_rate" else f"{self.change:+.1%}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: str
+    new: str
+    diffs: list[MetricDiff]
+    warnings: list[str]
+
+    @property
+    def regressions(self) -> list[MetricDiff]:
+        return [d for d in self.diffs if d.regression]
+
+    def as_json(self) -> str:
+        body = {"base": self.base, "new": self.new, "warnings": self.warnings}
+        body |= {"regressions": len(self.regressions), "diffs": [asdict(d) for d in self.diffs]}
+        return json.dumps(body, indent=2)
+
+
+class NotARun(ValueError):
+    pass
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, object], list[RequestRecord]]:
+    if not (run_dir / "run.json").is_file():
+        raise NotARun(f"{run_dir} is not a run folder (no run.json)")
+    return json.loads((run_dir / "run.json").read_text()), load_records(run_dir)
+
+
+def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
+    base_meta, base = load_run(base_dir)
+    new_meta, new = load_run(new_dir)
+    warnings = []
+    if base_meta.get("scenario_sha256") != new_meta.get("scenario_sha256"):
+        warnings.append("the runs come from different scenario files: differences may be the scenario's")
+    if base_meta.get("engine") != new_meta.get("engine"):
+        warnings.append(f"different engines: {base_meta.get('engine')} vs {new_meta.get('engine')}")
+    names = sorted({r.name for r in base} & {r.name for r in new})
+    diffs: list[MetricDiff] = []
+    for scope in ["all", *names]:
+        b = base if scope == "all" else [r for r in base if r.name == scope]
+        n = new if scope == "all" else [r for r in new if r.name == scope]
+        diffs += latency_diffs(scope, b, n, thresholds)
+        diffs.append(error_rate_diff(scope, b, n, thresholds))
+    diffs.append(throughput_diff(base, new, thresholds))
+    return Comparison(str(base_dir), str(new_dir), diffs, warnings)
+
+
+def _relative(base: float | None, new: float | None) -> float | None:
+    if base is None or new is None or base == 0 or math.isnan(base) or math.isnan(new):
+        return None
+    return new / base - 1
+
+
+def latency_diffs(
+    scope: str, base: Sequence[RequestRecord], new: Sequence[RequestRecord], th: Thresholds
+) -> list[MetricDiff]:
+    out = []
+    for metric, values in (
+        ("latency", lambda rs: [r.corrected_latency for r in rs if r.ok]),
+        ("ttft", lambda rs: [r.ttft for r in rs if r.ok and r.ttft is not None]),
+    ):
+        b, n = values(base), values(new)
+        if not b or not n:
+            continue
+        db, dn = distribution(b), distribution(n)
+        for p in ("p50", "p95", "p99"):
+            change = _relative(db.percentiles.get(p), dn.percentiles.get(p))
+            p_slower, p_faster = bootstrap_p_values(b, n, float(p[1:]))
+            out.append(
+                MetricDiff(
+                    metric=f"{p}({metric})",
+                    scope=scope,
+                    base=db.percentiles.get(p),
+                    new=dn.percentiles.get(p),
+                    change=change,
+                    p_value=p_slower,
+                    test="bootstrap of the percentile (candidate higher)",
+                    regression=change is not None and change >= th.latency and p_slower < th.alpha,
+                    improvement=change is not None and change <= -th.latency and p_faster < th.alpha,
+                    samples=(len(b), len(n)),
+                )
+            )
+    return out
+
+
+def bootstrap_p_values(base: Sequence[float], new: Sequence[float], percentile: float) -> tuple[float, float]:
+    """One-sided p-values (candidate higher, candidate lower) for a percentile, by resampling both runs."""
+    rng = np.random.default_rng(0)
+    b, n = _capped(np.asarray(base), rng), _capped(np.asarray(new), rng)
+    higher = lower = 0
+    for _ in range(BOOTSTRAP_RESAMPLES // 100):  # in chunks: 100 resamples of 20k floats is 16 MB
+        rb = np.percentile(rng.choice(b, (100, len(b))), percentile, axis=1, method="inverted_cdf")
+        rn = np.percentile(rng.choice(n, (100, len(n))), percentile, axis=1, method="inverted_cdf")
+        higher += int(np.sum(rn <= rb))  # resamples that do not show the candidate higher
+        lower += int(np.sum(rn >= rb))
+    total = BOOTSTRAP_RESAMPLES
+    return (higher + 1) / (total + 1), (lower + 1) / (total + 1)
+
+
+def _capped(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(values) <= BOOTSTRAP_MAX_SAMPLES:
+        return values
+    return rng.choice(values, BOOTSTRAP_MAX_SAMPLES, replace=False)
+
+
+def error_rate_diff(
+    scope: str, base: Sequence[RequestRecord], new: Sequence[RequestRecord], th: Thresholds
+) -> MetricDiff:
+    b_err, n_err = sum(1 for r in base if not r.ok), sum(1 for r in new if not r.ok)
+    b_rate = b_err / len(base) if base else None
+    n_rate = n_err / len(new) if new else None
+    change = None if b_rate is None or n_rate is None else n_rate - b_rate
+    p_value = None
+    if base and new:
+        table = [[n_err, len(new) - n_err], [b_err, len(base) - b_err]]
+        p_value = float(fisher_exact(table, alternative="greater").pvalue)
+    return MetricDiff(
+        metric="error_rate",
+        scope=scope,
+        base=b_rate,
+        new=n_rate,
+        change=change,
+        p_value=p_value,
+        test="Fisher's exact (candidate worse)",
+        regression=change is not None
+        and p_value is not None
+        and change >= th.error_rate
+        and p_value < th.alpha,
+        improvement=change is not None and change <= -th.error_rate,
+        samples=(len(base), len(new)),
+    )
+
+
+def _ok_per_second(records: Sequence[RequestRecord]) -> list[int]:
+    ok = [r.t for r in records if r.ok]
+    if not ok:
+        return []
+    start = min(ok)
+    counts = np.bincount(np.floor(np.asarray(ok) - start).astype(int))
+    return counts[:-1].tolist() if len(counts) > 2 else counts.tolist()  # the last second is partial
+
+
+def throughput_diff(
+    base: Sequence[RequestRecord], new: Sequence[RequestRecord], th: Thresholds
+) -> MetricDiff:
+    b, n = _ok_per_second(base), _ok_per_second(new)
+    b_mean = float(np.mean(b)) if b else None
+    n_mean = float(np.mean(n)) if n else None
+    change = _relative(b_mean, n_mean)
+    p_value = float(mannwhitneyu(n, b, alternative="less").pvalue) if len(b) > 1 and len(n) > 1 else None
+    return MetricDiff(
+        metric="throughput",
+        scope="all",
+        base=b_mean,
+        new=n_mean,
+        change=change,
+        p_value=p_value,
+        test="Mann-Whitney U on ok/s (candidate lower)",
+        regression=change is not None
+        and p_value is not None
+        and change <= -th.throughput
+        and p_value < th.alpha,
+        improvement=change is not None and change >= th.throughput,
+        samples=(len(b), len(n)),
+    )
+
+
+def value_text(diff: MetricDiff) -> tuple[str, str]:
+    def one(v: float | None) -> str:
+        if v is None:
+            return "—"
+        if diff.metric == "error_rate":
+            return f"{v:.3%}"
+        if diff.metric == "throughput":
+            return f"{v:.2f}/s"
+        return f"{v * 1000:.1f} ms"
+
+    return one(diff.base), one(diff.new)
+
+
+def markdown(c: Comparison) -> str:
+    verdict = f"{len(c.regressions)} regression(s)" if c.regressions else "no regression"
+    lines = [f"# compare: {verdict}", "", f"base `{c.base}` vs new `{c.new}`", ""]
+    lines += [f"> {w}" for w in c.warnings] + ([""] if c.warnings else [])
+    lines += ["| metric | scope | base | new | change | p-value | verdict |", "|---|---|---|---|---|---|---|"]
+    for d in c.diffs:
+        base, new = value_text(d)
+        p = "—" if d.p_value is None else f"{d.p_value:.2g}"
+        flag = "REGRESSION" if d.regression else "better" if d.improvement else "same"
+        lines.append(f"| {d.metric} | {d.scope} | {base} | {new} | {d.change_text()} | {p} | {flag} |")
+    return "\n".join(lines) + "\n"

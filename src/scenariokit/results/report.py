@@ -1,0 +1,324 @@
+"""Stage: the single-file HTML report of a run (`report.html`), next to summary.md.
+
+Built from the run folder alone (run.json, the stored records, the monitor samples and the summary), so
+`scenariokit report RUN_DIR` rebuilds it. Plots are Plotly figures with plotly.js inlined once: the file
+opens offline, anywhere, with zoom and hover. Every value reaches the page through Jinja2's autoescaping
+or as JSON data, never as markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from jinja2 import Environment, PackageLoader, select_autoescape
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
+
+from scenariokit.compile.ir import Stage
+from scenariokit.results.analysis import level_at
+from scenariokit.results.metrics import RunData, timeline
+from scenariokit.results.slo import show
+from scenariokit.results.store import load_records
+from scenariokit.results.summary import Summary, write_summary
+from scenariokit.run.monitor import read_samples
+
+REPORT_NAME = "report.html"
+PLOT_HEIGHT = 330
+COLORS = {"p50": "#2a9d8f", "p95": "#e9c46a", "p99": "#e76f51", "ok": "#264653", "errors": "#d62828"}
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def write_html_report(run_dir: Path, summary: Summary) -> Path:
+    meta = json.loads((run_dir / "run.json").read_text())
+    stages = tuple(
+        Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
+    )
+    data = RunData(load_records(run_dir), summary.started_unix, summary.ended_unix, stages)
+    target = read_samples(run_dir, "target.jsonl")
+    host = read_samples(run_dir, "host.jsonl")
+    gpu = read_samples(run_dir, "gpu.jsonl")
+    gpu_info = _read_json(run_dir / "monitor" / "gpu.json")
+    unit = summary.analysis.unit
+    figures = {
+        "load": load_figure(data, unit),
+        "latency": latency_figure(data, summary),
+        "histogram": histogram_figure(data),
+        "errors": errors_figure(data),
+        "server": server_figure(data, target),
+        "host": host_figure(data, host, gpu, summary.generator),
+        "capacity": capacity_figure(summary),
+    }
+    plots = {
+        name: fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}", config=PLOT_CONFIG)
+        for name, fig in figures.items()
+        if fig is not None
+    }
+    env = Environment(
+        loader=PackageLoader("scenariokit.results", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    html = env.get_template("report.html.j2").render(
+        s=summary,
+        meta=meta,
+        plots=plots,
+        plotly_js=get_plotlyjs(),
+        gpu_info=gpu_info,
+        started=datetime.fromtimestamp(summary.started_unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        ms=_ms,
+        pct=_pct,
+        num=_num,
+        quantity=lambda value, unit: "—" if value is None else show(value, unit),
+    )
+    path = run_dir / REPORT_NAME
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:,.1f}"
+
+
+def _pct(share: float | None) -> str:
+    return "—" if share is None else f"{share:.2%}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, x_title: str = "seconds into the run") -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01},
+        height=PLOT_HEIGHT,
+        margin={"l": 60, "r": 20, "t": 50, "b": 45},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
+        hovermode="x unified",
+    )
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def _stage_bands(fig: go.Figure, stages: tuple[Stage, ...]) -> None:
+    """Shade every other stage and name it, so each curve reads against the load it was under."""
+    elapsed = 0.0
+    for i, stage in enumerate(s for s in stages if s.duration_s > 0):
+        end = elapsed + stage.duration_s
+        fig.add_vrect(
+            x0=elapsed,
+            x1=end,
+            fillcolor="#8d99ae",
+            opacity=0.08 if i % 2 == 0 else 0.0,
+            line_width=0,
+            annotation_text=stage.label,
+            annotation_position="top left",
+            annotation_font_size=10,
+        )
+        elapsed = end
+
+
+def load_figure(data: RunData, unit: str) -> go.Figure:
+    rows = timeline(data)
+    seconds = [row["second"] for row in rows]
+    intended = [level_at(data.stages, float(s) + 0.5) for s in seconds]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_scatter(x=seconds, y=intended, name=f"intended {unit}", line={"shape": "hv", "dash": "dot"})
+    fig.add_scatter(x=seconds, y=[row["concurrency"] for row in rows], name="in flight (achieved)")
+    fig.add_bar(x=seconds, y=[row["ok"] for row in rows], name="ok/s", marker_color=COLORS["ok"], opacity=0.5,
+                secondary_y=True)  # fmt: skip
+    fig.add_bar(x=seconds, y=[row["errors"] for row in rows], name="errors/s", marker_color=COLORS["errors"],
+                opacity=0.6, secondary_y=True)  # fmt: skip
+    fig.update_layout(barmode="stack")
+    _layout(fig, "Load: intended vs achieved, and responses per second", unit)
+    fig.update_yaxes(title_text="responses/s", secondary_y=True, showgrid=False)
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def latency_figure(data: RunData, summary: Summary) -> go.Figure:
+    rows = timeline(data)
+    seconds = [row["second"] for row in rows]
+    fig = go.Figure()
+    for p in ("p50", "p95", "p99"):
+        values = [None if row[p] is None else float(row[p]) * 1000 for row in rows]  # type: ignore[arg-type]
+        fig.add_scatter(x=seconds, y=values, name=p, line={"color": COLORS[p]}, connectgaps=False)
+    for verdict in summary.verdicts:
+        if verdict.unit == "s" and verdict.metric in ("latency", "uncorrected_latency"):
+            fig.add_hline(
+                y=verdict.threshold * 1000,
+                line_dash="dash",
+                line_color="#d62828" if verdict.status == "fail" else "#6c757d",
+                annotation_text=verdict.slo,
+                annotation_font_size=10,
+            )
+    _layout(fig, "Latency percentiles per second (requests started in that second)", "ms")
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def histogram_figure(data: RunData) -> go.Figure | None:
+    """Pre-binned on log-spaced edges: the page stays small whatever the number of requests."""
+    by_name: dict[str, list[float]] = defaultdict(list)
+    for r in data.records:
+        if r.ok:
+            by_name[r.name].append(r.corrected_latency * 1000)
+    everything = [v for values in by_name.values() for v in values]
+    if not everything:
+        return None
+    low, high = max(0.01, min(everything)), max(everything)
+    edges = np.geomspace(low, high * 1.0001, num=min(60, max(10, int(math.sqrt(len(everything))))))
+    fig = go.Figure()
+    for name, values in sorted(by_name.items()):
+        counts, _ = np.histogram(values, bins=edges)
+        centers = np.sqrt(edges[:-1] * edges[1:])
+        fig.add_bar(x=centers.tolist(), y=counts.tolist(), name=name, opacity=0.7,
+                    width=(edges[1:] - edges[:-1]).tolist())  # fmt: skip
+    fig.update_layout(barmode="overlay")
+    _layout(fig, "Latency distribution of successful requests", "requests", "ms (log scale)")
+    fig.update_xaxes(type="log")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def errors_figure(data: RunData) -> go.Figure | None:
+    seconds = max(1, math.ceil(data.duration_s))
+    by_kind: dict[str, list[int]] = defaultdict(lambda: [0] * seconds)
+    for r in data.records:
+        i = math.floor(data.offset(r.t))
+        if not r.ok and 0 <= i < seconds and r.error_kind is not None:
+            by_kind[r.error_kind][i] += 1
+    if not by_kind:
+        return None
+    fig = go.Figure()
+    totals = Counter({kind: sum(counts) for kind, counts in by_kind.items()})
+    for kind, _ in totals.most_common():
+        fig.add_bar(x=list(range(seconds)), y=by_kind[kind], name=kind)
+    fig.update_layout(barmode="stack")
+    _layout(fig, "Errors per second by kind", "errors/s")
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def _target_series(
+    samples: list[dict[str, Any]], metric: str, origin: float
+) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for sample in samples:
+        matched = [
+            v for k, v in sample.get("metrics", {}).items() if k == metric or k.startswith(metric + "{")
+        ]
+        if matched:
+            xs.append(sample["t"] - origin)
+            ys.append(sum(matched))
+    return xs, ys
+
+
+def server_figure(data: RunData, target: list[dict[str, Any]]) -> go.Figure | None:
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    shown = 0
+    for metric, label in (("vllm:num_requests_running", "running"), ("vllm:num_requests_waiting", "waiting")):
+        xs, ys = _target_series(target, metric, data.started_unix)
+        if xs:
+            fig.add_scatter(x=xs, y=ys, name=label, line={"shape": "hv"})
+            shown += 1
+    for metric in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
+        xs, ys = _target_series(target, metric, data.started_unix)
+        if xs:
+            fig.add_scatter(x=xs, y=[y * 100 for y in ys], name="KV cache %", secondary_y=True)
+            shown += 1
+    if not shown:
+        return None
+    _layout(fig, "Target: requests running and waiting (its /metrics)", "requests")
+    fig.update_yaxes(title_text="KV cache %", secondary_y=True, showgrid=False, range=[0, 100])
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def host_figure(
+    data: RunData, host: list[dict[str, Any]], gpu: list[dict[str, Any]], generator: dict[str, Any]
+) -> go.Figure | None:
+    if not host:
+        return None
+    origin = data.started_unix
+    fig = go.Figure()
+    xs = [s["t"] - origin for s in host]
+    fig.add_scatter(x=xs, y=[s["cpu_percent"] for s in host], name="host CPU %")
+    fig.add_scatter(x=xs, y=[s["memory_percent"] for s in host], name="host memory %")
+    samples = generator.get("samples") or []
+    if samples:
+        fig.add_scatter(x=[t - origin for t, _ in samples], y=[share * 100 for _, share in samples],
+                        name="load generator CPU %", line={"dash": "dot"})  # fmt: skip
+    for sample_index in range(len(gpu[0]["gpus"]) if gpu else 0):
+        gx = [s["t"] - origin for s in gpu]
+        fig.add_scatter(x=gx, y=[s["gpus"][sample_index]["util_percent"] for s in gpu],
+                        name=f"GPU {sample_index} util %")  # fmt: skip
+        fig.add_scatter(
+            x=gx,
+            y=[100 * g["memory_used_bytes"] / g["memory_total_bytes"] for g in
+               (s["gpus"][sample_index] for s in gpu)],
+            name=f"GPU {sample_index} memory %",
+        )  # fmt: skip
+    _layout(fig, "Host: CPU, memory" + (", GPU" if gpu else "") + " and the load generator", "%")
+    fig.update_yaxes(range=[0, 105])
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def capacity_figure(summary: Summary) -> go.Figure | None:
+    a = summary.analysis
+    if len(a.levels) < 2:
+        return None
+    levels = [lv.level for lv in a.levels]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_scatter(x=levels, y=[lv.throughput for lv in a.levels], name="ok/s", mode="lines+markers",
+                    line={"color": COLORS["ok"]})  # fmt: skip
+    for p in ("p50", "p95"):
+        fig.add_scatter(
+            x=levels,
+            y=[None if getattr(lv, p) is None else getattr(lv, p) * 1000 for lv in a.levels],
+            name=f"{p} ms",
+            mode="lines+markers",
+            line={"color": COLORS[p], "dash": "dot"},
+            secondary_y=True,
+        )
+    if (fit := a.knee.fit) is not None:  # the two-segment fit: min(slope x level, capacity)
+        xs = sorted({0.0, *levels, fit.knee_level})
+        fig.add_scatter(x=xs, y=[min(fit.slope * x, fit.capacity) for x in xs], name="fit", mode="lines",
+                        line={"color": "#888888", "dash": "dash", "width": 1})  # fmt: skip
+    if a.knee.found and a.knee.level is not None:
+        fig.add_vline(x=a.knee.level, line_dash="dash", line_color="#d62828", annotation_text="knee")
+    _layout(fig, f"Capacity: throughput and latency at each load level ({a.unit})", "ok/s", a.unit)
+    fig.update_yaxes(title_text="latency ms", secondary_y=True, showgrid=False)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def write_reports(run_dir: Path, summary: Summary) -> list[str]:
+    """summary.json/.md and junit.xml first (they decide CI), then the HTML report. A failure to draw is
+    reported, never allowed to cost the verdict: returns the problems met."""
+    write_summary(run_dir, summary)
+    try:
+        write_html_report(run_dir, summary)
+    except Exception as exc:  # a plot that cannot be drawn must not hide the summary already written
+        return [f"report.html was not written: {type(exc).__name__}: {exc}"]
+    return []

@@ -1,0 +1,420 @@
+"""A run's summary: `summary.json` (schema: schemas/summary.schema.json), `summary.md` and `junit.xml`.
+
+Everything is rebuilt from the run folder (run.json + stored records), so `scenariokit report RUN_DIR`
+gives the same summary as the run that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from pydantic import BaseModel, Field
+
+from scenariokit.compile.expr import parse_slo
+from scenariokit.compile.ir import Stage
+from scenariokit.exitcodes import ExitCode
+from scenariokit.results.analysis import Analysis, analyse
+from scenariokit.results.metrics import (
+    TIME_METRIC_VALUES,
+    Distribution,
+    RunData,
+    distribution,
+    per_name,
+    per_stage,
+    summarize,
+)
+from scenariokit.results.slo import judge, overall
+from scenariokit.results.store import load_records
+from scenariokit.run.monitor import read_samples
+
+EXIT_REASONS = ("completed", "engine_crashed", "engine_hung", "target_down", "aborted", "interrupted")
+
+
+class DistributionOut(BaseModel):
+    count: int
+    min: float | None
+    mean: float | None
+    max: float | None
+    percentiles: dict[str, float]
+
+
+class RowOut(BaseModel):
+    requests: int
+    ok: int
+    errors: int
+    error_rate: float | None
+    throughput: float | None
+    latency: DistributionOut
+    errors_by_kind: dict[str, int]
+
+
+class StageOut(RowOut):
+    label: str
+    kind: str
+    start_s: float
+    end_s: float
+    level: tuple[float, float]
+
+
+class VerdictOut(BaseModel):
+    slo: str
+    metric: str
+    status: str
+    value: float | None
+    threshold: float
+    unit: str
+    samples: int
+    margin: float | None
+    margin_percent: float | None
+    explanation: str
+
+
+class LevelOut(BaseModel):
+    level: float
+    seconds: int
+    requests: int
+    throughput: float
+    error_rate: float
+    achieved_concurrency: float
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class SaturationFitOut(BaseModel):
+    """Throughput = min(slope x level, capacity), least squares; p_value: F test against no saturation."""
+
+    slope: float
+    capacity: float
+    knee_level: float
+    r_squared: float
+    p_value: float
+
+
+class KneeOut(BaseModel):
+    found: bool
+    level: float | None
+    throughput: float | None
+    peak_throughput: float | None
+    explanation: str
+    fit: SaturationFitOut | None = None
+    between: tuple[float, float] | None = None  # no knee placed; the top level is in distress
+
+
+class SignalOut(BaseModel):
+    component: str
+    at_s: float
+    level: float
+    detail: str
+
+
+class AnalysisOut(BaseModel):
+    """Capacity read from the data: levels, the knee, distress signals (earliest first), suggestions."""
+
+    unit: str
+    levels: list[LevelOut]
+    knee: KneeOut
+    signals: list[SignalOut]
+    suggestions: list[str]
+
+    @classmethod
+    def of(cls, a: Analysis) -> AnalysisOut:
+        return cls(
+            unit=a.unit,
+            levels=[LevelOut(**asdict(lv)) for lv in a.levels],
+            knee=KneeOut(**asdict(a.knee)),
+            signals=[SignalOut(**asdict(s)) for s in a.signals],
+            suggestions=a.suggestions,
+        )
+
+
+class Summary(BaseModel):
+    """The machine-readable result of one run."""
+
+    schema_version: int = 1
+    scenario: str
+    scenario_path: str
+    scenario_sha256: str
+    git_commit: str | None
+    engine: str
+    engine_version: str
+    base_url: str
+    started_unix: float
+    ended_unix: float
+    duration_s: float
+    exit_reason: str = Field(description="One of: " + ", ".join(EXIT_REASONS))
+    exit_detail: str
+    verdict: str = Field(description="pass, fail or inconclusive")
+    exit_code: int
+    verdicts: list[VerdictOut]
+    overall: RowOut
+    time_metrics: dict[str, DistributionOut]
+    by_request: dict[str, RowOut]
+    by_stage: list[StageOut]
+    dropped_iterations: int
+    generator: dict[str, Any]
+    analysis: AnalysisOut
+    notes: list[str]
+
+    def verdict_lines(self) -> list[str]:
+        return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
+
+
+def _dist(d: Distribution) -> DistributionOut:
+    def clean(x: float) -> float | None:
+        return None if x is None or math.isnan(x) else x
+
+    return DistributionOut(
+        count=d.count, min=clean(d.min), mean=clean(d.mean), max=clean(d.max), percentiles=d.percentiles
+    )
+
+
+def _row(values: dict[str, Any]) -> dict[str, Any]:
+    return values | {"latency": _dist(values["latency"])}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
+    meta = _read_json(run_dir / "run.json")
+    stages = tuple(
+        Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
+    )
+    reader = _read_json(run_dir / "raw" / "reader.json")
+    records = load_records(run_dir)
+    started = meta.get("engine_started_unix") or meta["started_unix"]
+    ended = meta.get("ended_unix") or max((r.end for r in records), default=started)
+    data = RunData(records, started, ended, stages, [float(t) for t in reader.get("dropped_times", [])])
+    slos = tuple(parse_slo(text) for text in meta.get("slos", []))
+    verdicts = judge(slos, data, meta["engine"])
+    verdict = overall(verdicts)
+    notes = _notes(meta, reader, _read_json(run_dir / "generator.json"), records)
+    exit_code = (
+        ExitCode.SLO_BREACHED if verdict == "fail" or (strict and verdict == "inconclusive") else ExitCode.OK
+    )
+    if meta.get("exit_reason") in ("engine_crashed", "engine_hung", "interrupted") or (
+        meta.get("exit_reason") == "target_down" and not records
+    ):
+        exit_code = ExitCode.RUN_ERROR
+    overall_row = summarize(data.records, data.duration_s)
+    generator = _read_json(run_dir / "generator.json")
+    analysis = analyse(
+        data,
+        meta.get("load_model", "closed"),
+        read_samples(run_dir, "target.jsonl"),
+        read_samples(run_dir, "host.jsonl"),
+        read_samples(run_dir, "gpu.jsonl"),
+        generator,
+    )
+    return Summary(
+        scenario=meta["scenario_name"],
+        scenario_path=meta["scenario_path"],
+        scenario_sha256=meta["scenario_sha256"],
+        git_commit=meta.get("git_commit"),
+        engine=meta["engine"],
+        engine_version=meta.get("engine_version", ""),
+        base_url=meta.get("base_url", ""),
+        started_unix=started,
+        ended_unix=ended,
+        duration_s=data.duration_s,
+        exit_reason=meta.get("exit_reason", "completed"),
+        exit_detail=meta.get("exit_detail", ""),
+        verdict=verdict,
+        exit_code=int(exit_code),
+        verdicts=[VerdictOut(**asdict(v)) for v in verdicts],
+        overall=RowOut(**_row(overall_row)),
+        time_metrics={
+            name: _dist(distribution(v for r in records for v in fn(r)))
+            for name, fn in TIME_METRIC_VALUES.items()
+        },
+        by_request={name: RowOut(**_row(row)) for name, row in per_name(data).items()},
+        by_stage=[StageOut(**_row(row)) for row in per_stage(data)],
+        dropped_iterations=len(data.dropped_times),
+        generator=generator,
+        analysis=AnalysisOut.of(analysis),
+        notes=notes,
+    )
+
+
+def _notes(
+    meta: dict[str, Any], reader: dict[str, Any], generator: dict[str, Any], records: list[Any]
+) -> list[str]:
+    notes = []
+    reason = meta.get("exit_reason", "completed")
+    if reason != "completed":
+        notes.append(f"The run did not complete: {reason}. {meta.get('exit_detail', '')}".strip())
+    if generator.get("saturated"):
+        notes.append(
+            f"The load generator was saturated ({generator.get('saturated_seconds', 0):.0f} s above "
+            f"{generator.get('threshold', 0.9):.0%} CPU): these numbers measure the generator as much as "
+            "the target. Use more engine processes or machines."
+        )
+    if reader.get("skipped_lines"):
+        notes.append(
+            f"{reader['skipped_lines']} unreadable record lines were skipped (an engine crash mid-write)."
+        )
+    if not records:
+        notes.append("No request was measured.")
+    return notes
+
+
+# --- writers --------------------------------------------------------------------------------------
+
+
+def write_summary(run_dir: Path, summary: Summary) -> None:
+    (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    (run_dir / "summary.md").write_text(markdown(summary))
+    (run_dir / "junit.xml").write_text(junit_xml(summary))
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1000:.1f}"
+
+
+def markdown(s: Summary) -> str:
+    icon = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[s.verdict]
+    lines = [
+        f"# {s.scenario}: {icon}",
+        "",
+        f"{s.engine_version} against {s.base_url}, {s.duration_s:.1f} s, {s.overall.requests:,} requests "
+        f"({s.exit_reason}). Scenario `{s.scenario_path}` sha256 `{s.scenario_sha256[:12]}`"
+        + (f", commit `{s.git_commit[:12]}`." if s.git_commit else "."),
+        "",
+    ]
+    lines += [f"> {note}" for note in s.notes] + ([""] if s.notes else [])
+    lines += [
+        "## SLOs: result vs requirement",
+        "",
+        "| SLO | status | measured | samples | margin |",
+        "|---|---|---|---|---|",
+    ]
+    for v in s.verdicts:
+        measured = "—" if v.value is None else f"{v.value:.6g} {v.unit}"
+        margin = "—" if v.margin_percent is None else f"{v.margin_percent:+.0f}%"
+        lines.append(f"| `{v.slo}` | {v.status} | {measured} | {v.samples:,} | {margin} |")
+    lines += [
+        "",
+        *[f"- {v.explanation}" for v in s.verdicts],
+        "",
+        "## Requests",
+        "",
+        "| request | sent | errors | error rate | ok/s | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in {**s.by_request, "all": s.overall}.items():
+        p = row.latency.percentiles
+        rate = "—" if row.error_rate is None else f"{row.error_rate:.2%}"
+        ok_rate = "—" if row.throughput is None else f"{row.throughput:.2f}"
+        lines.append(
+            f"| {name} | {row.requests:,} | {row.errors:,} | {rate} | {ok_rate} | {_ms(p.get('p50'))} "
+            f"| {_ms(p.get('p95'))} | {_ms(p.get('p99'))} | {_ms(row.latency.max)} |"
+        )
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | window s | level | sent | ok/s | error rate | p95 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for st in s.by_stage:
+        rate = "—" if st.error_rate is None else f"{st.error_rate:.2%}"
+        ok_rate = "—" if st.throughput is None else f"{st.throughput:.2f}"
+        lines.append(
+            f"| {st.label} | {st.start_s:g}–{st.end_s:g} | {st.level[0]:g}→{st.level[1]:g} | "
+            f"{st.requests:,} | {ok_rate} | {rate} | {_ms(st.latency.percentiles.get('p95'))} |"
+        )
+    errors: dict[str, int] = s.overall.errors_by_kind
+    if errors:
+        lines += [
+            "",
+            "## Errors",
+            "",
+            "| kind | count |",
+            "|---|---|",
+            *[f"| {k} | {n:,} |" for k, n in errors.items()],
+        ]
+    streamed = {k: v for k, v in s.time_metrics.items() if k in ("ttft", "itl", "tpot") and v.count}
+    if streamed:
+        lines += [
+            "",
+            "## Streaming",
+            "",
+            "| metric | samples | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|---|",
+        ]
+        for name, d in streamed.items():
+            lines.append(
+                f"| {name} | {d.count:,} | {_ms(d.percentiles.get('p50'))} | "
+                f"{_ms(d.percentiles.get('p95'))} | {_ms(d.percentiles.get('p99'))} |"
+            )
+    if s.dropped_iterations:
+        lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
+    lines += capacity_markdown(s.analysis)
+    return "\n".join(lines) + "\n"
+
+
+def capacity_markdown(a: AnalysisOut) -> list[str]:
+    lines = ["", "## Capacity", ""]
+    if a.levels:
+        lines += [
+            f"| {a.unit} | seconds | ok/s | in flight | error rate | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for lv in a.levels:
+            lines.append(
+                f"| {lv.level:g} | {lv.seconds} | {lv.throughput:.2f} | {lv.achieved_concurrency:.1f} | "
+                f"{lv.error_rate:.1%} | {_ms(lv.p50)} | {_ms(lv.p95)} | {_ms(lv.p99)} |"
+            )
+        lines.append("")
+    lines.append(f"**Knee:** {a.knee.explanation}.")
+    if a.signals:
+        lines += ["", "**First sign of distress:** " + _signal_text(a.signals[0], a.unit), ""]
+        lines += [f"- {_signal_text(sig, a.unit)}" for sig in a.signals[1:]]
+    else:
+        lines += ["", "No component showed sustained distress."]
+    if a.suggestions:
+        lines += ["", "## Suggestions", "", *[f"- {text}" for text in a.suggestions]]
+    return lines
+
+
+def _signal_text(sig: SignalOut, unit: str) -> str:
+    return f"{sig.component} at {sig.at_s:.0f} s ({sig.level:g} {unit}): {sig.detail}"
+
+
+def junit_xml(s: Summary) -> str:
+    failures = sum(1 for v in s.verdicts if v.status == "fail")
+    skipped = sum(1 for v in s.verdicts if v.status in ("no_data", "not_measured"))
+    errors = 1 if s.exit_code == ExitCode.RUN_ERROR else 0
+    suite = ET.Element(
+        "testsuite",
+        name=f"scenariokit.{s.scenario}",
+        tests=str(len(s.verdicts) + errors),
+        failures=str(failures),
+        errors=str(errors),
+        skipped=str(skipped),
+        time=f"{s.duration_s:.3f}",
+    )
+    for v in s.verdicts:
+        case = ET.SubElement(suite, "testcase", classname=f"scenariokit.{s.scenario}", name=v.slo)
+        if v.status == "fail":
+            ET.SubElement(case, "failure", message=v.explanation, type="SLOBreached").text = v.explanation
+        elif v.status != "pass":
+            ET.SubElement(case, "skipped", message=v.explanation)
+    if errors:
+        case = ET.SubElement(suite, "testcase", classname=f"scenariokit.{s.scenario}", name="run")
+        ET.SubElement(case, "error", message=s.exit_detail, type=s.exit_reason)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def summary_schema_text() -> str:
+    return json.dumps(Summary.model_json_schema(), indent=2, sort_keys=True) + "\n"

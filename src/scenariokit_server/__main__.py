@@ -1,0 +1,3 @@
+from scenariokit_server.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,571 @@
+"""The HTTP API: vLLM's OpenAI-compatible endpoints and a classic REST recognition API on the same models.
+
+Admission is bounded: at most `max_in_flight` requests run, at most `max_queue` wait; past that a request
+gets 429 with Retry-After at once, never a hang. Every request has a timeout. Bad input gets a 4xx with an
+OpenAI-shaped error body and never reaches a model. `/metrics` uses vLLM's metric names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from scenariokit.compile.cards import text_cards
+from scenariokit_server.engine import BadImage, ModelPool, TextLine, check_image
+
+# read the text; what the image shows (an ImageNet class); is it safe (sfw) or not (nsfw)
+SERVED_MODELS = ("ocr", "classify", "moderation")
+LABEL_MODELS = frozenset({"classify", "moderation"})  # models that answer with labels, best first
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+
+
+@dataclass
+class Fault:
+    """Chaos hook, off by default: added latency before the model, and a share of requests failing 500."""
+
+    latency_s: float = 0.0
+    error_rate: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    @classmethod
+    def parse(cls, text: str | None) -> Fault:
+        fault = cls()
+        for part in filter(None, (text or "").split(",")):
+            key, _, value = part.partition("=")
+            if key.strip() == "latency":
+                fault.latency_s = _seconds(value.strip())
+            elif key.strip() == "error_rate":
+                fault.error_rate = float(value.strip().rstrip("%")) / (100 if "%" in value else 1)
+            else:
+                raise ValueError(f"unknown fault `{key}`: use latency=200ms or error_rate=0.1")
+        return fault
+
+
+def _seconds(text: str) -> float:
+    for unit, scale in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+@dataclass
+class Settings:
+    workers: int = 2
+    max_in_flight: int = 2
+    max_queue: int = 8
+    request_timeout_s: float = 30.0
+    fault: Fault = field(default_factory=Fault)
+    allowed_url_hosts: tuple[str, ...] = ()
+    admin: bool = False
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "BadRequestError",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.headers = status, message, kind, param, headers
+
+    def response(self) -> JSONResponse:
+        body = {
+            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}
+        }
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r, label = self.registry, ["model_name"]
+        ProcessCollector(registry=r)
+        self.running = Gauge(
+            "vllm:num_requests_running", "Requests being processed by a model.", label, registry=r
+        )
+        self.waiting = Gauge(
+            "vllm:num_requests_waiting", "Requests waiting for a model worker.", label, registry=r
+        )
+        self.ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Time to first token.",
+            label,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "End-to-end request latency.",
+            label,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Gap between streamed tokens.",
+            label,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue = Histogram(
+            "vllm:request_queue_time_seconds",
+            "Time waiting for a worker.",
+            label,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "vllm:request_inference_time_seconds",
+            "Model time per request.",
+            label,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prompt tokens processed.", label, registry=r)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated.", label, registry=r)
+        self.success = Counter(
+            "vllm:request_success", "Finished requests.", [*label, "finished_reason"], registry=r
+        )
+        self.rejected = Counter(
+            "model_server_rejected", "Requests refused by admission control.", ["reason"], registry=r
+        )
+        self.errors = Counter(
+            "model_server_errors", "Requests answered with an error.", ["status"], registry=r
+        )
+
+
+class Admission:
+    """At most `max_in_flight` running and `max_queue` waiting; anything more is refused at once."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.semaphore = asyncio.Semaphore(settings.max_in_flight)
+        self.capacity = settings.max_in_flight + settings.max_queue
+        self.running = 0
+        self.waiting = 0
+        self.metrics = metrics
+
+    @contextlib.asynccontextmanager
+    async def slot(self, model: str) -> AsyncIterator[float]:
+        if self.running + self.waiting >= self.capacity:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(
+                429, "the server is at capacity; retry later", "RateLimitError", headers={"Retry-After": "1"}
+            )
+        self.waiting += 1
+        self.metrics.waiting.labels(model).set(self.waiting)
+        queued = time.perf_counter()
+        try:
+            await self.semaphore.acquire()
+        finally:
+            self.waiting -= 1
+            self.metrics.waiting.labels(model).set(self.waiting)
+        self.running += 1
+        self.metrics.running.labels(model).set(self.running)
+        self.metrics.queue.labels(model).observe(time.perf_counter() - queued)
+        try:
+            yield time.perf_counter() - queued
+        finally:
+            self.running -= 1
+            self.metrics.running.labels(model).set(self.running)
+            self.semaphore.release()
+
+
+# --- input ----------------------------------------------------------------------------------------
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
+
+
+def decode_base64(text: Any, param: str) -> bytes:
+    if not isinstance(text, str):
+        raise ApiError(400, f"`{param}` must be a base64 string", param=param)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"`{param}` is not valid base64", param=param) from None
+
+
+async def image_from_url(url: Any, settings: Settings, param: str) -> bytes:
+    if not isinstance(url, str):
+        raise ApiError(400, f"`{param}` must be a string URL", param=param)
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        if not header.startswith("data:image/") or not header.endswith(";base64"):
+            raise ApiError(400, "only `data:image/...;base64,` URLs are accepted", param=param)
+        return decode_base64(payload, param)
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https") and parsed.hostname in settings.allowed_url_hosts:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            response = await client.get(url)
+        if response.status_code != 200:
+            raise ApiError(400, f"fetching the image gave HTTP {response.status_code}", param=param)
+        return response.content
+    raise ApiError(
+        400,
+        "image URLs must be data: URLs (this server fetches http(s) only from hosts allowed at start-up)",
+        param=param,
+    )
+
+
+def checked(data: bytes, param: str) -> bytes:
+    try:
+        check_image(data)
+    except BadImage as exc:
+        raise ApiError(400, str(exc), param=param) from None
+    return data
+
+
+def chat_image_url(body: dict[str, Any]) -> tuple[Any, int]:
+    """The image URL of a chat request and the words of its text parts (prompt tokens)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "`messages` must be a non-empty list", param="messages")
+    url, words = None, 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "content" not in message:
+            raise ApiError(
+                400, f"messages[{i}] must be an object with `role` and `content`", param="messages"
+            )
+        content = message["content"]
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(parts, list):
+            raise ApiError(
+                400, f"messages[{i}].content must be a string or a list of parts", param="messages"
+            )
+        for part in parts:
+            if not isinstance(part, dict):
+                raise ApiError(
+                    400, f"messages[{i}] has a content part that is not an object", param="messages"
+                )
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                words += len(part["text"].split())
+            elif part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+    if url is None:
+        raise ApiError(400, "the request has no image: add an `image_url` content part", param="messages")
+    return url, words + 1  # an image counts as one prompt token here
+
+
+def answer_of(model: str, lines: list[TextLine]) -> str:
+    """The chat answer: the text read (ocr), or the most likely label (classify, moderation)."""
+    if model in LABEL_MODELS:
+        return lines[0].text if lines else ""
+    return " ".join(line.text for line in lines)
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.admission = Admission(settings, self.metrics)
+        self.pool: ModelPool | None = None
+        self.ready = False
+        self.warmup_s: list[float] = []
+
+    async def start(self) -> None:
+        self.pool = ModelPool(self.settings.workers)
+        self.warmup_s = await self.pool.warm(text_cards(1)[0].png)
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        if self.pool is not None:
+            self.pool.close()
+
+    async def recognize(self, model: str, data: bytes) -> tuple[list[TextLine], float]:
+        """Admission, fault hook, timeout and the model call, with metrics."""
+        assert self.pool is not None
+        async with self.admission.slot(model):
+            fault = self.settings.fault
+            if fault.latency_s:
+                await asyncio.sleep(fault.latency_s)
+            if fault.error_rate and fault.rng.random() < fault.error_rate:
+                raise ApiError(500, "injected fault (--fault error_rate)", "InternalServerError")
+            try:
+                lines, model_s = await asyncio.wait_for(
+                    self.pool.run(model, data), self.settings.request_timeout_s
+                )
+            except TimeoutError:
+                raise ApiError(
+                    503,
+                    f"the request took longer than {self.settings.request_timeout_s:g}s",
+                    "ServiceUnavailableError",
+                    headers={"Retry-After": "1"},
+                ) from None
+            self.metrics.inference.labels(model).observe(model_s)
+            return lines, model_s
+
+    def model_of(self, body: dict[str, Any]) -> str:
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise ApiError(400, "`model` must be a string", param="model")
+        if model not in SERVED_MODELS:
+            raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError", param="model")
+        return model
+
+    async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await json_body(request)
+        model = self.model_of(body)
+        max_tokens = body.get("max_tokens")
+        if max_tokens is not None and (
+            not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+        ):
+            raise ApiError(400, "`max_tokens` must be a positive integer", param="max_tokens")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ApiError(400, "`stream` must be true or false", param="stream")
+        url, prompt_tokens = chat_image_url(body)
+        data = checked(await image_from_url(url, self.settings, "messages"), "messages")
+        lines, _ = await self.recognize(model, data)
+        words = answer_of(model, lines).split()
+        finish = "length" if max_tokens is not None and len(words) > max_tokens else "stop"
+        tokens = words[:max_tokens] if max_tokens is not None else words
+        self.metrics.prompt_tokens.labels(model).inc(prompt_tokens)
+        self.metrics.generation_tokens.labels(model).inc(len(tokens))
+        self.metrics.success.labels(model, finish).inc()
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt_tokens + len(tokens),
+        }
+        ident = f"chatcmpl-{uuid.uuid4().hex}"
+        if stream:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return StreamingResponse(
+                self._stream(ident, model, tokens, finish, usage, include_usage, started),
+                media_type="text/event-stream",
+            )
+        elapsed = time.perf_counter() - started
+        self.metrics.ttft.labels(model).observe(elapsed)
+        self.metrics.e2e.labels(model).observe(elapsed)
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": " ".join(tokens)},
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    async def _stream(
+        self,
+        ident: str,
+        model: str,
+        tokens: list[str],
+        finish: str,
+        usage: dict[str, int],
+        include_usage: bool,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        """SSE chunks as vLLM sends them. The model reads the whole image at once, so every token is ready
+        when the first is: TTFT equals the model time and the gaps between tokens are only the transport's."""
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            payload = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        yield chunk({"role": "assistant", "content": ""})
+        last = None
+        for i, token in enumerate(tokens):
+            yield chunk({"content": token if i == 0 else " " + token})
+            now = time.perf_counter()
+            if last is None:
+                self.metrics.ttft.labels(model).observe(now - started)
+            else:
+                self.metrics.itl.labels(model).observe(now - last)
+            last = now
+        yield chunk({}, finish)
+        if include_usage:
+            payload = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+        self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
+
+    async def rest_ocr(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await json_body(request)
+        data = checked(decode_base64(body.get("image_base64"), "image_base64"), "image_base64")
+        lines, model_s = await self.recognize("ocr", data)
+        self.metrics.e2e.labels("ocr").observe(time.perf_counter() - started)
+        self.metrics.success.labels("ocr", "stop").inc()
+        return JSONResponse(
+            {
+                "model": "ocr",
+                "text": " ".join(line.text for line in lines),
+                "lines": [
+                    {"text": line.text, "box": line.box, "confidence": line.confidence} for line in lines
+                ],
+                "model_ms": round(model_s * 1000, 3),
+            }
+        )
+
+    async def rest_identify(self, request: Request) -> Response:
+        """What the image shows: ImageNet labels (top 5) with scores at or above `threshold`."""
+        return await self.rest_labels(request, "classify")
+
+    async def rest_moderate(self, request: Request) -> Response:
+        """Is the image safe: open_nsfw's `sfw` and `nsfw` scores at or above `threshold`."""
+        return await self.rest_labels(request, "moderation")
+
+    async def rest_labels(self, request: Request, model: str) -> Response:
+        started = time.perf_counter()
+        body = await json_body(request)
+        threshold = body.get("threshold", 0.5)
+        if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+            raise ApiError(400, "`threshold` must be a number from 0 to 1", param="threshold")
+        if "image_url" in body:
+            data = await image_from_url(body["image_url"], self.settings, "image_url")
+        elif "image_base64" in body:
+            data = decode_base64(body["image_base64"], "image_base64")
+        else:
+            raise ApiError(400, "give `image_url` or `image_base64`", param="image_url")
+        lines, model_s = await self.recognize(model, checked(data, "image"))
+        self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
+        self.metrics.success.labels(model, "stop").inc()
+        labels = [
+            {"label": line.text, "score": line.confidence} for line in lines if line.confidence >= threshold
+        ]
+        return JSONResponse({"model": model, "labels": labels, "model_ms": round(model_s * 1000, 3)})
+
+    async def admin_fault(self, request: Request) -> Response:
+        if not self.settings.admin:
+            raise ApiError(404, "the admin API is off: start with --admin", "NotFoundError")
+        body = await json_body(request)
+        try:
+            self.settings.fault = Fault.parse(",".join(f"{k}={v}" for k, v in body.items()))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        return JSONResponse(
+            {"latency_s": self.settings.fault.latency_s, "error_rate": self.settings.fault.error_rate}
+        )
+
+
+def build_app(settings: Settings) -> Starlette:
+    server = Server(settings)
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if not server.ready:
+                return ApiError(
+                    503, "the server is starting", "ServiceUnavailableError", headers={"Retry-After": "1"}
+                ).response()
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                server.metrics.errors.labels(str(exc.status)).inc()
+                return exc.response()
+
+        return endpoint
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {"status": "ok" if server.ready else "starting", "warmup_s": server.warmup_s},
+            status_code=200 if server.ready else 503,
+        )
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": m,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "scenariokit",
+                        "root": m,
+                        "parent": None,
+                    }
+                    for m in SERVED_MODELS
+                ],
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/metrics", metrics),
+            Route("/v1/chat/completions", guarded(server.chat), methods=["POST"]),
+            Route("/api/v1/ocr", guarded(server.rest_ocr), methods=["POST"]),
+            Route("/api/v1/identify", guarded(server.rest_identify), methods=["POST"]),
+            Route("/api/v1/moderate", guarded(server.rest_moderate), methods=["POST"]),
+            Route("/admin/fault", guarded(server.admin_fault), methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    return app
