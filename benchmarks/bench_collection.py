@@ -48,8 +48,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
-from scenariokit.engines.drivers import get_driver, k6_binary
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario, get_engine
+from scenariokit.engines.base import LaunchPlan
+from scenariokit.engines.k6.driver import k6_binary
+from scenariokit.ports import free_port
 from scenariokit.run.live import LiveView
 from scenariokit.run.orchestrate import (
     ENGINE_GRACE_S,
@@ -129,12 +132,6 @@ http {{
 
 
 # --- the endpoint ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
@@ -269,7 +266,7 @@ def scenariokit_trial(
     source = work / "scenario.yaml"
     source.write_text(SCENARIO.format(url=url, users=users, seconds=seconds, path=PATH))
     scenario = apply_overrides(load_scenario(source).scenario, RunOptions(engine=engine, quiet=True))
-    driver = get_driver(engine)
+    driver = get_engine(engine)
     run_dir = make_run_dir(scenario, work / "run")
     raw_dir = run_dir / "raw"
     script = compile_scenario(scenario, engine).write(run_dir / "script")
@@ -280,7 +277,9 @@ def scenariokit_trial(
         state = monitored_run(scenario, driver, script, url, run_dir, None, options, view, {})
         if state.exit_reason != "completed":
             raise RuntimeError(f"monitored_run: {state.exit_reason} {state.detail}; see {run_dir / 'logs'}")
-    launch = driver.launch(script, url, raw_dir, scenario.load.duration_s + ENGINE_GRACE_S, open_model=False)
+    launch = driver.launch(
+        LaunchPlan(script, url, raw_dir, scenario.load.duration_s + ENGINE_GRACE_S, open_model=False)
+    )
     if not runner:
         log = run_dir / "logs" / f"{engine}.log"
         rc = run_process(launch.argv, launch.env, script.parent, log, seconds + ENGINE_GRACE_S + 30)

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from scenariokit.compile.parse import parse_file
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 5

@@ -37,8 +37,10 @@ from pathlib import Path
 
 from bench_collection import PATH, SCENARIO, STATUS_PATH, STOCK_K6, endpoint
 
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
-from scenariokit.engines.drivers import K6Driver, k6_binary
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario, get_engine
+from scenariokit.engines.base import LaunchPlan
+from scenariokit.engines.k6.driver import k6_binary
 
 
 def served(url: str) -> int:
@@ -85,7 +87,7 @@ def main() -> None:
         script = compile_scenario(load_scenario(source).scenario, "k6").write(work / "script")
         raw = work / "raw"
         raw.mkdir()
-        launch = K6Driver().launch(script, url, raw, args.seconds + 30, open_model=False)
+        launch = get_engine("k6").launch(LaunchPlan(script, url, raw, args.seconds + 30, open_model=False))
         settings = launch.argv[launch.argv.index("--no-thresholds") :]  # the driver's flags after the script
         settings = [arg for i, arg in enumerate(settings) if not _is_console_flag(settings, i)]
         plain = dict(os.environ, BENCH_BASE_URL=url)

@@ -33,8 +33,10 @@ from pathlib import Path
 
 from bench_collection import PATH, SCENARIO, endpoint
 
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
-from scenariokit.engines.drivers import K6Driver, k6_binary
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario, get_engine
+from scenariokit.engines.base import LaunchPlan
+from scenariokit.engines.k6.driver import k6_binary
 
 STOCK = """\
 import http from "k6/http";
@@ -86,7 +88,7 @@ def main() -> None:
         script.write_text(compiled)
         raw = work / "raw"
         raw.mkdir()
-        launch = K6Driver().launch(script, url, raw, 1000, open_model=False)
+        launch = get_engine("k6").launch(LaunchPlan(script, url, raw, 1000, open_model=False))
         flags = launch.argv[launch.argv.index("--no-thresholds") :]
         stock_flags = [f for i, f in enumerate(flags) if "--console-output" not in (f, flags[i - 1])]
         plain = dict(os.environ, BENCH_BASE_URL=url)

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scenariokit.compile.pipeline import load_scenario
-from scenariokit.engines.records import K6RecordReader, RecordLinesReader
+from scenariokit.engines.k6.reader import K6RecordReader
+from scenariokit.engines.records import RecordLinesReader
 from scenariokit.results.store import RecordStore
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.live import LiveView

@@ -34,9 +34,10 @@ from scenariokit.compile.ir import (
     Target,
     Window,
 )
-from scenariokit.engines.drivers import K6Driver
+from scenariokit.engines import get_engine
+from scenariokit.engines.base import LaunchPlan
+from scenariokit.engines.k6 import K6Engine
 from scenariokit.engines.k6.codegen import (
-    K6Backend,
     comment_safe,
     executor_lines,
     js_literal,
@@ -128,7 +129,7 @@ def test_inexact_rate_is_rounded_with_a_warning_naming_the_error() -> None:
     scenario = open_scenario(Stage("hold", "hold", 60, 1 / 7, 1 / 7))
     lines, _ = executor_lines(scenario)
     assert 'timeUnit: "1h"' in lines and "startRate: 514" in lines
-    warnings = [d for d in K6Backend().check(scenario) if "rounded" in d.message]
+    warnings = [d for d in K6Engine().compile(scenario).diagnostics if "rounded" in d.message]
     assert len(warnings) == 1 and warnings[0].severity is Severity.WARNING
     assert "0.056%" in warnings[0].message  # 514/h = 0.14278/s against 0.14286/s
 
@@ -199,20 +200,33 @@ def test_what_k6_cannot_judge_is_a_warning_not_a_threshold(the_slo: Slo) -> None
     scenario = dataclasses.replace(closed_chat_scenario(), slos=(the_slo,))
     pairs, reason = threshold_for(the_slo, scenario)
     assert pairs == [] and reason
-    (diagnostic,) = K6Backend().check(scenario)
+    (diagnostic,) = K6Engine().compile(scenario).diagnostics
     assert diagnostic.severity is Severity.WARNING and the_slo.text in diagnostic.message
     assert (
-        "thresholds" not in K6Backend().emit(scenario).files["chat-mix.k6.js"].split("thresholds: {")[1][:20]
+        "thresholds"
+        not in K6Engine().compile(scenario).files["chat-mix.k6.js"].split("thresholds: {")[1][:20]
     )
 
 
 def test_ttft_warning_says_not_measured_and_points_at_the_slo() -> None:
     scenario = closed_chat_scenario()
-    (warning,) = [d for d in K6Backend().check(scenario) if "ttft" in d.message]
+    (warning,) = [d for d in K6Engine().compile(scenario).diagnostics if "ttft" in d.message]
     assert "cannot measure time to first token" in warning.message and "not measured" in warning.message
     assert warning.hint == "use --engine locust"
     assert warning.span == scenario.slos[1].span
-    assert K6Backend().emit(scenario).diagnostics == tuple(K6Backend().check(scenario))
+
+
+def test_ttft_warning_prints_once(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "scenariokit", "compile", "scenarios/holiday-spike.yaml", "--engine", "k6"]
+    out = subprocess.run(
+        [*argv, "-o", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (out.stdout + out.stderr).count("cannot measure time to first token") == 1
 
 
 def test_conditions_of_one_key_share_one_list_in_source_order() -> None:
@@ -221,7 +235,9 @@ def test_conditions_of_one_key_share_one_list_in_source_order() -> None:
         slo("p50(latency) < 100ms", "latency", "p50", "<", 0.1),
         slo("max(latency) < 2s", "latency", "max", "<", 2.0),
     )
-    script = K6Backend().emit(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
+    script = (
+        K6Engine().compile(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
+    )
     assert script.count('"sk_latency":') == 1
     assert '"sk_latency": ["p(99)<500", "p(50)<100", "max<2000"],' in script
 
@@ -236,7 +252,9 @@ def test_conditions_of_one_key_share_one_list_in_source_order() -> None:
     ],
 )
 def test_runtime_sends_only_the_points_a_threshold_reads(slos: tuple[Slo, ...], emit: str) -> None:
-    script = K6Backend().emit(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
+    script = (
+        K6Engine().compile(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
+    )
     line = script.split("\n  emit: ", 1)[1].split("\n", 1)[0]
     assert emit in line
 
@@ -245,7 +263,7 @@ def test_runtime_sends_only_the_points_a_threshold_reads(slos: tuple[Slo, ...], 
 
 
 def test_emits_entry_runtime_and_data() -> None:
-    compiled = K6Backend().emit(closed_chat_scenario())
+    compiled = K6Engine().compile(closed_chat_scenario())
     assert compiled.entry == "chat-mix.k6.js"
     assert set(compiled.files) == {"chat-mix.k6.js", "scenariokit-runtime.js", "data/images.json"}
     assert (
@@ -260,7 +278,7 @@ def test_emits_entry_runtime_and_data() -> None:
 @needs_node
 @pytest.mark.parametrize("make", [closed_chat_scenario, open_rest_scenario])
 def test_script_and_runtime_pass_node_check(make: Any) -> None:
-    compiled = K6Backend().emit(make())
+    compiled = K6Engine().compile(make())
     for name in (compiled.entry, "scenariokit-runtime.js"):
         result = node_check(compiled.files[name])
         assert result.returncode == 0, (name, result.stderr)
@@ -269,7 +287,7 @@ def test_script_and_runtime_pass_node_check(make: Any) -> None:
 @needs_k6
 @pytest.mark.parametrize("make", [closed_chat_scenario, open_rest_scenario])
 def test_k6_inspect_accepts_script_and_options(make: Any, tmp_path: Path) -> None:
-    entry = K6Backend().emit(make()).write(tmp_path)
+    entry = K6Engine().compile(make()).write(tmp_path)
     result = subprocess.run(
         [K6, "inspect", entry.name], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
@@ -282,9 +300,9 @@ def test_k6_inspect_accepts_script_and_options(make: Any, tmp_path: Path) -> Non
 
 def test_emit_is_deterministic_across_hash_seeds() -> None:
     code = (
-        "import hashlib, json; from scenariokit.engines.k6.codegen import K6Backend;"
+        "import hashlib, json; from scenariokit.engines.k6 import K6Engine;"
         "from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario;"
-        "files = [sorted(K6Backend().emit(m()).files.items())"
+        "files = [sorted(K6Engine().compile(m()).files.items())"
         " for m in (closed_chat_scenario, open_rest_scenario)];"
         "print(hashlib.sha256(json.dumps(files).encode()).hexdigest())"
     )
@@ -299,7 +317,9 @@ def test_emit_is_deterministic_across_hash_seeds() -> None:
         ).stdout
         for seed in ("0", "4242")
     }
-    files = [sorted(K6Backend().emit(m()).files.items()) for m in (closed_chat_scenario, open_rest_scenario)]
+    files = [
+        sorted(K6Engine().compile(m()).files.items()) for m in (closed_chat_scenario, open_rest_scenario)
+    ]
     assert digests == {hashlib.sha256(json.dumps(files).encode()).hexdigest() + "\n"}
 
 
@@ -380,7 +400,7 @@ def nasty_scenarios(draw: st.DrawFn) -> Scenario:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nasty_scenarios())
 def test_arbitrary_strings_stay_data(scenario: Scenario) -> None:
-    compiled = K6Backend().emit(scenario)
+    compiled = K6Engine().compile(scenario)
     script = compiled.files[compiled.entry]
     checked = node_check(script)
     assert checked.returncode == 0, checked.stderr
@@ -412,7 +432,7 @@ def run_k6(
     scenario: Scenario, out: Path, env: dict[str, str] | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
     assert K6 is not None
-    entry = K6Backend().emit(scenario).write(out)
+    entry = K6Engine().compile(scenario).write(out)
     result = subprocess.run(
         [K6, "run", "--quiet", "--no-color", "--out", f"json={out / 'k6.json'}", entry.name],
         env=env or ENV,
@@ -582,21 +602,30 @@ def test_k6_runs_with_a_lazier_go_collector_unless_the_environment_says(
 ) -> None:
     monkeypatch.delenv("GOGC", raising=False)
     monkeypatch.delenv("GOMEMLIMIT", raising=False)
-    env = K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10).env
+    env = get_engine("k6").launch(LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10)).env
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert env["GOGC"] == "400" and int(env["GOMEMLIMIT"]) == int(memory * 0.5)
     monkeypatch.setenv("GOGC", "100")
-    assert K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10).env["GOGC"] == "100"
+    assert (
+        get_engine("k6")
+        .launch(LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10))
+        .env["GOGC"]
+        == "100"
+    )
 
 
 @needs_k6  # the launch names the k6 binary
 def test_only_an_open_model_runs_with_k6s_summary_and_rest_api(tmp_path: Path) -> None:
     """k6's metrics engine is there only to count an open model's dropped iterations: a closed model runs
     without it (no summary, no REST API, no port), an open one keeps both, the summary in the legacy mode."""
-    closed = K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, open_model=False)
+    closed = get_engine("k6").launch(
+        LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, open_model=False)
+    )
     assert "--no-summary" in closed.argv and "--summary-export" not in closed.argv and closed.api is None
     assert closed.argv[closed.argv.index("--address") + 1] == ""  # no REST API server at all
-    opened = K6Driver().launch(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, open_model=True)
+    opened = get_engine("k6").launch(
+        LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, open_model=True)
+    )
     assert "--no-summary" not in opened.argv and opened.api is not None
     assert opened.argv[opened.argv.index("--summary-mode") + 1] == "legacy"
     assert opened.argv[opened.argv.index("--summary-export") + 1] == str(tmp_path / "k6-summary.json")

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scenariokit.compile.ir import Dataset, Expect, Scenario, Stage
-from scenariokit.engines.base import get_backend
+from scenariokit.engines import get_engine
 from tests.support.ir_examples import closed_chat_scenario
 
 PIECES = [*"aZ 0'\"\\{}$#\n\r\t\x00<>/;:()[]`", "${", '"""', "'''", "</script>", "é", "\u2028", "😀"]
@@ -64,14 +64,14 @@ def string_constants(tree: ast.AST) -> set[str]:
 
 
 BASELINE = ast.parse(
-    get_backend("locust").emit(with_text("plain")).files["chat-mix.locust.py".replace("chat-mix", "nplain")]
+    get_engine("locust").compile(with_text("plain")).files["chat-mix.locust.py".replace("chat-mix", "nplain")]
 )
 
 
 @settings(max_examples=120, deadline=None)
 @given(NASTY)
 def test_any_string_stays_data_in_the_locustfile(text: str) -> None:
-    script = get_backend("locust").emit(with_text(text))
+    script = get_engine("locust").compile(with_text(text))
     tree = ast.parse(script.files[script.entry])
     assert shape(tree) == shape(BASELINE)
     constants = string_constants(tree)

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from scenariokit.compile.ir import NO_THINK_TIME, Scenario, Slo, Stage
-from scenariokit.engines.base import get_backend
-from scenariokit.engines.drivers import K6Driver, k6_binary
-from scenariokit.engines.records import RECORD_FIELDS, K6RecordReader
+from scenariokit.engines import get_engine
+from scenariokit.engines.base import LaunchPlan
+from scenariokit.engines.k6.driver import k6_binary
+from scenariokit.engines.k6.reader import K6RecordReader
+from scenariokit.engines.records import RECORD_FIELDS
 from tests.support.ir_examples import closed_chat_scenario, open_rest_scenario
 from tests.support.loopback import LoopbackServer
 
@@ -37,7 +39,7 @@ def short_closed(url: str) -> Scenario:
 
 
 def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
-    entry = get_backend("locust").emit(scenario).write(out)
+    entry = get_engine("locust").compile(scenario).write(out)
     results = out / "results"
     subprocess.run(
         [
@@ -71,12 +73,11 @@ def run_locust(scenario: Scenario, out: Path) -> list[dict[str, Any]]:
 def run_k6(scenario: Scenario, out: Path) -> tuple[K6RecordReader, list[dict[str, Any]]]:
     """Runs the script as the runner's driver launches k6 (its argv and environment: records through the
     console, no thresholds); the reader (for its dropped iterations) and the records as dicts."""
-    entry = get_backend("k6").emit(scenario).write(out / "script")
+    entry = get_engine("k6").compile(scenario).write(out / "script")
     raw = out / "raw"
     raw.mkdir()
-    launch = K6Driver().launch(
-        entry, scenario.default_base_url, raw, 30, open_model=scenario.load.model == "open"
-    )
+    plan = LaunchPlan(entry, scenario.default_base_url, raw, 30, open_model=scenario.load.model == "open")
+    launch = get_engine("k6").launch(plan)
     result = subprocess.run(
         launch.argv, env={**ENV, **launch.env}, cwd=entry.parent, capture_output=True, timeout=60, check=False
     )
@@ -93,7 +94,7 @@ def run_k6(scenario: Scenario, out: Path) -> tuple[K6RecordReader, list[dict[str
 
 def run_k6_stock(scenario: Scenario, out: Path) -> int:
     """A stock `k6 run` of the script, as a user would run it: its exit code (99 when a threshold fails)."""
-    entry = get_backend("k6").emit(scenario).write(out)
+    entry = get_engine("k6").compile(scenario).write(out)
     result = subprocess.run(
         [k6_binary(), "run", "--quiet", "--no-color", "--no-usage-report", str(entry)],
         env=ENV,

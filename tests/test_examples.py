@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.compile.pipeline import load_scenario
 from scenariokit.compile.plan import make_plan
+from scenariokit.engines import compile_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "scenarios").glob("*.yaml"))

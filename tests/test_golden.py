@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -52,7 +53,8 @@ def test_every_golden_file_has_a_scenario() -> None:
 def test_output_does_not_depend_on_hash_seed() -> None:
     code = (
         "import sys, hashlib; from pathlib import Path;"
-        "from scenariokit.compile.pipeline import compile_scenario, load_scenario;"
+        "from scenariokit.compile.pipeline import load_scenario;"
+        "from scenariokit.engines import compile_scenario;"
         "s = compile_scenario(load_scenario(Path('scenarios/holiday-spike.yaml')).scenario, sys.argv[1]);"
         "print(hashlib.sha256(repr(sorted(s.files.items())).encode()).hexdigest())"
     )

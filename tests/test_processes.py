@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
-from scenariokit.engines.drivers import get_driver
+from scenariokit.engines import get_engine
+from scenariokit.engines.base import LaunchPlan
 from tests.support.loopback import LoopbackServer
 from tests.test_engines import assert_weights
 
@@ -87,7 +88,9 @@ def test_processes_are_for_locust_only(tmp_path: Path) -> None:
 
 
 def test_the_driver_asks_locust_for_its_processes(tmp_path: Path) -> None:
-    launch = get_driver("locust").launch(tmp_path / "x.py", "http://127.0.0.1:1", tmp_path, 10, processes=3)
+    launch = get_engine("locust").launch(
+        LaunchPlan(tmp_path / "x.py", "http://127.0.0.1:1", tmp_path, 10, processes=3)
+    )
     assert launch.argv[-2:] == ["--processes", "3"] and launch.env["SCENARIOKIT_WORKERS"] == "3"
-    single = get_driver("locust").launch(tmp_path / "x.py", "http://127.0.0.1:1", tmp_path, 10)
+    single = get_engine("locust").launch(LaunchPlan(tmp_path / "x.py", "http://127.0.0.1:1", tmp_path, 10))
     assert "--processes" not in single.argv and "SCENARIOKIT_WORKERS" not in single.env

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.engines.records import RECORD_FIELDS, K6RecordReader, RecordLinesReader, RequestRecord
+from scenariokit.engines.k6.reader import K6RecordReader
+from scenariokit.engines.records import RECORD_FIELDS, RecordLinesReader, RequestRecord
 
 
 def locust_fields(t: float, name: str = "a", **extra: object) -> dict[str, object]:
@@ -27,10 +28,12 @@ def locust_line(t: float, name: str = "a", **extra: object) -> str:
     return json.dumps(list(locust_fields(t, name, **extra).values())) + "\n"
 
 
-def test_locust_reads_object_lines_of_older_runtimes(tmp_path: Path) -> None:
+def test_an_object_line_that_is_no_marker_is_skipped_and_counted(tmp_path: Path) -> None:
     append(tmp_path / "records-1.jsonl", json.dumps(locust_fields(1.0, itl=[0.5], tokens=2)) + "\n")
-    (record,) = RecordLinesReader(tmp_path).poll()
-    assert record.t == 1.0 and record.itl == (0.5,) and record.tokens == 2
+    append(tmp_path / "records-1.jsonl", locust_line(2.0, itl=[0.5], tokens=2))
+    reader = RecordLinesReader(tmp_path)
+    (record,) = reader.poll()
+    assert record.t == 2.0 and record.itl == (0.5,) and record.tokens == 2 and reader.skipped == 1
 
 
 def test_reader_and_runtime_agree_on_the_record_fields() -> None:

@@ -12,8 +12,8 @@ from rich.console import Console
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic, ScenarioError
 from scenariokit.compile.expr import ExprError
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
-from scenariokit.engines.base import backend_names
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario, engine_names
 from scenariokit.exitcodes import ExitCode
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="write a Locust or k6 script for a scenario")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--engine", choices=backend_names(), help="override the scenario's `engine`")
+    p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
     p.add_argument("-o", "--out", default="build", help="output folder (default: build)")
     p.set_defaults(func=cmd_compile)
 
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a scenario: start the engine, measure, judge the SLOs")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--engine", choices=backend_names(), help="override the scenario's `engine`")
+    p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
     p.add_argument("--out", help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--duration", help="stretch or shrink the curve to this total, e.g. 30s")
     p.add_argument("--users", type=int, help="closed model: rescale the curve to this peak of users")

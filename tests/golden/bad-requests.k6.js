@@ -17,7 +17,7 @@ const SCENARIO = {
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "uniform", "low": 0.2, "high": 0.8},
   emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
-  model: "closed",
+  loadModel: "closed",
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 10.0, "from": 0.0, "to": 4.0},
     {"label": "hold", "kind": "hold", "duration": 40.0, "from": 4.0, "to": 4.0},

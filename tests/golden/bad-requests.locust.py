@@ -13,7 +13,6 @@ SCENARIO = sk.Scenario(
     __file__,
     name='bad-requests',
     base_url='http://127.0.0.1:8000',
-    model='ocr',
     headers={},
     datasets=['images'],
     seed=0,

@@ -17,7 +17,7 @@ const SCENARIO = {
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "uniform", "low": 0.5, "high": 2.5},
   emit: {"latency": true, "ok": true, "successes": true, "ttfb": false},
-  model: "closed",
+  loadModel: "closed",
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 60.0, "from": 0.0, "to": 200.0},
     {"label": "hold", "kind": "hold", "duration": 180.0, "from": 200.0, "to": 200.0},

@@ -13,7 +13,6 @@ SCENARIO = sk.Scenario(
     __file__,
     name='holiday-spike-production',
     base_url='http://127.0.0.1:8000',
-    model='Qwen/Qwen2.5-VL-3B-Instruct',
     headers={'Authorization': 'Bearer ${env:API_KEY}'},
     datasets=['images'],
     seed=0,

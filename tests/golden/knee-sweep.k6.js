@@ -16,7 +16,7 @@ const SCENARIO = {
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "none"},
   emit: {"latency": false, "ok": true, "successes": false, "ttfb": false},
-  model: "closed",
+  loadModel: "closed",
   stages: [
     {"label": "sweep", "kind": "steps", "duration": 20.0, "from": 1.0, "to": 1.0},
     {"label": "sweep", "kind": "steps", "duration": 0.0, "from": 1.0, "to": 2.0},

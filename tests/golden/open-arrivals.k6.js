@@ -16,7 +16,7 @@ const SCENARIO = {
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "none"},
   emit: {"latency": true, "ok": false, "successes": true, "ttfb": false},
-  model: "open",
+  loadModel: "open",
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 20.0, "from": 0.5, "to": 2.0},
     {"label": "hold", "kind": "hold", "duration": 30.0, "from": 2.0, "to": 2.0},

@@ -13,7 +13,6 @@ SCENARIO = sk.Scenario(
     __file__,
     name='recognition-api',
     base_url='http://127.0.0.1:8000',
-    model='',
     headers={'Authorization': 'Bearer ${env:API_KEY}'},
     datasets=['images'],
     seed=0,

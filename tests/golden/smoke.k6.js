@@ -17,7 +17,7 @@ const SCENARIO = {
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "constant", "value": 0.2},
   emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
-  model: "closed",
+  loadModel: "closed",
   stages: [
     {"label": "ramp", "kind": "ramp", "duration": 3.0, "from": 0.0, "to": 2.0},
     {"label": "hold", "kind": "hold", "duration": 10.0, "from": 2.0, "to": 2.0},

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Literal, Union
 
 from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span
+from scenariokit.engines import DEFAULT_ENGINE
 
 # A JSON value whose strings may hold `{dataset}`, `{dataset.field}` and `${env:NAME}` references,
 # rendered per request by the engine's runtime helper. `{{` and `}}` are literal braces.
@@ -287,7 +288,7 @@ class Scenario:
     requests: tuple[RequestTemplate, ...]
     datasets: tuple[Dataset, ...] = ()
     slos: tuple[Slo, ...] = ()
-    engine: Literal["locust", "k6"] = "locust"
+    engine: str = DEFAULT_ENGINE  # a name in the engine registry (scenariokit.engines)
     seed: int = 0
     description: str = ""
     monitoring: Monitoring = Monitoring()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from scenariokit.engines import DEFAULT_ENGINE, engine_names
 
 DURATION_HELP = "A duration with a unit: `500ms`, `2s`, `1m30s`, `1h`."
 
@@ -164,6 +167,23 @@ class MonitoringSpec(Strict):
 DataEntry = Annotated[str | DatasetSpec, Field(description="A source string, or a mapping with options.")]
 
 
+def _registered_engine(value: str) -> str:
+    """An engine name from the one registry (`scenariokit.engines`), reported like a literal choice."""
+    names = engine_names()
+    if value not in names:
+        expected = (
+            ", ".join(repr(n) for n in names[:-1]) + f" or {names[-1]!r}"
+            if len(names) > 1
+            else repr(names[0])
+        )
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
+
+
+def _engine_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = engine_names()  # read when the schema is generated: registered engines appear too
+
+
 class ScenarioSpec(Strict):
     """A scenariokit load-test scenario."""
 
@@ -181,7 +201,11 @@ class ScenarioSpec(Strict):
     data: dict[str, DataEntry] = Field(default_factory=dict)
     requests: dict[str, RequestSpec] = Field(..., min_length=1)
     slo: list[Expr] = Field(default_factory=list, description="SLOs such as `p99(latency) < 500ms`.")
-    engine: Literal["locust", "k6"] = "locust"
+    engine: Annotated[str, AfterValidator(_registered_engine)] = Field(
+        DEFAULT_ENGINE,
+        description="The stock engine that runs the scenario.",
+        json_schema_extra=_engine_enum,
+    )
     seed: int = Field(0, description="Seed for request and data selection.")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 

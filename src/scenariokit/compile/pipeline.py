@@ -1,16 +1,16 @@
-"""The pipeline in one place: parse -> validate -> lower -> backend, each stage in its own module."""
+"""The compiler's pipeline in one place: parse -> validate -> lower, each stage in its own module. The IR it
+returns goes to an engine (`scenariokit.engines.compile_scenario`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Severity
+from scenariokit.compile.diagnostics import Diagnostic
 from scenariokit.compile.ir import Scenario
 from scenariokit.compile.lower import lower
 from scenariokit.compile.parse import parse_file
 from scenariokit.compile.validate import validate_spec
-from scenariokit.engines.base import CompiledScript, get_backend
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,3 @@ def load_scenario(path: Path) -> Loaded:
     spec = validate_spec(doc)
     scenario, warnings = lower(spec, doc, name)
     return Loaded(scenario, tuple(warnings))
-
-
-def compile_scenario(scenario: Scenario, engine: str) -> CompiledScript:
-    backend = get_backend(engine)
-    problems = backend.check(scenario)
-    errors = [d for d in problems if d.severity is Severity.ERROR]
-    if errors:
-        raise ScenarioError(errors)
-    script = backend.emit(scenario)
-    warnings = tuple(d for d in problems if d.severity is Severity.WARNING)
-    return CompiledScript(script.engine, script.entry, script.files, warnings + tuple(script.diagnostics))

@@ -1,32 +1,44 @@
-"""Backends turn the IR into files a stock engine runs.
-
-A backend is one module with one small class: its name, what it cannot express (reported, never dropped),
-and how it emits files. Adding a third engine means adding a module and registering it here; shared code
-never branches on the engine's name.
+"""What every engine is: one class that compiles the IR to files the stock engine runs, launches the engine
+on them, reads its per-request records back, and declares what it can do (`Capabilities`), so that shared
+code (the runner, the SLO judge) asks the engine instead of branching on its name.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic
 from scenariokit.compile.ir import Scenario
+from scenariokit.engines.records import RequestRecord
 
 
-def engine_files_dir(engine: str) -> Path:
-    """An engine package's template and runtime files (package data: `engines/<name>/files/`)."""
-    return Path(str(resources.files("scenariokit.engines") / engine / "files"))
+@dataclass(frozen=True)
+class Capabilities:
+    """The table shared code reads instead of an engine's name."""
+
+    # metric -> what it is, for the metrics the engine cannot measure (a warning at compile time and
+    # "not measured by this engine" in the verdict)
+    unmeasurable: Mapping[str, str] = field(default_factory=dict)
+    # runs several generator processes on one machine (`run --processes N`)
+    worker_processes: bool = False
+    # one engine process uses every core (its CPU share is of all cores); else one core per process
+    uses_every_core: bool = False
+    # exit codes that mean the engine ended cleanly (k6's 99 is its own thresholds failing: a verdict)
+    clean_exit_codes: frozenset[int] = frozenset({0})
 
 
 @dataclass(frozen=True)
 class CompiledScript:
-    """What a backend produced: file name -> content, and which file the engine runs."""
+    """What an engine's compiler produced: file name -> content, which file the engine runs, and every
+    diagnostic (warnings; errors when the engine cannot express the scenario)."""
 
     engine: str
     entry: str
@@ -42,45 +54,72 @@ class CompiledScript:
         return out_dir / self.entry
 
 
-class Backend(Protocol):
-    name: str
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How the runner wants the engine started."""
 
-    def check(self, scenario: Scenario) -> list[Diagnostic]:
-        """What this engine cannot do: warnings for SLOs it cannot measure, errors otherwise."""
-        ...
+    script: Path
+    base_url: str
+    raw_dir: Path  # where the engine's raw output (records) goes
+    max_run_s: float  # a safety bound: the script's own curve ends the run
+    processes: int = 1  # generator processes on this machine, where the engine supports them
+    open_model: bool = True
 
-    def emit(self, scenario: Scenario) -> CompiledScript:
+
+@dataclass(frozen=True)
+class EngineLaunch:
+    argv: list[str]
+    env: dict[str, str]
+    api: str | None = None  # host:port of the engine's own control/metrics API, where it has one
+
+
+class RecordReader(Protocol):
+    skipped: int
+    dropped: int
+    dropped_times: list[float]
+    started_unix: float | None
+
+    def poll(self) -> list[RequestRecord]: ...
+
+
+class Engine(ABC):
+    """One stock load engine. Subclasses live in their own package with their template and runtime as
+    package data in `files/`."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @abstractmethod
+    def compile(self, scenario: Scenario) -> CompiledScript:
         """The script, its runtime helper and its data files, deterministic byte for byte."""
-        ...
+
+    @abstractmethod
+    def launch(self, plan: LaunchPlan) -> EngineLaunch:
+        """The command line and environment that run the compiled script."""
+
+    @abstractmethod
+    def reader(self, raw_dir: Path, launch: EngineLaunch) -> RecordReader:
+        """An incremental reader of the records the runtime writes into `raw_dir`."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    def files_dir(self) -> Path:
+        """This engine's template and runtime files: package data in `files/` beside the engine's class."""
+        module = sys.modules[type(self).__module__].__file__
+        assert module is not None
+        return Path(module).parent / "files"
+
+    def cpu_capacity(self, processes: int) -> int:
+        """How many cores the engine's processes can use: its CPU share is measured against these."""
+        cores = os.cpu_count() or 1
+        return cores if self.capabilities.uses_every_core else min(processes, cores)
+
+    def ended_cleanly(self, returncode: int | None) -> bool:
+        return returncode in self.capabilities.clean_exit_codes
 
 
-_REGISTRY: dict[str, Callable[[], Backend]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], Backend]], Callable[[], Backend]]:
-    def decorator(factory: Callable[[], Backend]) -> Callable[[], Backend]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
-def get_backend(name: str) -> Backend:
-    _load_builtin_backends()
-    return _REGISTRY[name]()
-
-
-def backend_names() -> list[str]:
-    _load_builtin_backends()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin_backends() -> None:
-    from scenariokit.engines.k6 import codegen as _k6  # noqa: F401  (registers on import)
-    from scenariokit.engines.locust import codegen as _locust  # noqa: F401
-
-
-# --- helpers shared by every backend --------------------------------------------------------------
+# --- helpers shared by every engine ---------------------------------------------------------------
 
 
 def header_lines(scenario: Scenario) -> list[str]:
@@ -105,3 +144,12 @@ def dataset_files(scenario: Scenario) -> dict[str, str]:
         }
         files[f"data/{dataset.name}.json"] = json.dumps(payload, indent=1, sort_keys=True) + "\n"
     return files
+
+
+def engine_env(base_url: str, raw_dir: Path) -> dict[str, str]:
+    """The environment every runtime reads: where to send, where to write its records."""
+    env = dict(os.environ)
+    env["SCENARIOKIT_BASE_URL"] = base_url
+    env["SCENARIOKIT_RESULTS_DIR"] = str(raw_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

@@ -7,14 +7,9 @@ buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
-
-import httpx
-import numpy as np
 
 
 class RequestRecord(NamedTuple):
@@ -93,7 +88,7 @@ class _LineTail:
         return [line for line in self.new_data().split(b"\n") if line.strip()]
 
 
-_DECODE = json.JSONDecoder().decode  # on str: skips json.loads' encoding detection, per line
+decode_json = json.JSONDecoder().decode  # on str: skips json.loads' encoding detection, per line
 
 
 def _decode(line: bytes) -> dict[str, Any] | None:
@@ -106,17 +101,16 @@ def _decode(line: bytes) -> dict[str, Any] | None:
 
 def _decode_array(line: bytes) -> list[Any] | None:
     try:
-        value = _DECODE(line.decode("utf-8"))
+        value = decode_json(line.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError is a ValueError
         return None
     return value if isinstance(value, list) else None
 
 
 class RecordLinesReader:
-    """Reads the `records-*.jsonl` files the engines' runtimes write: one per Locust process
-    (`records-<pid>.jsonl`: a JSON array per request in RECORD_FIELDS order), one for k6
-    (`records-k6.jsonl`, its console output: a batch line per write, see BATCH_PREFIX), and the marker
-    objects both write."""
+    """Reads the `records-*.jsonl` files the engines' runtimes write (one per generator process): a JSON
+    array per request in RECORD_FIELDS order, the marker objects every runtime writes, and whatever an
+    engine's subclass reads in `engine_line` (k6's batches)."""
 
     def __init__(self, results_dir: Path) -> None:
         self.results_dir = results_dir
@@ -135,16 +129,18 @@ class RecordLinesReader:
             requests = [line for line in lines if line[:1] == b"["]  # RECORD_FIELDS order
             records += self._requests(requests)
             for line in lines:
-                if line.startswith(BATCH_PREFIX):
-                    records += self._batch(line)
-                elif line[:1] != b"[":  # a marker, or a request as an object (older runtimes)
-                    raw = _decode(line)
-                    record = None if raw is None else self._line(raw)
-                    if isinstance(record, RequestRecord):
-                        records.append(record)
-                    elif record is None:
-                        self.skipped += 1
+                if line[:1] == b"[":
+                    continue
+                engine_records = self.engine_line(line)
+                if engine_records is not None:
+                    records += engine_records
+                elif not self._marker(_decode(line)):
+                    self.skipped += 1
         return records
+
+    def engine_line(self, line: bytes) -> list[RequestRecord] | None:
+        """An engine's own line format (k6's batches): its records, or None when the line is not one."""
+        return None
 
     def _requests(self, lines: list[bytes]) -> list[RequestRecord]:
         """The requests of a poll's array lines. At thousands of lines a second the runner shares the
@@ -153,7 +149,7 @@ class RecordLinesReader:
         if not lines:
             return []
         try:
-            rows = _DECODE("[" + b",".join(lines).decode("utf-8") + "]")
+            rows = decode_json("[" + b",".join(lines).decode("utf-8") + "]")
             if len(rows) == len(lines):  # else garbled lines joined into other JSON: read them one by one
                 return [_fields_record(*row) for row in rows]
         except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
@@ -168,35 +164,10 @@ class RecordLinesReader:
                 records.append(record)
         return records
 
-    def _batch(self, line: bytes) -> list[RequestRecord]:
-        """A k6 VU's batch of requests (see BATCH_PREFIX); a malformed batch is skipped whole."""
-        try:
-            batch = _DECODE(line.decode("utf-8"))
-            outcomes = [
-                (str(name), str(stage or ""), int(status), bool(ok), None if error is None else str(error))
-                for name, stage, status, ok, error in batch["outcomes"]
-            ]
-            numbers = np.frombuffer(base64.b64decode(batch["f64"], validate=True), dtype="<f8")
-            if numbers.size % 4:
-                raise ValueError("a batch's numbers come four per request")
-            rows = numbers.reshape(-1, 4)
-            indices = rows[:, 1].astype(np.int64)
-            if indices.size and (indices.min() < 0 or not np.array_equal(indices, rows[:, 1])):
-                raise IndexError("an outcome index below zero or not whole")
-            starts, latencies, ttfbs = (rows[:, column] / 1000 for column in (0, 2, 3))
-            make = RequestRecord._make
-            return [
-                make((t, *outcomes[o], latency, None, ttfb, None, None, None, 0, None))
-                for t, o, latency, ttfb in zip(
-                    starts.tolist(), indices.tolist(), latencies.tolist(), ttfbs.tolist(), strict=True
-                )
-            ]
-        except (ValueError, TypeError, KeyError, IndexError):  # binascii.Error and UnicodeDecodeError too
-            self.skipped += 1
-            return []
-
-    def _line(self, raw: dict[str, Any]) -> RequestRecord | bool | None:
-        """A record, True for a marker line (test start, dropped arrivals), None when malformed."""
+    def _marker(self, raw: dict[str, Any] | None) -> bool:
+        """Reads a marker line (test start, dropped arrivals); False when the line is not a valid one."""
+        if raw is None:
+            return False
         try:
             if "test_start" in raw:
                 start = float(raw["test_start"])
@@ -208,16 +179,9 @@ class RecordLinesReader:
                 self.dropped_times.extend([at] * count)
                 return True
         except (KeyError, TypeError, ValueError):
-            return None
-        return _object_record(raw)
+            return False
+        return False
 
-
-# k6's runtime writes a VU's requests in batches, each a line
-#   {"outcomes": [[name, stage, status, ok, error], ...], "f64": "<base64>"}
-# where `f64` is base64 of little-endian float64s, four per request: start (unix ms), its outcome (an
-# index into `outcomes`, the VU's table of the fields requests share), latency and time to first byte
-# (ms, k6's timings.duration and .waiting).
-BATCH_PREFIX = b'{"outcomes":'
 
 RECORD_FIELDS = (
     "t",
@@ -265,87 +229,3 @@ def _array_record(values: list[Any]) -> RequestRecord | None:
         return _fields_record(*values)
     except (TypeError, ValueError):
         return None
-
-
-def _object_record(raw: dict[str, Any]) -> RequestRecord | None:
-    try:
-        return RequestRecord(
-            t=float(raw["t"]),
-            name=str(raw["name"]),
-            stage=str(raw.get("stage") or ""),
-            status=int(raw["status"]),
-            ok=bool(raw["ok"]),
-            error=raw.get("error"),
-            latency=float(raw["latency"]),
-            intended=raw.get("intended"),
-            ttfb=raw.get("ttfb"),
-            ttft=raw.get("ttft"),
-            itl=tuple(raw["itl"]) if raw.get("itl") is not None else None,
-            tokens=raw.get("tokens"),
-            bytes=int(raw.get("bytes") or 0),
-            users=raw.get("users"),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-class K6RecordReader(RecordLinesReader):
-    """k6's records (`records-k6.jsonl`), and its dropped iterations: k6 counts an open model's arrivals
-    that found no free VU in its built-in `dropped_iterations` counter, which VUs cannot see. While k6
-    runs, its REST API (`api`, host:port) is asked for the count at each poll, and each increase is dated
-    at that poll (so at most a poll interval late); once k6 has written `k6-summary.json` its count is the
-    total, and what the API had not shown yet is dated at the last poll that reached k6."""
-
-    def __init__(self, raw_dir: Path, api: str | None = None) -> None:
-        super().__init__(raw_dir)
-        self.api = api
-        self.summary_path = raw_dir / "k6-summary.json"
-        self._final = False
-        self._last_seen: float | None = None
-        self._client: httpx.Client | None = None  # one for the run
-
-    def poll(self) -> list[RequestRecord]:
-        records = super().poll()
-        if not self._final:
-            self._poll_dropped()
-        return records
-
-    def _poll_dropped(self) -> None:
-        total = self._summary_dropped()
-        if total is not None:
-            self._final = True
-            if self._client is not None:
-                self._client.close()
-        else:
-            total = self._api_dropped()
-        if total is not None and total > self.dropped:
-            at = self._last_seen if self._last_seen is not None else time.time()
-            self.dropped_times.extend([at] * (total - self.dropped))
-            self.dropped = total
-
-    def _summary_dropped(self) -> int | None:
-        """The total from k6's end-of-test summary; None until k6 has written it whole."""
-        try:
-            metrics = json.loads(self.summary_path.read_text())["metrics"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        dropped = metrics.get("dropped_iterations") if isinstance(metrics, dict) else None
-        return int(dropped.get("count", 0)) if isinstance(dropped, dict) else 0
-
-    def _api_dropped(self) -> int | None:
-        """The count so far from k6's REST API (404 until the first drop); None when k6 does not answer."""
-        if self.api is None:
-            return None
-        if self._client is None:
-            self._client = httpx.Client(timeout=0.5, trust_env=False, verify=False)  # plain HTTP on loopback
-        try:
-            response = self._client.get(f"http://{self.api}/v1/metrics/dropped_iterations")
-        except httpx.HTTPError:
-            return None
-        self._last_seen = time.time()
-        if response.status_code == 404:
-            return 0
-        try:
-            return int(response.json()["data"]["attributes"]["sample"]["count"])
-        except (ValueError, KeyError, TypeError):
-            return None

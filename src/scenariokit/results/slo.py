@@ -1,8 +1,9 @@
 """Judge SLOs against a run's records: a verdict per SLO with its value, margin and evidence.
 
 A verdict is pass, fail, no_data (too few samples to say: a p99 needs at least 100) or not_measured (the
-engine cannot measure the metric, e.g. time to first token on k6). The overall verdict is fail when any
-SLO fails, inconclusive when none fails but some could not be judged, and pass otherwise.
+engine cannot measure the metric, e.g. time to first token on an engine that reads whole responses). The
+overall verdict is fail when any SLO fails, inconclusive when none fails but some could not be judged, and
+pass otherwise.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Literal
 
 from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import TIME_METRICS, Slo
+from scenariokit.engines import engines_measuring, get_engine
 from scenariokit.results.metrics import TIME_METRIC_VALUES, RunData, distribution
 
 Status = Literal["pass", "fail", "no_data", "not_measured"]
-NOT_MEASURABLE = {"k6": {"ttft", "itl", "tpot"}}
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,17 @@ def measure(slo: Slo, data: RunData) -> tuple[float | None, int]:
     return float(dropped), len(records) + dropped
 
 
+def measurable_by(engine: str, metric: str) -> bool:
+    """What the engine's capability table says (an engine no longer registered measured what it recorded)."""
+    try:
+        return metric not in get_engine(engine).capabilities.unmeasurable
+    except KeyError:
+        return True
+
+
 def judge_one(slo: Slo, data: RunData, engine: str) -> Verdict:
     unit = unit_of(slo.metric)
-    if slo.metric in NOT_MEASURABLE.get(engine, set()):
+    if not measurable_by(engine, slo.metric):
         return Verdict(
             slo.text,
             slo.metric,
@@ -86,7 +95,8 @@ def judge_one(slo: Slo, data: RunData, engine: str) -> Verdict:
             0,
             None,
             None,
-            f"{engine} cannot measure {slo.metric}: run with --engine locust",
+            f"{engine} cannot measure {slo.metric}: run with "
+            + " or ".join(f"--engine {name}" for name in engines_measuring(slo.metric)),
         )
     value, samples = measure(slo, data)
     needed = min_samples(slo)

@@ -30,8 +30,9 @@ import psutil
 
 from scenariokit import __version__
 from scenariokit.compile.ir import Scenario
-from scenariokit.compile.pipeline import compile_scenario, load_scenario
-from scenariokit.engines.drivers import Driver, get_driver
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario, get_engine
+from scenariokit.engines.base import Engine, LaunchPlan
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.store import RecordStore
@@ -41,7 +42,7 @@ from scenariokit.run.monitor import Monitor
 
 POLL_INTERVAL_S = 0.5
 ENGINE_GRACE_S = 30.0  # time past the curve's end before the engine is stopped by force
-SATURATED_CPU = 0.90  # share of one core (Python engines) or of all cores (k6)
+SATURATED_CPU = 0.90  # share of the cores the engine can use (Engine.cpu_capacity)
 SATURATED_FOR_S = 3
 
 
@@ -59,7 +60,7 @@ class RunOptions:
     # "builtin" or "prometheus" (also run a Prometheus server scraping target and runner); None: the
     # scenario's `monitoring:` section decides
     monitor: str | None = None
-    processes: int = 1  # Locust worker processes (one core each); k6 already uses every core
+    processes: int = 1  # generator processes, for engines that run several (Capabilities.worker_processes)
 
 
 @dataclass
@@ -152,7 +153,7 @@ def git_commit(path: Path) -> str | None:
 
 
 def write_run_metadata(
-    run_dir: Path, scenario: Scenario, source: Path, driver: Driver, base_url: str, started: float
+    run_dir: Path, scenario: Scenario, source: Path, engine: Engine, base_url: str, started: float
 ) -> dict[str, Any]:
     shutil.copyfile(source, run_dir / "scenario.yaml")
     meta = {
@@ -163,7 +164,7 @@ def write_run_metadata(
         "scenario_sha256": scenario.source_sha256,
         "git_commit": git_commit(source.resolve()),
         "engine": scenario.engine,
-        "engine_version": driver.version(),
+        "engine_version": engine.version(),
         "base_url": base_url,
         "embedded_target": scenario.target.is_embedded,
         "started_unix": started,
@@ -222,17 +223,14 @@ class RunState:
     engine_started_unix: float | None = None
 
 
-def process_cpu_share(process: psutil.Process, engine: str, processes: int = 1) -> float:
-    """CPU of the engine's process tree, as a share of what it can use (one core per Locust process,
-    every core for k6)."""
+def process_cpu_share(process: psutil.Process, capacity_cores: int) -> float:
+    """CPU of the engine's process tree, as a share of the cores it can use."""
     total = 0.0
     with suppress(psutil.Error):
         for proc in [process, *process.children(recursive=True)]:
             with suppress(psutil.Error):
                 total += proc.cpu_percent(None)
-    cores = os.cpu_count() or 1
-    capacity = 100.0 * (cores if engine == "k6" else min(processes, cores))
-    return total / capacity
+    return total / (100.0 * capacity_cores)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
@@ -250,7 +248,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> N
 
 def run_engine(
     scenario: Scenario,
-    driver: Driver,
+    engine: Engine,
     script: Path,
     base_url: str,
     run_dir: Path,
@@ -261,18 +259,19 @@ def run_engine(
 ) -> RunState:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
-    open_model = scenario.load.model == "open"
-    launch = driver.launch(script, base_url, raw_dir, max_run_s, options.processes, open_model)
+    plan = LaunchPlan(script, base_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open")
+    launch = engine.launch(plan)
     state = RunState(started_unix=time.time())
-    reader = driver.reader(raw_dir, launch)
+    reader = engine.reader(raw_dir, launch)
+    capacity = engine.cpu_capacity(options.processes)
     store = RecordStore(run_dir)
     health = GeneratorHealth()
-    log = (run_dir / "logs" / f"{scenario.engine}.log").open("wb")
+    log = (run_dir / "logs" / f"{engine.name}.log").open("wb")
     process = subprocess.Popen(
         launch.argv, env=launch.env, stdout=log, stderr=subprocess.STDOUT, cwd=script.parent
     )
     ps_process = psutil.Process(process.pid)
-    process_cpu_share(ps_process, scenario.engine, options.processes)  # prime psutil's counters
+    process_cpu_share(ps_process, capacity)  # prime psutil's counters
     last_health = time.monotonic()
     judge = AbortJudge(scenario) if options.abort_on_fail else None
     try:
@@ -285,7 +284,7 @@ def run_engine(
             exporter.tick(view.all_records, reader.started_unix)
             now = time.monotonic()
             if now - last_health >= 1.0:
-                health.add(time.time(), process_cpu_share(ps_process, scenario.engine, options.processes))
+                health.add(time.time(), process_cpu_share(ps_process, capacity))
                 last_health = now
             view.refresh(time.time() - state.started_unix)
             if process.poll() is not None:
@@ -315,11 +314,9 @@ def run_engine(
         view.add(final)
         store.close()
         log.close()
-    if state.exit_reason == "completed" and not _engine_ended_cleanly(scenario.engine, process.returncode):
+    if state.exit_reason == "completed" and not engine.ended_cleanly(process.returncode):
         state.exit_reason = "engine_crashed"
-        state.detail = (
-            f"{scenario.engine} exited with code {process.returncode}; see logs/{scenario.engine}.log"
-        )
+        state.detail = f"{engine.name} exited with code {process.returncode}; see logs/{engine.name}.log"
     state.engine_started_unix = reader.started_unix or state.started_unix
     reader_facts = {
         "skipped_lines": reader.skipped,
@@ -330,11 +327,6 @@ def run_engine(
     (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
     (run_dir / "generator.json").write_text(json.dumps(health.as_dict() | {"samples": health.samples}) + "\n")
     return state
-
-
-def _engine_ended_cleanly(engine: str, returncode: int | None) -> bool:
-    # k6 exits 99 when its own thresholds fail: that is a verdict, not a crash (we judge SLOs ourselves).
-    return returncode == 0 or (engine == "k6" and returncode == 99)
 
 
 class AbortJudge:
@@ -378,16 +370,16 @@ def run_scenario(path: Path, options: RunOptions) -> int:
             "the `prometheus` server on PATH (apt-get install prometheus)"
         )
         return ExitCode.RUN_ERROR
-    if options.processes > 1 and scenario.engine != "locust":
-        print(f"error: --processes is for Locust; {scenario.engine} already uses every core in one process")
+    engine = get_engine(scenario.engine)
+    if options.processes > 1 and not engine.capabilities.worker_processes:
+        print(f"error: --processes does not apply to {engine.name}: it runs its load in one process")
         return ExitCode.INVALID_SCENARIO
-    driver = get_driver(scenario.engine)
     run_dir = make_run_dir(scenario, options.out)
     script = compile_scenario(scenario, scenario.engine).write(run_dir / "script")
     started = time.time()
     view = LiveView(scenario, quiet=options.quiet)
     with target_for(scenario, run_dir) as (base_url, handle):
-        meta = write_run_metadata(run_dir, scenario, path, driver, base_url, started)
+        meta = write_run_metadata(run_dir, scenario, path, engine, base_url, started)
         meta["engine_processes"] = options.processes
         if (reason := target_is_up(base_url)) is not None:
             state = RunState(
@@ -396,7 +388,7 @@ def run_scenario(path: Path, options: RunOptions) -> int:
                 detail=f"target {base_url} is not reachable at start: {reason}",
             )
         else:
-            state = monitored_run(scenario, driver, script, base_url, run_dir, handle, options, view, meta)
+            state = monitored_run(scenario, engine, script, base_url, run_dir, handle, options, view, meta)
     return finish(run_dir, meta, state, options, view)
 
 
@@ -409,7 +401,7 @@ def uses_prometheus(scenario: Scenario, options: RunOptions) -> bool:
 
 def monitored_run(
     scenario: Scenario,
-    driver: Driver,
+    engine: Engine,
     script: Path,
     base_url: str,
     run_dir: Path,
@@ -433,7 +425,7 @@ def monitored_run(
             ).url
         stack.enter_context(view)
         stack.enter_context(Monitor(run_dir, base_url, interval_s))
-        return run_engine(scenario, driver, script, base_url, run_dir, handle, options, view, exporter)
+        return run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter)
 
 
 def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView) -> int:

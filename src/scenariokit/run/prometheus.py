@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -20,17 +19,13 @@ from urllib.parse import urlparse
 import httpx
 import yaml
 
+from scenariokit.ports import free_port
+
 READY_TIMEOUT_S = 30.0
 
 
 class PrometheusUnavailable(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape_job(name: str, url: str) -> dict[str, object]:

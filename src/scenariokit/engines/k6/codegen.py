@@ -20,6 +20,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -27,7 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from scenariokit.compile.diagnostics import Diagnostic, Severity
 from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import Distribution, LoadProfile, RequestTemplate, Scenario, Slo
-from scenariokit.engines.base import CompiledScript, dataset_files, engine_files_dir, header_lines, register
+from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
 
 RUNTIME = "scenariokit-runtime.js"
 TEMPLATE = "script.js.j2"
@@ -276,64 +277,58 @@ def request_lines(request: RequestTemplate) -> list[str]:
     ]
 
 
-def _environment() -> Environment:
+def _environment(files_dir: Path) -> Environment:
     return Environment(
-        loader=FileSystemLoader(engine_files_dir("k6")),
+        loader=FileSystemLoader(files_dir),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
 
 
-@register("k6")
-class K6Backend:
-    name = "k6"
-
-    def check(self, scenario: Scenario) -> list[Diagnostic]:
-        _, diagnostics = thresholds(scenario)
-        _, rounding = executor_lines(scenario)
-        load_span = scenario.load.stages[0].span if scenario.load.stages else scenario.load.span
-        return diagnostics + [Diagnostic(load_span, w, None, Severity.WARNING) for w in rounding]
-
-    def emit(self, scenario: Scenario) -> CompiledScript:
-        entry = f"{scenario.name}.k6.js"
-        executor, _ = executor_lines(scenario)
-        limits, _ = thresholds(scenario)
-        context = {
-            "header": [comment_safe(line) for line in header_lines(scenario)],
-            "entry": comment_safe(entry),
-            "name": js_literal(scenario.name),
-            "base_url": js_literal(scenario.default_base_url),
-            "headers": js_literal(dict(scenario.target.headers)),
-            "seed": number(scenario.seed),
-            "think_time": scenario.load.model == "closed" and scenario.load.think_time.kind != "none",
-            "think_time_spec": think_time_spec(scenario.load.think_time),
-            "emit": js_literal(emit_flags(limits)),
-            "model": js_literal(scenario.load.model),
-            "stages": [
-                js_literal(
-                    {"label": s.label, "kind": s.kind, "duration": s.duration_s, "from": s.start, "to": s.end}
-                )
-                for s in scenario.load.stages
-            ],
-            "datasets": [
-                {
-                    "key": js_literal(d.name),
-                    "default_field": js_literal(d.default_field),
-                    "pick": js_literal(d.pick),
-                    "file": js_literal(f"./data/{d.name}.json"),
-                }
-                for d in scenario.datasets
-            ],
-            "requests": [request_lines(r) for r in scenario.requests],
-            "scenario_key": "load" if scenario.load.model == "closed" else "arrivals",
-            "executor": executor,
-            "thresholds": [
-                {"key": js_literal(t.key), "conditions": conditions_literal(t), "comments": t.comments}
-                for t in limits
-            ],
-        }
-        script = _environment().get_template(TEMPLATE).render(context)
-        runtime = (engine_files_dir("k6") / RUNTIME).read_text(encoding="utf-8")
-        files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}
-        return CompiledScript(self.name, entry, files, tuple(self.check(scenario)))
+def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
+    """The k6 script, its runtime helper and data files, with what k6 cannot express or measure as
+    warnings (reported once)."""
+    entry = f"{scenario.name}.k6.js"
+    executor, rounding = executor_lines(scenario)
+    limits, diagnostics = thresholds(scenario)
+    load_span = scenario.load.stages[0].span if scenario.load.stages else scenario.load.span
+    diagnostics += [Diagnostic(load_span, w, None, Severity.WARNING) for w in rounding]
+    context = {
+        "header": [comment_safe(line) for line in header_lines(scenario)],
+        "entry": comment_safe(entry),
+        "name": js_literal(scenario.name),
+        "base_url": js_literal(scenario.default_base_url),
+        "headers": js_literal(dict(scenario.target.headers)),
+        "seed": number(scenario.seed),
+        "think_time": scenario.load.model == "closed" and scenario.load.think_time.kind != "none",
+        "think_time_spec": think_time_spec(scenario.load.think_time),
+        "emit": js_literal(emit_flags(limits)),
+        "load_model": js_literal(scenario.load.model),
+        "stages": [
+            js_literal(
+                {"label": s.label, "kind": s.kind, "duration": s.duration_s, "from": s.start, "to": s.end}
+            )
+            for s in scenario.load.stages
+        ],
+        "datasets": [
+            {
+                "key": js_literal(d.name),
+                "default_field": js_literal(d.default_field),
+                "pick": js_literal(d.pick),
+                "file": js_literal(f"./data/{d.name}.json"),
+            }
+            for d in scenario.datasets
+        ],
+        "requests": [request_lines(r) for r in scenario.requests],
+        "scenario_key": "load" if scenario.load.model == "closed" else "arrivals",
+        "executor": executor,
+        "thresholds": [
+            {"key": js_literal(t.key), "conditions": conditions_literal(t), "comments": t.comments}
+            for t in limits
+        ],
+    }
+    script = _environment(files_dir).get_template(TEMPLATE).render(context)
+    runtime = (files_dir / RUNTIME).read_text(encoding="utf-8")
+    files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}
+    return CompiledScript("k6", entry, files, tuple(diagnostics))

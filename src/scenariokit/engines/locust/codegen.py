@@ -12,15 +12,16 @@ import keyword
 import pprint
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from scenariokit.compile.diagnostics import Diagnostic
 from scenariokit.compile.ir import Distribution, RequestTemplate, Scenario, integer_weights
-from scenariokit.engines.base import CompiledScript, dataset_files, engine_files_dir, header_lines, register
+from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
 
 RUNTIME = "scenariokit_locust_runtime.py"
+TEMPLATE = "locustfile.py.j2"
 # Names a task method must not take: FastHttpUser's attributes (listed, not imported: importing locust
 # would monkey-patch this process with gevent), plus what the generated class itself uses.
 _USER_ATTRIBUTES = [
@@ -140,63 +141,57 @@ def request_fields(request: RequestTemplate) -> list[str]:
     return fields
 
 
-@register("locust")
-class LocustBackend:
-    name = "locust"
+def compile_locust(scenario: Scenario, files_dir: Path) -> CompiledScript:
+    """The locustfile, its runtime helper and data files. Locust's runtime measures every metric the DSL
+    has (TTFT and ITL included), so there is nothing to report."""
+    entry = f"{scenario.name}.locust.py"
+    env = Environment(
+        loader=FileSystemLoader(files_dir),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    script = env.get_template(TEMPLATE).render(template_context(scenario, entry))
+    runtime = (files_dir / RUNTIME).read_text(encoding="utf-8")
+    files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}
+    return CompiledScript("locust", entry, files)
 
-    def check(self, scenario: Scenario) -> list[Diagnostic]:
-        return []  # the runtime measures every metric the DSL has, TTFT and ITL included
 
-    def emit(self, scenario: Scenario) -> CompiledScript:
-        entry = f"{scenario.name}.locust.py"
-        env = Environment(
-            loader=FileSystemLoader(engine_files_dir("locust")),
-            undefined=StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
-        script = env.get_template("locustfile.py.j2").render(self._context(scenario, entry))
-        runtime = (engine_files_dir("locust") / RUNTIME).read_text(encoding="utf-8")
-        files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}
-        return CompiledScript(self.name, entry, files)
-
-    def _context(self, scenario: Scenario, entry: str) -> dict[str, Any]:
-        load = scenario.load
-        wait_import, wait_time = wait_time_code(load.think_time)
-        methods: set[str] = set()
-        consts: set[str] = set()
-        weights = integer_weights([r.weight for r in scenario.requests])
-        requests = []
-        for request, weight in zip(scenario.requests, weights, strict=True):
-            method = python_identifier(request.name, methods, _RESERVED)
-            const = python_identifier(method.upper(), consts, _RESERVED_CONSTS)
-            requests.append(RequestView(const, method, weight, request_fields(request)))
-        open_model = load.model == "open"
-        unit = "requests/s" if open_model else "users"
-        return {
-            "header": [comment_safe(line) for line in header_lines(scenario)],
-            "entry": comment_safe(entry),
-            "locust_imports": ", ".join(
-                sorted({"FastHttpUser", "LoadTestShape", "task", "constant" if open_model else wait_import})
-            ),
-            "name": repr(scenario.name),
-            "base_url": repr(scenario.default_base_url),
-            "model": repr(scenario.target.model or ""),
-            "headers": literal(dict(scenario.target.headers), 4 + len("headers=")),
-            "datasets": repr([d.name for d in scenario.datasets]),
-            "seed": repr(scenario.seed),
-            "max_users": repr(load.max_users),
-            "stages": [
-                f"{s.label!r}, duration={s.duration_s!r}, start={s.start!r}, end={s.end!r}"
-                for s in load.stages
-            ],
-            "requests": requests,
-            "user_class": class_name(scenario.name, "User"),
-            "shape_class": class_name(scenario.name, "Shape"),
-            "shape_doc": f"{load.model.capitalize()} model: {len(load.stages)} stages over "
-            f"{load.duration_s:g}s, peak {load.peak:g} {unit}.",
-            "wait_time": "constant(0)" if open_model else wait_time,
-            "open_model": open_model,
-            "open_arg": ", open_model=True" if open_model else "",
-            "timeout": repr(max((r.timeout_s for r in scenario.requests), default=60.0)),
-        }
+def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
+    load = scenario.load
+    wait_import, wait_time = wait_time_code(load.think_time)
+    methods: set[str] = set()
+    consts: set[str] = set()
+    weights = integer_weights([r.weight for r in scenario.requests])
+    requests = []
+    for request, weight in zip(scenario.requests, weights, strict=True):
+        method = python_identifier(request.name, methods, _RESERVED)
+        const = python_identifier(method.upper(), consts, _RESERVED_CONSTS)
+        requests.append(RequestView(const, method, weight, request_fields(request)))
+    open_model = load.model == "open"
+    unit = "requests/s" if open_model else "users"
+    return {
+        "header": [comment_safe(line) for line in header_lines(scenario)],
+        "entry": comment_safe(entry),
+        "locust_imports": ", ".join(
+            sorted({"FastHttpUser", "LoadTestShape", "task", "constant" if open_model else wait_import})
+        ),
+        "name": repr(scenario.name),
+        "base_url": repr(scenario.default_base_url),
+        "headers": literal(dict(scenario.target.headers), 4 + len("headers=")),
+        "datasets": repr([d.name for d in scenario.datasets]),
+        "seed": repr(scenario.seed),
+        "max_users": repr(load.max_users),
+        "stages": [
+            f"{s.label!r}, duration={s.duration_s!r}, start={s.start!r}, end={s.end!r}" for s in load.stages
+        ],
+        "requests": requests,
+        "user_class": class_name(scenario.name, "User"),
+        "shape_class": class_name(scenario.name, "Shape"),
+        "shape_doc": f"{load.model.capitalize()} model: {len(load.stages)} stages over "
+        f"{load.duration_s:g}s, peak {load.peak:g} {unit}.",
+        "wait_time": "constant(0)" if open_model else wait_time,
+        "open_model": open_model,
+        "open_arg": ", open_model=True" if open_model else "",
+        "timeout": repr(max((r.timeout_s for r in scenario.requests), default=60.0)),
+    }

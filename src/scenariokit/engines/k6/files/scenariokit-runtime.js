@@ -418,7 +418,7 @@ export class Runner {
     this.emit = Object.assign({ latency: true, ok: true, successes: true, ttfb: true }, scenario.emit);
     // records (see the top of this file): a batch of numbers waiting to be written, and when to write it
     this.toConsole = RECORDS_TO_CONSOLE;
-    this.batching = this.toConsole && scenario.model === 'closed' && this.thinkSpec.kind === 'none';
+    this.batching = this.toConsole && scenario.loadModel === 'closed' && this.thinkSpec.kind === 'none';
     this.stopWindows = vuStopWindows(scenario.stages);
     this.stopIndex = -1; // the stop window this VU's requests last came near; see calm
     this.calmFromMs = Infinity; // unix ms: a request started at or after this one, and finished

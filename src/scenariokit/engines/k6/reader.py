@@ -1,0 +1,111 @@
+"""k6's records: a VU's requests in batches of numbers, and the open model's dropped iterations."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from scenariokit.engines.records import RecordLinesReader, RequestRecord, decode_json
+
+# k6's runtime writes a VU's requests in batches, each a line
+#   {"outcomes": [[name, stage, status, ok, error], ...], "f64": "<base64>"}
+# where `f64` is base64 of little-endian float64s, four per request: start (unix ms), its outcome (an
+# index into `outcomes`, the VU's table of the fields requests share), latency and time to first byte
+# (ms, k6's timings.duration and .waiting).
+BATCH_PREFIX = b'{"outcomes":'
+
+
+class K6RecordReader(RecordLinesReader):
+    """k6's records (`records-k6.jsonl`), and its dropped iterations: k6 counts an open model's arrivals
+    that found no free VU in its built-in `dropped_iterations` counter, which VUs cannot see. While k6
+    runs, its REST API (`api`, host:port) is asked for the count at each poll, and each increase is dated
+    at that poll (so at most a poll interval late); once k6 has written `k6-summary.json` its count is the
+    total, and what the API had not shown yet is dated at the last poll that reached k6."""
+
+    def __init__(self, raw_dir: Path, api: str | None = None) -> None:
+        super().__init__(raw_dir)
+        self.api = api
+        self.summary_path = raw_dir / "k6-summary.json"
+        self._final = False
+        self._last_seen: float | None = None
+        self._client: httpx.Client | None = None  # one for the run
+
+    def engine_line(self, line: bytes) -> list[RequestRecord] | None:
+        """A k6 VU's batch of requests (see BATCH_PREFIX); a malformed batch is skipped whole."""
+        if not line.startswith(BATCH_PREFIX):
+            return None
+        try:
+            batch = decode_json(line.decode("utf-8"))
+            outcomes = [
+                (str(name), str(stage or ""), int(status), bool(ok), None if error is None else str(error))
+                for name, stage, status, ok, error in batch["outcomes"]
+            ]
+            numbers = np.frombuffer(base64.b64decode(batch["f64"], validate=True), dtype="<f8")
+            if numbers.size % 4:
+                raise ValueError("a batch's numbers come four per request")
+            rows = numbers.reshape(-1, 4)
+            indices = rows[:, 1].astype(np.int64)
+            if indices.size and (indices.min() < 0 or not np.array_equal(indices, rows[:, 1])):
+                raise IndexError("an outcome index below zero or not whole")
+            starts, latencies, ttfbs = (rows[:, column] / 1000 for column in (0, 2, 3))
+            make = RequestRecord._make
+            return [
+                make((t, *outcomes[o], latency, None, ttfb, None, None, None, 0, None))
+                for t, o, latency, ttfb in zip(
+                    starts.tolist(), indices.tolist(), latencies.tolist(), ttfbs.tolist(), strict=True
+                )
+            ]
+        except (ValueError, TypeError, KeyError, IndexError):  # binascii.Error and UnicodeDecodeError too
+            self.skipped += 1
+            return []
+
+    def poll(self) -> list[RequestRecord]:
+        records = super().poll()
+        if not self._final:
+            self._poll_dropped()
+        return records
+
+    def _poll_dropped(self) -> None:
+        total = self._summary_dropped()
+        if total is not None:
+            self._final = True
+            if self._client is not None:
+                self._client.close()
+        else:
+            total = self._api_dropped()
+        if total is not None and total > self.dropped:
+            at = self._last_seen if self._last_seen is not None else time.time()
+            self.dropped_times.extend([at] * (total - self.dropped))
+            self.dropped = total
+
+    def _summary_dropped(self) -> int | None:
+        """The total from k6's end-of-test summary; None until k6 has written it whole."""
+        try:
+            metrics = json.loads(self.summary_path.read_text())["metrics"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        dropped = metrics.get("dropped_iterations") if isinstance(metrics, dict) else None
+        return int(dropped.get("count", 0)) if isinstance(dropped, dict) else 0
+
+    def _api_dropped(self) -> int | None:
+        """The count so far from k6's REST API (404 until the first drop); None when k6 does not answer."""
+        if self.api is None:
+            return None
+        if self._client is None:
+            self._client = httpx.Client(timeout=0.5, trust_env=False, verify=False)  # plain HTTP on loopback
+        try:
+            response = self._client.get(f"http://{self.api}/v1/metrics/dropped_iterations")
+        except httpx.HTTPError:
+            return None
+        self._last_seen = time.time()
+        if response.status_code == 404:
+            return 0
+        try:
+            return int(response.json()["data"]["attributes"]["sample"]["count"])
+        except (ValueError, KeyError, TypeError):
+            return None

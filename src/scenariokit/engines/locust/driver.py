@@ -1,0 +1,38 @@
+"""How Locust is started on a compiled locustfile."""
+
+from __future__ import annotations
+
+import sys
+
+from scenariokit.engines.base import EngineLaunch, LaunchPlan, engine_env
+
+
+def locust_launch(plan: LaunchPlan) -> EngineLaunch:
+    """`processes` > 1 runs Locust's own master and that many worker processes (`--processes`): one
+    Locust process uses one core. Each worker writes its own records file and, in an open model, sends
+    every n-th arrival (SCENARIOKIT_WORKERS)."""
+    # The generated LoadTestShape ends the run; --run-time is only a safety bound.
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(plan.script),
+        "--headless",
+        "--host",
+        plan.base_url,
+        "--run-time",
+        f"{max(1, int(plan.max_run_s))}s",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+        "--stop-timeout",
+        "5",
+    ]
+    env = engine_env(plan.base_url, plan.raw_dir)
+    if plan.processes > 1:
+        argv += ["--processes", str(plan.processes)]
+        env["SCENARIOKIT_WORKERS"] = str(plan.processes)
+    return EngineLaunch(argv, env)
