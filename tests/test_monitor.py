@@ -11,7 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from scenariokit.run.monitor import Monitor, parse_prometheus, read_samples
+from scenariokit.results.store import read_samples
+from scenariokit.run.monitor import Monitor, parse_prometheus
 
 VLLM_TEXT = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.

@@ -25,9 +25,8 @@ from scenariokit.compile.ir import Stage
 from scenariokit.results.analysis import level_at
 from scenariokit.results.metrics import RunData, timeline
 from scenariokit.results.slo import show
-from scenariokit.results.store import load_records
+from scenariokit.results.store import load_records, read_samples
 from scenariokit.results.summary import Summary, write_summary
-from scenariokit.run.monitor import read_samples
 
 REPORT_NAME = "report.html"
 PLOT_HEIGHT = 330

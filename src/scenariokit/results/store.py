@@ -7,8 +7,10 @@ the run ends. Columnar and compressed: see docs/results-format.md for measured s
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,3 +76,17 @@ def load_records(run_dir: Path) -> list[RequestRecord]:
         columns["itl"] = [tuple(v) if v is not None else None for v in columns["itl"]]
         records += map(RequestRecord._make, zip(*columns.values(), strict=True))
     return records
+
+
+def read_samples(run_dir: Path, name: str) -> list[dict[str, Any]]:
+    """The monitor's samples (`monitor/<name>`, JSON lines), skipping a line cut by a crash."""
+    path = run_dir / "monitor" / name
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash
+    return out

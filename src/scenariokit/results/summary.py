@@ -29,8 +29,7 @@ from scenariokit.results.metrics import (
     summarize,
 )
 from scenariokit.results.slo import judge, overall
-from scenariokit.results.store import load_records
-from scenariokit.run.monitor import read_samples
+from scenariokit.results.store import load_records, read_samples
 
 EXIT_REASONS = ("completed", "engine_crashed", "engine_hung", "target_down", "aborted", "interrupted")
 

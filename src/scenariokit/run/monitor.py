@@ -85,7 +85,6 @@ class Monitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="scenariokit-monitor", daemon=True)
         self.samples = 0
-        self.target_errors = 0
         self.gpu = GpuProbe()
         (self.dir / "gpu.json").write_text(
             json.dumps({"available": self.gpu.available, "reason": self.gpu.reason}) + "\n"
@@ -142,22 +141,8 @@ class Monitor:
             up = response.status_code == 200
         except (httpx.HTTPError, ValueError):
             values, up = {}, False
-            self.target_errors += 1
         self._write("target.jsonl", {"t": now, "up": up, "metrics": values})
 
     def _write(self, name: str, payload: dict[str, Any]) -> None:
         with (self.dir / name).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(payload, separators=(",", ":")) + "\n")
-
-
-def read_samples(run_dir: Path, name: str) -> list[dict[str, Any]]:
-    path = run_dir / "monitor" / name
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a crash
-    return out
