@@ -103,8 +103,8 @@ class Monitor:
     def _loop(self) -> None:
         psutil.cpu_percent(percpu=True)  # prime: the first call has no interval to measure
         net = psutil.net_io_counters()
-        # certificate checks only where there is TLS: loading the CA bundle costs ~0.2 s of CPU, which a
-        # plain-HTTP target would take from the engine as the run starts
+        # certificate checks only where there is TLS: loading the CA bundle costs CPU that a plain-HTTP
+        # target would take from the engine as the run starts (docs/performance.md)
         verify = bool(self.base_url and self.base_url.startswith("https://"))
         with httpx.Client(timeout=2.0, verify=verify) as client:
             while not self._stop.wait(self.interval_s):

@@ -299,7 +299,7 @@ def run_engine(
                 state.exit_reason, state.detail = "aborted", f"SLO certainly lost: {lost}"
                 break
             # the records kept so far leave the cyclic collector's walks, which would otherwise go over
-            # all of them again and again as they pile up (about a third of the runner's time per record)
+            # all of them again and again as they pile up (docs/performance.md, settings in the code)
             gc.freeze()
             time.sleep(POLL_INTERVAL_S)
     except KeyboardInterrupt:
