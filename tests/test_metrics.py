@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from scenariokit.compile.ir import Stage
 from scenariokit.engines.records import RequestRecord
-from scenariokit.results.metrics import RunData, distribution, per_name, per_stage, summarize, timeline
+from scenariokit.results.metrics import RunData, per_name, per_stage, sample_stats, summarize, timeline
 
 T0 = 1_700_000_000.0
 STAGES = (
@@ -31,7 +31,7 @@ def rec(t: float, latency: float, name: str = "a", ok: bool = True, **extra: obj
 @example([0.001953125, 1.0000000000000003e-05])  # sub-microsecond parts once rounded below the sample
 @example([1.0000000000000003e-05, 1e-05])
 def test_percentiles_match_numpy_within_hdr_precision(values: list[float]) -> None:
-    d = distribution(values)
+    d = sample_stats(values)
     assert (d.count, d.min, d.max) == (len(values), min(values), max(values))
     for p in (50, 90, 95, 99, 99.9):
         exact = float(np.percentile(values, p, method="inverted_cdf"))
@@ -68,9 +68,9 @@ def test_coordinated_omission_stall_shows_in_the_corrected_p99_only() -> None:
         latency = 1.0 if i == 300 else 0.002
         records.append(rec(start, latency, intended=T0 + intended))
         free_at = start + latency
-    corrected = distribution(r.corrected_latency for r in records)
-    uncorrected = distribution(r.latency for r in records)
-    delay = distribution(r.t - r.intended for r in records if r.intended is not None)
+    corrected = sample_stats(r.corrected_latency for r in records)
+    uncorrected = sample_stats(r.latency for r in records)
+    delay = sample_stats(r.t - r.intended for r in records if r.intended is not None)
     assert uncorrected.percentile(99) < 0.003
     assert corrected.percentile(99) > 0.5 > 100 * uncorrected.percentile(99)
     assert delay.max == pytest.approx(0.99, abs=0.01)

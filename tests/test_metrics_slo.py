@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.ir import Stage
 from scenariokit.engines.records import RequestRecord
-from scenariokit.results.metrics import RunData, distribution, per_stage
+from scenariokit.results.metrics import RunData, per_stage, sample_stats
 from scenariokit.results.slo import judge_one, overall
 
 T0 = 1_000_000.0
@@ -35,7 +35,7 @@ def rec(t: float, latency: float, name: str = "a", ok: bool = True, **extra: obj
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.floats(min_value=1e-4, max_value=30.0), min_size=1, max_size=400))
 def test_percentiles_match_exact_ones_within_hdr_precision(values: list[float]) -> None:
-    d = distribution(values)
+    d = sample_stats(values)
     assert d.count == len(values) and d.min == min(values) and d.max == max(values)
     assert d.mean == pytest.approx(sum(values) / len(values))
     for p in (50, 90, 99):
@@ -62,7 +62,7 @@ def test_coordinated_omission_correction_shows_a_stall() -> None:
         clock = start + latency
     data = RunData(records, T0, T0 + 12, STAGES)
     corrected = judge_one(parse_slo("p99(latency) < 50ms"), data, "locust")
-    plain = distribution(r.latency for r in records)
+    plain = sample_stats(r.latency for r in records)
     assert plain.percentile(99) < 0.01 and corrected.value is not None and corrected.value > 0.5
     assert corrected.status == "fail"
 
@@ -107,4 +107,4 @@ def test_tpot_follows_vllms_definition() -> None:
     r = rec(0, 1.0, ttft=0.2, tokens=5)
     assert r.tpot == pytest.approx((1.0 - 0.2) / 4)
     assert rec(0, 1.0, ttft=0.2, tokens=1).tpot is None
-    assert math.isnan(distribution([]).mean)
+    assert math.isnan(sample_stats([]).mean)

@@ -17,7 +17,7 @@ from typing import Any
 
 from scenariokit.compile.ir import Stage
 from scenariokit.engines.records import RequestRecord
-from scenariokit.results.metrics import RunData, distribution, timeline
+from scenariokit.results.metrics import RunData, sample_stats, timeline
 
 MAX_LEVELS = 12  # a ramp is binned into at most this many levels
 MIN_LEVEL_SECONDS = 2  # a level held for less than this is too short to read
@@ -80,7 +80,7 @@ def load_levels(data: RunData) -> list[Level]:
         if not records:
             continue
         ok = [r for r in records if r.ok]
-        latency = distribution(r.corrected_latency for r in ok)
+        latency = sample_stats(r.corrected_latency for r in ok)
         levels.append(
             Level(
                 level=level,
@@ -366,7 +366,7 @@ def _request_signals(data: RunData) -> list[tuple[str, float | None, str]]:
         ]
         out.append((f"errors: {kind}", first_sustained(points, 2), f"{count:,} responses of this kind"))
     ok_latencies = [
-        distribution(r.corrected_latency for r in b if r.ok).percentiles.get("p95") for b in buckets
+        sample_stats(r.corrected_latency for r in b if r.ok).percentiles.get("p95") for b in buckets
     ]
     early = [v for v in ok_latencies[: max(3, seconds // 5)] if v is not None]
     if early:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import fisher_exact, mannwhitneyu
 
 from scenariokit.engines.records import RequestRecord
-from scenariokit.results.metrics import distribution
+from scenariokit.results.metrics import sample_stats
 from scenariokit.results.store import load_records
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -123,7 +123,7 @@ def latency_diffs(
         b, n = values(base), values(new)
         if not b or not n:
             continue
-        db, dn = distribution(b), distribution(n)
+        db, dn = sample_stats(b), sample_stats(n)
         for p in ("p50", "p95", "p99"):
             change = _relative(db.percentiles.get(p), dn.percentiles.get(p))
             p_slower, p_faster = bootstrap_p_values(b, n, float(p[1:]))

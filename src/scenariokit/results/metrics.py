@@ -36,7 +36,7 @@ TIME_METRIC_VALUES: dict[str, TimeMetric] = {
 
 
 @dataclass(frozen=True)
-class Distribution:
+class SampleStats:
     """Seconds. Percentiles from HdrHistogram; count, min, max and mean exact."""
 
     count: int
@@ -61,10 +61,10 @@ class Distribution:
         return self.percentiles[name]
 
 
-EMPTY = Distribution(0, math.nan, math.nan, math.nan, {})
+EMPTY = SampleStats(0, math.nan, math.nan, math.nan, {})
 
 
-def distribution(values: Iterable[float], extra_percentiles: Iterable[float] = ()) -> Distribution:
+def sample_stats(values: Iterable[float], extra_percentiles: Iterable[float] = ()) -> SampleStats:
     histogram = HdrHistogram(1, HIST_MAX_US, 3)
     count, total, low, high = 0, 0.0, math.inf, -math.inf
     for value in values:
@@ -77,7 +77,7 @@ def distribution(values: Iterable[float], extra_percentiles: Iterable[float] = (
     wanted = sorted(set(PERCENTILES) | set(extra_percentiles))
     values_at = _nearest_rank(histogram, wanted, count)
     percentiles = {f"p{p:g}": min(high, max(low, v)) for p, v in zip(wanted, values_at, strict=True)}
-    return Distribution(count, low, total / count, high, percentiles)
+    return SampleStats(count, low, total / count, high, percentiles)
 
 
 def _micros_up(seconds: float) -> int:
@@ -163,7 +163,7 @@ class RunData:
 def summarize(records: list[RequestRecord], length_s: float) -> dict[str, object]:
     """The figures of one table row: counts, rates, latency distribution, error kinds."""
     ok = sum(1 for r in records if r.ok)
-    latency = distribution(r.corrected_latency for r in records)
+    latency = sample_stats(r.corrected_latency for r in records)
     return {
         "requests": len(records),
         "ok": ok,
@@ -214,7 +214,7 @@ def timeline(data: RunData) -> list[dict[str, float | int | None]]:
         _spread_busy_time(busy, data.offset(r.t), data.offset(r.end))
     rows = []
     for i, bucket in enumerate(buckets):
-        d = distribution(r.corrected_latency for r in bucket)
+        d = sample_stats(r.corrected_latency for r in bucket)
         rows.append(
             {
                 "second": i,

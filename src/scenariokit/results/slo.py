@@ -15,7 +15,7 @@ from typing import Literal
 from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import TIME_METRICS, Slo
 from scenariokit.engines import engines_measuring, get_engine
-from scenariokit.results.metrics import TIME_METRIC_VALUES, RunData, distribution
+from scenariokit.results.metrics import TIME_METRIC_VALUES, RunData, sample_stats
 
 Status = Literal["pass", "fail", "no_data", "not_measured"]
 
@@ -60,7 +60,7 @@ def measure(slo: Slo, data: RunData) -> tuple[float | None, int]:
     records, length = data.select(slo.requests, slo.window)
     if slo.metric in TIME_METRICS:
         values = [v for r in records for v in TIME_METRIC_VALUES[slo.metric](r)]
-        dist = distribution(values, [slo.percentile] if slo.percentile else [])
+        dist = sample_stats(values, [slo.percentile] if slo.percentile else [])
         if dist.count == 0:
             return None, 0
         return dist.statistic(slo.statistic or "mean"), dist.count

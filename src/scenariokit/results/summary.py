@@ -21,11 +21,11 @@ from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse
 from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
-    Distribution,
     RunData,
-    distribution,
+    SampleStats,
     per_name,
     per_stage,
+    sample_stats,
     summarize,
 )
 from scenariokit.results.slo import judge, overall
@@ -164,7 +164,7 @@ class Summary(BaseModel):
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
 
 
-def _dist(d: Distribution) -> DistributionOut:
+def _dist(d: SampleStats) -> DistributionOut:
     def clean(x: float) -> float | None:
         return None if x is None or math.isnan(x) else x
 
@@ -233,7 +233,7 @@ def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
         verdicts=[VerdictOut(**asdict(v)) for v in verdicts],
         overall=RowOut(**_row(overall_row)),
         time_metrics={
-            name: _dist(distribution(v for r in records for v in fn(r)))
+            name: _dist(sample_stats(v for r in records for v in fn(r)))
             for name, fn in TIME_METRIC_VALUES.items()
         },
         by_request={name: RowOut(**_row(row)) for name, row in per_name(data).items()},
