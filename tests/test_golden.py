@@ -7,6 +7,7 @@ only the entry script, whose header carries the source hash.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -16,11 +17,15 @@ import pytest
 
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario
+from tests.support.engines import needs_node, node_check
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 EXAMPLES = sorted((ROOT / "scenarios").glob("*.yaml"))
 ENGINES = ("locust", "k6")
+# listed when collected (test_the_parse_checks_cover_every_golden_file: none of the folder left out)
+GOLDEN_LOCUST = sorted(GOLDEN.glob("*.locust.py"))
+GOLDEN_K6 = sorted(GOLDEN.glob("*.k6.js"))
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +53,25 @@ def test_generated_script_matches_golden_file(path: Path, engine: str) -> None:
 def test_every_golden_file_has_a_scenario() -> None:
     expected = {emitted(p, e)[0] for p in EXAMPLES for e in ENGINES}
     assert {p.name for p in GOLDEN.iterdir()} == expected
+
+
+@pytest.mark.parametrize("golden", GOLDEN_LOCUST, ids=[p.name for p in GOLDEN_LOCUST])
+def test_golden_locustfile_parses_and_compiles(golden: Path) -> None:
+    source = golden.read_text(encoding="utf-8")
+    tree = ast.parse(source, filename=str(golden))
+    compile(tree, str(golden), "exec")  # what only the compiler refuses: `return` or `break` out of place
+
+
+@needs_node
+@pytest.mark.parametrize("golden", GOLDEN_K6, ids=[p.name for p in GOLDEN_K6])
+def test_golden_k6_script_passes_node_check(golden: Path) -> None:
+    result = node_check(golden.read_text(encoding="utf-8"))  # as an ES module: k6 scripts import and export
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_parse_checks_cover_every_golden_file() -> None:
+    assert GOLDEN_LOCUST and GOLDEN_K6
+    assert {p.name for p in GOLDEN.iterdir()} == {p.name for p in GOLDEN_LOCUST + GOLDEN_K6}
 
 
 def test_output_does_not_depend_on_hash_seed() -> None:

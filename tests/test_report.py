@@ -82,6 +82,7 @@ def test_report_is_written_with_every_section_and_escapes_values(tmp_path: Path)
         assert section in html, section
 
 
+@pytest.mark.engine
 def test_real_run_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     browser = chromium()
     scenario = tmp_path / "report.yaml"
@@ -92,9 +93,11 @@ def test_real_run_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = tmp_path / "run" / "report.html"
     dom, console = open_in_chromium(page, tmp_path)
     assert console == [], f"console messages from {browser}: {console}"
+    # Plotly drew real SVG into every plot's div (the divs alone are in the page before any script runs)
     for plot in ("load", "latency", "histogram", "errors", "capacity", "host"):
         assert f'id="plot-{plot}"' in dom, plot
-    # Plotly drew real SVG: one main-svg per plot at least
+        drawn = dom.split(f'id="plot-{plot}"', 1)[1].split('id="plot-', 1)[0]
+        assert 'class="main-svg"' in drawn, plot
     assert dom.count('class="main-svg"') >= 6
     slo_rows = re.findall(r'<tr class="slo-row (\w+)">', dom)
     assert slo_rows == ["pass", "fail", "pass"]
