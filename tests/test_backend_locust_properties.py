@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scenariokit.compile.ir import Dataset, Expect, Scenario, Stage
+from scenariokit.compile.ir import Dataset, Expect, Scenario
 from scenariokit.engines import get_engine
 from tests.support.ir_examples import closed_chat_scenario
 
@@ -77,5 +78,13 @@ def test_any_string_stays_data_in_the_locustfile(text: str) -> None:
     constants = string_constants(tree)
     for expected in (text, f"/{text}", f"n{text}"):
         assert expected in constants
-    # stage labels and data never turn into code either; data files are JSON
-    assert all(isinstance(s, Stage) for s in with_text(text).load.stages)
+    # each stage's label reaches its `sk.Stage(...)` call as a constant
+    labels = [
+        ast.literal_eval(node.args[0])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Stage"
+    ]
+    assert labels == [text] * len(with_text(text).load.stages)
+    # the data files are JSON, whatever their records hold
+    records = json.loads(script.files["data/images.json"])["records"]
+    assert records and all(record["text"] == text for record in records)

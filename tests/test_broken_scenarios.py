@@ -14,6 +14,7 @@ import pytest
 from scenariokit.cli import main
 from scenariokit.compile.diagnostics import ScenarioError
 from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario
 
 GOOD = """\
 version: 1
@@ -35,6 +36,14 @@ slo:
 def replace(old: str, new: str) -> str:
     assert old in GOOD, old
     return GOOD.replace(old, new, 1)
+
+
+def with_body(line: str) -> str:
+    """GOOD plus a raw request `c` whose JSON body ends with `line`, on line 16 from column 9."""
+    request = '  b: {prompt: "hi", stream: true}\n'
+    return replace(
+        request, request + "  c:\n    raw:\n      json:\n        model: ocr\n        " + line + "\n"
+    )
 
 
 # (id, scenario text, line, column, message fragment, hint fragment or None)
@@ -119,7 +128,14 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "whole numbers",
         "model: open",
     ),
-    ("think-time-inverted", replace("constant(1s)", "uniform(2s, 1s)"), 6, 15, "", None),
+    (
+        "think-time-inverted",
+        replace("constant(1s)", "uniform(2s, 1s)"),
+        6,
+        15,
+        "low (2s) is above its high (1s)",
+        "uniform(1s, 2s)",
+    ),
     (
         "slo-unknown-metric",
         replace("p99(latency)", "p99(latncy)"),
@@ -128,7 +144,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "latncy",
         "did you mean `latency`?",
     ),
-    ("slo-no-unit", replace("< 500ms", "< 500"), 13, 20, "", "500ms"),
+    ("slo-no-unit", replace("< 500ms", "< 500"), 13, 20, "`500` needs a unit", "500ms"),
     ("slo-no-comparison", replace("< 500ms", "500ms"), 13, 18, "comparison", None),
     ("slo-unknown-request", replace("< 500ms", "< 500ms for c"), 13, 5, "no request is called `c`", None),
     (
@@ -182,7 +198,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "no field `txt`",
         "did you mean `text`?",
     ),
-    ("unclosed-template", replace('"{images}"', '"{images"'), 10, 29, "", None),
+    ("unclosed-template", replace('"{images}"', '"{images"'), 10, 29, "unclosed `{`", "{{"),
     (
         "mixed-chat-and-rest",
         replace('b: {prompt: "hi"', 'b: {path: /x, prompt: "hi"'),
@@ -254,6 +270,117 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "unknown key `promethus`",
         "did you mean `prometheus`?",
     ),
+    (
+        "weight-infinite",
+        replace('a: {prompt: "hi"', 'a: {weight: .inf, prompt: "hi"'),
+        10,
+        15,
+        "finite",
+        None,
+    ),
+    # What YAML can write and JSON cannot hold, in a body sent as written: where it stands, and the fix.
+    (
+        "json-date",
+        with_body("day: 2024-01-01"),
+        16,
+        14,
+        "`requests.c.raw.json.day` is a date, which JSON cannot hold",
+        '`"2024-01-01"`',
+    ),
+    (
+        "json-date-and-time",
+        with_body("at: 2024-01-01 10:00:00"),
+        16,
+        13,
+        "is a date and time",
+        '`"2024-01-01 10:00:00"`',
+    ),
+    ("json-set", with_body("tags: !!set {a, b}"), 16, 15, "is a YAML set (`!!set`)", "write a list"),
+    (
+        "json-binary",
+        with_body("blob: !!binary aGVsbG8="),
+        16,
+        15,
+        "is binary data (`!!binary`)",
+        "remove the `!!binary` tag",
+    ),
+    (
+        "json-number-key",
+        with_body("1: one"),
+        16,
+        9,
+        "the key `1` in `requests.c.raw.json` is a number, not text",
+        '`"1":`',
+    ),
+    (
+        "json-null-key",
+        with_body("null: none"),
+        16,
+        9,
+        "the key `null` in `requests.c.raw.json` is null",
+        '`"null":`',
+    ),
+    ("json-nan", with_body("score: .nan"), 16, 16, "`requests.c.raw.json.score` is `.nan`", "finite"),
+    (
+        "json-infinity-in-a-list",
+        with_body("range: [0, -.inf]"),
+        16,
+        20,
+        "`requests.c.raw.json.range.1` is `-.inf` (infinity)",
+        "finite",
+    ),
+    (
+        "json-custom-tag",
+        with_body("at: !point {x: 1}"),
+        16,
+        13,
+        "is a value tagged `!point`",
+        "remove the tag",
+    ),
+    (
+        "rest-json-date-in-a-list",
+        replace("kind: openai-chat", "kind: http").replace(
+            '  a: {prompt: "hi", image: "{images}"}\n  b: {prompt: "hi", stream: true}\n',
+            "  a: {path: /x, json: {items: [{due: 2024-01-01}]}}\n",
+        ),
+        10,
+        38,
+        "`requests.a.json.items.0.due` is a date",
+        '`"2024-01-01"`',
+    ),
+    (
+        "header-date",
+        replace('b: {prompt: "hi"', 'b: {headers: {X-Day: 2024-01-01}, prompt: "hi"'),
+        11,
+        24,
+        "`requests.b.headers.X-Day` must be text, not `2024-01-01`",
+        '`"2024-01-01"`',
+    ),
+    (
+        "header-number-key",
+        replace("model: ocr}", "model: ocr, headers: {404: a}}"),
+        3,
+        71,
+        "the key `404` in `target.headers` is a number",
+        '`"404":`',
+    ),
+    (
+        "yaml-unknown-tag",
+        with_body("x: !foo bar"),
+        16,
+        12,
+        "could not determine a constructor for the tag '!foo'",
+        "remove the tag",
+    ),
+    ("yaml-merge-of-a-number", with_body("<<: 1"), 16, 13, "invalid merge", "<<: *anchor"),
+    (
+        "nested-too-deep",
+        with_body("deep: " + "[" * 100 + "]" * 100),
+        16,
+        110,
+        "nested more than 100 levels deep",
+        "flatten",
+    ),
 ]
 
 
@@ -295,19 +422,58 @@ def test_cli_reports_file_line_column_and_exits_2(tmp_path: Path, capsys: pytest
     path.write_text(replace("think_time:", "think_tme:"))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert (
-        f"{path}:6:3: error: unknown key `think_tme`" in err.replace("\n", " ").replace("  ", " ")
-        or ":6:3: error: unknown key `think_tme`" in err
-    )
+    # a path outside the working directory is shown as given; the console does not wrap lines
+    assert f"{path.as_posix()}:6:3: error: unknown key `think_tme`\n" in err
     assert "did you mean `think_time`?" in err
     assert "Traceback" not in err
 
 
-def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    text = replace("think_time:", "think_tme:").replace("p99(latency)", "p99(latncy)")
-    path = tmp_path / "two.yaml"
-    path.write_text(textwrap.dedent(text))
-    with pytest.raises(ScenarioError) as info:
-        load_scenario(path)
-    messages = " | ".join(d.message for d in info.value.diagnostics)
-    assert "think_tme" in messages
+@pytest.mark.parametrize(
+    "command", [["validate"], ["compile", "--engine", "locust"], ["compile", "--engine", "k6"]]
+)
+def test_a_date_in_a_body_is_exit_2_with_its_position_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    path = tmp_path / "dated.yaml"
+    path.write_text(with_body("day: 2024-01-01"))
+    out = ["-o", str(tmp_path / "build")] if command[0] == "compile" else []
+    assert main([command[0], str(path), *command[1:], *out]) == 2
+    err = capsys.readouterr().err
+    assert f"{path.as_posix()}:16:14: error: `requests.c.raw.json.day` is a date" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "build").exists()
+
+
+def test_deeply_nested_json_is_fine_and_reaches_both_engines(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(with_body("deep: " + "[" * 90 + '{"k": [1.5, null, "x"]}' + "]" * 90))
+    scenario = load_scenario(path).scenario
+    body = scenario.requests[-1].json_body
+    assert isinstance(body, dict)
+    value = body["deep"]
+    for _ in range(90):
+        value = value[0]
+    assert value == {"k": [1.5, None, "x"]}
+    for engine in ("locust", "k6"):
+        script = compile_scenario(scenario, engine)
+        assert "1.5" in script.files[script.entry]
+
+
+def test_every_problem_of_a_stage_is_reported_at_once(tmp_path: Path) -> None:
+    """Within a stage every problem is collected; a later stage runs once the earlier ones pass."""
+    checks = [
+        (
+            replace("think_time:", "think_tme:").replace('a: {prompt: "hi"', 'a: {promt: "hi"'),
+            "think_tme",
+            "promt",
+        ),
+        (replace("p99(latency)", "p99(latncy)").replace('"{images}"', '"{imgs}"'), "latncy", "`imgs`"),
+        (with_body("a: 2024-01-01\n        b: .nan"), "json.a` is a date", "json.b` is `.nan`"),
+    ]
+    for text, first, second in checks:
+        path = tmp_path / "two.yaml"
+        path.write_text(textwrap.dedent(text))
+        with pytest.raises(ScenarioError) as info:
+            load_scenario(path)
+        messages = " | ".join(d.message for d in info.value.diagnostics)
+        assert first in messages and second in messages, messages

@@ -7,9 +7,10 @@ unknown keys are errors (extra="forbid"), so a typo never passes silently.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
 from pydantic_core import PydanticCustomError
 
 from scenariokit.engines import DEFAULT_ENGINE, engine_names
@@ -25,7 +26,19 @@ def _number_as_text(value: Any) -> Any:
 # A value written in one of the expression languages (parsed in lower.py, where spans are at hand).
 Expr = Annotated[str, BeforeValidator(_number_as_text)]
 
-JsonValue = Any
+
+def _finite_numbers(value: JsonValue) -> JsonValue:
+    """NaN and infinity are not JSON (YAML's `.nan`, `.inf` are floats); pydantic's JsonValue takes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a JSON number")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _finite_numbers(item)
+    return value
+
+
+# A value sent as written, as JSON (validate.py points at whatever in it JSON cannot carry).
+JsonBody = Annotated[JsonValue, AfterValidator(_finite_numbers)]
+JSON_HELP = "Any JSON value, sent as written; its strings may hold templates. Quote a date to send text."
 
 
 class Strict(BaseModel):
@@ -117,7 +130,7 @@ class RawSpec(Strict):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] | None = None
     path: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    json_body: JsonValue = Field(None, alias="json")
+    json_body: JsonBody = Field(None, alias="json", description=JSON_HELP)
     body: str | None = None
 
 
@@ -128,19 +141,21 @@ class RequestSpec(Strict):
     `raw` sends a request exactly as written on either kind.
     """
 
-    weight: float = Field(1.0, ge=0, description="Relative share of the mix (any non-negative number).")
+    weight: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="Relative share of the mix (any non-negative number)."
+    )
     # chat form
     prompt: str | None = None
     image: str | None = Field(None, description="An image reference such as `{images}` (a data: URL).")
     system: str | None = None
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     stream: bool = False
     model: str | None = Field(None, description="Overrides the target's model for this request.")
     # REST form
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] | None = None
     path: str | None = None
-    json_body: JsonValue = Field(None, alias="json")
+    json_body: JsonBody = Field(None, alias="json", description=JSON_HELP)
     body: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     raw: RawSpec | None = None

@@ -17,6 +17,10 @@ from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, ScenarioE
 
 # A path into the document: mapping keys and sequence indexes, as pydantic reports them in `loc`.
 Path_ = tuple[str | int, ...]
+# Deeper mappings and lists are refused: every later stage walks values recursively (pydantic gives up at
+# about 260 levels, CPython's parser at 200 nested brackets in a generated locustfile, PyYAML's composer at
+# several hundred).
+MAX_DEPTH = 100
 
 
 @dataclass
@@ -28,6 +32,11 @@ class SourceMap:
     keys: dict[Path_, Span] = field(default_factory=dict)
     # Span of the first character of a scalar's *text* (inside quotes for quoted scalars).
     text_starts: dict[Path_, Span] = field(default_factory=dict)
+    # What the built data no longer shows, for the checks of values sent as JSON: the tag of a mapping or
+    # list that has one (`!!set {a, b}` is built as a mapping), and each key that was not text as written
+    # (`1`, `null`), under the path its text form (`"1"`, `"None"`) gives.
+    tags: dict[Path_, str] = field(default_factory=dict)
+    non_text_keys: dict[Path_, tuple[str, Any]] = field(default_factory=dict)
 
     def value(self, path: Path_) -> Span:
         """The span of the value at `path`, or of its nearest ancestor that has one."""
@@ -70,6 +79,8 @@ def parse_text(text: str, file: str) -> Document:
         raise ScenarioError([_yaml_error(exc, file)]) from None
     except yaml.YAMLError as exc:
         raise ScenarioError([Diagnostic(Span(file, 1, 1), f"invalid YAML: {exc}")]) from None
+    except RecursionError:  # PyYAML composes nodes recursively; its parser's events say where
+        raise ScenarioError([_too_deep(_first_too_deep(text, file))]) from None
     finally:
         loader.dispose()
     source = SourceMap(file)
@@ -80,6 +91,24 @@ def parse_text(text: str, file: str) -> Document:
     data = _Builder(loader, source, bag).build(node, ())
     bag.raise_if_errors()
     return Document(data, source, text)
+
+
+def _too_deep(span: Span) -> Diagnostic:
+    return Diagnostic(
+        span, f"nested more than {MAX_DEPTH} levels deep", "flatten the structure; no scenario needs this"
+    )
+
+
+def _first_too_deep(text: str, file: str) -> Span:
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return Span(file, event.start_mark.line + 1, event.start_mark.column + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return Span(file, 1, 1)
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
@@ -101,6 +130,11 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> Diagnostic:
     return Diagnostic(Span(file, line, column), f"invalid YAML: {problem}{context}", hint)
 
 
+_INVALID = object()  # a scalar that could not be constructed (already reported)
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+_PLAIN_COLLECTION_TAGS = frozenset({_YAML_TAG_PREFIX + "map", _YAML_TAG_PREFIX + "seq"})
+
+
 def _span(node: yaml.Node, file: str) -> Span:
     start, end = node.start_mark, node.end_mark
     return Span(file, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
@@ -115,6 +149,11 @@ class _Builder:
     def build(self, node: yaml.Node, path: Path_) -> Any:
         span = _span(node, self.source.file)
         self.source.values[path] = span
+        if isinstance(node, yaml.CollectionNode) and len(path) >= MAX_DEPTH:
+            self.bag.items.append(_too_deep(span))
+            return None
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTION_TAGS:
+            self.source.tags[path] = node.tag.replace(_YAML_TAG_PREFIX, "!!")
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -124,24 +163,44 @@ class _Builder:
             self.source.text_starts[path] = Span(span.file, span.line, span.column + 1)
         else:
             self.source.text_starts[path] = span
+        value = self._construct(node, span, "value")
+        return None if value is _INVALID else value
+
+    def _construct(self, node: yaml.ScalarNode, span: Span, what: str) -> Any:
         try:
             return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:  # a tag PyYAML's safe loader has no constructor for
+            hint = f"remove the tag `{node.tag}`" if node.tag.startswith("!") else None
+            self.bag.error(span, f"invalid {what}: {exc.problem or exc}", hint)
         except yaml.YAMLError as exc:
-            self.bag.error(span, f"invalid value: {exc}")
-            return None
+            self.bag.error(span, f"invalid {what}: {exc}")
+        return _INVALID
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[Any, Any]:
-        self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
         result: dict[Any, Any] = {}
+        try:
+            self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = (
+                Span(self.source.file, mark.line + 1, mark.column + 1)
+                if mark
+                else _span(node, self.source.file)
+            )
+            self.bag.error(where, f"invalid merge: {exc.problem}", "`<<:` merges a mapping: `<<: *anchor`")
+            return result
         first_seen: dict[Any, Span] = {}
         for key_node, value_node in node.value:
             key_span = _span(key_node, self.source.file)
             if not isinstance(key_node, yaml.ScalarNode):
                 self.bag.error(key_span, "mapping keys must be plain names")
                 continue
-            key = self.loader.construct_object(key_node)
-            if not isinstance(key, str):
-                key = str(key)
+            written = self._construct(key_node, key_span, "key")
+            if written is _INVALID:
+                continue
+            key = written if isinstance(written, str) else str(written)
+            if not isinstance(written, str):
+                self.source.non_text_keys[(*path, key)] = (key_node.value, written)
             if key in first_seen:
                 self.bag.error(
                     key_span,

@@ -3,17 +3,25 @@
 pydantic reports a `loc` path per error; the parse stage's SourceMap turns that path into a line and
 column. Union branches that cannot match the value's YAML type are dropped so one mistake gives one
 message, and every message says how to fix it.
+
+Values sent to the target as written (JSON bodies, header names) are checked here too, before the models
+run: YAML can write what JSON cannot hold (a date, a set, binary data, `.nan`, a number as a key), and such
+a value would reach the generated scripts as code, or crash the compiler. Each is reported where it stands.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
+import re
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 
-from scenariokit.compile.diagnostics import DiagnosticBag, did_you_mean
+from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
 from scenariokit.compile.model import ScenarioSpec
 from scenariokit.compile.parse import Document, Path_
 
@@ -31,6 +39,10 @@ _TYPE_WORDS = {
     "model_attributes_type": "a mapping (`key: value` lines)",
     "list_type": "a list (`- item` lines)",
 }
+# What PyYAML counts as a line break (str.splitlines() counts more, so its line numbers would differ).
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+# Model fields whose mapping keys are sent as written (header names), like every key inside a JSON value.
+_SENT_KEYS_FIELDS = frozenset({"headers"})
 
 
 def validate_spec(doc: Document) -> ScenarioSpec:
@@ -42,21 +54,27 @@ def validate_spec(doc: Document) -> ScenarioSpec:
             "start with `version: 1`, `name:`, `target:`, `load:` and `requests:`",
         )
         bag.raise_if_errors()
+    not_json = _check_sent_values(doc, bag)
     try:
-        return ScenarioSpec.model_validate(doc.data)
+        spec = ScenarioSpec.model_validate(doc.data)
     except ValidationError as exc:
-        _report(exc, doc, bag)
+        _report(exc, doc, bag, not_json)
+    else:
+        bag.raise_if_errors()  # a set or a number key in a body passes the models: it was built as JSON
+        return spec
     bag.raise_if_errors()
     raise AssertionError("unreachable: validation failed without diagnostics")
 
 
-def _report(exc: ValidationError, doc: Document, bag: DiagnosticBag) -> None:
+def _report(exc: ValidationError, doc: Document, bag: DiagnosticBag, not_json: set[Path_]) -> None:
     seen: set[tuple[Path_, str]] = set()
     for error in exc.errors(include_url=False):
         resolved = _resolve(error["loc"], doc.data)
         if resolved is None:
             continue  # a union branch that does not fit the value's type
         path, tail = resolved
+        if any(path[: len(p)] == p for p in not_json):
+            continue  # already reported, where it stands, by _check_sent_values
         key = (path, error["type"])
         if key in seen:
             continue
@@ -121,11 +139,133 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
         hint = did_you_mean(str(got), options) or f"use one of: {expected}"
         bag.error(source.text(path), f"`{got}` is not allowed for `{_dotted(path)}`", hint)
     elif kind in _TYPE_WORDS:
-        got = _describe(_value_at(doc.data, path))
-        bag.error(source.text(path), f"`{_dotted(path)}` must be {_TYPE_WORDS[kind]}, not {got}")
+        value = _value_at(doc.data, path)
+        hint = _quote_hint(value, _written(doc, source.value(path), value)) if kind == "string_type" else None
+        bag.error(
+            source.text(path), f"`{_dotted(path)}` must be {_TYPE_WORDS[kind]}, not {_describe(value)}", hint
+        )
     else:
         message = error["msg"].removeprefix("Value error, ")
         bag.error(source.text(path), f"`{_dotted(path)}`: {message[0].lower()}{message[1:]}")
+
+
+def _quote_hint(value: Any, written: str) -> str | None:
+    """How to make a scalar YAML read as something else (`2024-01-01`, `yes`, `404`) text."""
+    if isinstance(value, bytes):
+        return "remove the `!!binary` tag to keep the text as written"
+    if isinstance(value, bool | int | float | datetime.date):
+        return f'quote it to make it text: `"{written}"`'
+    return None
+
+
+# --- values sent as written -------------------------------------------------------------------------
+
+
+def _check_sent_values(doc: Document, bag: DiagnosticBag) -> set[Path_]:
+    """Report what JSON cannot hold in the values sent as written. Returns the paths of the JSON values
+    found wanting, whose errors from the models (less precise) are then left out."""
+    found: set[Path_] = set()
+    for path, whole in _sent_as_written(ScenarioSpec, doc.data, ()):
+        problems = list(_not_json(doc, _value_at(doc.data, path), path, keys_only=not whole))
+        bag.extend(problems)
+        if problems and whole:
+            found.add(path)
+    return found
+
+
+def _sent_as_written(annotation: Any, data: Any, path: Path_) -> Iterator[tuple[Path_, bool]]:
+    """Where the data holds a value the models declare as sent as written: a JSON value (True), or a map
+    whose keys are sent as names (False: its values are text, which the models check)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is JsonValue:
+        yield path, True
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(data, dict):
+        for name, field in annotation.model_fields.items():
+            key = field.alias or name
+            if key in _SENT_KEYS_FIELDS and isinstance(data.get(key), dict):
+                yield (*path, key), False
+            elif key in data and key not in _SENT_KEYS_FIELDS:
+                yield from _sent_as_written(field.annotation, data[key], (*path, key))
+    elif origin is dict and isinstance(data, dict):
+        for key, item in data.items():
+            yield from _sent_as_written(args[1], item, (*path, key))
+    elif origin is list and isinstance(data, list):
+        for i, item in enumerate(data):
+            yield from _sent_as_written(args[0], item, (*path, i))
+    elif origin is typing.Annotated:
+        yield from _sent_as_written(args[0], data, path)
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            yield from _sent_as_written(arg, data, path)
+
+
+def _not_json(doc: Document, value: Any, path: Path_, keys_only: bool = False) -> Iterator[Diagnostic]:
+    """A diagnostic for each part of `value` that JSON cannot hold, at the part's own position."""
+    source = doc.source
+    span = source.value(path)
+    tag = source.tags.get(path)
+    if tag is not None:
+        if tag == "!!set":
+            what, hint = "a YAML set (`!!set`)", "write a list instead: a `- item` line each"
+        else:
+            what, hint = f"a value tagged `{tag}`", f"remove the tag `{tag}`; JSON has no tags"
+        yield Diagnostic(span, f"`{_dotted(path)}` is {what}, which JSON cannot hold", hint)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (*path, key) in source.non_text_keys:
+                written, key_value = source.non_text_keys[(*path, key)]
+                yield Diagnostic(
+                    source.key((*path, key)),
+                    f"the key `{written}` in `{_dotted(path)}` is {_kind(key_value)}, not text",
+                    f'quote it to make it text: `"{written}":`',
+                )
+            if not keys_only:
+                yield from _not_json(doc, item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _not_json(doc, item, (*path, i))
+    elif isinstance(value, float) and not math.isfinite(value):
+        written = _written(doc, span, value)
+        yield Diagnostic(
+            span,
+            f"`{_dotted(path)}` is `{written}` ({_kind(value)}), which JSON cannot hold",
+            "JSON numbers are finite: write a number or null, or quote it to send the text",
+        )
+    elif not (value is None or isinstance(value, str | bool | int | float)):
+        written = _written(doc, span, value)
+        hint = _quote_hint(value, written) or "write it as text, a number, a list or a mapping"
+        yield Diagnostic(span, f"`{_dotted(path)}` is {_kind(value)}, which JSON cannot hold", hint)
+
+
+def _kind(value: Any) -> str:
+    """What a YAML scalar was read as, in words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, float) and math.isnan(value):
+        return "not a number"
+    if isinstance(value, float) and math.isinf(value):
+        return "infinity"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, datetime.datetime):
+        return "a date and time"
+    if isinstance(value, datetime.date):
+        return "a date"
+    if isinstance(value, bytes):
+        return "binary data (`!!binary`)"
+    return f"a {type(value).__name__}"
+
+
+def _written(doc: Document, span: Span, value: Any) -> str:
+    """A one-line scalar as written in the file (`2024-01-01 10:00:00`, `.NaN`), else as Python shows it."""
+    lines = _LINE_BREAK.split(doc.text)
+    if span.end_line == span.line and 0 < span.line <= len(lines):
+        written = lines[span.line - 1][span.column - 1 : span.end_column - 1]
+        return written.split(None, 1)[-1] if written.startswith("!") else written  # without a tag
+    return str(value)
 
 
 def _missing_hint(key: str) -> str | None:

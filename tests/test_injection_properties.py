@@ -1,0 +1,367 @@
+"""Property: whole JSON values written in YAML reach both engines' scripts as the same data, never as code.
+
+A scenario is written as YAML (by PyYAML's own dumper) with hostile values: nested JSON bodies (`json` and
+`raw.json`) of every JSON type, big integers, unicode keys and strings with quotes, backslashes, `</script>`,
+`${...}`, `{{ }}`, `%s`, U+2028/U+2029 and NUL, in header names and values, and as request names. It goes
+through the whole front end and each engine's compiler; then each script is loaded by its own language (the
+locustfile imported by Python, the k6 script run under node) and must hold exactly the values of the IR.
+Strings that are templates (body and header values, the expected text) are written with their braces escaped
+(`{{`, `}}`: the DSL's only escape), and each runtime's rendering must give back the text first drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from scenariokit.compile.ir import Scenario
+from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines import compile_scenario
+from tests.support.engines import NODE, needs_node
+from tests.test_backend_k6 import runnable
+
+ROOT = Path(__file__).resolve().parents[1]
+K6_RUNTIME = ROOT / "src/scenariokit/engines/k6/files/scenariokit-runtime.js"
+
+PIECES = [
+    *"aZ 0'\"\\{}$%#<>/`\n\r\t\x00",
+    "${",
+    "${env:HOME}",
+    "{{",
+    "}}",
+    "{images}",
+    "%s",
+    "</script>",
+    "<!--",
+    "*/",
+    '"""',
+    "\u2028",
+    "\u2029",
+    "é",
+    "😀",
+    "\ufeff",
+]
+TEXT = st.one_of(st.lists(st.sampled_from(PIECES), max_size=8).map("".join), st.text(max_size=6))
+NAMES = TEXT.filter(bool)
+# Keys that mean something to YAML (`<<`, `null`, `1`), to Python or to JavaScript objects.
+SPECIAL_KEYS = ["<<", "=", "null", "true", "1", "~", "", "constructor", "toString", "__class__"]
+BIG_INTEGERS = [2**53 + 1, -(2**63), 2**64 + 1, 10**40]
+
+
+def json_values(integers: st.SearchStrategy[int], keys: list[str]) -> st.SearchStrategy[Any]:
+    scalars = st.one_of(
+        st.none(), st.booleans(), integers, st.floats(allow_nan=False, allow_infinity=False), TEXT
+    )
+    key = TEXT | st.sampled_from(keys)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(key, inner, max_size=4),
+        max_leaves=16,
+    )
+
+
+# Python carries any integer and any key. k6 reads numbers as JavaScript doubles and its script holds
+# objects as literals, where `__proto__` sets the prototype: both are pinned by the xfail tests below.
+PYTHON_JSON = json_values(st.integers() | st.sampled_from(BIG_INTEGERS), [*SPECIAL_KEYS, "__proto__"])
+K6_JSON = json_values(st.integers(-(2**53) + 1, 2**53 - 1), SPECIAL_KEYS)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> dict[str, Any]:
+    """A scenario (as YAML data, templates unescaped) with a REST request and a raw one, each with a JSON
+    body and headers; the target has headers too."""
+    names = draw(st.lists(NAMES, min_size=2, max_size=2, unique=True))
+    headers = st.dictionaries(NAMES, TEXT, max_size=2)
+    return {
+        "version": 1,
+        "name": "inject",
+        "target": {"kind": "http", "base_url": "http://127.0.0.1:1", "headers": draw(headers)},
+        "load": {"curve": "ramp(0, 1, 1s)"},
+        "requests": {
+            names[0]: {
+                "path": "/rest",
+                "json": draw(values),
+                "headers": draw(headers),
+                "expect": {"contains": draw(TEXT)},
+            },
+            names[1]: {
+                "raw": {
+                    "method": "PUT",
+                    "path": "/raw",
+                    "json": draw(st.dictionaries(TEXT, values, max_size=3)),
+                    "headers": draw(headers),
+                }
+            },
+        },
+    }
+
+
+def with_body(body: Any) -> dict[str, Any]:
+    """A scenario whose REST request sends `body` and nothing else hostile."""
+    return {
+        "version": 1,
+        "name": "inject",
+        "target": {"kind": "http", "base_url": "http://127.0.0.1:1", "headers": {}},
+        "load": {"curve": "ramp(0, 1, 1s)"},
+        "requests": {
+            "r": {"path": "/rest", "json": body, "headers": {}, "expect": {"contains": ""}},
+            "s": {"raw": {"method": "PUT", "path": "/raw", "json": {}, "headers": {}}},
+        },
+    }
+
+
+def escape(text: str) -> str:
+    """A template whose rendering is `text`: every brace doubled (`${` becomes `${{`, a literal `${`)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def escape_values(value: Any) -> Any:
+    """A JSON value with its strings escaped as templates; keys are sent as written, never rendered."""
+    if isinstance(value, str):
+        return escape(value)
+    if isinstance(value, list):
+        return [escape_values(v) for v in value]
+    if isinstance(value, dict):
+        return {k: escape_values(v) for k, v in value.items()}
+    return value
+
+
+def as_written(spec: dict[str, Any]) -> dict[str, Any]:
+    """The scenario as it goes into the YAML file: every template value escaped."""
+    written = copy.deepcopy(spec)
+    written["target"]["headers"] = escape_values(spec["target"]["headers"])
+    for request in written["requests"].values():
+        form = request.get("raw", request)
+        form["json"] = escape_values(form["json"])
+        form["headers"] = escape_values(form["headers"])
+        if "expect" in request:
+            request["expect"]["contains"] = escape(request["expect"]["contains"])
+    return written
+
+
+def expected_requests(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each request must send once its templates are rendered: the values first drawn."""
+    return [
+        {
+            "headers": request.get("raw", request)["headers"],
+            "json": request.get("raw", request)["json"],
+            "contains": request.get("expect", {}).get("contains"),
+        }
+        for request in spec["requests"].values()
+    ]
+
+
+def front_end(spec: dict[str, Any], folder: Path) -> Scenario:
+    path = folder / "inject.yaml"
+    path.write_text(yaml.safe_dump(as_written(spec), allow_unicode=False, sort_keys=False), encoding="utf-8")
+    return load_scenario(path).scenario
+
+
+def decimals(value: Any) -> Any:
+    """A JSON value with its numbers as decimals, to compare them as JSON numbers: JavaScript writes the
+    float 5.668777286814039e+16 as 56687772868140390, the same decimal (and the same double)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return Decimal(repr(value))
+    if isinstance(value, list):
+        return [decimals(v) for v in value]
+    return {k: decimals(v) for k, v in value.items()}
+
+
+# --- Locust: the locustfile imported by Python ------------------------------------------------------
+
+# A worker that imports each locustfile it is sent (Locust and gevent loaded once, out of this process) and
+# prints what its request constants and scenario hold, and what the runtime renders from them.
+_LOCUST_WORKER = r"""
+import json, runpy, sys
+for line in sys.stdin:
+    folder, entry = json.loads(line)
+    sys.path.insert(0, folder)
+    import scenariokit_locust_runtime as sk
+    names = runpy.run_path(f"{folder}/{entry}")
+    sys.path.remove(folder)
+    requests = [v for v in names.values() if isinstance(v, sk.Request)]
+    scenario = names["SCENARIO"]
+    print("RESULT " + json.dumps({
+        "headers": scenario.headers,
+        "rendered_headers": sk.render(scenario.headers, None),
+        "requests": [
+            {"name": r.name, "headers": r.headers, "json": r.json, "contains": r.expect_contains,
+             "rendered": {"headers": sk.render(r.headers, None), "json": sk.render(r.json, None),
+                          "contains": sk.render(r.expect_contains, None)}}
+            for r in requests
+        ],
+    }), flush=True)
+"""
+
+
+class LocustLoader:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _LOCUST_WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+
+    def load(self, folder: Path, entry: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps([str(folder), entry]) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith("RESULT "):
+                result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+                return result
+        raise AssertionError(f"the locustfile did not load (exit {self.process.wait()})")
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def locust_loader() -> Iterator[LocustLoader]:
+    loader = LocustLoader()
+    yield loader
+    loader.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenarios(PYTHON_JSON))
+@example(with_body({"__proto__": {"admin": True}, "id": 2**63 + 1, "n": [10**40, -(2**64)]}))
+def test_json_values_stay_data_in_the_locustfile(locust_loader: LocustLoader, spec: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        scenario = front_end(spec, folder)
+        script = compile_scenario(scenario, "locust")
+        script.write(folder / "build")
+        loaded = locust_loader.load(folder / "build", script.entry)
+    assert loaded["headers"] == dict(scenario.target.headers)
+    assert loaded["rendered_headers"] == spec["target"]["headers"]
+    assert (
+        [r["name"] for r in loaded["requests"]] == [r.name for r in scenario.requests] == [*spec["requests"]]
+    )
+    for got, ir, expected in zip(loaded["requests"], scenario.requests, expected_requests(spec), strict=True):
+        # as the script holds them: the IR's values (templates still escaped) ...
+        assert (got["headers"], got["json"], got["contains"]) == (
+            dict(ir.headers),
+            ir.json_body,
+            ir.expect.contains,
+        )
+        # ... and as the runtime sends them: the values first drawn
+        assert got["rendered"] == expected
+
+
+# --- k6: the script's data and the runtime's rendering under node -----------------------------------
+
+
+def node_lines(program: str) -> list[Any]:
+    """What a node program prints, one JSON value a line."""
+    assert NODE is not None
+    ran = subprocess.run(
+        [NODE, "--input-type=module"],
+        input=program,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    # "\n" only: JSON.stringify leaves U+2028 unescaped, and str.splitlines() would split there
+    return [json.loads(line) for line in ran.stdout.split("\n") if line]
+
+
+def runtime_module() -> str:
+    """The k6 runtime as a module node can import: each k6 import replaced by an empty stand-in (none is
+    called here), and the functions `Runner.render` uses exported."""
+    stubs, body = ["const __ENV = {};"], []
+    for line in K6_RUNTIME.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"import (?:\{(.*)\}|(\w+)) from ", line)
+        if match:
+            stubs += [f"class {name.strip()} {{}}" for name in (match.group(1) or match.group(2)).split(",")]
+        else:
+            body.append(line)
+    source = "\n".join([*stubs, *body, "export { compileValue, renderValue, renderString };"])
+    return "data:text/javascript;base64," + base64.b64encode(source.encode()).decode()
+
+
+# Run after the script (see `runnable`): what its values become once the runtime renders them as
+# `Runner.render` does before sending: the body through compileValue/renderValue and JSON.stringify, header
+# values and the expected text through parseTemplate.
+_K6_RENDER = """
+const rt = await import(RUNTIME);
+const none = { field() { throw new Error('no data set is used'); } };
+const text = (value) => (value === null ? null : rt.renderString(rt.parseTemplate(value), none));
+const headers = (h) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k, text(v)]));
+console.log(JSON.stringify({
+  headers: headers(__runner.scenario.headers),
+  requests: __runner.requests.map((r) => ({
+    headers: headers(r.headers),
+    body: r.json === null ? null : JSON.stringify(rt.renderValue(rt.compileValue(r.json), none)),
+    contains: text(r.expectContains),
+  })),
+}));
+"""
+
+
+def check_k6(spec: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = front_end(spec, Path(tmp))
+    script = compile_scenario(scenario, "k6")
+    render = _K6_RENDER.replace("RUNTIME", json.dumps(runtime_module()))
+    loaded, rendered = node_lines(runnable(script.files[script.entry]) + render)
+    assert loaded["scenario"]["headers"] == dict(scenario.target.headers)
+    assert rendered["headers"] == spec["target"]["headers"]
+    assert [r["name"] for r in loaded["requests"]] == [*spec["requests"]]
+    for got, ir in zip(loaded["requests"], scenario.requests, strict=True):
+        assert (got["headers"], decimals(got["json"]), got["expectContains"]) == (
+            dict(ir.headers),
+            decimals(ir.json_body),
+            ir.expect.contains,
+        )
+    for got, expected in zip(rendered["requests"], expected_requests(spec), strict=True):
+        sent = None if got["body"] is None else json.loads(got["body"])
+        assert decimals(sent) == decimals(expected["json"])
+        assert (got["headers"], got["contains"]) == (expected["headers"], expected["contains"])
+
+
+@needs_node
+@settings(max_examples=30, deadline=None)
+@given(scenarios(K6_JSON))
+def test_json_values_stay_data_in_the_k6_script(spec: dict[str, Any]) -> None:
+    check_k6(spec)
+
+
+@needs_node
+@pytest.mark.xfail(
+    strict=True,
+    reason="k6 holds numbers as doubles: 2**63 + 1 is sent as 9223372036854776000 (no diagnostic says so)",
+)
+def test_k6_sends_an_integer_beyond_2_to_the_53_as_written() -> None:
+    check_k6(with_body({"id": 2**63 + 1}))
+
+
+@needs_node
+@pytest.mark.xfail(
+    strict=True,
+    reason="the script's object literal `{\"__proto__\": ...}` sets the body's prototype: k6 drops the key",
+)
+def test_k6_sends_a_proto_key_as_written() -> None:
+    check_k6(with_body({"__proto__": {"admin": True}, "id": 1}))
