@@ -59,3 +59,15 @@ def test_console_script_runs_as_a_module() -> None:
         [sys.executable, "-m", "scenariokit", "--version"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and "scenariokit" in result.stdout
+
+
+def test_diagnostics_print_a_scenarios_text_as_written_not_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "markup.yaml"
+    path.write_text(
+        'version: 1\nname: x\ntarget: {kind: http, base_url: "http://127.0.0.1:9"}\n'
+        'load: {curve: "hold(1, 1s)"}\nrequests:\n  a: {path: /a, json: {"[/x]": 2024-01-01, "[bold]y": 1}}\n'
+    )
+    assert main(["validate", str(path)]) == 2
+    assert "`requests.a.json.[/x]` is a date" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic, ScenarioError
@@ -23,7 +24,8 @@ out = Console(highlight=False, soft_wrap=True)
 def print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for diagnostic in diagnostics:
         colour = "red" if diagnostic.severity.value == "error" else "yellow"
-        err.print(f"[{colour}]{diagnostic.render()}[/]", markup=True, highlight=False)
+        # a scenario's own text (keys, values) is in the message: shown as written, never read as markup
+        err.print(f"[{colour}]{escape(diagnostic.render())}[/]", markup=True, highlight=False)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
