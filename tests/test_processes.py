@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from scenariokit.cli import main
 from scenariokit.engines import get_engine
 from scenariokit.engines.base import LaunchPlan
+from scenariokit.ports import free_port
 from tests.support.loopback import LoopbackServer
 from tests.test_engines import assert_weights
 
@@ -38,6 +40,19 @@ load: {{model: open, curve: "hold(40, 4s)", expected_latency: 20ms}}
 requests:
   a: {{path: /a}}
 """
+OPEN_RATE, OPEN_DURATION_S = 40, 4.0
+OPEN_PLANNED = round(OPEN_RATE * OPEN_DURATION_S)
+LOST_WITHIN_S = 1.0  # the runtime drops an arrival taken over 1 s late (DROP_AFTER_S)
+
+
+@pytest.fixture(autouse=True)
+def _own_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locust's master listens on 5557 unless told otherwise, so two `--processes` runs at once (one per
+    xdist worker) joined each other's workers (KeyError on the other run's user class). The driver picks
+    no port; the engine inherits the environment, where Locust reads these two."""
+    port = str(free_port())
+    monkeypatch.setenv("LOCUST_MASTER_BIND_PORT", port)
+    monkeypatch.setenv("LOCUST_MASTER_NODE_PORT", port)
 
 
 def run(tmp_path: Path, text: str, *extra: str) -> tuple[int, dict[str, object], Path]:
@@ -69,17 +84,60 @@ def test_open_model_arrivals_are_split_not_repeated(tmp_path: Path) -> None:
     assert code == 0 and worker_files_with_requests(run_dir) == 2
     by_request = summary["by_request"]
     assert isinstance(by_request, dict)
-    # 40/s for 4 s in all, each arrival sent once, not once per worker (on a loaded machine one may be
-    # dropped as over 1 s late, or still unsent when the shape ends the test)
+    workers = [w for w in map(worker_arrivals, (run_dir / "raw").glob("records-*.jsonl")) if w.slots]
+    assert len(workers) == 2
     sent, dropped = by_request["a"]["requests"], summary["dropped_iterations"]
-    assert 155 <= sent + dropped <= 160 and sent >= 150, (sent, dropped)
-    intended = [
-        json.loads(line)[1]
-        for f in (run_dir / "raw").glob("records-*.jsonl")
-        for line in f.read_text().splitlines()
-        if line.startswith("[")
-    ]
-    assert len(set(intended)) == len(intended) == sent
+    assert sent == sum(w.sent for w in workers) and dropped == sum(w.dropped for w in workers)
+    # Each worker runs the one schedule (arrival k at its own start + k / rate) and takes every other
+    # arrival: each slot is a planned one, taken once, by one worker, and the workers' shares are apart.
+    for w in workers:
+        assert len(set(w.slots)) == len(w.slots), "an arrival sent or dropped twice by one worker"
+        assert all(1 <= k <= OPEN_PLANNED for k in w.slots), w.slots
+        assert len({k % 2 for k in w.slots}) == 1, "a worker sent arrivals of the other's share"
+    assert {w.slots[0] % 2 for w in workers} == {0, 1}, "both workers took the same share"
+    assert sent + dropped <= OPEN_PLANNED
+    # A loaded machine may start a worker late (its last arrivals are still unsent when the shape ends
+    # the test) or drop an arrival over 1 s late, which is counted. It does not lose one in the middle:
+    # users take arrivals in order, so only those taken in the last second can be in flight at the end.
+    for w in workers:
+        taken, last = set(w.slots), max(w.slots)
+        assert last / OPEN_RATE >= OPEN_DURATION_S / 2, f"a worker stopped after {last / OPEN_RATE:.2f} s"
+        share = range(1 if last % 2 else 2, last + 1, 2)
+        lost = [k for k in share if k not in taken and (last - k) / OPEN_RATE > LOST_WITHIN_S]
+        assert not lost, f"arrivals neither sent nor dropped: {lost}"
+
+
+@dataclass
+class Arrivals:
+    """One Locust process's raw records: the schedule slot of each arrival it sent or dropped."""
+
+    slots: list[int]
+    sent: int
+    dropped: int
+
+
+def worker_arrivals(path: Path) -> Arrivals:
+    """Record lines are `[t, intended, ...]`, a dropped arrival `{"dropped": 1, "t": intended, ...}`."""
+    found = Arrivals([], 0, 0)
+    start = None
+    for line in path.read_text().splitlines():
+        value = json.loads(line)
+        if isinstance(value, list):
+            intended = value[1]
+            found.sent += 1
+        elif "test_start" in value:
+            start = value["test_start"]
+            continue
+        elif value.get("dropped"):
+            intended = value["t"]
+            found.dropped += 1
+        else:
+            continue
+        assert start is not None, "an arrival before the worker's start"
+        k = round((intended - start) * OPEN_RATE)
+        assert abs(intended - (start + k / OPEN_RATE)) < 1e-6, "an arrival off the schedule"
+        found.slots.append(k)
+    return found
 
 
 def test_processes_are_for_locust_only(tmp_path: Path) -> None:
