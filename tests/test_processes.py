@@ -16,7 +16,6 @@ import pytest
 from scenariokit.cli import main
 from scenariokit.engines import get_engine
 from scenariokit.engines.base import LaunchPlan
-from scenariokit.ports import free_port
 from tests.support.loopback import LoopbackServer
 from tests.test_engines import assert_weights
 
@@ -43,16 +42,6 @@ requests:
 OPEN_RATE, OPEN_DURATION_S = 40, 4.0
 OPEN_PLANNED = round(OPEN_RATE * OPEN_DURATION_S)
 LOST_WITHIN_S = 1.0  # the runtime drops an arrival taken over 1 s late (DROP_AFTER_S)
-
-
-@pytest.fixture(autouse=True)
-def _own_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Locust's master listens on 5557 unless told otherwise, so two `--processes` runs at once (one per
-    xdist worker) joined each other's workers (KeyError on the other run's user class). The driver picks
-    no port; the engine inherits the environment, where Locust reads these two."""
-    port = str(free_port())
-    monkeypatch.setenv("LOCUST_MASTER_BIND_PORT", port)
-    monkeypatch.setenv("LOCUST_MASTER_NODE_PORT", port)
 
 
 def run(tmp_path: Path, text: str, *extra: str) -> tuple[int, dict[str, object], Path]:
@@ -150,5 +139,7 @@ def test_the_driver_asks_locust_for_its_processes(tmp_path: Path) -> None:
         LaunchPlan(tmp_path / "x.py", "http://127.0.0.1:1", tmp_path, 10, processes=3)
     )
     assert launch.argv[-2:] == ["--processes", "3"] and launch.env["SCENARIOKIT_WORKERS"] == "3"
+    # a master port of its own, for the master and its forked workers alike (not Locust's shared 5557)
+    assert launch.env["LOCUST_MASTER_BIND_PORT"] == launch.env["LOCUST_MASTER_NODE_PORT"] != "5557"
     single = get_engine("locust").launch(LaunchPlan(tmp_path / "x.py", "http://127.0.0.1:1", tmp_path, 10))
     assert "--processes" not in single.argv and "SCENARIOKIT_WORKERS" not in single.env

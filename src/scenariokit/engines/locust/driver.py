@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from scenariokit.engines.base import EngineLaunch, LaunchPlan, engine_env
+from scenariokit.ports import free_port
 
 
 def locust_launch(plan: LaunchPlan) -> EngineLaunch:
@@ -33,6 +34,10 @@ def locust_launch(plan: LaunchPlan) -> EngineLaunch:
     ]
     env = engine_env(plan.base_url, plan.raw_dir)
     if plan.processes > 1:
+        # the master listens on a port of its own (Locust's default, 5557, let two runs at once join each
+        # other's workers); the forked workers read the same environment to find it
+        port = str(free_port())
+        env["LOCUST_MASTER_BIND_PORT"] = env["LOCUST_MASTER_NODE_PORT"] = port
         argv += ["--processes", str(plan.processes)]
         env["SCENARIOKIT_WORKERS"] = str(plan.processes)
     return EngineLaunch(argv, env)
