@@ -1,17 +1,68 @@
-"""Start the embedded server as a subprocess on a free loopback port and wait until it is healthy."""
+"""Start the embedded server as a subprocess on a free loopback port and wait until it is healthy.
+
+The server runs in a process group of its own (`start_new_session`): its model workers and
+multiprocessing's resource tracker are in that group, so stopping the group leaves nothing behind, and a
+Ctrl-C at the terminal reaches the runner alone, which stops the server in order.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
+import psutil
 
 from scenariokit.ports import free_port
+
+GROUP_EXIT_S = 3.0  # after the server: its resource tracker cleans up and exits once the server is gone
+
+
+class ServerStartError(RuntimeError):
+    """The server exited, or was not healthy in time, while starting."""
+
+
+# Process groups: the runner stops its engines' groups with these too.
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The group's live processes. A zombie is not one: where PID 1 does not reap orphans (some
+    containers), an orphan that exited stays a zombie for good."""
+    members = []
+    for process in psutil.process_iter():
+        with suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == pgid and _running(process):
+                members.append(process)
+    return members
+
+
+def wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Whether every live process of the group exits within the time."""
+    members = group_members(pgid)
+    deadline = time.monotonic() + timeout_s
+    while members and time.monotonic() < deadline:
+        time.sleep(0.05)
+        members = [m for m in members if _running(m)]
+    return not members
 
 
 class ServerHandle:
@@ -19,20 +70,45 @@ class ServerHandle:
         self.process = process
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
+        self.ready = False
         self._log = log
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise ServerStartError(f"the model server exited with code {code} while starting")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
+                    self.ready = True
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise ServerStartError(f"the model server was not healthy within {timeout_s:g}s")
+
     def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM. A ready server lets in-flight requests finish; one still loading its models has none,
+        so its whole group stops at once rather than after the models load. Whatever remains is killed."""
+        pgid = self.process.pid  # the leader of its own group
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            if self.ready:
+                self.process.send_signal(signal.SIGTERM)
+            else:
+                signal_group(pgid, signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+                signal_group(pgid, signal.SIGKILL)
+                with suppress(subprocess.TimeoutExpired):
+                    self.process.wait(5)
+        if not wait_group_gone(pgid, GROUP_EXIT_S):
+            signal_group(pgid, signal.SIGKILL)
         if hasattr(self._log, "close"):
             self._log.close()
 
@@ -45,7 +121,7 @@ class ServerHandle:
         self.stop()
 
 
-def start_server(
+def spawn_server(
     port: int = 0,
     *,
     workers: int | None = None,
@@ -54,8 +130,9 @@ def start_server(
     fault: str | None = None,
     extra_args: list[str] | None = None,
     log_path: Path | None = None,
-    ready_timeout_s: float = 60.0,
 ) -> ServerHandle:
+    """Starts the server without waiting for it: a caller that must never lose the handle (the runner,
+    between signals) registers it for stopping before it waits (`ServerHandle.wait_ready`)."""
     port = port or free_port()
     argv = [sys.executable, "-m", "scenariokit_server", "--port", str(port)]
     for flag, value in (
@@ -68,18 +145,16 @@ def start_server(
             argv += [flag, str(value)]
     argv += extra_args or []
     log = log_path.open("wb") if log_path else subprocess.DEVNULL
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    handle = ServerHandle(process, port, log)
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            handle.stop()
-            raise RuntimeError(f"the model server exited with code {process.returncode} while starting")
-        try:
-            if httpx.get(f"{handle.base_url}/health", timeout=1.0).status_code == 200:
-                return handle
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    handle.stop()
-    raise RuntimeError(f"the model server was not healthy within {ready_timeout_s:g}s")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return ServerHandle(process, port, log)
+
+
+def start_server(port: int = 0, *, ready_timeout_s: float = 60.0, **options: Any) -> ServerHandle:
+    """Starts the server and waits until it answers /health; the options are `spawn_server`'s."""
+    handle = spawn_server(port, **options)
+    try:
+        handle.wait_ready(ready_timeout_s)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
