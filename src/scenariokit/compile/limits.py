@@ -1,0 +1,36 @@
+"""Every bound the compiler puts on what a scenario may ask for, in one place.
+
+A scenario may come from an untrusted pull request and run in CI next to secrets, so each bound keeps a
+hostile file to a quick, positioned error (exit 2) in bounded time and memory. Each is far above what a
+real scenario needs; docs/dsl-reference.md lists them.
+"""
+
+from __future__ import annotations
+
+# --- the scenario file (parse.py) -------------------------------------------------------------------
+MAX_FILE_BYTES = 1024 * 1024
+# YAML values, counting every use of an alias: PyYAML composes about 25k values a second here, and an
+# alias bomb (billion laughs) expands exponentially once built.
+MAX_NODES = 20_000
+# Deeper mappings and lists are refused: every later stage walks values recursively (pydantic gives up at
+# about 260 levels, CPython's parser at 200 nested brackets in a generated locustfile).
+MAX_DEPTH = 100
+# An expression (curve, duration, SLO, distribution): the grammars cost ~0.25 ms per token.
+MAX_EXPR_CHARS = 4096
+# `{` and `$` in one request value: locating references is linear in the value's length per reference.
+MAX_TEMPLATE_BRACES = 1000
+
+# --- data sets (datasets.py) ------------------------------------------------------------------------
+DATASET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"  # as `{name}` in templates; also a file name
+MAX_DATASET_NAME_CHARS = 64
+MAX_DATA_FILE_BYTES = 20 * 1024 * 1024  # one image, CSV or sidecar file
+MAX_DATASET_BYTES = 64 * 1024 * 1024  # all files of one data set (shipped base64 in the script's folder)
+
+# --- load (lower.py) --------------------------------------------------------------------------------
+MAX_USERS = 100_000  # a closed model's level; an open model's user pool
+MAX_RATE = 100_000.0  # an open model's level, requests/s
+MIN_RUN_S = 1.0  # a curve shorter than this measures nothing
+MAX_RUN_S = 7 * 24 * 3600.0  # a week: the longest soak
+MAX_STAGES = 10_000
+MAX_TIME_S = 3600.0  # a timeout, an expected latency, a think time
+MAX_WEIGHT = 1_000_000.0
