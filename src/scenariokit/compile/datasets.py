@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import mimetypes
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from scenariokit.compile.limits import MAX_DATA_FILE_BYTES, MAX_DATASET_BYTES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 IMAGE_FIELDS = ("id", "data_url", "base64", "mime", "file", "text")
 BUILTIN_SETS = ("text-cards",)
-MAX_TOTAL_BYTES = 64 * 1024 * 1024
+# Pseudo file systems: their files pass for regular ones (with a size of 0) and hold a process's secrets.
+_PSEUDO = (Path("/proc"), Path("/sys"), Path("/dev"))
+_MIB = 2**20
 
 
 class DatasetError(Exception):
@@ -32,20 +39,110 @@ class LoadedData:
     records: tuple[dict[str, str], ...]
 
 
-def load_dataset(source: str, base_dir: Path, count: int | None, seed: int) -> LoadedData:
+@dataclass(frozen=True)
+class DataRoot:
+    """Where data files may come from: `tree` holds every file a data set reads (the scenario's folder, or
+    `--data-root`); a relative name starts from `base` (the scenario's folder)."""
+
+    tree: Path
+    base: Path
+    named: bool = False  # the tree was given as --data-root
+
+    @classmethod
+    def of(cls, scenario_dir: Path, data_root: Path | None = None) -> DataRoot:
+        base = scenario_dir.resolve()
+        return cls(data_root.resolve() if data_root else base, base, data_root is not None)
+
+    def describe(self) -> str:
+        return f"the data root ({self.tree})" if self.named else "the scenario's folder"
+
+
+def load_dataset(source: str, root: DataRoot, count: int | None, seed: int) -> LoadedData:
     if source.startswith("builtin:"):
         return _builtin(source.removeprefix("builtin:"), count or 16, seed)
-    path = (base_dir / source).resolve()
+    files = _Files(root)
+    path = files.inside(source, root.base)
+    if path.is_dir():
+        return _folder(files, path, count)
+    if path.suffix.lower() == ".csv":
+        return _csv(files, path, count)
     if not path.exists():
         raise DatasetError(
-            f"data source `{source}` not found (looked in {path})",
+            f"data source `{source}` not found in {root.describe()}",
             "use `builtin:text-cards`, a folder of images, or a CSV file",
         )
-    if path.is_dir():
-        return _folder(path, count)
-    if path.suffix.lower() == ".csv":
-        return _csv(path, count)
     raise DatasetError(f"`{source}` is neither a folder nor a .csv file")
+
+
+class _Files:
+    """Reads one data set's files: each inside the root's tree (links resolved), a regular file, at most
+    MAX_DATA_FILE_BYTES, and together at most MAX_DATASET_BYTES. A name that leaves the tree gets the same
+    error whether or not it exists, so a scenario cannot probe the machine."""
+
+    def __init__(self, root: DataRoot) -> None:
+        self.root = root
+        self.total = 0
+
+    def inside(self, name: str, start: Path) -> Path:
+        """`name`, relative to `start`, as a path inside the tree with its links resolved."""
+        outside = DatasetError(
+            f"`{name}` is outside {self.root.describe()}",
+            "data files are named relative to the scenario, inside its folder (or --data-root): "
+            "no absolute paths, `..` or links out of it",
+        )
+        if "\0" in name:
+            raise DatasetError(f"{name!r} is not a file name", "file names cannot hold a NUL character")
+        if Path(name).is_absolute() or not _within(Path(os.path.normpath(start / name)), self.root.tree):
+            raise outside
+        try:
+            resolved = (start / name).resolve()
+        except (OSError, RuntimeError):  # a link loop
+            raise outside from None
+        if not _within(resolved, self.root.tree):
+            raise outside
+        return resolved
+
+    def read(self, path: Path) -> bytes:
+        shown = self.shown(path)
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or any(_within(path, p) for p in _PSEUDO):
+                raise DatasetError(f"`{shown}` is not a regular file", "data files are images or CSV files")
+            if info.st_size > MAX_DATA_FILE_BYTES:
+                raise self._too_large(shown)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise DatasetError(f"`{shown}` not found") from None
+        except OSError as exc:
+            raise DatasetError(f"cannot read `{shown}`: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped since the check above
+                raise DatasetError(f"`{shown}` is not a regular file")
+            data = handle.read(MAX_DATA_FILE_BYTES + 1)
+        if len(data) > MAX_DATA_FILE_BYTES:  # grew since, or a size stat did not tell
+            raise self._too_large(shown)
+        self.total += len(data)
+        if self.total > MAX_DATASET_BYTES:
+            raise DatasetError(
+                f"the data set is larger than {MAX_DATASET_BYTES // _MIB} MiB (at `{shown}`)",
+                "use `count:` to take fewer records",
+            )
+        return data
+
+    @staticmethod
+    def _too_large(shown: str) -> DatasetError:
+        return DatasetError(
+            f"`{shown}` is larger than {MAX_DATA_FILE_BYTES // _MIB} MiB",
+            "data files are single images or CSV tables: make it smaller",
+        )
+
+    def shown(self, path: Path) -> str:
+        """A path inside the tree as the scenario would name it."""
+        return os.path.relpath(path, self.root.base)
+
+
+def _within(path: Path, tree: Path) -> bool:
+    return path == tree or tree in path.parents
 
 
 def image_record(index: int, data: bytes, mime: str, file: str, text: str = "") -> dict[str, str]:
@@ -72,58 +169,78 @@ def _builtin(name: str, count: int, seed: int) -> LoadedData:
     return LoadedData(IMAGE_FIELDS, "data_url", records)
 
 
-def _folder(path: Path, count: int | None) -> LoadedData:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-    files = files[:count] if count else files
-    _check_size(sum(p.stat().st_size for p in files), path)
-    records = tuple(
-        image_record(i, p.read_bytes(), _mime(p), p.name, _sidecar_text(p)) for i, p in enumerate(files)
-    )
-    return LoadedData(IMAGE_FIELDS, "data_url", records)
+def _folder(files: _Files, path: Path, count: int | None) -> LoadedData:
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder `{files.shown(path)}`")
+    images = images[:count] if count else images
+    records = []
+    for i, image in enumerate(images):
+        resolved = files.inside(image.name, path)
+        data = files.read(resolved)
+        records.append(image_record(i, data, _mime(image), image.name, _sidecar_text(files, image)))
+    return LoadedData(IMAGE_FIELDS, "data_url", tuple(records))
 
 
-def _csv(path: Path, count: int | None) -> LoadedData:
-    """A CSV's columns become fields; an `image` column naming files adds the image fields."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise DatasetError(f"CSV file {path} has no rows", "the first line names the columns")
+def _csv(files: _Files, path: Path, count: int | None) -> LoadedData:
+    """A CSV's columns become fields; an `image` column naming files (relative to the CSV) adds the image
+    fields."""
+    rows = _csv_rows(files, path)
     rows = rows[:count] if count else rows
     columns = tuple(rows[0].keys())
     if "image" not in columns:
         records = tuple({k: v or "" for k, v in row.items()} for row in rows)
         return LoadedData(columns, columns[0], records)
-    images = [(path.parent / row["image"]).resolve() for row in rows]
-    missing = [str(p) for p in images if not p.is_file()]
-    if missing:
-        raise DatasetError(f"CSV names image files that do not exist: {', '.join(missing[:3])}")
-    _check_size(sum(p.stat().st_size for p in images), path)
-    records = tuple(
-        {
-            **{k: v or "" for k, v in row.items()},
-            **image_record(i, p.read_bytes(), _mime(p), p.name, row.get("text", "")),
-        }
-        for i, (row, p) in enumerate(zip(rows, images, strict=True))
-    )
+    records = []
+    for i, row in enumerate(rows):
+        try:
+            image, data = _csv_image(files, path, row["image"] or "")
+        except DatasetError as exc:  # say where: the CSV's line
+            raise DatasetError(f"`{files.shown(path)}` row {i + 2}: {exc}", exc.hint) from None
+        records.append(
+            {
+                **{k: v or "" for k, v in row.items()},
+                **image_record(i, data, _mime(image), image.name, row.get("text") or ""),
+            }
+        )
     fields = tuple(dict.fromkeys((*columns, *IMAGE_FIELDS)))
-    return LoadedData(fields, "data_url", records)
+    return LoadedData(fields, "data_url", tuple(records))
+
+
+def _csv_image(files: _Files, path: Path, name: str) -> tuple[Path, bytes]:
+    if not name:
+        raise DatasetError("no `image`", "every row names an image file, relative to the CSV file")
+    image = files.inside(name, path.parent)
+    return image, files.read(image)
+
+
+def _csv_rows(files: _Files, path: Path) -> list[dict[str, str | None]]:
+    shown = files.shown(path)
+    try:
+        rows = list(csv.DictReader(io.StringIO(files.read(path).decode("utf-8"), newline="")))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"`{shown}` is not UTF-8 text ({exc.reason})", "save it as UTF-8") from None
+    except csv.Error as exc:
+        raise DatasetError(f"`{shown}` is not a readable CSV file: {exc}") from None
+    if not rows:
+        raise DatasetError(f"CSV file `{shown}` has no rows", "the first line names the columns")
+    for i, row in enumerate(rows):
+        if None in row:  # DictReader's key for fields beyond the header
+            raise DatasetError(f"`{shown}` row {i + 2} has more fields than the first line names")
+    return rows
 
 
 def _mime(path: Path) -> str:
     return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _sidecar_text(path: Path) -> str:
+def _sidecar_text(files: _Files, image: Path) -> str:
     """The known answer for an image, from `name.txt` beside it, if present."""
-    sidecar = path.with_suffix(".txt")
-    return sidecar.read_text(encoding="utf-8").strip() if sidecar.is_file() else ""
-
-
-def _check_size(total: int, path: Path) -> None:
-    if total > MAX_TOTAL_BYTES:
-        raise DatasetError(
-            f"data set {path} is {total / 1e6:.0f} MB; the limit is {MAX_TOTAL_BYTES // 2**20} MiB",
-            "use `count:` to take fewer images",
-        )
+    sidecar = image.with_suffix(".txt")
+    if not os.path.lexists(sidecar):
+        return ""
+    data = files.read(files.inside(sidecar.name, image.parent))
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise DatasetError(f"`{files.shown(sidecar)}` is not UTF-8 text", "save it as UTF-8") from None

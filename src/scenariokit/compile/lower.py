@@ -7,14 +7,15 @@ into their JSON bodies, and the open model's user pool is sized by Little's law.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
 from scenariokit.compile import expr
-from scenariokit.compile.datasets import DatasetError, load_dataset
-from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, did_you_mean
+from scenariokit.compile.datasets import DataRoot, DatasetError, load_dataset
+from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
 from scenariokit.compile.ir import (
     NO_THINK_TIME,
     Dataset,
@@ -28,6 +29,14 @@ from scenariokit.compile.ir import (
     Stage,
     Target,
 )
+from scenariokit.compile.limits import (
+    MAX_RATE,
+    MAX_RUN_S,
+    MAX_STAGES,
+    MAX_TIME_S,
+    MAX_USERS,
+    MIN_RUN_S,
+)
 from scenariokit.compile.model import CHAT_FIELDS, REST_FIELDS, RequestSpec, ScenarioSpec
 from scenariokit.compile.parse import Document, Path_
 
@@ -40,11 +49,12 @@ MIN_MONITOR_INTERVAL_S, MAX_MONITOR_INTERVAL_S = 0.1, 60.0
 
 
 class Lowerer:
-    def __init__(self, spec: ScenarioSpec, doc: Document, source_path: str) -> None:
+    def __init__(self, spec: ScenarioSpec, doc: Document, source_path: str, root: DataRoot) -> None:
         self.spec = spec
         self.doc = doc
         self.source = doc.source
         self.source_path = source_path
+        self.root = root
         self.bag = DiagnosticBag()
         self.datasets: dict[str, Dataset] = {}
 
@@ -57,6 +67,21 @@ class Lowerer:
         except expr.ExprError as exc:
             self.bag.items.append(exc.diagnostic)
             return default
+
+    def _bounded(self, value: float, low: float, high: float, span: Span, message: str, hint: str) -> None:
+        """An error unless low <= value <= high (limits.py: what a hostile or mistyped scenario may ask)."""
+        if not low <= value <= high:  # also catches NaN
+            self.bag.error(span, message, hint)
+
+    def _time(self, seconds: float, path: Path_, what: str, low: float = 1e-3) -> None:
+        self._bounded(
+            seconds,
+            low,
+            MAX_TIME_S,
+            self.source.text(path),
+            f"{what} of {seconds:g}s is out of range",
+            f"use {low * 1000:g}ms to {MAX_TIME_S / 3600:g}h",
+        )
 
     def _check_template(self, text: str, path: Path_) -> None:
         try:
@@ -141,6 +166,8 @@ class Lowerer:
             )
         if spec.kind == "openai-chat" and not spec.chat_path.startswith("/"):
             self.bag.error(self.source.text(("target", "chat_path")), "paths start with `/`")
+        with contextlib.suppress(expr.ExprError):  # a syntax error is reported with each request using it
+            self._time(expr.parse_duration(spec.timeout), ("target", "timeout"), "a timeout")
         for name, value in spec.headers.items():
             self._check_header(value, ("target", "headers", name))
         return Target(
@@ -180,6 +207,10 @@ class Lowerer:
         )
         span = self.source.value(("load",))
         latency = self._expr(expr.parse_duration, spec.expected_latency, ("load", "expected_latency"), 1.0)
+        self._time(latency, ("load", "expected_latency"), "an expected latency")
+        for name, seconds in think.params:
+            self._time(seconds, ("load", "think_time"), f"a think time's {name}", low=0.0)
+        self._check_curve(stages, spec.model)
         if stages and max(max(s.start, s.end) for s in stages) == 0:
             self.bag.warning(
                 self.source.text(("load", "curve")),
@@ -203,6 +234,13 @@ class Lowerer:
             )
         peak = max((max(s.start, s.end) for s in stages), default=0.0)
         concurrency = peak * latency  # Little's law: users busy = arrival rate x time in system
+        if spec.max_users is None and concurrency * MAX_USERS_FACTOR > MAX_USERS:
+            self.bag.error(
+                self.source.text(("load", "expected_latency")),
+                f"{peak:g}/s at {latency:g}s each would size a pool of "
+                f"{concurrency * MAX_USERS_FACTOR:.0f} users; one machine runs at most {MAX_USERS}",
+                "lower the rate or the expected latency, or set `max_users`",
+            )
         pre = spec.pre_allocated_users or max(1, math.ceil(concurrency * PRE_ALLOCATED_HEADROOM))
         most = spec.max_users or max(pre, math.ceil(concurrency * MAX_USERS_FACTOR), 1)
         if most < pre:
@@ -212,15 +250,42 @@ class Lowerer:
             )
         return LoadProfile("open", stages, NO_THINK_TIME, pre, most, latency, span=span)
 
+    def _check_curve(self, stages: tuple[Stage, ...], model: str) -> None:
+        """A run's length, its number of stages and its levels, within what one machine can do."""
+        if not stages:
+            return  # the curve did not parse: already reported
+        span = self.source.text(("load", "curve"))
+        duration = sum(s.duration_s for s in stages)
+        self._bounded(
+            duration,
+            MIN_RUN_S,
+            MAX_RUN_S,
+            span,
+            f"the curve lasts {duration:g}s",
+            f"a run lasts {MIN_RUN_S:g}s to {MAX_RUN_S / 86400:g} days, e.g. ramp(0, 10, 30s) -> hold(5m)",
+        )
+        self._bounded(
+            len(stages), 0, MAX_STAGES, span, f"the curve has {len(stages)} stages", "use fewer steps"
+        )
+        most, unit = (MAX_USERS, "users") if model == "closed" else (MAX_RATE, "requests/s")
+        for stage in stages:
+            level = max(stage.start, stage.end)
+            if not level <= most:
+                self.bag.error(
+                    stage.span,
+                    f"a level of {level:g} {unit} is more than one machine can drive ({most:g})",
+                    "a level is users in a closed model, requests/s in an open one",
+                )
+                return
+
     def _data(self) -> None:
-        base_dir = Path(self.source.file).parent
         for name, entry in self.spec.data.items():
             path: Path_ = ("data", name)
             options = entry if not isinstance(entry, str) else None
             source = entry if isinstance(entry, str) else entry.source
             try:
                 loaded = load_dataset(
-                    source, base_dir, options.count if options else None, options.seed if options else 0
+                    source, self.root, options.count if options else None, options.seed if options else 0
                 )
             except DatasetError as exc:
                 src_path = (*path, "source") if options else path
@@ -247,6 +312,8 @@ class Lowerer:
             (*path, "timeout") if spec.timeout else ("target", "timeout"),
             60.0,
         )
+        if spec.timeout:
+            self._time(timeout, (*path, "timeout"), "a timeout")
         for key, value in spec.headers.items():
             self._check_header(value, (*path, "headers", key))
         headers = tuple(spec.headers.items())
@@ -457,7 +524,10 @@ def _names(fields: list[str]) -> str:
     return ", ".join(f"`{'json' if f == 'json_body' else f}`" for f in fields)
 
 
-def lower(spec: ScenarioSpec, doc: Document, source_path: str) -> tuple[Scenario, list[Diagnostic]]:
-    """The IR and the warnings found on the way (errors raise ScenarioError)."""
-    lowerer = Lowerer(spec, doc, source_path)
+def lower(
+    spec: ScenarioSpec, doc: Document, source_path: str, root: DataRoot | None = None
+) -> tuple[Scenario, list[Diagnostic]]:
+    """The IR and the warnings found on the way (errors raise ScenarioError). Data files come from inside
+    `root` (default: the scenario's folder)."""
+    lowerer = Lowerer(spec, doc, source_path, root or DataRoot.of(Path(source_path).parent))
     return lowerer.lower(), lowerer.bag.warnings

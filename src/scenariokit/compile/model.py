@@ -10,9 +10,25 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from scenariokit.compile.limits import (
+    DATASET_NAME_PATTERN,
+    MAX_DATASET_NAME_CHARS,
+    MAX_EXPR_CHARS,
+    MAX_USERS,
+    MAX_WEIGHT,
+)
 from scenariokit.engines import DEFAULT_ENGINE, engine_names
 
 DURATION_HELP = "A duration with a unit: `500ms`, `2s`, `1m30s`, `1h`."
@@ -24,7 +40,11 @@ def _number_as_text(value: Any) -> Any:
 
 
 # A value written in one of the expression languages (parsed in lower.py, where spans are at hand).
-Expr = Annotated[str, BeforeValidator(_number_as_text)]
+Expr = Annotated[str, BeforeValidator(_number_as_text), StringConstraints(max_length=MAX_EXPR_CHARS)]
+# A data set's name: referenced as `{name}` in templates and shipped as `data/<name>.json`.
+DatasetName = Annotated[
+    str, StringConstraints(pattern=DATASET_NAME_PATTERN, min_length=1, max_length=MAX_DATASET_NAME_CHARS)
+]
 
 
 def _finite_numbers(value: JsonValue) -> JsonValue:
@@ -94,8 +114,12 @@ class LoadSpec(Strict):
     expected_latency: Expr = Field(
         "1s", description="Open model: the latency used to size the user pool by Little's law."
     )
-    pre_allocated_users: int | None = Field(None, ge=1, description="Open model: users started up front.")
-    max_users: int | None = Field(None, ge=1, description="Open model: most users the engine may start.")
+    pre_allocated_users: int | None = Field(
+        None, ge=1, le=MAX_USERS, description="Open model: users started up front."
+    )
+    max_users: int | None = Field(
+        None, ge=1, le=MAX_USERS, description="Open model: most users the engine may start."
+    )
 
 
 class DatasetSpec(Strict):
@@ -142,7 +166,11 @@ class RequestSpec(Strict):
     """
 
     weight: float = Field(
-        1.0, ge=0, allow_inf_nan=False, description="Relative share of the mix (any non-negative number)."
+        1.0,
+        ge=0,
+        le=MAX_WEIGHT,
+        allow_inf_nan=False,
+        description="Relative share of the mix (a non-negative number).",
     )
     # chat form
     prompt: str | None = None
@@ -213,7 +241,10 @@ class ScenarioSpec(Strict):
     description: str = ""
     target: TargetSpec
     load: LoadSpec
-    data: dict[str, DataEntry] = Field(default_factory=dict)
+    data: dict[DatasetName, DataEntry] = Field(
+        default_factory=dict,
+        description="Named data sets; a name is letters, digits, `_` and `-`, starting with a letter or `_`.",
+    )
     requests: dict[str, RequestSpec] = Field(..., min_length=1)
     slo: list[Expr] = Field(default_factory=list, description="SLOs such as `p99(latency) < 500ms`.")
     engine: Annotated[str, AfterValidator(_registered_engine)] = Field(

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scenariokit.compile.diagnostics import Diagnostic
+from scenariokit.compile.datasets import DataRoot
+from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
 from scenariokit.compile.ir import Scenario
 from scenariokit.compile.lower import lower
 from scenariokit.compile.parse import parse_file
@@ -27,10 +28,13 @@ def display_path(path: Path) -> str:
         return path.as_posix()
 
 
-def load_scenario(path: Path) -> Loaded:
-    """A scenario file as IR. Raises ScenarioError listing every problem found."""
+def load_scenario(path: Path, data_root: Path | None = None) -> Loaded:
+    """A scenario file as IR. Raises ScenarioError listing every problem found. Data files are read from
+    inside `data_root` (default: the scenario's folder) and nowhere else."""
+    if data_root is not None and not data_root.is_dir():
+        raise ScenarioError([Diagnostic(Span(str(data_root), 0, 0), "--data-root is not a folder")])
     name = display_path(path)
     doc = parse_file(path, name)
     spec = validate_spec(doc)
-    scenario, warnings = lower(spec, doc, name)
+    scenario, warnings = lower(spec, doc, name, DataRoot.of(path.parent, data_root))
     return Loaded(scenario, tuple(warnings))

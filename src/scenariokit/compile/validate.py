@@ -22,6 +22,12 @@ from typing import Any
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
+from scenariokit.compile.limits import (
+    MAX_DATASET_NAME_CHARS,
+    MAX_EXPR_CHARS,
+    MAX_TEMPLATE_BRACES,
+    MAX_USERS,
+)
 from scenariokit.compile.model import ScenarioSpec
 from scenariokit.compile.parse import Document, Path_
 
@@ -43,6 +49,21 @@ _TYPE_WORDS = {
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 # Model fields whose mapping keys are sent as written (header names), like every key inside a JSON value.
 _SENT_KEYS_FIELDS = frozenset({"headers"})
+# Mappings whose keys are names with a pattern: what the name is, and how to write one.
+_NAME_KEYS = {
+    "data": (
+        "a data set name",
+        f"use letters, digits, `_` and `-`, starting with a letter or `_`, at most {MAX_DATASET_NAME_CHARS}"
+        " characters (it is written `{name}` in templates and names the file data/<name>.json)",
+    ),
+}
+# How to bring a value within its bounds, by field name.
+_BOUND_HINTS = {
+    "weight": "weights are relative (3 and 1 send 3 : 1), so small numbers say the same",
+    "max_users": f"one machine runs at most {MAX_USERS} users; lower the rate or the expected latency",
+    "pre_allocated_users": f"one machine runs at most {MAX_USERS} users",
+}
+_BOUND_KINDS = frozenset({"less_than_equal", "greater_than_equal", "less_than", "greater_than"})
 
 
 def validate_spec(doc: Document) -> ScenarioSpec:
@@ -55,6 +76,7 @@ def validate_spec(doc: Document) -> ScenarioSpec:
         )
         bag.raise_if_errors()
     not_json = _check_sent_values(doc, bag)
+    _check_template_sizes(doc, doc.data, (), bag)
     try:
         spec = ScenarioSpec.model_validate(doc.data)
     except ValidationError as exc:
@@ -88,6 +110,8 @@ def _resolve(loc: tuple[str | int, ...], data: Any) -> tuple[Path_, str | int | 
     current = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
+        if part == "[key]":  # the key just passed is what was wrong
+            return tuple(path), part
         if (isinstance(current, dict) and part in current) or (
             isinstance(current, list) and isinstance(part, int) and part < len(current)
         ):
@@ -121,7 +145,10 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
     source = doc.source
     if kind == "extra_forbidden" and tail is None and path:
         path, tail = path[:-1], path[-1]  # the unknown key is in the data, so the path reached it
-    if kind == "extra_forbidden" and tail is not None:
+    if tail == "[key]":
+        what, hint = _NAME_KEYS.get(str(path[-2]) if len(path) > 1 else "", ("a name", None))
+        bag.error(source.key(path), f"`{path[-1]}` is not {what}", hint)
+    elif kind == "extra_forbidden" and tail is not None:
         allowed = _allowed_keys(path)
         hint = did_you_mean(str(tail), allowed) or f"allowed here: {', '.join(sorted(allowed))}"
         bag.error(source.key((*path, tail)), f"unknown key `{tail}`", hint)
@@ -144,9 +171,14 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
         bag.error(
             source.text(path), f"`{_dotted(path)}` must be {_TYPE_WORDS[kind]}, not {_describe(value)}", hint
         )
+    elif kind in ("string_too_long", "too_long"):
+        most = error.get("ctx", {}).get("max_length")
+        hint = "no curve, duration or SLO needs this much; shorten it" if most == MAX_EXPR_CHARS else None
+        bag.error(source.text(path), f"`{_dotted(path)}` is longer than {most} characters", hint)
     else:
         message = error["msg"].removeprefix("Value error, ")
-        bag.error(source.text(path), f"`{_dotted(path)}`: {message[0].lower()}{message[1:]}")
+        hint = _BOUND_HINTS.get(str(path[-1])) if kind in _BOUND_KINDS and path else None
+        bag.error(source.text(path), f"`{_dotted(path)}`: {message[0].lower()}{message[1:]}", hint)
 
 
 def _quote_hint(value: Any, written: str) -> str | None:
@@ -159,6 +191,23 @@ def _quote_hint(value: Any, written: str) -> str | None:
 
 
 # --- values sent as written -------------------------------------------------------------------------
+
+
+def _check_template_sizes(doc: Document, value: Any, path: Path_, bag: DiagnosticBag) -> None:
+    """A text with more braces than any template needs: finding its references would take minutes."""
+    if isinstance(value, str):
+        if value.count("{") + value.count("$") > MAX_TEMPLATE_BRACES:
+            bag.error(
+                doc.source.text(path),
+                f"`{_dotted(path)}` holds more than {MAX_TEMPLATE_BRACES} `{{` and `$`",
+                "a template needs a few references; put repeated data in a data set",
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_template_sizes(doc, item, (*path, key), bag)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_template_sizes(doc, item, (*path, i), bag)
 
 
 def _check_sent_values(doc: Document, bag: DiagnosticBag) -> set[Path_]:

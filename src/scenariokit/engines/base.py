@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from scenariokit import __version__
-from scenariokit.compile.diagnostics import Diagnostic
+from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
 from scenariokit.compile.ir import Scenario
 from scenariokit.engines.records import RequestRecord
 
@@ -46,12 +46,30 @@ class CompiledScript:
     diagnostics: tuple[Diagnostic, ...] = ()
 
     def write(self, out_dir: Path) -> Path:
+        """Write every file into `out_dir`; a name that would land outside it is refused before any is."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {name: inside_folder(out_dir, name) for name in self.files}
         for name, content in sorted(self.files.items()):
-            path = out_dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content, encoding="utf-8", newline="\n")
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            paths[name].write_text(content, encoding="utf-8", newline="\n")
         return out_dir / self.entry
+
+
+def inside_folder(folder: Path, name: str) -> Path:
+    """`folder / name`, refused (ScenarioError) when `name` is absolute, holds `..`, or resolves outside
+    `folder` (through a link already there): a scenario's names must never write elsewhere."""
+    path = folder / name
+    if "\0" in name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise _outside(folder, name)
+    if folder.resolve() not in path.resolve().parents:
+        raise _outside(folder, name)
+    return path
+
+
+def _outside(folder: Path, name: str) -> ScenarioError:
+    return ScenarioError(
+        [Diagnostic(Span(str(folder), 0, 0), f"refusing to write `{name}`: it is not inside {folder}")]
+    )
 
 
 @dataclass(frozen=True)
