@@ -32,7 +32,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     code = ExitCode.OK
     for file in args.files:
         try:
-            loaded = load_scenario(Path(file))
+            loaded = load_scenario(Path(file), data_root(args))
         except ScenarioError as exc:
             print_diagnostics(exc.diagnostics)
             code = ExitCode.INVALID_SCENARIO
@@ -47,7 +47,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    loaded = load_scenario(Path(args.file))
+    loaded = load_scenario(Path(args.file), data_root(args))
     print_diagnostics(loaded.warnings)
     engine = args.engine or loaded.scenario.engine
     script = compile_scenario(loaded.scenario, engine)
@@ -60,7 +60,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from scenariokit.compile.plan import render_plan
 
-    loaded = load_scenario(Path(args.file))
+    loaded = load_scenario(Path(args.file), data_root(args))
     print_diagnostics(loaded.warnings)
     render_plan(loaded.scenario, out)
     return ExitCode.OK
@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         strict=args.strict,
         monitor=args.monitor,
         processes=args.processes,
+        data_root=data_root(args),
     )
     return run_scenario(Path(args.file), options)
 
@@ -157,6 +158,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args.server_args)
 
 
+def add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="data sets may read files anywhere inside DIR (default: only inside the scenario's folder)",
+    )
+
+
+def data_root(args: argparse.Namespace) -> Path | None:
+    return Path(args.data_root) if args.data_root else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scenariokit", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scenariokit {__version__}")
@@ -164,20 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check scenario files and report every problem")
     p.add_argument("files", nargs="+", metavar="FILE")
+    add_data_root(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("compile", help="write a Locust or k6 script for a scenario")
     p.add_argument("file", metavar="FILE")
+    add_data_root(p)
     p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
     p.add_argument("-o", "--out", default="build", help="output folder (default: build)")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("plan", help="dry run: show the load curve, durations and expected requests")
     p.add_argument("file", metavar="FILE")
+    add_data_root(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a scenario: start the engine, measure, judge the SLOs")
     p.add_argument("file", metavar="FILE")
+    add_data_root(p)
     p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
     p.add_argument("--out", help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--duration", help="stretch or shrink the curve to this total, e.g. 30s")

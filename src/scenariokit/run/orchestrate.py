@@ -61,6 +61,7 @@ class RunOptions:
     # scenario's `monitoring:` section decides
     monitor: str | None = None
     processes: int = 1  # generator processes, for engines that run several (Capabilities.worker_processes)
+    data_root: Path | None = None  # data sets read only inside it (default: the scenario's folder)
 
 
 @dataclass
@@ -362,7 +363,7 @@ class AbortJudge:
 
 
 def run_scenario(path: Path, options: RunOptions) -> int:
-    loaded = load_scenario(path)
+    loaded = load_scenario(path, options.data_root)
     scenario = apply_overrides(loaded.scenario, options)
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
