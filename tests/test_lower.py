@@ -70,8 +70,51 @@ def test_raw_request_is_sent_as_written_with_merged_headers(tmp_path: Path) -> N
     bad = scenario_from(tmp_path, CHAT).requests[1]
     assert (bad.method, bad.path, bad.chat) == ("POST", "/v1/chat/completions", False)
     assert bad.json_body == {"model": "ocr", "messages": []}
-    assert dict(bad.headers) == {"X-Extra": "1"}
+    # the target's headers, the request's own, and the Content-Type of a JSON body: all it sends
+    assert bad.headers == (("X-Key", "${env:K}"), ("X-Extra", "1"), ("Content-Type", "application/json"))
     assert bad.expect.status == (400, 422)
+
+
+HEADER_MERGE = """\
+version: 1
+name: merge
+target: {kind: http, base_url: "http://127.0.0.1:9", headers: {Authorization: "Bearer ${env:K}", X-T: t}}
+load: {curve: "hold(1, 5s)"}
+requests:
+  own-auth: {path: /a, headers: {authorization: Bearer own}}
+  own-type: {path: /b, json: {x: 1}, headers: {Content-type: application/vnd.api+json}}
+  text: {path: /c, body: hi}
+  raw: {headers: {x-t: request}, raw: {path: /d, json: {}, headers: {X-T: raw, CONTENT-TYPE: text/plain}}}
+slo: ["error_rate < 1%"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "headers"),
+    [
+        # the request's header replaces the target's of the same name in any case, in its place, spelled
+        # as the request spells it
+        ("own-auth", (("authorization", "Bearer own"), ("X-T", "t"))),
+        # a content type in any spelling keeps the JSON body's default out
+        (
+            "own-type",
+            (
+                ("Authorization", "Bearer ${env:K}"),
+                ("X-T", "t"),
+                ("Content-type", "application/vnd.api+json"),
+            ),
+        ),
+        # a text body gets no Content-Type
+        ("text", (("Authorization", "Bearer ${env:K}"), ("X-T", "t"))),
+        # raw: headers override the request's, which override the target's
+        ("raw", (("Authorization", "Bearer ${env:K}"), ("X-T", "raw"), ("CONTENT-TYPE", "text/plain"))),
+    ],
+)
+def test_headers_merge_case_insensitively(
+    tmp_path: Path, name: str, headers: tuple[tuple[str, str], ...]
+) -> None:
+    (request,) = [r for r in scenario_from(tmp_path, HEADER_MERGE).requests if r.name == name]
+    assert request.headers == headers
 
 
 def test_folder_data_set_carries_images_and_known_answers(tmp_path: Path) -> None:

@@ -186,11 +186,6 @@ def test_both_engines_let_a_request_header_replace_the_target_header_in_any_case
     assert scenario_headers("locust", names) == scenario_headers("k6", names)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request's own `Content-type` with a JSON body: Locust's HTTP client replaces it with "
-    "`Content-Type: application/json`, k6 sends it; the compiler will merge headers once for both engines",
-)
 def test_both_engines_send_the_same_headers() -> None:
     assert scenario_headers("locust", HEADER_MERGE_NAMES) == scenario_headers("k6", HEADER_MERGE_NAMES)
 

@@ -12,7 +12,6 @@ import { Runner } from "./scenariokit-runtime.js";
 const SCENARIO = {
   name: "open-arrivals",
   baseUrl: __ENV.SCENARIOKIT_BASE_URL || "http://127.0.0.1:8000",
-  headers: {},
   seed: Number(__ENV.SCENARIOKIT_SEED || 0),
   thinkTime: {"kind": "none"},
   emit: {"latency": true, "ok": false, "successes": true, "ttfb": false},
@@ -41,7 +40,7 @@ const REQUESTS = [
     weight: 1,
     method: "POST",
     path: "/v1/chat/completions",
-    headers: {},
+    headers: {"Content-Type": "application/json"},
     json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}], "max_tokens": 32},
     body: null,
     chat: true,

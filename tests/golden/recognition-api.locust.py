@@ -13,7 +13,6 @@ SCENARIO = sk.Scenario(
     __file__,
     name='recognition-api',
     base_url='http://127.0.0.1:8000',
-    headers={'Authorization': 'Bearer ${env:API_KEY}'},
     datasets=['images'],
     seed=0,
     max_users=0,
@@ -27,6 +26,7 @@ IDENTIFY = sk.Request(
     name='identify',
     method='POST',
     path='/api/v1/identify',
+    headers={'Authorization': 'Bearer ${env:API_KEY}', 'Content-Type': 'application/json'},
     json={'image_url': '{images}', 'threshold': 0.8},
     timeout=60.0,
 )
@@ -34,6 +34,7 @@ OCR = sk.Request(
     name='ocr',
     method='POST',
     path='/api/v1/ocr',
+    headers={'Authorization': 'Bearer ${env:API_KEY}', 'Content-Type': 'application/json'},
     json={'image_base64': '{images.base64}'},
     timeout=60.0,
 )

@@ -1,4 +1,8 @@
-"""Hand-built IR scenarios for backend tests that must not depend on the front end."""
+"""Hand-built IR scenarios for backend tests that must not depend on the front end.
+
+As `lower` would build them: each request's headers are all it sends (the target's merged in, and a
+Content-Type for a JSON body).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from scenariokit.compile.ir import (
     Stage,
     Target,
     Window,
+    merge_headers,
 )
+
+AUTH = (("Authorization", "Bearer ${env:API_KEY}"),)
+JSON_HEADERS = merge_headers(AUTH, json_body=True)
 
 CARDS = Dataset(
     name="images",
@@ -59,7 +67,7 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
             kind="openai-chat",
             base_url=base_url,
             model="ocr",
-            headers=(("Authorization", "Bearer ${env:API_KEY}"),),
+            headers=AUTH,
         ),
         load=LoadProfile(
             model="closed",
@@ -79,6 +87,7 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 weight=3,
                 method="POST",
                 path="/v1/chat/completions",
+                headers=JSON_HEADERS,
                 json_body={
                     "model": "ocr",
                     "messages": chat_message("Name the main object."),
@@ -94,6 +103,7 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 weight=1,
                 method="POST",
                 path="/v1/chat/completions",
+                headers=JSON_HEADERS,
                 json_body={"model": "ocr", "messages": chat_message("Read the text."), "max_tokens": 64},
                 chat=True,
                 expect=Expect(contains="{images.text}"),
@@ -103,6 +113,7 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 weight=0.1,
                 method="POST",
                 path="/v1/chat/completions",
+                headers=JSON_HEADERS,
                 json_body={"model": "ocr", "messages": []},
                 expect=Expect(status=(400,)),
             ),
@@ -138,6 +149,7 @@ def open_rest_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 weight=3,
                 method="POST",
                 path="/api/v1/identify",
+                headers=merge_headers(json_body=True),
                 json_body={"image_url": "{images}", "threshold": 0.8},
             ),
             RequestTemplate(
@@ -145,6 +157,7 @@ def open_rest_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 weight=1,
                 method="POST",
                 path="/api/v1/ocr",
+                headers=merge_headers(json_body=True),
                 json_body={"image_base64": "{images.base64}"},
             ),
             RequestTemplate(name="health", weight=1, method="GET", path="/health"),

@@ -8,7 +8,7 @@ came from the scenario keeps the `Span` it came from, so a backend can still poi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal, Union
@@ -162,11 +162,14 @@ class Expect:
 
 @dataclass(frozen=True)
 class RequestTemplate:
+    """One kind of request, as sent: `headers` are all it sends (the target's merged in, see
+    merge_headers)."""
+
     name: str
     weight: float
     method: str
     path: str
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: Headers = ()
     json_body: JsonTemplate = None
     text_body: str | None = None
     # An OpenAI-style chat request whose answer is parsed (streamed as SSE when `stream`).
@@ -179,6 +182,24 @@ class RequestTemplate:
     @property
     def has_body(self) -> bool:
         return self.json_body is not None or self.text_body is not None
+
+
+# Headers as sent: (name, value), one per name in any case.
+Headers = tuple[tuple[str, str], ...]
+
+
+def merge_headers(*layers: Iterable[tuple[str, str]], json_body: bool = False) -> Headers:
+    """The headers a request sends, from layers that each override the ones before (target, request,
+    `raw:`). Names compare case-insensitively, as HTTP's do: a later layer's header replaces an earlier
+    one of the same name in any case, in its place, with the later spelling and value. A JSON body gets
+    `Content-Type: application/json` unless a layer set a content type."""
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer:
+            merged[name.lower()] = (name, value)
+    if json_body and "content-type" not in merged:
+        merged["content-type"] = ("Content-Type", "application/json")
+    return tuple(merged.values())
 
 
 def integer_weights(weights: list[float], max_total: int = 10_000) -> list[int]:
@@ -257,7 +278,7 @@ class Target:
     kind: TargetKind
     base_url: str  # "embedded" means the bundled model server, started by the runner
     model: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # as written; each request's `headers` has them merged in
     # Start-up settings for the embedded server (workers, max_in_flight, max_queue, fault), when used.
     embedded_options: tuple[tuple[str, int | str], ...] = ()
     span: Span = UNKNOWN_SPAN

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from scenariokit.compile import expr
-from scenariokit.compile.datasets import DataRoot, DatasetError, load_dataset
+from scenariokit.compile.datasets import DataBudget, DataRoot, DatasetError, load_dataset
 from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
 from scenariokit.compile.ir import (
     NO_THINK_TIME,
     Dataset,
     Distribution,
     Expect,
+    Headers,
     LoadProfile,
     Monitoring,
     RequestTemplate,
@@ -28,6 +29,7 @@ from scenariokit.compile.ir import (
     Slo,
     Stage,
     Target,
+    merge_headers,
 )
 from scenariokit.compile.limits import (
     MAX_RATE,
@@ -57,6 +59,7 @@ class Lowerer:
         self.root = root
         self.bag = DiagnosticBag()
         self.datasets: dict[str, Dataset] = {}
+        self.target_headers: Headers = ()
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class Lowerer:
             self._time(expr.parse_duration(spec.timeout), ("target", "timeout"), "a timeout")
         for name, value in spec.headers.items():
             self._check_header(value, ("target", "headers", name))
+        self.target_headers = tuple(spec.headers.items())
         return Target(
             kind=spec.kind,
             base_url=url.rstrip("/"),
@@ -279,14 +283,14 @@ class Lowerer:
                 return
 
     def _data(self) -> None:
+        budget = DataBudget()  # the data sets' cost together
         for name, entry in self.spec.data.items():
             path: Path_ = ("data", name)
             options = entry if not isinstance(entry, str) else None
             source = entry if isinstance(entry, str) else entry.source
             try:
-                loaded = load_dataset(
-                    source, self.root, options.count if options else None, options.seed if options else 0
-                )
+                count, seed = (options.count, options.seed) if options else (None, 0)
+                loaded = load_dataset(source, self.root, count, seed, budget)
             except DatasetError as exc:
                 src_path = (*path, "source") if options else path
                 self.bag.error(self.source.text(src_path), str(exc), exc.hint)
@@ -392,7 +396,7 @@ class Lowerer:
         return RequestTemplate(
             method="POST",
             path=self.spec.target.chat_path,
-            headers=headers,
+            headers=merge_headers(self.target_headers, headers, json_body=True),
             json_body=body,
             chat=True,
             stream=spec.stream,
@@ -414,14 +418,13 @@ class Lowerer:
             self.bag.error(self.source.key((*path, "raw")), "a raw request to an http target needs a `path`")
         for key, value in raw.headers.items():
             self._check_header(value, (*path, "raw", "headers", key))
-        merged = dict(headers) | raw.headers
         return self._http(
             raw.method,
             raw.path or default_path or "/",
             raw.json_body,
             raw.body,
             (*path, "raw"),
-            tuple(merged.items()),
+            merge_headers(headers, raw.headers.items()),
             common,
         )
 
@@ -447,7 +450,7 @@ class Lowerer:
         return RequestTemplate(
             method=method or ("POST" if has_body else "GET"),
             path=url_path,
-            headers=tuple(headers),
+            headers=merge_headers(self.target_headers, headers, json_body=json_body is not None),
             json_body=json_body,
             text_body=body,
             **common,

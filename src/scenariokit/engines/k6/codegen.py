@@ -299,7 +299,6 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
         "entry": comment_safe(entry),
         "name": js_literal(scenario.name),
         "base_url": js_literal(scenario.default_base_url),
-        "headers": js_literal(dict(scenario.target.headers)),
         "seed": number(scenario.seed),
         "think_time": scenario.load.model == "closed" and scenario.load.think_time.kind != "none",
         "think_time_spec": think_time_spec(scenario.load.think_time),

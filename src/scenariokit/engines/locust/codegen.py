@@ -178,7 +178,6 @@ def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
         ),
         "name": repr(scenario.name),
         "base_url": repr(scenario.default_base_url),
-        "headers": literal(dict(scenario.target.headers), 4 + len("headers=")),
         "datasets": repr([d.name for d in scenario.datasets]),
         "seed": repr(scenario.seed),
         "max_users": repr(load.max_users),

@@ -272,12 +272,6 @@ export function vuStopWindows(stages) {
   return windows;
 }
 
-function lowerKeys(headers) {
-  const out = {};
-  for (const key of Object.keys(headers)) out[key.toLowerCase()] = key;
-  return out;
-}
-
 // A stage for a test with no stages (never the case for a compiled scenario).
 const NO_STAGE = { label: '', kind: '' };
 
@@ -401,7 +395,7 @@ function hotPath(runner) {
   };
 }
 
-// scenario: {name, baseUrl, headers, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}],
+// scenario: {name, baseUrl, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}],
 //            emit: {ok, successes, ttfb}}
 // requests: [{name, weight, method, path, headers, json, body, chat, stream, expectStatus, expectContains,
 //             timeout}]; data: {name: {defaultField, pick, records}}. See the generated script.
@@ -432,7 +426,7 @@ export class Runner {
     this.startWritten = false;
     this.stageIndex = 0;
     this.stageEndMs = -Infinity; // unix ms when the current stage window ends; see currentStage
-    this.requests = requests.map((req) => this.prepare(scenario, req));
+    this.requests = requests.map((req) => this.prepare(req));
     this.setResponseCallbacks(this.requests);
     for (const req of this.requests) {
       req.fixedParams = Runner.sendParams(req);
@@ -442,19 +436,11 @@ export class Runner {
     this.iterate = hotPath(this); // see hotPath
   }
 
-  prepare(scenario, req) {
-    // target headers first, a request's own header of the same name (any case) replaces it
-    const headers = Object.assign({}, req.headers);
-    const own = lowerKeys(req.headers);
-    for (const key of Object.keys(scenario.headers)) {
-      if (own[key.toLowerCase()] === undefined) headers[key] = scenario.headers[key];
-    }
-    if (req.json !== null && own['content-type'] === undefined && lowerKeys(headers)['content-type'] === undefined) {
-      headers['Content-Type'] = 'application/json';
-    }
+  prepare(req) {
     const compiled = {
       path: parseTemplate(req.path),
-      headers: Object.keys(headers).map((key) => [key, parseTemplate(String(headers[key]))]),
+      // the request's headers are all it sends (the compiler merged the target's in)
+      headers: Object.keys(req.headers).map((key) => [key, parseTemplate(String(req.headers[key]))]),
       json: req.json === null ? null : compileValue(req.json),
       body: req.body === null ? null : parseTemplate(req.body),
       contains: req.expectContains === null ? null : parseTemplate(req.expectContains),

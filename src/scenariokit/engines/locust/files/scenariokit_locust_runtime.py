@@ -132,11 +132,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What does not change between sends of a request: its headers merged with the scenario's, and
-    whether any part holds a template (a request without one skips rendering on the hot path)."""
+    """What does not change between sends of a request: whether any part holds a template (a request
+    without one skips rendering on the hot path), and then its body as sent."""
 
-    headers: dict[str, str]
     templated: bool
+    body: str | None
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,6 @@ class Scenario:
         name: str,
         base_url: str,
         stages: list[Stage],
-        headers: dict[str, str],
         datasets: list[str],
         seed: int,
         max_users: int = 0,
@@ -166,7 +165,6 @@ class Scenario:
         self.name = name
         self.base_url = os.environ.get("SCENARIOKIT_BASE_URL") or base_url
         self.stages = stages
-        self.headers = headers
         self.seed = int(os.environ.get("SCENARIOKIT_SEED", seed))
         self.max_users = max_users
         self.datasets = {n: DataSet.load(here / "data" / f"{n}.json") for n in datasets}
@@ -225,9 +223,9 @@ class Scenario:
     def prepared(self, request: Request) -> Prepared:
         found = self._prepared.get(request.name)
         if found is None:
-            headers = self.headers | request.headers
-            parts = (headers, request.path, request.json, request.body, request.expect_contains)
-            found = self._prepared[request.name] = Prepared(headers, has_template(list(parts)))
+            parts = (request.headers, request.path, request.json, request.body, request.expect_contains)
+            templated = has_template(list(parts))
+            found = self._prepared[request.name] = Prepared(templated, None if templated else body(request))
         return found
 
     def closed_tick(self, run_time: float, current_users: int) -> tuple[int, float] | None:
@@ -480,6 +478,16 @@ def judge(request: Request, measured: Measured, contains: str | None) -> str | N
     return None
 
 
+def body(request: Request, record_for: Any = None) -> str | None:
+    """The body as sent, rendered with `record_for` when given: JSON as text (passed as data, so that
+    Locust's client adds no header of its own: the compiled headers are all a request sends)."""
+    if request.json is not None:
+        return json.dumps(request.json if record_for is None else render(request.json, record_for))
+    if request.body is not None:
+        return request.body if record_for is None else render_text(request.body, record_for)
+    return None
+
+
 class Client:
     """One per Locust user: picks records, sends requests, records what happened."""
 
@@ -498,21 +506,17 @@ class Client:
             gevent.sleep(max(0.0, intended - time.time()))
         prepared = self.scenario.prepared(request)
         if not prepared.templated:  # sent as written: nothing to render
-            kwargs: dict[str, Any] = {"headers": prepared.headers}
-            if request.json is not None:
-                kwargs["json"] = request.json
-            elif request.body is not None:
-                kwargs["data"] = request.body
+            kwargs: dict[str, Any] = {"headers": request.headers}
+            if prepared.body is not None:
+                kwargs["data"] = prepared.body
             self._send(request, request.path, kwargs, request.expect_contains, intended)
             return
         record_for = self.scenario.record_chooser(self.rng)
-        headers = render(prepared.headers, record_for)
         contains = render_text(request.expect_contains, record_for) if request.expect_contains else None
-        kwargs = {"headers": headers}
-        if request.json is not None:
-            kwargs["json"] = render(request.json, record_for)
-        elif request.body is not None:
-            kwargs["data"] = render_text(request.body, record_for)
+        kwargs = {"headers": render(request.headers, record_for)}
+        sent = body(request, record_for)
+        if sent is not None:
+            kwargs["data"] = sent
         self._send(request, render_text(request.path, record_for), kwargs, contains, intended)
 
     def _send(
