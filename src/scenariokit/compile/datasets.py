@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from scenariokit.compile.limits import MAX_DATA_FILE_BYTES, MAX_DATASET_BYTES
+from scenariokit.compile.limits import MAX_CARDS, MAX_DATA_BYTES, MAX_DATA_FILE_BYTES, MAX_DATASET_BYTES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 IMAGE_FIELDS = ("id", "data_url", "base64", "mime", "file", "text")
@@ -57,10 +57,38 @@ class DataRoot:
         return f"the data root ({self.tree})" if self.named else "the scenario's folder"
 
 
-def load_dataset(source: str, root: DataRoot, count: int | None, seed: int) -> LoadedData:
+@dataclass
+class DataBudget:
+    """What all data sets of one scenario may cost together: two sets naming one big folder read it twice."""
+
+    bytes: int = 0
+    cards: int = 0
+
+    def spend_bytes(self, count: int) -> None:
+        self.bytes += count
+        if self.bytes > MAX_DATA_BYTES:
+            raise DatasetError(
+                f"the data sets are larger than {MAX_DATA_BYTES // _MIB} MiB together",
+                "use `count:` to take fewer records",
+            )
+
+    def spend_cards(self, count: int) -> None:
+        self.cards += count
+        if self.cards > MAX_CARDS:
+            raise DatasetError(
+                f"the built-in data sets draw more than {MAX_CARDS} cards together",
+                "each card takes milliseconds to draw: a few dozen make a varied set (`count:`)",
+            )
+
+
+def load_dataset(
+    source: str, root: DataRoot, count: int | None, seed: int, budget: DataBudget | None = None
+) -> LoadedData:
+    """One data set's records. `budget` is shared by the scenario's data sets (default: this one's own)."""
+    budget = budget or DataBudget()
     if source.startswith("builtin:"):
-        return _builtin(source.removeprefix("builtin:"), count or 16, seed)
-    files = _Files(root)
+        return _builtin(source.removeprefix("builtin:"), count or 16, seed, budget)
+    files = _Files(root, budget)
     path = files.inside(source, root.base)
     if path.is_dir():
         return _folder(files, path, count)
@@ -79,8 +107,9 @@ class _Files:
     MAX_DATA_FILE_BYTES, and together at most MAX_DATASET_BYTES. A name that leaves the tree gets the same
     error whether or not it exists, so a scenario cannot probe the machine."""
 
-    def __init__(self, root: DataRoot) -> None:
+    def __init__(self, root: DataRoot, budget: DataBudget) -> None:
         self.root = root
+        self.budget = budget
         self.total = 0
 
     def inside(self, name: str, start: Path) -> Path:
@@ -127,6 +156,7 @@ class _Files:
                 f"the data set is larger than {MAX_DATASET_BYTES // _MIB} MiB (at `{shown}`)",
                 "use `count:` to take fewer records",
             )
+        self.budget.spend_bytes(len(data))
         return data
 
     @staticmethod
@@ -157,14 +187,16 @@ def image_record(index: int, data: bytes, mime: str, file: str, text: str = "") 
     }
 
 
-def _builtin(name: str, count: int, seed: int) -> LoadedData:
+def _builtin(name: str, count: int, seed: int, budget: DataBudget) -> LoadedData:
     if name != "text-cards":
         raise DatasetError(f"unknown built-in data set `{name}`", f"built-in sets: {', '.join(BUILTIN_SETS)}")
     from scenariokit.compile.cards import text_cards  # the embedded server renders the cards it can read
 
+    budget.spend_cards(count)
+    cards = text_cards(count, seed)
+    budget.spend_bytes(sum(len(card.png) for card in cards))
     records = tuple(
-        image_record(i, card.png, "image/png", f"card-{i:03d}.png", card.text)
-        for i, card in enumerate(text_cards(count, seed))
+        image_record(i, card.png, "image/png", f"card-{i:03d}.png", card.text) for i, card in enumerate(cards)
     )
     return LoadedData(IMAGE_FIELDS, "data_url", records)
 

@@ -25,6 +25,8 @@ DATASET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"  # as `{name}` in templates;
 MAX_DATASET_NAME_CHARS = 64
 MAX_DATA_FILE_BYTES = 20 * 1024 * 1024  # one image, CSV or sidecar file
 MAX_DATASET_BYTES = 64 * 1024 * 1024  # all files of one data set (shipped base64 in the script's folder)
+MAX_DATA_BYTES = 128 * 1024 * 1024  # all data sets of a scenario together (each image is held 2.7x as text)
+MAX_CARDS = 256  # built-in cards drawn for a scenario, all data sets together: ~5 ms each
 
 # --- load (lower.py) --------------------------------------------------------------------------------
 MAX_USERS = 100_000  # a closed model's level; an open model's user pool
