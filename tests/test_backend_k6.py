@@ -393,49 +393,6 @@ def test_arbitrary_strings_stay_data(scenario: Scenario) -> None:
     )
 
 
-# --- the runtime's template scanner agrees with the compiler's ------------------------------------
-
-TEMPLATES = [
-    "Bearer ${env:API_KEY}",
-    "{images}",
-    "x{images.text}y",
-    "{{literal}}",
-    "${{",
-    "$x",
-    "a}}b",
-    "${env:A}{d.f}{{",
-    "{my-set.field_2} $ {{}}",
-]
-
-
-@needs_node
-def test_runtime_template_scanner_matches_python() -> None:
-    from scenariokit.compile.expr.template import DataRef, EnvRef, parse_template
-
-    source = (ROOT / "src/scenariokit/engines/k6/files/scenariokit-runtime.js").read_text()
-    body = "\n".join(line for line in source.splitlines() if not line.startswith("import "))
-    stubs = "const http = {}; const exec = {}; const __ENV = {};\n"
-    stubs += "class Counter {} class Rate {} class Trend {}\n"
-    program = stubs + body + f"\nconsole.log(JSON.stringify({json.dumps(TEMPLATES)}.map(parseTemplate)));\n"
-    assert NODE is not None
-    ran = subprocess.run(
-        [NODE, "--input-type=module"], input=program, capture_output=True, text=True, check=True
-    )
-    for text, got in zip(TEMPLATES, json.loads(ran.stdout), strict=True):
-        expected: list[Any] = []
-        for part in parse_template(text):
-            if isinstance(part, DataRef):
-                expected.append({"data": part.dataset, "field": part.field})
-            elif isinstance(part, EnvRef):
-                expected.append({"env": part.name})
-            else:
-                expected.append(part.text)
-        if len(expected) == 1 and isinstance(expected[0], str):
-            assert got == expected[0], text
-        else:
-            assert got == {"template": expected}, text
-
-
 # --- the driver ----------------------------------------------------------------------------------
 
 

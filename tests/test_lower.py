@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.compile.ir import Monitoring, Scenario
+from scenariokit.compile.ir import EnvRef, JsonTemplate, LiteralText, Monitoring, Scenario, Template
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.run.orchestrate import RunOptions, uses_prometheus
 from scenariokit.run.prometheus import config as prometheus_config
@@ -15,6 +15,21 @@ from scenariokit.run.prometheus import config as prometheus_config
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
+
+
+def written(value: JsonTemplate) -> object:
+    """A text or JSON value with each template written back as a string (braces of literal text as is)."""
+    if isinstance(value, Template):
+        return "".join(
+            p.text if isinstance(p, LiteralText) else f"${{env:{p.name}}}" if isinstance(p, EnvRef) else
+            f"{{{p.dataset}.{p.field}}}"
+            for p in value.parts
+        )  # fmt: skip
+    if isinstance(value, dict):
+        return {k: written(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(written(v) for v in value)
+    return value
 
 
 def scenario_from(tmp_path: Path, text: str) -> Scenario:
@@ -45,7 +60,7 @@ def test_chat_request_becomes_an_openai_body(tmp_path: Path) -> None:
     s = scenario_from(tmp_path, CHAT)
     read = s.requests[0]
     assert (read.method, read.path, read.chat, read.stream) == ("POST", "/v1/chat/completions", True, True)
-    assert read.json_body == {
+    assert written(read.json_body) == {
         "model": "ocr",
         "messages": [
             {"role": "system", "content": "be brief"},
@@ -53,7 +68,7 @@ def test_chat_request_becomes_an_openai_body(tmp_path: Path) -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Read."},
-                    {"type": "image_url", "image_url": {"url": "{images}"}},
+                    {"type": "image_url", "image_url": {"url": "{images.data_url}"}},
                 ],
             },
         ],
@@ -62,7 +77,8 @@ def test_chat_request_becomes_an_openai_body(tmp_path: Path) -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    assert read.expect.contains == "{images.text}"
+    assert written(read.expect.contains) == "{images.text}"
+    assert read.datasets == ("images",)
     assert s.target.base_url == "http://127.0.0.1:9"
 
 
@@ -71,7 +87,12 @@ def test_raw_request_is_sent_as_written_with_merged_headers(tmp_path: Path) -> N
     assert (bad.method, bad.path, bad.chat) == ("POST", "/v1/chat/completions", False)
     assert bad.json_body == {"model": "ocr", "messages": []}
     # the target's headers, the request's own, and the Content-Type of a JSON body: all it sends
-    assert bad.headers == (("X-Key", "${env:K}"), ("X-Extra", "1"), ("Content-Type", "application/json"))
+    assert written(bad.headers) == (
+        ("X-Key", "${env:K}"),
+        ("X-Extra", "1"),
+        ("Content-Type", "application/json"),
+    )
+    assert bad.datasets == ()
     assert bad.expect.status == (400, 422)
 
 
@@ -114,7 +135,21 @@ def test_headers_merge_case_insensitively(
     tmp_path: Path, name: str, headers: tuple[tuple[str, str], ...]
 ) -> None:
     (request,) = [r for r in scenario_from(tmp_path, HEADER_MERGE).requests if r.name == name]
-    assert request.headers == headers
+    assert written(request.headers) == headers
+
+
+def test_templates_are_parsed_into_parts_that_point_at_the_yaml(tmp_path: Path) -> None:
+    read = scenario_from(tmp_path, CHAT).requests[0]
+    (auth,) = [value for name, value in read.headers if name == "X-Key"]
+    assert isinstance(auth, Template) and [type(p) for p in auth.parts] == [EnvRef]
+    assert (auth.parts[0].span.line, auth.parts[0].span.column) == (3, 92)
+    url = read.json_body["messages"][1]["content"][1]["image_url"]["url"]  # type: ignore[index]
+    assert isinstance(url, Template)
+    ((ref,),) = [url.parts]
+    assert (ref.dataset, ref.field) == ("images", "data_url")  # `{images}`: the default field, named
+    assert (ref.span.line, ref.span.column) == (7, 66)
+    # a string without a reference is plain text, its braces unescaped
+    assert read.json_body["messages"][0]["content"] == "be brief"  # type: ignore[index]
 
 
 def test_folder_data_set_carries_images_and_known_answers(tmp_path: Path) -> None:
@@ -182,7 +217,7 @@ def test_rest_requests_pick_methods_and_bodies(tmp_path: Path) -> None:
     health, post, text = s.requests
     assert (health.method, health.path, health.has_body) == ("GET", "/health", False)
     assert (post.method, post.json_body) == ("POST", {"image_base64": "x", "n": [1, 2]})
-    assert (text.method, text.text_body, text.chat) == ("PUT", "{{literal}}", False)
+    assert (text.method, text.text_body, text.chat) == ("PUT", "{literal}", False)
     assert s.target.embedded_options == (("workers", 1),)
     assert [slo.metric for slo in s.slos] == ["latency", "throughput"]
     assert s.slos[0].window is not None and s.slos[0].window.stage == "hold"

@@ -8,7 +8,7 @@
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
-import { Runner } from "./scenariokit-runtime.js";
+import { Runner, template } from "./scenariokit-runtime.js";
 
 const SCENARIO = {
   name: "bad-requests",
@@ -25,12 +25,13 @@ const SCENARIO = {
 
 const DATA = {
   "images": {
-    defaultField: "data_url",
     pick: "random",
     records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
   },
 };
 
+// template([...]) is a template, parsed by scenariokit: literal text, {data, field} and {env} parts,
+// joined per request by the runtime's `render`.
 const REQUESTS = [
   {
     name: "ocr",
@@ -38,12 +39,13 @@ const REQUESTS = [
     method: "POST",
     path: "/v1/chat/completions",
     headers: {"Content-Type": "application/json"},
-    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}]},
+    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}]},
     body: null,
+    datasets: ["images"],
     chat: true,
     stream: false,
     expectStatus: [],
-    expectContains: "{images.text}",
+    expectContains: template([{"data": "images", "field": "text"}]),
     timeout: 10,
   },
   {
@@ -54,6 +56,7 @@ const REQUESTS = [
     headers: {"Content-Type": "application/json"},
     json: {"model": "ocr", "messages": []},
     body: null,
+    datasets: [],
     chat: false,
     stream: false,
     expectStatus: [400],
@@ -68,6 +71,7 @@ const REQUESTS = [
     headers: {"Content-Type": "application/json"},
     json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}]}]},
     body: null,
+    datasets: [],
     chat: true,
     stream: false,
     expectStatus: [400],
@@ -82,6 +86,7 @@ const REQUESTS = [
     headers: {"Content-Type": "application/json"},
     json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%notbase64"}}]}]},
     body: null,
+    datasets: [],
     chat: false,
     stream: false,
     expectStatus: [400],
@@ -96,6 +101,7 @@ const REQUESTS = [
     headers: {"Content-Type": "application/json"},
     json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8gd29ybGQ="}}]}]},
     body: null,
+    datasets: [],
     chat: false,
     stream: false,
     expectStatus: [400],
@@ -108,8 +114,9 @@ const REQUESTS = [
     method: "POST",
     path: "/v1/chat/completions",
     headers: {"Content-Type": "application/json"},
-    json: {"model": "no-such-model", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}]},
+    json: {"model": "no-such-model", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}]},
     body: null,
+    datasets: ["images"],
     chat: true,
     stream: false,
     expectStatus: [404],
@@ -124,6 +131,7 @@ const REQUESTS = [
     headers: {"Content-Type": "application/json"},
     json: {"model": "ocr", "messages": "not a list"},
     body: null,
+    datasets: [],
     chat: false,
     stream: false,
     expectStatus: [400, 422],
@@ -137,7 +145,8 @@ const REQUESTS = [
     path: "/v1/chat/completions",
     headers: {"Content-Type": "application/json"},
     json: null,
-    body: "{{this is not json",
+    body: "{this is not json",
+    datasets: [],
     chat: false,
     stream: false,
     expectStatus: [400, 422],

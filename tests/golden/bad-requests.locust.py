@@ -22,6 +22,8 @@ SCENARIO = sk.Scenario(
     ],
 )
 
+# A tuple is a template, parsed by scenariokit: literal text, ('data', set, field) and ('env', NAME)
+# parts, joined per request by the runtime's `render`.
 OCR = sk.Request(
     name='ocr',
     method='POST',
@@ -30,9 +32,11 @@ OCR = sk.Request(
     json={'model': 'ocr',
           'messages': [{'role': 'user',
                         'content': [{'type': 'text', 'text': 'Read the text.'},
-                                    {'type': 'image_url', 'image_url': {'url': '{images}'}}]}]},
+                                    {'type': 'image_url',
+                                     'image_url': {'url': (('data', 'images', 'data_url'),)}}]}]},
+    datasets=('images',),
     chat=True,
-    expect_contains='{images.text}',
+    expect_contains=(('data', 'images', 'text'),),
     timeout=10.0,
 )
 NO_MESSAGES = sk.Request(
@@ -87,7 +91,9 @@ UNKNOWN_MODEL = sk.Request(
     json={'model': 'no-such-model',
           'messages': [{'role': 'user',
                         'content': [{'type': 'text', 'text': 'Read the text.'},
-                                    {'type': 'image_url', 'image_url': {'url': '{images}'}}]}]},
+                                    {'type': 'image_url',
+                                     'image_url': {'url': (('data', 'images', 'data_url'),)}}]}]},
+    datasets=('images',),
     chat=True,
     expect_status=(404,),
     timeout=10.0,
@@ -106,7 +112,7 @@ NOT_JSON = sk.Request(
     method='POST',
     path='/v1/chat/completions',
     headers={'Content-Type': 'application/json'},
-    body='{{this is not json',
+    body='{this is not json',
     expect_status=(400, 422),
     timeout=10.0,
 )

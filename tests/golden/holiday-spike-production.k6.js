@@ -8,7 +8,7 @@
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
-import { Runner } from "./scenariokit-runtime.js";
+import { Runner, template } from "./scenariokit-runtime.js";
 
 const SCENARIO = {
   name: "holiday-spike-production",
@@ -30,21 +30,23 @@ const SCENARIO = {
 
 const DATA = {
   "images": {
-    defaultField: "data_url",
     pick: "random",
     records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
   },
 };
 
+// template([...]) is a template, parsed by scenariokit: literal text, {data, field} and {env} parts,
+// joined per request by the runtime's `render`.
 const REQUESTS = [
   {
     name: "identify",
     weight: 3,
     method: "POST",
     path: "/v1/chat/completions",
-    headers: {"Authorization": "Bearer ${env:API_KEY}", "Content-Type": "application/json"},
-    json: {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "messages": [{"role": "user", "content": [{"type": "text", "text": "Name the main object."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}], "max_tokens": 16, "stream": true, "stream_options": {"include_usage": true}},
+    headers: {"Authorization": template(["Bearer ", {"env": "API_KEY"}]), "Content-Type": "application/json"},
+    json: {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "messages": [{"role": "user", "content": [{"type": "text", "text": "Name the main object."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}], "max_tokens": 16, "stream": true, "stream_options": {"include_usage": true}},
     body: null,
+    datasets: ["images"],
     chat: true,
     stream: true,
     expectStatus: [],
@@ -56,13 +58,14 @@ const REQUESTS = [
     weight: 1,
     method: "POST",
     path: "/v1/chat/completions",
-    headers: {"Authorization": "Bearer ${env:API_KEY}", "Content-Type": "application/json"},
-    json: {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}]},
+    headers: {"Authorization": template(["Bearer ", {"env": "API_KEY"}]), "Content-Type": "application/json"},
+    json: {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}]},
     body: null,
+    datasets: ["images"],
     chat: true,
     stream: false,
     expectStatus: [],
-    expectContains: "{images.text}",
+    expectContains: template([{"data": "images", "field": "text"}]),
     timeout: 30,
   },
   {
@@ -70,9 +73,10 @@ const REQUESTS = [
     weight: 0.1,
     method: "POST",
     path: "/v1/chat/completions",
-    headers: {"Authorization": "Bearer ${env:API_KEY}", "Content-Type": "application/json"},
+    headers: {"Authorization": template(["Bearer ", {"env": "API_KEY"}]), "Content-Type": "application/json"},
     json: {"model": "Qwen/Qwen2.5-VL-3B-Instruct", "messages": []},
     body: null,
+    datasets: [],
     chat: false,
     stream: false,
     expectStatus: [400],

@@ -7,7 +7,7 @@
 // SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
 
 import { SharedArray } from "k6/data";
-import { Runner } from "./scenariokit-runtime.js";
+import { Runner, template } from "./scenariokit-runtime.js";
 
 const SCENARIO = {
   name: "knee-sweep",
@@ -38,12 +38,13 @@ const SCENARIO = {
 
 const DATA = {
   "images": {
-    defaultField: "data_url",
     pick: "random",
     records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
   },
 };
 
+// template([...]) is a template, parsed by scenariokit: literal text, {data, field} and {env} parts,
+// joined per request by the runtime's `render`.
 const REQUESTS = [
   {
     name: "ocr",
@@ -51,8 +52,9 @@ const REQUESTS = [
     method: "POST",
     path: "/v1/chat/completions",
     headers: {"Content-Type": "application/json"},
-    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}], "max_tokens": 32},
+    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}], "max_tokens": 32},
     body: null,
+    datasets: ["images"],
     chat: true,
     stream: false,
     expectStatus: [],

@@ -8,7 +8,7 @@
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
-import { Runner } from "./scenariokit-runtime.js";
+import { Runner, template } from "./scenariokit-runtime.js";
 
 const SCENARIO = {
   name: "recognition-api",
@@ -25,21 +25,23 @@ const SCENARIO = {
 
 const DATA = {
   "images": {
-    defaultField: "data_url",
     pick: "random",
     records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
   },
 };
 
+// template([...]) is a template, parsed by scenariokit: literal text, {data, field} and {env} parts,
+// joined per request by the runtime's `render`.
 const REQUESTS = [
   {
     name: "identify",
     weight: 3,
     method: "POST",
     path: "/api/v1/identify",
-    headers: {"Authorization": "Bearer ${env:API_KEY}", "Content-Type": "application/json"},
-    json: {"image_url": "{images}", "threshold": 0.8},
+    headers: {"Authorization": template(["Bearer ", {"env": "API_KEY"}]), "Content-Type": "application/json"},
+    json: {"image_url": template([{"data": "images", "field": "data_url"}]), "threshold": 0.8},
     body: null,
+    datasets: ["images"],
     chat: false,
     stream: false,
     expectStatus: [],
@@ -51,9 +53,10 @@ const REQUESTS = [
     weight: 1,
     method: "POST",
     path: "/api/v1/ocr",
-    headers: {"Authorization": "Bearer ${env:API_KEY}", "Content-Type": "application/json"},
-    json: {"image_base64": "{images.base64}"},
+    headers: {"Authorization": template(["Bearer ", {"env": "API_KEY"}]), "Content-Type": "application/json"},
+    json: {"image_base64": template([{"data": "images", "field": "base64"}])},
     body: null,
+    datasets: ["images"],
     chat: false,
     stream: false,
     expectStatus: [],

@@ -22,20 +22,24 @@ SCENARIO = sk.Scenario(
     ],
 )
 
+# A tuple is a template, parsed by scenariokit: literal text, ('data', set, field) and ('env', NAME)
+# parts, joined per request by the runtime's `render`.
 IDENTIFY = sk.Request(
     name='identify',
     method='POST',
     path='/api/v1/identify',
-    headers={'Authorization': 'Bearer ${env:API_KEY}', 'Content-Type': 'application/json'},
-    json={'image_url': '{images}', 'threshold': 0.8},
+    headers={'Authorization': ('Bearer ', ('env', 'API_KEY')), 'Content-Type': 'application/json'},
+    json={'image_url': (('data', 'images', 'data_url'),), 'threshold': 0.8},
+    datasets=('images',),
     timeout=60.0,
 )
 OCR = sk.Request(
     name='ocr',
     method='POST',
     path='/api/v1/ocr',
-    headers={'Authorization': 'Bearer ${env:API_KEY}', 'Content-Type': 'application/json'},
-    json={'image_base64': '{images.base64}'},
+    headers={'Authorization': ('Bearer ', ('env', 'API_KEY')), 'Content-Type': 'application/json'},
+    json={'image_base64': (('data', 'images', 'base64'),)},
+    datasets=('images',),
     timeout=60.0,
 )
 

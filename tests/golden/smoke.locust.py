@@ -23,6 +23,8 @@ SCENARIO = sk.Scenario(
     ],
 )
 
+# A tuple is a template, parsed by scenariokit: literal text, ('data', set, field) and ('env', NAME)
+# parts, joined per request by the runtime's `render`.
 READ_CARD = sk.Request(
     name='read-card',
     method='POST',
@@ -31,10 +33,12 @@ READ_CARD = sk.Request(
     json={'model': 'ocr',
           'messages': [{'role': 'user',
                         'content': [{'type': 'text', 'text': 'Read the text.'},
-                                    {'type': 'image_url', 'image_url': {'url': '{images}'}}]}],
+                                    {'type': 'image_url',
+                                     'image_url': {'url': (('data', 'images', 'data_url'),)}}]}],
           'max_tokens': 32},
+    datasets=('images',),
     chat=True,
-    expect_contains='{images.text}',
+    expect_contains=(('data', 'images', 'text'),),
     timeout=10.0,
 )
 READ_CARD_STREAMED = sk.Request(
@@ -45,10 +49,12 @@ READ_CARD_STREAMED = sk.Request(
     json={'model': 'ocr',
           'messages': [{'role': 'user',
                         'content': [{'type': 'text', 'text': 'Read the text.'},
-                                    {'type': 'image_url', 'image_url': {'url': '{images}'}}]}],
+                                    {'type': 'image_url',
+                                     'image_url': {'url': (('data', 'images', 'data_url'),)}}]}],
           'max_tokens': 32,
           'stream': True,
           'stream_options': {'include_usage': True}},
+    datasets=('images',),
     chat=True,
     stream=True,
     timeout=10.0,

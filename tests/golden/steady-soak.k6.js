@@ -8,7 +8,7 @@
 
 import { SharedArray } from "k6/data";
 import { sleep } from "k6";
-import { Runner } from "./scenariokit-runtime.js";
+import { Runner, template } from "./scenariokit-runtime.js";
 
 const SCENARIO = {
   name: "steady-soak",
@@ -26,12 +26,13 @@ const SCENARIO = {
 
 const DATA = {
   "images": {
-    defaultField: "data_url",
     pick: "sequential",
     records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
   },
 };
 
+// template([...]) is a template, parsed by scenariokit: literal text, {data, field} and {env} parts,
+// joined per request by the runtime's `render`.
 const REQUESTS = [
   {
     name: "ocr",
@@ -39,12 +40,13 @@ const REQUESTS = [
     method: "POST",
     path: "/v1/chat/completions",
     headers: {"Content-Type": "application/json"},
-    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "{images}"}}]}], "max_tokens": 32},
+    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}], "max_tokens": 32},
     body: null,
+    datasets: ["images"],
     chat: true,
     stream: false,
     expectStatus: [],
-    expectContains: "{images.text}",
+    expectContains: template([{"data": "images", "field": "text"}]),
     timeout: 15,
   },
 ];

@@ -1,27 +1,34 @@
 """Hand-built IR scenarios for backend tests that must not depend on the front end.
 
 As `lower` would build them: each request's headers are all it sends (the target's merged in, and a
-Content-Type for a JSON body).
+Content-Type for a JSON body), and its templates are parsed (`{images}` reads the default field).
 """
 
 from __future__ import annotations
 
 from scenariokit.compile.ir import (
+    DataRef,
     Dataset,
     Distribution,
+    EnvRef,
     Expect,
+    LiteralText,
     LoadProfile,
     RequestTemplate,
     Scenario,
     Slo,
     Stage,
     Target,
+    Template,
     Window,
     merge_headers,
 )
 
-AUTH = (("Authorization", "Bearer ${env:API_KEY}"),)
-JSON_HEADERS = merge_headers(AUTH, json_body=True)
+AUTH_SOURCE = (("Authorization", "Bearer ${env:API_KEY}"),)  # the target's headers, as written
+JSON_HEADERS = merge_headers(
+    (("Authorization", Template((LiteralText("Bearer "), EnvRef("API_KEY")))),), json_body=True
+)
+IMAGE = Template((DataRef("images", "data_url"),))  # `{images}`
 
 CARDS = Dataset(
     name="images",
@@ -51,7 +58,7 @@ def chat_message(prompt: str) -> list[dict[str, object]]:
             "role": "user",
             "content": [
                 {"type": "text", "text": prompt},
-                {"type": "image_url", "image_url": {"url": "{images}"}},
+                {"type": "image_url", "image_url": {"url": IMAGE}},
             ],
         }
     ]
@@ -67,7 +74,7 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
             kind="openai-chat",
             base_url=base_url,
             model="ocr",
-            headers=AUTH,
+            headers=AUTH_SOURCE,
         ),
         load=LoadProfile(
             model="closed",
@@ -106,7 +113,7 @@ def closed_chat_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 headers=JSON_HEADERS,
                 json_body={"model": "ocr", "messages": chat_message("Read the text."), "max_tokens": 64},
                 chat=True,
-                expect=Expect(contains="{images.text}"),
+                expect=Expect(contains=Template((DataRef("images", "text"),))),
             ),
             RequestTemplate(
                 name="empty-image",
@@ -150,7 +157,7 @@ def open_rest_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 method="POST",
                 path="/api/v1/identify",
                 headers=merge_headers(json_body=True),
-                json_body={"image_url": "{images}", "threshold": 0.8},
+                json_body={"image_url": IMAGE, "threshold": 0.8},
             ),
             RequestTemplate(
                 name="ocr",
@@ -158,7 +165,7 @@ def open_rest_scenario(base_url: str = "http://127.0.0.1:8000") -> Scenario:
                 method="POST",
                 path="/api/v1/ocr",
                 headers=merge_headers(json_body=True),
-                json_body={"image_base64": "{images.base64}"},
+                json_body={"image_base64": Template((DataRef("images", "base64"),))},
             ),
             RequestTemplate(name="health", weight=1, method="GET", path="/health"),
         ),

@@ -8,17 +8,13 @@ came from the scenario keeps the `Span` it came from, so a backend can still poi
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal, Union
 
 from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span
 from scenariokit.engines import DEFAULT_ENGINE
-
-# A JSON value whose strings may hold `{dataset}`, `{dataset.field}` and `${env:NAME}` references,
-# rendered per request by the engine's runtime helper. `{{` and `}}` are literal braces.
-JsonTemplate = Union[None, bool, int, float, str, list["JsonTemplate"], dict[str, "JsonTemplate"]]  # noqa: UP007
 
 LoadModel = Literal["closed", "open"]
 TargetKind = Literal["openai-chat", "http"]
@@ -144,6 +140,79 @@ class Dataset:
     span: Span = UNKNOWN_SPAN
 
 
+# --- templates ------------------------------------------------------------------------------------
+# Strings in requests may pull in data and secrets: `{dataset}`, `{dataset.field}`, `${env:NAME}` (and
+# `{{`/`}}` for literal braces), parsed by `expr.parse_template` into parts. In the IR a string without
+# a reference is a plain `str`, one with references a `Template`: engines emit its parts as data, and
+# their runtimes only join them per request.
+
+
+@dataclass(frozen=True)
+class LiteralText:
+    """Text copied as is (with `{{`/`}}` already turned into single braces)."""
+
+    text: str
+    span: Span = UNKNOWN_SPAN
+
+
+@dataclass(frozen=True)
+class DataRef:
+    """`{dataset}` (field None: the data set's default field) or `{dataset.field}`. In a `Template` the
+    field is always named: lower resolves the default."""
+
+    dataset: str
+    field: str | None
+    span: Span = UNKNOWN_SPAN
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """`${env:NAME}`: the environment variable, read when the test runs (unset: empty)."""
+
+    name: str
+    span: Span = UNKNOWN_SPAN
+
+
+TemplatePart = LiteralText | DataRef | EnvRef
+
+
+@dataclass(frozen=True)
+class Template:
+    """A string with at least one reference, rendered per request by joining its parts."""
+
+    parts: tuple[TemplatePart, ...]
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.dataset for p in self.parts if isinstance(p, DataRef)))
+
+
+# A string in a request: plain text, or a template to render.
+Text = Union[str, Template]  # noqa: UP007
+# A JSON body: its strings are `Text` (its keys plain text).
+JsonTemplate = Union[None, bool, int, float, str, Template, list["JsonTemplate"], dict[str, "JsonTemplate"]]  # noqa: UP007
+
+
+def as_text(parts: Sequence[TemplatePart], span: Span = UNKNOWN_SPAN) -> Text:
+    """The IR value of a parsed string: a `str` when no part is a reference, else a `Template`."""
+    if all(isinstance(p, LiteralText) for p in parts):
+        return "".join(p.text for p in parts if isinstance(p, LiteralText))
+    return Template(tuple(parts), span)
+
+
+def templates_in(value: JsonTemplate) -> Iterator[Template]:
+    """Every template in a text or JSON value, in document order."""
+    if isinstance(value, Template):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from templates_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from templates_in(item)
+
+
 # --- requests -------------------------------------------------------------------------------------
 
 
@@ -156,22 +225,22 @@ class Expect:
     """
 
     status: tuple[int, ...] = ()
-    contains: str | None = None
+    contains: Text | None = None
     span: Span = UNKNOWN_SPAN
 
 
 @dataclass(frozen=True)
 class RequestTemplate:
     """One kind of request, as sent: `headers` are all it sends (the target's merged in, see
-    merge_headers)."""
+    merge_headers), and each of its strings is `Text`."""
 
     name: str
     weight: float
     method: str
-    path: str
+    path: Text
     headers: Headers = ()
     json_body: JsonTemplate = None
-    text_body: str | None = None
+    text_body: Text | None = None
     # An OpenAI-style chat request whose answer is parsed (streamed as SSE when `stream`).
     chat: bool = False
     stream: bool = False
@@ -183,17 +252,29 @@ class RequestTemplate:
     def has_body(self) -> bool:
         return self.json_body is not None or self.text_body is not None
 
+    @property
+    def templates(self) -> tuple[Template, ...]:
+        """Its templates: path, headers, body, expected answer, in that order."""
+        values: list[JsonTemplate] = [self.path, *(v for _, v in self.headers), self.json_body]
+        values += [self.text_body, self.expect.contains]
+        return tuple(t for v in values for t in templates_in(v))
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The data sets its templates read, in order of first use: one record of each per request."""
+        return tuple(dict.fromkeys(d for t in self.templates for d in t.datasets))
+
 
 # Headers as sent: (name, value), one per name in any case.
-Headers = tuple[tuple[str, str], ...]
+Headers = tuple[tuple[str, Text], ...]
 
 
-def merge_headers(*layers: Iterable[tuple[str, str]], json_body: bool = False) -> Headers:
+def merge_headers(*layers: Iterable[tuple[str, Text]], json_body: bool = False) -> Headers:
     """The headers a request sends, from layers that each override the ones before (target, request,
     `raw:`). Names compare case-insensitively, as HTTP's do: a later layer's header replaces an earlier
     one of the same name in any case, in its place, with the later spelling and value. A JSON body gets
     `Content-Type: application/json` unless a layer set a content type."""
-    merged: dict[str, tuple[str, str]] = {}
+    merged: dict[str, tuple[str, Text]] = {}
     for layer in layers:
         for name, value in layer:
             merged[name.lower()] = (name, value)

@@ -8,6 +8,7 @@ into their JSON bodies, and the open model's user pool is sized by Little's law.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from scenariokit.compile.ir import (
     Distribution,
     Expect,
     Headers,
+    JsonTemplate,
     LoadProfile,
     Monitoring,
     RequestTemplate,
@@ -29,6 +31,9 @@ from scenariokit.compile.ir import (
     Slo,
     Stage,
     Target,
+    Template,
+    Text,
+    as_text,
     merge_headers,
 )
 from scenariokit.compile.limits import (
@@ -86,15 +91,25 @@ class Lowerer:
             f"use {low * 1000:g}ms to {MAX_TIME_S / 3600:g}h",
         )
 
-    def _check_template(self, text: str, path: Path_) -> None:
+    def _text(self, text: str, path: Path_) -> Text:
+        """A template string, parsed and checked: plain text, or a Template whose data references all
+        name their field (a bare `{dataset}` reads the data set's default field)."""
+        span = self.source.text(path)
         try:
-            parts = expr.parse_template(text, self.source.text(path))
+            parts = expr.parse_template(text, span)
         except expr.ExprError as exc:
             self.bag.items.append(exc.diagnostic)
-            return
-        for part in parts:
-            if isinstance(part, expr.DataRef):
-                self._check_data_ref(part)
+            return text
+        return as_text([self._resolved(part) for part in parts], span)
+
+    def _resolved(self, part: expr.TemplatePart) -> expr.TemplatePart:
+        if not isinstance(part, expr.DataRef):
+            return part
+        self._check_data_ref(part)
+        dataset = self.datasets.get(part.dataset)
+        if part.field is None and dataset is not None:
+            return dataclasses.replace(part, field=dataset.default_field)
+        return part
 
     def _check_data_ref(self, ref: expr.DataRef) -> None:
         dataset = self.datasets.get(ref.dataset)
@@ -110,15 +125,18 @@ class Lowerer:
             hint = did_you_mean(ref.field, dataset.fields) or f"fields: {', '.join(dataset.fields)}"
             self.bag.error(ref.span, f"data set `{ref.dataset}` has no field `{ref.field}`", hint)
 
-    def _check_templates_in(self, value: Any, path: Path_) -> None:
+    def _json(self, value: Any, path: Path_) -> JsonTemplate:
+        """A JSON body with its strings parsed as templates (its keys stay plain text)."""
         if isinstance(value, str):
-            self._check_template(value, path)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                self._check_templates_in(item, (*path, key))
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                self._check_templates_in(item, (*path, i))
+            return self._text(value, path)
+        if isinstance(value, dict):
+            return {key: self._json(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._json(item, (*path, i)) for i, item in enumerate(value)]
+        return value
+
+    def _headers(self, headers: dict[str, str], path: Path_) -> Headers:
+        return tuple((name, self._check_header(value, (*path, name))) for name, value in headers.items())
 
     # -- sections ----------------------------------------------------------------------------------
 
@@ -171,9 +189,7 @@ class Lowerer:
             self.bag.error(self.source.text(("target", "chat_path")), "paths start with `/`")
         with contextlib.suppress(expr.ExprError):  # a syntax error is reported with each request using it
             self._time(expr.parse_duration(spec.timeout), ("target", "timeout"), "a timeout")
-        for name, value in spec.headers.items():
-            self._check_header(value, ("target", "headers", name))
-        self.target_headers = tuple(spec.headers.items())
+        self.target_headers = self._headers(spec.headers, ("target", "headers"))
         return Target(
             kind=spec.kind,
             base_url=url.rstrip("/"),
@@ -185,16 +201,12 @@ class Lowerer:
             span=self.source.value(("target",)),
         )
 
-    def _check_header(self, value: str, path: Path_) -> None:
-        try:
-            parts = expr.parse_template(value, self.source.text(path))
-        except expr.ExprError as exc:
-            self.bag.items.append(exc.diagnostic)
-            return
+    def _check_header(self, value: str, path: Path_) -> Text:
+        text = self._text(value, path)
         key = str(path[-1]).lower()
         if (
             key in ("authorization", "x-api-key", "api-key")
-            and not any(isinstance(p, expr.EnvRef) for p in parts)
+            and not (isinstance(text, Template) and any(isinstance(p, expr.EnvRef) for p in text.parts))
             and value.strip()
         ):
             self.bag.warning(
@@ -202,6 +214,7 @@ class Lowerer:
                 f"the `{path[-1]}` header holds a literal secret",
                 "reference it instead: `Bearer ${env:API_KEY}`",
             )
+        return text
 
     def _load(self) -> LoadProfile:
         spec = self.spec.load
@@ -318,9 +331,7 @@ class Lowerer:
         )
         if spec.timeout:
             self._time(timeout, (*path, "timeout"), "a timeout")
-        for key, value in spec.headers.items():
-            self._check_header(value, (*path, "headers", key))
-        headers = tuple(spec.headers.items())
+        headers = self._headers(spec.headers, (*path, "headers"))
         expect = self._expect(spec, path)
         common = dict(
             name=name, weight=spec.weight, expect=expect, timeout_s=timeout, span=self.source.key(path)
@@ -354,9 +365,9 @@ class Lowerer:
             return Expect()
         status = spec.expect.status
         codes = tuple(status if isinstance(status, list) else [status] if status is not None else [])
-        if spec.expect.contains is not None:
-            self._check_template(spec.expect.contains, (*path, "expect", "contains"))
-        return Expect(status=codes, contains=spec.expect.contains, span=self.source.value((*path, "expect")))
+        contains = spec.expect.contains
+        text = None if contains is None else self._text(contains, (*path, "expect", "contains"))
+        return Expect(status=codes, contains=text, span=self.source.value((*path, "expect")))
 
     def _chat(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
         model = spec.model or self.spec.target.model
@@ -366,15 +377,15 @@ class Lowerer:
                 "chat requests need a model name",
                 "set `target.model: ocr` (or `model:` on this request)",
             )
+        prompt, image, system = (
+            None if value is None else self._text(value, (*path, key))
+            for key, value in (("prompt", spec.prompt), ("image", spec.image), ("system", spec.system))
+        )
         content: list[dict[str, Any]] = []
-        for key in ("prompt", "image", "system"):
-            value = getattr(spec, key)
-            if value is not None:
-                self._check_template(value, (*path, key))
-        if spec.prompt is not None:
-            content.append({"type": "text", "text": spec.prompt})
-        if spec.image is not None:
-            content.append({"type": "image_url", "image_url": {"url": spec.image}})
+        if prompt is not None:
+            content.append({"type": "text", "text": prompt})
+        if image is not None:
+            content.append({"type": "image_url", "image_url": {"url": image}})
         if not content:
             self.bag.error(
                 self.source.key(path),
@@ -382,8 +393,8 @@ class Lowerer:
                 'e.g. `prompt: "Read the text."` and `image: "{images}"`',
             )
         messages: list[dict[str, Any]] = []
-        if spec.system is not None:
-            messages.append({"role": "system", "content": spec.system})
+        if system is not None:
+            messages.append({"role": "system", "content": system})
         messages.append({"role": "user", "content": content})
         body: dict[str, Any] = {"model": model, "messages": messages}
         if spec.max_tokens is not None:
@@ -416,15 +427,14 @@ class Lowerer:
         default_path = self.spec.target.chat_path if self.spec.target.kind == "openai-chat" else None
         if raw.path is None and default_path is None:
             self.bag.error(self.source.key((*path, "raw")), "a raw request to an http target needs a `path`")
-        for key, value in raw.headers.items():
-            self._check_header(value, (*path, "raw", "headers", key))
+        raw_headers = self._headers(raw.headers, (*path, "raw", "headers"))
         return self._http(
             raw.method,
             raw.path or default_path or "/",
             raw.json_body,
             raw.body,
             (*path, "raw"),
-            merge_headers(headers, raw.headers.items()),
+            merge_headers(headers, raw_headers),
             common,
         )
 
@@ -442,17 +452,13 @@ class Lowerer:
             self.bag.error(self.source.key((*path, "body")), "give either `json` or `body`, not both")
         if not url_path.startswith("/"):
             self.bag.error(self.source.text((*path, "path")), "paths start with `/`", f"write `/{url_path}`")
-        self._check_template(url_path, (*path, "path"))
-        self._check_templates_in(json_body, (*path, "json"))
-        if body is not None:
-            self._check_template(body, (*path, "body"))
         has_body = json_body is not None or body is not None
         return RequestTemplate(
             method=method or ("POST" if has_body else "GET"),
-            path=url_path,
+            path=self._text(url_path, (*path, "path")),
             headers=merge_headers(self.target_headers, headers, json_body=json_body is not None),
-            json_body=json_body,
-            text_body=body,
+            json_body=self._json(json_body, (*path, "json")),
+            text_body=None if body is None else self._text(body, (*path, "body")),
             **common,
         )
 

@@ -8,50 +8,25 @@
 Names: data sets and fields are `[A-Za-z_][A-Za-z0-9_-]*`; environment variables `[A-Za-z_][A-Za-z0-9_]*`.
 A hand-written scanner rather than a grammar: everything outside a reference is literal text, which is
 simpler to say with a regex than with a grammar's ignore rules. Data set and field names are checked by the
-caller, who knows the data sets.
+caller, who knows the data sets. The parts are IR values; `lower` turns them into the IR's `Text` (a plain
+string, or a `Template` whose parts the engines' runtimes only join).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span
 from scenariokit.compile.expr.errors import ExprError, guarded, span_at
+from scenariokit.compile.ir import DataRef, EnvRef, LiteralText, TemplatePart
+
+__all__ = ["DataRef", "EnvRef", "LiteralText", "TemplatePart", "parse_template"]
 
 _DATA_NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 _DATA_REF = re.compile(rf"({_DATA_NAME})(?:\.({_DATA_NAME}))?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LITERAL = re.compile(r"[^{}$]+")
 _BRACES_HINT = "for a literal brace write {{ or }}"
-
-
-@dataclass(frozen=True)
-class LiteralText:
-    """Text copied as is (with `{{`/`}}` already turned into single braces)."""
-
-    text: str
-    span: Span = UNKNOWN_SPAN
-
-
-@dataclass(frozen=True)
-class DataRef:
-    """`{dataset}` (field None: the data set's default field) or `{dataset.field}`."""
-
-    dataset: str
-    field: str | None
-    span: Span = UNKNOWN_SPAN
-
-
-@dataclass(frozen=True)
-class EnvRef:
-    """`${env:NAME}`."""
-
-    name: str
-    span: Span = UNKNOWN_SPAN
-
-
-TemplatePart = LiteralText | DataRef | EnvRef
 
 
 class _Scanner:

@@ -27,7 +27,19 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from scenariokit.compile.diagnostics import Diagnostic, Severity
 from scenariokit.compile.expr import format_duration
-from scenariokit.compile.ir import Distribution, LoadProfile, RequestTemplate, Scenario, Slo
+from scenariokit.compile.ir import (
+    DataRef,
+    Distribution,
+    EnvRef,
+    JsonTemplate,
+    LoadProfile,
+    RequestTemplate,
+    Scenario,
+    Slo,
+    Template,
+    Text,
+    templates_in,
+)
 from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
 
 RUNTIME = "scenariokit-runtime.js"
@@ -260,19 +272,53 @@ def conditions_literal(threshold: Threshold) -> str:
 # --- requests -------------------------------------------------------------------------------------
 
 
+def template_parts(template: Template) -> list[Any]:
+    """A template's parts as the runtime's `render` reads them: literal text, {data, field}, {env}."""
+    parts: list[Any] = []
+    for part in template.parts:
+        if isinstance(part, DataRef):
+            parts.append({"data": part.dataset, "field": part.field})
+        elif isinstance(part, EnvRef):
+            parts.append({"env": part.name})
+        else:
+            parts.append(part.text)
+    return parts
+
+
+def js_text(value: Text | None) -> str:
+    """A string as a JS literal, a template as `template([...parts])` (the runtime's constructor)."""
+    if isinstance(value, Template):
+        return f"template({js_literal(template_parts(value))})"
+    return js_literal(value)
+
+
+def js_json(value: JsonTemplate) -> str:
+    """A JSON body as JS: JSON literals, with `template(...)` where a string is a template."""
+    if isinstance(value, Template):
+        return js_text(value)
+    if next(templates_in(value), None) is None:
+        return js_literal(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{js_literal(key)}: {js_json(item)}" for key, item in value.items()) + "}"
+    assert isinstance(value, list)
+    return "[" + ", ".join(js_json(item) for item in value) + "]"
+
+
 def request_lines(request: RequestTemplate) -> list[str]:
+    headers = ", ".join(f"{js_literal(name)}: {js_text(value)}" for name, value in request.headers)
     return [
         f"name: {js_literal(request.name)}",
         f"weight: {number(request.weight)}",
         f"method: {js_literal(request.method)}",
-        f"path: {js_literal(request.path)}",
-        f"headers: {js_literal(dict(request.headers))}",
-        f"json: {js_literal(request.json_body)}",
-        f"body: {js_literal(request.text_body)}",
+        f"path: {js_text(request.path)}",
+        f"headers: {{{headers}}}",
+        f"json: {js_json(request.json_body)}",
+        f"body: {js_text(request.text_body)}",
+        f"datasets: {js_literal(list(request.datasets))}",
         f"chat: {js_literal(request.chat)}",
         f"stream: {js_literal(request.stream)}",
         f"expectStatus: {js_literal(list(request.expect.status))}",
-        f"expectContains: {js_literal(request.expect.contains)}",
+        f"expectContains: {js_text(request.expect.contains)}",
         f"timeout: {number(request.timeout_s)}",
     ]
 
@@ -313,13 +359,13 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
         "datasets": [
             {
                 "key": js_literal(d.name),
-                "default_field": js_literal(d.default_field),
                 "pick": js_literal(d.pick),
                 "file": js_literal(f"./data/{d.name}.json"),
             }
             for d in scenario.datasets
         ],
         "requests": [request_lines(r) for r in scenario.requests],
+        "templated": any(r.templates for r in scenario.requests),
         "scenario_key": "load" if scenario.load.model == "closed" else "arrivals",
         "executor": executor,
         "thresholds": [

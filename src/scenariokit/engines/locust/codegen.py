@@ -17,7 +17,16 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from scenariokit.compile.ir import Distribution, RequestTemplate, Scenario, integer_weights
+from scenariokit.compile.ir import (
+    DataRef,
+    Distribution,
+    EnvRef,
+    JsonTemplate,
+    RequestTemplate,
+    Scenario,
+    Template,
+    integer_weights,
+)
 from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
 
 RUNTIME = "scenariokit_locust_runtime.py"
@@ -97,6 +106,31 @@ def literal(value: Any, indent: int = 4) -> str:
     return text.replace("\n", "\n" + " " * indent)
 
 
+def template_data(template: Template) -> tuple[Any, ...]:
+    """A template as the runtime's `render` reads it: a tuple of literal text, ("data", set, field) and
+    ("env", NAME) parts."""
+    parts: list[Any] = []
+    for part in template.parts:
+        if isinstance(part, DataRef):
+            parts.append(("data", part.dataset, part.field))
+        elif isinstance(part, EnvRef):
+            parts.append(("env", part.name))
+        else:
+            parts.append(part.text)
+    return tuple(parts)
+
+
+def as_data(value: JsonTemplate) -> Any:
+    """A text or JSON value with each template as its parts tuple (JSON itself has no tuples)."""
+    if isinstance(value, Template):
+        return template_data(value)
+    if isinstance(value, dict):
+        return {key: as_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_data(item) for item in value]
+    return value
+
+
 def wait_time_code(think: Distribution) -> tuple[str, str]:
     """(the `from locust import ...` name, the wait_time expression)."""
     match think.kind:
@@ -122,13 +156,16 @@ class RequestView:
 
 
 def request_fields(request: RequestTemplate) -> list[str]:
-    fields = [f"name={request.name!r}", f"method={request.method!r}", f"path={request.path!r}"]
+    fields = [f"name={request.name!r}", f"method={request.method!r}", f"path={as_data(request.path)!r}"]
     if request.headers:
-        fields.append(f"headers={literal(dict(request.headers), 4 + len('headers='))}")
+        headers = {name: as_data(value) for name, value in request.headers}
+        fields.append(f"headers={literal(headers, 4 + len('headers='))}")
     if request.json_body is not None:
-        fields.append(f"json={literal(request.json_body, 4 + len('json='))}")
+        fields.append(f"json={literal(as_data(request.json_body), 4 + len('json='))}")
     if request.text_body is not None:
-        fields.append(f"body={request.text_body!r}")
+        fields.append(f"body={as_data(request.text_body)!r}")
+    if request.datasets:
+        fields.append(f"datasets={request.datasets!r}")
     if request.chat:
         fields.append("chat=True")
     if request.stream:
@@ -136,7 +173,7 @@ def request_fields(request: RequestTemplate) -> list[str]:
     if request.expect.status:
         fields.append(f"expect_status={request.expect.status!r}")
     if request.expect.contains is not None:
-        fields.append(f"expect_contains={request.expect.contains!r}")
+        fields.append(f"expect_contains={as_data(request.expect.contains)!r}")
     fields.append(f"timeout={request.timeout_s!r}")
     return fields
 
@@ -185,6 +222,7 @@ def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
             f"{s.label!r}, duration={s.duration_s!r}, start={s.start!r}, end={s.end!r}" for s in load.stages
         ],
         "requests": requests,
+        "templated": any(r.templates for r in scenario.requests),
         "user_class": class_name(scenario.name, "User"),
         "shape_class": class_name(scenario.name, "Shape"),
         "shape_doc": f"{load.model.capitalize()} model: {len(load.stages)} stages over "

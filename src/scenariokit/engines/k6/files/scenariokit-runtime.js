@@ -1,7 +1,7 @@
 // scenariokit runtime for k6: copied verbatim next to every generated `<scenario>.k6.js`.
 //
-// The generated script holds the scenario as data (requests, data sets, stage windows); this module
-// renders templates, sends requests, judges them and writes their records (for the runner) or the metrics
+// The generated script holds the scenario as data (requests with their templates parsed, data sets,
+// stage windows); this module renders templates, sends requests, judges them and writes their records (for the runner) or the metrics
 // the script's thresholds read (for a stock `k6 run`). It imports only k6's own modules, so a stock
 // `k6 run` runs it.
 //
@@ -57,10 +57,10 @@
 //
 // k6 reads whole responses, so it cannot time streamed tokens: ttft, itl and tpot are never recorded here.
 //
-// Templates (`{dataset}`, `{dataset.field}`, `${env:NAME}`, `{{` and `}}` for literal braces) are rendered
-// per request when they use a data set (one data record is picked per request and used by all its
-// references), else once per VU. Random picks use a
-// mulberry32 generator seeded from SCENARIOKIT_SEED (or the scenario's seed) and the VU number.
+// Templates come parsed by the compiler (see `render`): a request that reads a data set is rendered per
+// request (one record of each data set it reads, used by all its references), any other once per VU.
+// Random picks use a mulberry32 generator seeded from SCENARIOKIT_SEED (or the scenario's seed) and the
+// VU number.
 
 import http from 'k6/http';
 import encoding from 'k6/encoding';
@@ -103,101 +103,44 @@ export function mulberry32(seed) {
 
 // --- templates ----------------------------------------------------------------------------------------
 
-// The same scanner as scenariokit/expr/template.py. Parts: a string (literal), {data, field} or {env}.
-// Scenarios are validated before they are compiled; anything malformed is kept as literal text.
-export function parseTemplate(text) {
-  const parts = [];
-  let literal = '';
-  let pos = 0;
-  const flush = () => {
-    if (literal) parts.push(literal);
-    literal = '';
-  };
-  while (pos < text.length) {
-    const ch = text[pos];
-    const two = text.substr(pos, 2);
-    if (ch !== '{' && ch !== '}' && ch !== '$') {
-      literal += ch;
-      pos += 1;
-    } else if (two === '{{' || two === '}}') {
-      literal += ch;
-      pos += 2;
-    } else if (two === '${' && text.substr(pos, 3) !== '${{') {
-      const close = text.indexOf('}', pos);
-      const inner = close === -1 ? '' : text.slice(pos + 2, close);
-      const m = /^env:([A-Za-z_][A-Za-z0-9_]*)$/.exec(inner);
-      if (!m) {
-        literal += ch;
-        pos += 1;
-        continue;
-      }
-      flush();
-      parts.push({ env: m[1] });
-      pos = close + 1;
-    } else if (ch === '{') {
-      const close = text.indexOf('}', pos);
-      const inner = close === -1 ? '' : text.slice(pos + 1, close);
-      const m = /^([A-Za-z_][A-Za-z0-9_-]*)(?:\.([A-Za-z_][A-Za-z0-9_-]*))?$/.exec(inner);
-      if (!m) {
-        literal += ch;
-        pos += 1;
-        continue;
-      }
-      flush();
-      parts.push({ data: m[1], field: m[2] === undefined ? null : m[2] });
-      pos = close + 1;
-    } else {
-      literal += ch; // a lone `$` or `}`
-      pos += 1;
+// The compiler parsed every template (compile/ir.py): the script writes one as template(parts), each part
+// literal text, {data, field} or {env}; any other string is sent as it is. A JSON body is a tree whose
+// strings may be templates. `row` holds the one record of each data set the request reads.
+class Template {
+  constructor(parts) {
+    this.parts = parts;
+  }
+}
+
+export function template(parts) {
+  return new Template(parts);
+}
+
+export function render(parts, row) {
+  let out = '';
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i];
+    if (typeof part === 'string') out += part;
+    else if (part.env === undefined) out += row[part.data][part.field];
+    else {
+      const value = __ENV[part.env];
+      if (value !== undefined) out += value;
     }
   }
-  flush();
-  if (parts.length === 0) return '';
-  if (parts.length === 1 && typeof parts[0] === 'string') return parts[0];
-  return { template: parts };
-}
-
-function compileValue(value) {
-  if (typeof value === 'string') return parseTemplate(value);
-  if (Array.isArray(value)) return { array: value.map(compileValue) };
-  if (value !== null && typeof value === 'object') {
-    return { object: Object.keys(value).map((key) => [key, compileValue(value[key])]) };
-  }
-  return { constant: value };
-}
-
-function usedDatasets(compiled, out) {
-  if (compiled === null || typeof compiled !== 'object') return out;
-  if (compiled.template) {
-    for (const part of compiled.template) if (typeof part === 'object' && part.data) out.add(part.data);
-  } else if (compiled.array) {
-    for (const item of compiled.array) usedDatasets(item, out);
-  } else if (compiled.object) {
-    for (const [, item] of compiled.object) usedDatasets(item, out);
-  }
   return out;
 }
 
-function renderString(compiled, ctx) {
-  if (typeof compiled === 'string') return compiled;
-  let out = '';
-  for (const part of compiled.template) {
-    if (typeof part === 'string') out += part;
-    else if (part.env !== undefined) out += __ENV[part.env] === undefined ? '' : String(__ENV[part.env]);
-    else out += ctx.field(part.data, part.field);
-  }
-  return out;
+function renderText(value, row) {
+  return value instanceof Template ? render(value.parts, row) : value;
 }
 
-function renderValue(compiled, ctx) {
-  if (typeof compiled === 'string' || compiled.template) return renderString(compiled, ctx);
-  if (compiled.array) return compiled.array.map((item) => renderValue(item, ctx));
-  if (compiled.object) {
-    const out = {};
-    for (const [key, item] of compiled.object) out[key] = renderValue(item, ctx);
-    return out;
-  }
-  return compiled.constant;
+export function renderJson(value, row) {
+  if (value === null || typeof value !== 'object') return value;
+  if (value instanceof Template) return render(value.parts, row);
+  if (Array.isArray(value)) return value.map((item) => renderJson(item, row));
+  const out = {};
+  for (const key of Object.keys(value)) out[key] = renderJson(value[key], row);
+  return out;
 }
 
 // --- judging ------------------------------------------------------------------------------------------
@@ -275,8 +218,8 @@ export function vuStopWindows(stages) {
 // A stage for a test with no stages (never the case for a compiled scenario).
 const NO_STAGE = { label: '', kind: '' };
 
-// What `render*` reads a request's data record through when it uses no data set.
-const NO_RECORD = { field: () => '' };
+// The data records of a request that reads no data set.
+const NO_ROW = {};
 
 // Date.now, read once: a global such as `Date` is looked up by name each time it is used.
 const now = Date.now;
@@ -346,7 +289,7 @@ function hotPath(runner) {
       else {
         let params = req.fixedParams;
         if (sent === null) {
-          sent = runner.render(req, runner.recordFor(req));
+          sent = runner.render(req, runner.row(req));
           params = Object.assign({}, req.params, { headers: sent.headers });
         }
         res = Runner.request(req, sent, params);
@@ -397,8 +340,8 @@ function hotPath(runner) {
 
 // scenario: {name, baseUrl, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}],
 //            emit: {ok, successes, ttfb}}
-// requests: [{name, weight, method, path, headers, json, body, chat, stream, expectStatus, expectContains,
-//             timeout}]; data: {name: {defaultField, pick, records}}. See the generated script.
+// requests: [{name, weight, method, path, headers, json, body, datasets, chat, stream, expectStatus,
+//             expectContains, timeout}]; data: {name: {pick, records}}. See the generated script.
 //
 // A request sent thousands of times a second makes every step of sending it count (see hotPath):
 // anything that does not depend on the data record or the moment is prepared once here (per VU: each VU
@@ -437,17 +380,6 @@ export class Runner {
   }
 
   prepare(req) {
-    const compiled = {
-      path: parseTemplate(req.path),
-      // the request's headers are all it sends (the compiler merged the target's in)
-      headers: Object.keys(req.headers).map((key) => [key, parseTemplate(String(req.headers[key]))]),
-      json: req.json === null ? null : compileValue(req.json),
-      body: req.body === null ? null : parseTemplate(req.body),
-      contains: req.expectContains === null ? null : parseTemplate(req.expectContains),
-    };
-    const used = new Set();
-    for (const part of [compiled.path, compiled.json, compiled.body, compiled.contains]) usedDatasets(part, used);
-    for (const [, value] of compiled.headers) usedDatasets(value, used);
     this.total += Math.max(0, req.weight);
     // k6 converts a request's params on every request (a few us each, against ~30 us for the whole
     // request), so a key is set only where it differs from the script's defaults: the body is read only
@@ -462,23 +394,24 @@ export class Runner {
     // series, not one per record. No other tag: the records are the runtime's own console batches, and k6
     // writes every tag on every one of those samples (a name and a stage tag cost 15% of k6's rate against a
     // fast endpoint).
-    if (usedDatasets(compiled.path, new Set()).size > 0) params.tags = { name: req.name };
+    if (req.path instanceof Template && req.path.parts.some((part) => part.data !== undefined)) {
+      params.tags = { name: req.name };
+    }
     const prepared = {
       spec: req,
       ...Runner.caller(req),
       expected: req.expectStatus,
       anyOk: req.expectStatus.length === 0, // no `expect.status`: any 2xx
       cumulative: this.total,
-      compiled,
-      datasets: Array.from(used).filter((name) => this.data[name] !== undefined),
+      headerNames: Object.keys(req.headers), // the request's headers are all it sends
       fixed: null,
       params,
       tags: new Map(), // see recordTags
       outcomes: new Map(), // see outcomeIndex
     };
-    if (prepared.datasets.length === 0) {
+    if (req.datasets.length === 0) {
       // no data record: everything but the moment is the same every time (`${env:...}` included)
-      prepared.fixed = this.render(prepared, NO_RECORD);
+      prepared.fixed = this.render(prepared, NO_ROW);
       if (Object.keys(prepared.fixed.headers).length > 0) params.headers = prepared.fixed.headers;
     }
     return prepared;
@@ -542,37 +475,28 @@ export class Runner {
     return i;
   }
 
-  // One record per data set the request uses, shared by all its references.
-  recordFor(req) {
-    const chosen = {};
-    for (const name of req.datasets) {
-      const dataset = this.data[name];
-      const n = dataset.records.length;
-      if (n === 0) continue;
-      const index = dataset.pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(this.random() * n);
-      chosen[name] = dataset.records[index];
+  // One record of each data set the request reads, shared by all its references.
+  row(req) {
+    const row = {};
+    for (const name of req.spec.datasets) {
+      const records = this.data[name].records;
+      const n = records.length;
+      const index = this.data[name].pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(this.random() * n);
+      row[name] = records[index];
     }
-    const data = this.data;
-    return {
-      field(name, field) {
-        const record = chosen[name];
-        if (record === undefined) return '';
-        const value = record[field === null ? data[name].defaultField : field];
-        return value === undefined ? '' : String(value);
-      },
-    };
+    return row;
   }
 
-  // The request's URL, headers, body and expected answer text with one data record.
-  render(req, ctx) {
-    const compiled = req.compiled;
+  // The request's URL, headers, body and expected answer text with one data record of each data set.
+  render(req, row) {
+    const spec = req.spec;
     const headers = {};
-    for (const [key, value] of compiled.headers) headers[key] = renderString(value, ctx);
+    for (const name of req.headerNames) headers[name] = renderText(spec.headers[name], row);
     let body = null;
-    if (compiled.json !== null) body = JSON.stringify(renderValue(compiled.json, ctx));
-    else if (compiled.body !== null) body = renderString(compiled.body, ctx);
-    const url = this.baseUrl + renderString(compiled.path, ctx);
-    const contains = compiled.contains === null ? null : normalizeText(renderString(compiled.contains, ctx));
+    if (spec.json !== null) body = JSON.stringify(renderJson(spec.json, row));
+    else if (spec.body !== null) body = renderText(spec.body, row);
+    const url = this.baseUrl + renderText(spec.path, row);
+    const contains = spec.expectContains === null ? null : normalizeText(renderText(spec.expectContains, row));
     return { url, headers, body, contains };
   }
 

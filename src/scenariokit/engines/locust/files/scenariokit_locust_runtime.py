@@ -1,8 +1,9 @@
 """scenariokit's runtime for generated locustfiles (copied next to the script; needs only Locust).
 
-It renders request templates from data, sends each request through the user's FastHttpSession, judges it
-against its `expect`, measures what Locust does not (TTFB, TTFT and inter-token gaps of streamed chat
-answers, exact latency), and writes one JSON line per request for scenariokit's runner.
+It renders the compiler's parsed templates with data, sends each request through the user's
+FastHttpSession, judges it against its `expect`, measures what Locust does not (TTFB, TTFT and inter-token
+gaps of streamed chat answers, exact latency), and writes one JSON line per request for scenariokit's
+runner.
 
 Records: when SCENARIOKIT_RESULTS_DIR is set, each process appends to `records-<pid>.jsonl` there, flushed
 every 0.5 s and at exit, one JSON array per request, its fields in the order of RECORD_FIELDS (an array
@@ -33,7 +34,6 @@ import json
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,71 +45,51 @@ from locust import events
 
 DROP_AFTER_S = 1.0
 FLUSH_EVERY_S = 0.5
-_TEMPLATE = re.compile(
-    r"\{\{|\}\}|\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}|\{([A-Za-z_][A-Za-z0-9_-]*)(?:\.([A-Za-z_][A-Za-z0-9_-]*))?\}"
-)
 
 
 # --- templates ------------------------------------------------------------------------------------
+# The compiler parsed every template (compile/ir.py): here a template is a tuple of parts, each literal
+# text, ("data", data set, field) or ("env", NAME); any other string is sent as it is. A JSON body is a
+# tree whose strings may be such tuples (JSON has no tuples, so one is never data). `row` holds the one
+# record of each data set the request reads.
 
 
-def render_text(text: str, record_for: Any) -> str:
-    """Replace `{set}`, `{set.field}`, `${env:NAME}`, `{{`, `}}` in one string."""
-    if "{" not in text and "}" not in text:
-        return text
-
-    def replace(match: re.Match[str]) -> str:
-        whole, env, dataset, field_name = match.group(0), match.group(1), match.group(2), match.group(3)
-        if whole == "{{":
-            return "{"
-        if whole == "}}":
-            return "}"
-        if env is not None:
-            return os.environ.get(env, "")
-        data = record_for(dataset)
-        return data.record[field_name or data.default_field]
-
-    return _TEMPLATE.sub(replace, text)
+def render(parts: tuple[Any, ...], row: dict[str, dict[str, str]]) -> str:
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif part[0] == "env":
+            out.append(os.environ.get(part[1], ""))
+        else:
+            out.append(row[part[1]][part[2]])
+    return "".join(out)
 
 
-def render(value: Any, record_for: Any) -> Any:
-    if isinstance(value, str):
-        return render_text(value, record_for)
+def render_text(value: Any, row: dict[str, dict[str, str]]) -> Any:
+    return render(value, row) if isinstance(value, tuple) else value
+
+
+def render_json(value: Any, row: dict[str, dict[str, str]]) -> Any:
+    if isinstance(value, tuple):
+        return render(value, row)
     if isinstance(value, list):
-        return [render(v, record_for) for v in value]
+        return [render_json(v, row) for v in value]
     if isinstance(value, dict):
-        return {k: render(v, record_for) for k, v in value.items()}
+        return {k: render_json(v, row) for k, v in value.items()}
     return value
-
-
-def has_template(value: Any) -> bool:
-    """Whether rendering could change the value (a `{...}` or `${env:...}` anywhere in it)."""
-    if isinstance(value, str):
-        return "{" in value or "}" in value
-    if isinstance(value, list):
-        return any(has_template(v) for v in value)
-    if isinstance(value, dict):
-        return any(has_template(v) for v in value.values())
-    return False
 
 
 @dataclass(frozen=True)
 class DataSet:
     name: str
-    default_field: str
     pick: str
     records: list[dict[str, str]]
 
     @classmethod
     def load(cls, path: Path) -> DataSet:
         payload = json.loads(path.read_text(encoding="utf-8"))
-        return cls(payload["name"], payload["default_field"], payload["pick"], payload["records"])
-
-
-@dataclass(frozen=True)
-class Chosen:
-    record: dict[str, str]
-    default_field: str
+        return cls(payload["name"], payload["pick"], payload["records"])
 
 
 # --- the scenario as data -------------------------------------------------------------------------
@@ -117,26 +97,41 @@ class Chosen:
 
 @dataclass(frozen=True)
 class Request:
+    """One kind of request; its strings may be templates (see render), `datasets` those they read."""
+
     name: str
     method: str
-    path: str
-    headers: dict[str, str] = field(default_factory=dict)
+    path: Any
+    headers: dict[str, Any] = field(default_factory=dict)
     json: Any = None
-    body: str | None = None
+    body: Any = None
+    datasets: tuple[str, ...] = ()
     chat: bool = False
     stream: bool = False
     expect_status: tuple[int, ...] = ()
-    expect_contains: str | None = None
+    expect_contains: Any = None
     timeout: float = 60.0
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """What does not change between sends of a request: whether any part holds a template (a request
-    without one skips rendering on the hot path), and then its body as sent."""
+class Sent:
+    """A request rendered: what goes on the wire (JSON as text, passed as data, so that Locust's client
+    adds no header of its own: the compiled headers are all a request sends) and the answer it expects."""
 
-    templated: bool
+    path: str
+    headers: dict[str, str]
     body: str | None
+    contains: str | None
+
+    @classmethod
+    def of(cls, request: Request, row: dict[str, dict[str, str]]) -> Sent:
+        headers = {name: render_text(value, row) for name, value in request.headers.items()}
+        if request.json is not None:
+            body = json.dumps(render_json(request.json, row))
+        else:
+            body = render_text(request.body, row)
+        contains = render_text(request.expect_contains, row)
+        return cls(render_text(request.path, row), headers, body, contains)
 
 
 @dataclass(frozen=True)
@@ -173,7 +168,7 @@ class Scenario:
         self._sequential: dict[str, int] = {}
         self._users = 0
         self._arrivals: Iterator[float] | None = None
-        self._prepared: dict[str, Prepared] = {}
+        self._fixed: dict[str, Sent] = {}
         self.recorder = Recorder(os.environ.get("SCENARIOKIT_RESULTS_DIR"))
         events.test_start.add_listener(self._on_test_start)
 
@@ -220,12 +215,11 @@ class Scenario:
             return stage, stage.end
         return stage, stage.start + (stage.end - stage.start) * min(1.0, offset / stage.duration)
 
-    def prepared(self, request: Request) -> Prepared:
-        found = self._prepared.get(request.name)
+    def fixed(self, request: Request) -> Sent:
+        """A request that reads no data set, rendered once (its environment references do not change)."""
+        found = self._fixed.get(request.name)
         if found is None:
-            parts = (request.headers, request.path, request.json, request.body, request.expect_contains)
-            templated = has_template(list(parts))
-            found = self._prepared[request.name] = Prepared(templated, None if templated else body(request))
+            found = self._fixed[request.name] = Sent.of(request, {})
         return found
 
     def closed_tick(self, run_time: float, current_users: int) -> tuple[int, float] | None:
@@ -249,23 +243,18 @@ class Scenario:
         self._users += 1
         return random.Random(self.seed * 1_000_003 + self._users)
 
-    def record_chooser(self, rng: random.Random) -> Any:
-        """A function dataset name -> Chosen, picking one record per data set for one request."""
-        chosen: dict[str, Chosen] = {}
-
-        def record_for(name: str) -> Chosen:
-            if name not in chosen:
-                data = self.datasets[name]
-                if data.pick == "sequential":
-                    i = self._sequential.get(name, 0)
-                    self._sequential[name] = i + 1
-                    record = data.records[i % len(data.records)]
-                else:
-                    record = rng.choice(data.records)
-                chosen[name] = Chosen(record, data.default_field)
-            return chosen[name]
-
-        return record_for
+    def row(self, rng: random.Random, names: tuple[str, ...]) -> dict[str, dict[str, str]]:
+        """One record of each named data set, for one request (all its references read the same one)."""
+        row = {}
+        for name in names:
+            data = self.datasets[name]
+            if data.pick == "sequential":
+                i = self._sequential.get(name, 0)
+                self._sequential[name] = i + 1
+                row[name] = data.records[i % len(data.records)]
+            else:
+                row[name] = rng.choice(data.records)
+        return row
 
     def next_arrival(self) -> float | None:
         """Open model: the intended start of the next arrival this user may send, or None when done."""
@@ -478,16 +467,6 @@ def judge(request: Request, measured: Measured, contains: str | None) -> str | N
     return None
 
 
-def body(request: Request, record_for: Any = None) -> str | None:
-    """The body as sent, rendered with `record_for` when given: JSON as text (passed as data, so that
-    Locust's client adds no header of its own: the compiled headers are all a request sends)."""
-    if request.json is not None:
-        return json.dumps(request.json if record_for is None else render(request.json, record_for))
-    if request.body is not None:
-        return request.body if record_for is None else render_text(request.body, record_for)
-    return None
-
-
 class Client:
     """One per Locust user: picks records, sends requests, records what happened."""
 
@@ -504,20 +483,14 @@ class Client:
                 gevent.sleep(1.0)  # the schedule is over; the shape ends the run
                 return
             gevent.sleep(max(0.0, intended - time.time()))
-        prepared = self.scenario.prepared(request)
-        if not prepared.templated:  # sent as written: nothing to render
-            kwargs: dict[str, Any] = {"headers": request.headers}
-            if prepared.body is not None:
-                kwargs["data"] = prepared.body
-            self._send(request, request.path, kwargs, request.expect_contains, intended)
-            return
-        record_for = self.scenario.record_chooser(self.rng)
-        contains = render_text(request.expect_contains, record_for) if request.expect_contains else None
-        kwargs = {"headers": render(request.headers, record_for)}
-        sent = body(request, record_for)
-        if sent is not None:
-            kwargs["data"] = sent
-        self._send(request, render_text(request.path, record_for), kwargs, contains, intended)
+        if request.datasets:
+            sent = Sent.of(request, self.scenario.row(self.rng, request.datasets))
+        else:  # the same every time: rendered once
+            sent = self.scenario.fixed(request)
+        kwargs: dict[str, Any] = {"headers": sent.headers}
+        if sent.body is not None:
+            kwargs["data"] = sent.body
+        self._send(request, sent.path, kwargs, sent.contains, intended)
 
     def _send(
         self,
