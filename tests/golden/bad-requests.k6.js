@@ -17,9 +17,17 @@ const SCENARIO = {
   thinkTime: {"kind": "uniform", "low": 0.2, "high": 0.8},
   emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
   loadModel: "closed",
+  // the curve on the scenario's clock: [start, end) seconds (empty for an instant jump), level from -> to
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 10.0, "from": 0.0, "to": 4.0},
-    {"label": "hold", "kind": "hold", "duration": 40.0, "from": 4.0, "to": 4.0},
+    {"label": "ramp", "kind": "ramp", "start": 0.0, "end": 10.0, "from": 0.0, "to": 4.0},
+    {"label": "hold", "kind": "hold", "start": 10.0, "end": 50.0, "from": 4.0, "to": 4.0},
+  ],
+  // a failure without a response: the first row naming its error code or a fragment of its message gives
+  // its kind, else "other"
+  failures: [
+    ["connection_refused", [1212], ["refused"]],
+    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
+    ["timeout", [1050, 1211], ["timeout", "timed out"]],
   ],
 };
 

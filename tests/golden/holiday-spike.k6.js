@@ -17,14 +17,22 @@ const SCENARIO = {
   thinkTime: {"kind": "uniform", "low": 0.5, "high": 1.5},
   emit: {"latency": true, "ok": true, "successes": true, "ttfb": false},
   loadModel: "closed",
+  // the curve on the scenario's clock: [start, end) seconds (empty for an instant jump), level from -> to
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 15.0, "from": 0.0, "to": 4.0},
-    {"label": "hold", "kind": "hold", "duration": 30.0, "from": 4.0, "to": 4.0},
-    {"label": "flash-sale", "kind": "spike", "duration": 0.0, "from": 4.0, "to": 24.0},
-    {"label": "flash-sale", "kind": "spike", "duration": 20.0, "from": 24.0, "to": 24.0},
-    {"label": "flash-sale", "kind": "spike", "duration": 0.0, "from": 24.0, "to": 4.0},
-    {"label": "hold#2", "kind": "hold", "duration": 30.0, "from": 4.0, "to": 4.0},
-    {"label": "ramp#2", "kind": "ramp", "duration": 5.0, "from": 4.0, "to": 0.0},
+    {"label": "ramp", "kind": "ramp", "start": 0.0, "end": 15.0, "from": 0.0, "to": 4.0},
+    {"label": "hold", "kind": "hold", "start": 15.0, "end": 45.0, "from": 4.0, "to": 4.0},
+    {"label": "flash-sale", "kind": "spike", "start": 45.0, "end": 45.0, "from": 4.0, "to": 24.0},
+    {"label": "flash-sale", "kind": "spike", "start": 45.0, "end": 65.0, "from": 24.0, "to": 24.0},
+    {"label": "flash-sale", "kind": "spike", "start": 65.0, "end": 65.0, "from": 24.0, "to": 4.0},
+    {"label": "hold#2", "kind": "hold", "start": 65.0, "end": 95.0, "from": 4.0, "to": 4.0},
+    {"label": "ramp#2", "kind": "ramp", "start": 95.0, "end": 100.0, "from": 4.0, "to": 0.0},
+  ],
+  // a failure without a response: the first row naming its error code or a fragment of its message gives
+  // its kind, else "other"
+  failures: [
+    ["connection_refused", [1212], ["refused"]],
+    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
+    ["timeout", [1050, 1211], ["timeout", "timed out"]],
   ],
 };
 

@@ -16,14 +16,23 @@ SCENARIO = sk.Scenario(
     datasets=['images'],
     seed=0,
     max_users=0,
+    # the curve on the test's clock: label, kind, [start_s, end_s) from its start (empty for an instant
+    # jump), the level moving from start to end
     stages=[
-        sk.Stage('ramp', duration=15.0, start=0.0, end=4.0),
-        sk.Stage('hold', duration=30.0, start=4.0, end=4.0),
-        sk.Stage('flash-sale', duration=0.0, start=4.0, end=24.0),
-        sk.Stage('flash-sale', duration=20.0, start=24.0, end=24.0),
-        sk.Stage('flash-sale', duration=0.0, start=24.0, end=4.0),
-        sk.Stage('hold#2', duration=30.0, start=4.0, end=4.0),
-        sk.Stage('ramp#2', duration=5.0, start=4.0, end=0.0),
+        sk.Stage('ramp', 'ramp', start_s=0.0, end_s=15.0, start=0.0, end=4.0),
+        sk.Stage('hold', 'hold', start_s=15.0, end_s=45.0, start=4.0, end=4.0),
+        sk.Stage('flash-sale', 'spike', start_s=45.0, end_s=45.0, start=4.0, end=24.0),
+        sk.Stage('flash-sale', 'spike', start_s=45.0, end_s=65.0, start=24.0, end=24.0),
+        sk.Stage('flash-sale', 'spike', start_s=65.0, end_s=65.0, start=24.0, end=4.0),
+        sk.Stage('hold#2', 'hold', start_s=65.0, end_s=95.0, start=4.0, end=4.0),
+        sk.Stage('ramp#2', 'ramp', start_s=95.0, end_s=100.0, start=4.0, end=0.0),
+    ],
+    # a failure without a response: the first row naming its exception class (or a base) or a fragment of
+    # its message gives its kind, else "other"
+    failures=[
+        ('connection_refused', ('ConnectionRefusedError',), ('refused',)),
+        ('connection_reset', ('ConnectionResetError', 'BrokenPipeError'), ('reset', 'broken pipe')),
+        ('timeout', ('TimeoutError',), ('timeout', 'timed out')),
     ],
 )
 

@@ -16,23 +16,32 @@ SCENARIO = sk.Scenario(
     datasets=['images'],
     seed=0,
     max_users=0,
+    # the curve on the test's clock: label, kind, [start_s, end_s) from its start (empty for an instant
+    # jump), the level moving from start to end
     stages=[
-        sk.Stage('sweep', duration=20.0, start=1.0, end=1.0),
-        sk.Stage('sweep', duration=0.0, start=1.0, end=2.0),
-        sk.Stage('sweep', duration=20.0, start=2.0, end=2.0),
-        sk.Stage('sweep', duration=0.0, start=2.0, end=3.0),
-        sk.Stage('sweep', duration=20.0, start=3.0, end=3.0),
-        sk.Stage('sweep', duration=0.0, start=3.0, end=4.0),
-        sk.Stage('sweep', duration=20.0, start=4.0, end=4.0),
-        sk.Stage('sweep', duration=0.0, start=4.0, end=5.0),
-        sk.Stage('sweep', duration=20.0, start=5.0, end=5.0),
-        sk.Stage('sweep', duration=0.0, start=5.0, end=6.0),
-        sk.Stage('sweep', duration=20.0, start=6.0, end=6.0),
-        sk.Stage('sweep', duration=0.0, start=6.0, end=7.0),
-        sk.Stage('sweep', duration=20.0, start=7.0, end=7.0),
-        sk.Stage('sweep', duration=0.0, start=7.0, end=8.0),
-        sk.Stage('sweep', duration=20.0, start=8.0, end=8.0),
-        sk.Stage('ramp', duration=5.0, start=8.0, end=0.0),
+        sk.Stage('sweep', 'steps', start_s=0.0, end_s=20.0, start=1.0, end=1.0),
+        sk.Stage('sweep', 'steps', start_s=20.0, end_s=20.0, start=1.0, end=2.0),
+        sk.Stage('sweep', 'steps', start_s=20.0, end_s=40.0, start=2.0, end=2.0),
+        sk.Stage('sweep', 'steps', start_s=40.0, end_s=40.0, start=2.0, end=3.0),
+        sk.Stage('sweep', 'steps', start_s=40.0, end_s=60.0, start=3.0, end=3.0),
+        sk.Stage('sweep', 'steps', start_s=60.0, end_s=60.0, start=3.0, end=4.0),
+        sk.Stage('sweep', 'steps', start_s=60.0, end_s=80.0, start=4.0, end=4.0),
+        sk.Stage('sweep', 'steps', start_s=80.0, end_s=80.0, start=4.0, end=5.0),
+        sk.Stage('sweep', 'steps', start_s=80.0, end_s=100.0, start=5.0, end=5.0),
+        sk.Stage('sweep', 'steps', start_s=100.0, end_s=100.0, start=5.0, end=6.0),
+        sk.Stage('sweep', 'steps', start_s=100.0, end_s=120.0, start=6.0, end=6.0),
+        sk.Stage('sweep', 'steps', start_s=120.0, end_s=120.0, start=6.0, end=7.0),
+        sk.Stage('sweep', 'steps', start_s=120.0, end_s=140.0, start=7.0, end=7.0),
+        sk.Stage('sweep', 'steps', start_s=140.0, end_s=140.0, start=7.0, end=8.0),
+        sk.Stage('sweep', 'steps', start_s=140.0, end_s=160.0, start=8.0, end=8.0),
+        sk.Stage('ramp', 'ramp', start_s=160.0, end_s=165.0, start=8.0, end=0.0),
+    ],
+    # a failure without a response: the first row naming its exception class (or a base) or a fragment of
+    # its message gives its kind, else "other"
+    failures=[
+        ('connection_refused', ('ConnectionRefusedError',), ('refused',)),
+        ('connection_reset', ('ConnectionResetError', 'BrokenPipeError'), ('reset', 'broken pipe')),
+        ('timeout', ('TimeoutError',), ('timeout', 'timed out')),
     ],
 )
 

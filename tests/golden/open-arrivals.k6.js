@@ -16,13 +16,21 @@ const SCENARIO = {
   thinkTime: {"kind": "none"},
   emit: {"latency": true, "ok": false, "successes": true, "ttfb": false},
   loadModel: "open",
+  // the curve on the scenario's clock: [start, end) seconds (empty for an instant jump), level from -> to
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 20.0, "from": 0.5, "to": 2.0},
-    {"label": "hold", "kind": "hold", "duration": 30.0, "from": 2.0, "to": 2.0},
-    {"label": "spike", "kind": "spike", "duration": 0.0, "from": 2.0, "to": 5.0},
-    {"label": "spike", "kind": "spike", "duration": 10.0, "from": 5.0, "to": 5.0},
-    {"label": "spike", "kind": "spike", "duration": 0.0, "from": 5.0, "to": 2.0},
-    {"label": "hold#2", "kind": "hold", "duration": 20.0, "from": 2.0, "to": 2.0},
+    {"label": "ramp", "kind": "ramp", "start": 0.0, "end": 20.0, "from": 0.5, "to": 2.0},
+    {"label": "hold", "kind": "hold", "start": 20.0, "end": 50.0, "from": 2.0, "to": 2.0},
+    {"label": "spike", "kind": "spike", "start": 50.0, "end": 50.0, "from": 2.0, "to": 5.0},
+    {"label": "spike", "kind": "spike", "start": 50.0, "end": 60.0, "from": 5.0, "to": 5.0},
+    {"label": "spike", "kind": "spike", "start": 60.0, "end": 60.0, "from": 5.0, "to": 2.0},
+    {"label": "hold#2", "kind": "hold", "start": 60.0, "end": 80.0, "from": 2.0, "to": 2.0},
+  ],
+  // a failure without a response: the first row naming its error code or a fragment of its message gives
+  // its kind, else "other"
+  failures: [
+    ["connection_refused", [1212], ["refused"]],
+    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
+    ["timeout", [1050, 1211], ["timeout", "timed out"]],
   ],
 };
 

@@ -16,13 +16,22 @@ SCENARIO = sk.Scenario(
     datasets=['images'],
     seed=0,
     max_users=16,
+    # the curve on the test's clock: label, kind, [start_s, end_s) from its start (empty for an instant
+    # jump), the level moving from start to end
     stages=[
-        sk.Stage('ramp', duration=20.0, start=0.5, end=2.0),
-        sk.Stage('hold', duration=30.0, start=2.0, end=2.0),
-        sk.Stage('spike', duration=0.0, start=2.0, end=5.0),
-        sk.Stage('spike', duration=10.0, start=5.0, end=5.0),
-        sk.Stage('spike', duration=0.0, start=5.0, end=2.0),
-        sk.Stage('hold#2', duration=20.0, start=2.0, end=2.0),
+        sk.Stage('ramp', 'ramp', start_s=0.0, end_s=20.0, start=0.5, end=2.0),
+        sk.Stage('hold', 'hold', start_s=20.0, end_s=50.0, start=2.0, end=2.0),
+        sk.Stage('spike', 'spike', start_s=50.0, end_s=50.0, start=2.0, end=5.0),
+        sk.Stage('spike', 'spike', start_s=50.0, end_s=60.0, start=5.0, end=5.0),
+        sk.Stage('spike', 'spike', start_s=60.0, end_s=60.0, start=5.0, end=2.0),
+        sk.Stage('hold#2', 'hold', start_s=60.0, end_s=80.0, start=2.0, end=2.0),
+    ],
+    # a failure without a response: the first row naming its exception class (or a base) or a fragment of
+    # its message gives its kind, else "other"
+    failures=[
+        ('connection_refused', ('ConnectionRefusedError',), ('refused',)),
+        ('connection_reset', ('ConnectionResetError', 'BrokenPipeError'), ('reset', 'broken pipe')),
+        ('timeout', ('TimeoutError',), ('timeout', 'timed out')),
     ],
 )
 

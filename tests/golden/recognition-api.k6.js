@@ -17,9 +17,17 @@ const SCENARIO = {
   thinkTime: {"kind": "uniform", "low": 0.5, "high": 2.5},
   emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
   loadModel: "closed",
+  // the curve on the scenario's clock: [start, end) seconds (empty for an instant jump), level from -> to
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 100.0, "from": 0.0, "to": 10000.0},
-    {"label": "hold", "kind": "hold", "duration": 600.0, "from": 10000.0, "to": 10000.0},
+    {"label": "ramp", "kind": "ramp", "start": 0.0, "end": 100.0, "from": 0.0, "to": 10000.0},
+    {"label": "hold", "kind": "hold", "start": 100.0, "end": 700.0, "from": 10000.0, "to": 10000.0},
+  ],
+  // a failure without a response: the first row naming its error code or a fragment of its message gives
+  // its kind, else "other"
+  failures: [
+    ["connection_refused", [1212], ["refused"]],
+    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
+    ["timeout", [1050, 1211], ["timeout", "timed out"]],
   ],
 };
 

@@ -16,9 +16,18 @@ SCENARIO = sk.Scenario(
     datasets=['images'],
     seed=0,
     max_users=0,
+    # the curve on the test's clock: label, kind, [start_s, end_s) from its start (empty for an instant
+    # jump), the level moving from start to end
     stages=[
-        sk.Stage('ramp', duration=100.0, start=0.0, end=10000.0),
-        sk.Stage('hold', duration=600.0, start=10000.0, end=10000.0),
+        sk.Stage('ramp', 'ramp', start_s=0.0, end_s=100.0, start=0.0, end=10000.0),
+        sk.Stage('hold', 'hold', start_s=100.0, end_s=700.0, start=10000.0, end=10000.0),
+    ],
+    # a failure without a response: the first row naming its exception class (or a base) or a fragment of
+    # its message gives its kind, else "other"
+    failures=[
+        ('connection_refused', ('ConnectionRefusedError',), ('refused',)),
+        ('connection_reset', ('ConnectionResetError', 'BrokenPipeError'), ('reset', 'broken pipe')),
+        ('timeout', ('TimeoutError',), ('timeout', 'timed out')),
     ],
 )
 

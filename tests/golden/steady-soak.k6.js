@@ -17,10 +17,18 @@ const SCENARIO = {
   thinkTime: {"kind": "exponential", "mean": 2.0},
   emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
   loadModel: "closed",
+  // the curve on the scenario's clock: [start, end) seconds (empty for an instant jump), level from -> to
   stages: [
-    {"label": "ramp", "kind": "ramp", "duration": 60.0, "from": 0.0, "to": 2.0},
-    {"label": "soak", "kind": "hold", "duration": 1800.0, "from": 2.0, "to": 2.0},
-    {"label": "ramp#2", "kind": "ramp", "duration": 30.0, "from": 2.0, "to": 0.0},
+    {"label": "ramp", "kind": "ramp", "start": 0.0, "end": 60.0, "from": 0.0, "to": 2.0},
+    {"label": "soak", "kind": "hold", "start": 60.0, "end": 1860.0, "from": 2.0, "to": 2.0},
+    {"label": "ramp#2", "kind": "ramp", "start": 1860.0, "end": 1890.0, "from": 2.0, "to": 0.0},
+  ],
+  // a failure without a response: the first row naming its error code or a fragment of its message gives
+  // its kind, else "other"
+  failures: [
+    ["connection_refused", [1212], ["refused"]],
+    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
+    ["timeout", [1050, 1211], ["timeout", "timed out"]],
   ],
 };
 

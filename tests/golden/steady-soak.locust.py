@@ -16,10 +16,19 @@ SCENARIO = sk.Scenario(
     datasets=['images'],
     seed=0,
     max_users=0,
+    # the curve on the test's clock: label, kind, [start_s, end_s) from its start (empty for an instant
+    # jump), the level moving from start to end
     stages=[
-        sk.Stage('ramp', duration=60.0, start=0.0, end=2.0),
-        sk.Stage('soak', duration=1800.0, start=2.0, end=2.0),
-        sk.Stage('ramp#2', duration=30.0, start=2.0, end=0.0),
+        sk.Stage('ramp', 'ramp', start_s=0.0, end_s=60.0, start=0.0, end=2.0),
+        sk.Stage('soak', 'hold', start_s=60.0, end_s=1860.0, start=2.0, end=2.0),
+        sk.Stage('ramp#2', 'ramp', start_s=1860.0, end_s=1890.0, start=2.0, end=0.0),
+    ],
+    # a failure without a response: the first row naming its exception class (or a base) or a fragment of
+    # its message gives its kind, else "other"
+    failures=[
+        ('connection_refused', ('ConnectionRefusedError',), ('refused',)),
+        ('connection_reset', ('ConnectionResetError', 'BrokenPipeError'), ('reset', 'broken pipe')),
+        ('timeout', ('TimeoutError',), ('timeout', 'timed out')),
     ],
 )
 

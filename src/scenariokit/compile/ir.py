@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from typing import Literal, Union
 
 from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span
@@ -95,18 +96,18 @@ class LoadProfile:
     def peak(self) -> float:
         return max((max(s.start, s.end) for s in self.stages), default=0.0)
 
+    @cached_property
+    def table(self) -> StageTable:
+        return StageTable.of(self.stages)
+
     def level_at(self, t: float) -> float:
         """The intended users (closed) or rate (open) at `t` seconds into the run."""
-        stage, offset = self.stage_at(t)
-        return stage.level_at(offset) if stage else 0.0
+        return self.table.level_at(t)
 
-    def stage_at(self, t: float) -> tuple[Stage | None, float]:
-        elapsed = 0.0
-        for stage in self.stages:
-            if t < elapsed + stage.duration_s:
-                return stage, t - elapsed
-            elapsed += stage.duration_s
-        return (self.stages[-1], self.stages[-1].duration_s) if self.stages else (None, 0.0)
+    def stage_at(self, t: float) -> tuple[StageWindow | None, float]:
+        """The stage the run is in at `t` (see StageTable), and how far into it `t` is."""
+        window = self.table.window_at(t)
+        return (window, t - window.start_s) if window else (None, 0.0)
 
     def level_integral(self) -> float:
         """Area under the curve: user-seconds (closed) or total arrivals (open)."""
@@ -119,6 +120,88 @@ class LoadProfile:
             out.append((stage, elapsed, elapsed + stage.duration_s))
             elapsed += stage.duration_s
         return out
+
+
+@dataclass(frozen=True)
+class StageWindow:
+    """One stage on the run's clock: [start_s, end_s) from the run's start, its level moving linearly
+    from `start` to `end`. A zero-length stage (an instant jump) has an empty window: it holds no time,
+    so no request is ever in it."""
+
+    label: str
+    kind: str
+    start_s: float
+    end_s: float
+    start: float
+    end: float
+
+    @property
+    def lasts(self) -> bool:
+        return self.end_s > self.start_s
+
+    def level_at(self, t: float) -> float:
+        if not self.lasts:
+            return self.end
+        frac = min(max((t - self.start_s) / (self.end_s - self.start_s), 0.0), 1.0)
+        return self.start + (self.end - self.start) * frac
+
+
+@dataclass(frozen=True)
+class StageTable:
+    """Which stage a run is in at `t` seconds from its start: the one answer for every reader (the
+    results here; both runtimes get the table as data in their script and look it up the same way).
+
+    The stage at `t` is the first stage that lasts and is not over at `t` (so before the start, the first
+    that lasts); once the curve is over (an engine's graceful stop), the last that lasts. The level at `t`
+    is that stage's, interpolated; once the curve is over, where the curve ends (after a trailing jump,
+    such as a spike's drop, where it lands).
+    """
+
+    stages: tuple[StageWindow, ...]
+
+    @classmethod
+    def of(cls, stages: Sequence[Stage]) -> StageTable:
+        rows, elapsed = [], 0.0
+        for stage in stages:
+            end_s = elapsed + stage.duration_s
+            rows.append(StageWindow(stage.label, stage.kind, elapsed, end_s, stage.start, stage.end))
+            elapsed = end_s
+        return cls(tuple(rows))
+
+    @property
+    def windows(self) -> tuple[StageWindow, ...]:
+        """The stages that last, in order."""
+        return tuple(row for row in self.stages if row.lasts)
+
+    @property
+    def duration_s(self) -> float:
+        return self.stages[-1].end_s if self.stages else 0.0
+
+    def index_at(self, t: float) -> int:
+        """The index in `stages` of the stage at `t` (see the class), or -1 when no stage lasts."""
+        found = -1
+        for i, row in enumerate(self.stages):
+            if row.lasts:
+                found = i
+                if t < row.end_s:
+                    break
+        return found
+
+    def window_at(self, t: float) -> StageWindow | None:
+        i = self.index_at(t)
+        return self.stages[i] if i >= 0 else None
+
+    def level_at(self, t: float) -> float:
+        if not self.stages:
+            return 0.0
+        if t >= self.duration_s:
+            return self.stages[-1].end
+        window = self.window_at(t)
+        return window.level_at(t) if window else self.stages[-1].end
+
+    def intervals(self, name: str) -> list[tuple[float, float]]:
+        """[start_s, end_s) of the stages that last whose label or kind is `name` (`during name`)."""
+        return [(w.start_s, w.end_s) for w in self.windows if name in (w.label, w.kind)]
 
 
 # --- data -----------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Here the expression strings are parsed (with spans that point inside the YAML values), names are
 cross-checked (SLO `for` names, `during` windows, `{dataset.field}` references), chat requests are built
-into their JSON bodies, and the open model's user pool is sized by Little's law.
+into their JSON bodies, and the open model's user pool is sized by Little's law. Each request leaves here
+as it is sent: its templates parsed into parts and its headers merged with the target's (ir.merge_headers),
+so that the engines' runtimes only join parts.
 """
 
 from __future__ import annotations

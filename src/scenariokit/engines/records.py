@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from scenariokit.engines.outcomes import taxonomy
+
 
 class RequestRecord(NamedTuple):
     """One request. A named tuple, not a dataclass: the runner makes tens of thousands a second while the
@@ -50,17 +52,9 @@ class RequestRecord(NamedTuple):
 
     @property
     def error_kind(self) -> str | None:
-        """The error taxonomy: connection_refused, connection_reset, timeout, http_4xx:<code>,
-        http_5xx:<code>, wrong_answer, bad_stream, other. A name outside the contract is `other`."""
-        if self.error is None:
-            return None
-        code = self.error.removeprefix("http_")
-        if self.error.startswith("http_") and len(code) == 3 and code[0] in "45" and code.isdigit():
-            return f"http_{code[0]}xx:{code}"
-        return self.error if self.error in ERROR_KINDS else "other"
-
-
-ERROR_KINDS = frozenset({"connection_refused", "connection_reset", "timeout", "wrong_answer", "bad_stream"})
+        """The error as results group it (engines/outcomes.py): connection_refused, connection_reset,
+        timeout, http_4xx:<code>, http_5xx:<code>, wrong_answer, bad_stream, other."""
+        return taxonomy(self.error)
 
 
 class _LineTail:

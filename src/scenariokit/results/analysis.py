@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scenariokit.compile.ir import Stage
+from scenariokit.compile.ir import Stage, StageTable
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.metrics import RunData, sample_stats, timeline
 
@@ -34,12 +34,7 @@ ERROR_DISTRESS = 0.01  # per-second error share
 
 def level_at(stages: Sequence[Stage], offset_s: float) -> float:
     """The intended users (closed) or rate (open) `offset_s` into the run."""
-    elapsed = 0.0
-    for stage in stages:
-        if stage.duration_s > 0 and offset_s < elapsed + stage.duration_s:
-            return stage.level_at(offset_s - elapsed)
-        elapsed += stage.duration_s
-    return stages[-1].end if stages else 0.0
+    return StageTable.of(stages).level_at(offset_s)
 
 
 # --- load levels ----------------------------------------------------------------------------------
@@ -64,7 +59,8 @@ def load_levels(data: RunData) -> list[Level]:
     """Group the run's seconds by intended level (exact on holds and steps, binned on ramps)."""
     planned = sum(s.duration_s for s in data.stages)
     seconds = max(1, math.ceil(min(data.duration_s, planned) - 1e-6))  # the tail after the curve is no level
-    intended = [level_at(data.stages, s + 0.5) for s in range(seconds)]
+    table = StageTable.of(data.stages)
+    intended = [table.level_at(s + 0.5) for s in range(seconds)]
     groups = _bin_levels(intended)
     per_second: list[list[RequestRecord]] = [[] for _ in range(seconds)]
     for r in data.records:

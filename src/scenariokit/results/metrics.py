@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from scenariokit.compile.ir import Stage, Window
+from scenariokit.compile.ir import Stage, StageTable, Window
 from scenariokit.engines.records import RequestRecord
 
 MICROS = 1_000_000
@@ -107,12 +107,7 @@ def _nearest_rank(histogram: HdrHistogram, percentiles: list[float], count: int)
 
 def stage_intervals(stages: tuple[Stage, ...], name: str) -> list[tuple[float, float]]:
     """Offsets [start, end) of the stages whose label or kind is `name`."""
-    out, elapsed = [], 0.0
-    for stage in stages:
-        if name in (stage.label, stage.kind) and stage.duration_s > 0:
-            out.append((elapsed, elapsed + stage.duration_s))
-        elapsed += stage.duration_s
-    return out
+    return StageTable.of(stages).intervals(name)
 
 
 def window_intervals(
@@ -183,22 +178,19 @@ def per_name(data: RunData) -> dict[str, dict[str, object]]:
 
 
 def per_stage(data: RunData) -> list[dict[str, object]]:
-    rows, elapsed = [], 0.0
-    for stage in data.stages:
-        if stage.duration_s > 0:
-            window = Window(start_s=elapsed, end_s=elapsed + stage.duration_s)
-            records, length = data.select(window=window)
-            rows.append(
-                {
-                    "label": stage.label,
-                    "kind": stage.kind,
-                    "start_s": elapsed,
-                    "end_s": elapsed + stage.duration_s,
-                    "level": (stage.start, stage.end),
-                    **summarize(records, length),
-                }
-            )
-        elapsed += stage.duration_s
+    rows = []
+    for stage in StageTable.of(data.stages).windows:
+        records, length = data.select(window=Window(start_s=stage.start_s, end_s=stage.end_s))
+        rows.append(
+            {
+                "label": stage.label,
+                "kind": stage.kind,
+                "start_s": stage.start_s,
+                "end_s": stage.end_s,
+                "level": (stage.start, stage.end),
+                **summarize(records, length),
+            }
+        )
     return rows
 
 

@@ -21,8 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from scenariokit.compile.ir import Stage
-from scenariokit.results.analysis import level_at
+from scenariokit.compile.ir import Stage, StageTable
 from scenariokit.results.metrics import RunData, timeline
 from scenariokit.results.slo import show
 from scenariokit.results.store import load_records, read_samples
@@ -120,12 +119,10 @@ def _layout(fig: go.Figure, title: str, y_title: str, x_title: str = "seconds in
 
 def _stage_bands(fig: go.Figure, stages: tuple[Stage, ...]) -> None:
     """Shade every other stage and name it, so each curve reads against the load it was under."""
-    elapsed = 0.0
-    for i, stage in enumerate(s for s in stages if s.duration_s > 0):
-        end = elapsed + stage.duration_s
+    for i, stage in enumerate(StageTable.of(stages).windows):
         fig.add_vrect(
-            x0=elapsed,
-            x1=end,
+            x0=stage.start_s,
+            x1=stage.end_s,
             fillcolor="#8d99ae",
             opacity=0.08 if i % 2 == 0 else 0.0,
             line_width=0,
@@ -133,13 +130,13 @@ def _stage_bands(fig: go.Figure, stages: tuple[Stage, ...]) -> None:
             annotation_position="top left",
             annotation_font_size=10,
         )
-        elapsed = end
 
 
 def load_figure(data: RunData, unit: str) -> go.Figure:
     rows = timeline(data)
     seconds = [row["second"] for row in rows]
-    intended = [level_at(data.stages, float(s) + 0.5) for s in seconds]
+    table = StageTable.of(data.stages)
+    intended = [table.level_at(float(s) + 0.5) for s in seconds]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_scatter(x=seconds, y=intended, name=f"intended {unit}", line={"shape": "hv", "dash": "dot"})
     fig.add_scatter(x=seconds, y=[row["concurrency"] for row in rows], name="in flight (achieved)")

@@ -41,6 +41,7 @@ from scenariokit.compile.ir import (
     templates_in,
 )
 from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
+from scenariokit.engines.outcomes import FAILURES
 
 RUNTIME = "scenariokit-runtime.js"
 TEMPLATE = "script.js.j2"
@@ -352,10 +353,18 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
         "load_model": js_literal(scenario.load.model),
         "stages": [
             js_literal(
-                {"label": s.label, "kind": s.kind, "duration": s.duration_s, "from": s.start, "to": s.end}
+                {
+                    "label": s.label,
+                    "kind": s.kind,
+                    "start": s.start_s,
+                    "end": s.end_s,
+                    "from": s.start,
+                    "to": s.end,
+                }
             )
-            for s in scenario.load.stages
+            for s in scenario.load.table.stages
         ],
+        "failures": [js_literal([f.kind, list(f.k6_codes), list(f.fragments)]) for f in FAILURES],
         "datasets": [
             {
                 "key": js_literal(d.name),

@@ -28,6 +28,7 @@ from scenariokit.compile.ir import (
     integer_weights,
 )
 from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
+from scenariokit.engines.outcomes import FAILURES
 
 RUNTIME = "scenariokit_locust_runtime.py"
 TEMPLATE = "locustfile.py.j2"
@@ -219,8 +220,11 @@ def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
         "seed": repr(scenario.seed),
         "max_users": repr(load.max_users),
         "stages": [
-            f"{s.label!r}, duration={s.duration_s!r}, start={s.start!r}, end={s.end!r}" for s in load.stages
+            f"{w.label!r}, {w.kind!r}, start_s={w.start_s!r}, end_s={w.end_s!r}, "
+            f"start={w.start!r}, end={w.end!r}"
+            for w in load.table.stages
         ],
+        "failures": [repr((f.kind, f.exceptions, f.fragments)) for f in FAILURES],
         "requests": requests,
         "templated": any(r.templates for r in scenario.requests),
         "user_class": class_name(scenario.name, "User"),

@@ -1,7 +1,8 @@
 // scenariokit runtime for k6: copied verbatim next to every generated `<scenario>.k6.js`.
 //
-// The generated script holds the scenario as data (requests with their templates parsed, data sets,
-// stage windows); this module renders templates, sends requests, judges them and writes their records (for the runner) or the metrics
+// The generated script holds the scenario as data, computed by scenariokit's compiler (requests with
+// their templates parsed and headers merged, data sets, the stage table, the failure table); this module
+// renders templates, sends requests, judges them and writes their records (for the runner) or the metrics
 // the script's thresholds read (for a stock `k6 run`). It imports only k6's own modules, so a stock
 // `k6 run` runs it.
 //
@@ -14,12 +15,12 @@
 // `f64` is base64 of little-endian float64s, four per request: t, its start (unix ms, Date.now());
 // outcome, an index into `outcomes` (the VU's table of the fields that requests share: name, stage
 // label, status (0 = no response), ok, error: null or connection_refused | connection_reset | timeout |
-// http_<code> | wrong_answer | other); latency (ms, k6's timings.duration: sent -> last byte) and ttfb
-// (ms, timings.waiting). The runner turns them into the same records as the Locust runtime's
-// (scenariokit/records.py, BATCH_PREFIX). Each VU's first write starts with `{"test_start": unix s}`
-// (exec.scenario.startTime: the origin of the stage windows). `stage` is the stage the request started
-// in (elapsed time since the scenario started, against the IR's stage windows; zero-length stages never
-// hold a request).
+// http_<code> | bad_stream | wrong_answer | other, see scenariokit/engines/outcomes.py); latency (ms,
+// k6's timings.duration: sent -> last byte) and ttfb (ms, timings.waiting). The runner turns them into
+// the same records as the Locust runtime's (scenariokit/engines/k6/reader.py). Each VU's first write
+// starts with `{"test_start": unix s}` (exec.scenario.startTime: the origin of the stage table). `stage`
+// is the stage the request started in (elapsed time since the scenario started, looked up in the stage
+// table as the compiler does: zero-length stages never hold a request).
 //
 // Why console.log and not metric points: each k6 metric point costs a sample in k6's pipeline and, with
 // `--out json`, a JSON line beside the ~13 that k6 writes per request for its own metrics; together they
@@ -149,56 +150,74 @@ export function normalizeText(text) {
   return String(text).toLowerCase().replace(/\s+/g, ' ').trim();
 }
 
-// The assistant's text: the message content, or for a stream the concatenated deltas of its SSE events.
+// The assistant's text: the message content, or for a stream the concatenated deltas of its SSE events
+// up to `data: [DONE]`; null when the body is not a chat answer (an event that is not a JSON object, a
+// completion without choices[0].message.content), which is a bad_stream.
 export function chatAnswer(body, stream) {
-  if (typeof body !== 'string') return '';
+  if (typeof body !== 'string') return null;
   if (!stream) {
     try {
-      const choice = (JSON.parse(body).choices || [])[0];
-      const content = choice && choice.message ? choice.message.content : '';
-      return typeof content === 'string' ? content : '';
+      const choices = JSON.parse(body).choices;
+      const message = Array.isArray(choices) && choices.length > 0 ? choices[0].message : null;
+      if (message === null || typeof message !== 'object' || Array.isArray(message) || !('content' in message)) return null;
+      return typeof message.content === 'string' ? message.content : '';
     } catch (e) {
-      return '';
+      return null;
     }
   }
   let text = '';
-  for (const line of body.split(/\r?\n/)) {
-    if (!line.startsWith('data:')) continue;
-    const data = line.slice(5).trim();
-    if (!data || data === '[DONE]') continue;
+  let bad = false;
+  for (const line of body.split('\n')) {
+    const event = line.trim();
+    if (!event.startsWith('data:')) continue;
+    const data = event.slice(5).trim();
+    if (data === '[DONE]') break;
+    let chunk = null;
     try {
-      const choice = (JSON.parse(data).choices || [])[0];
-      const piece = choice && choice.delta ? choice.delta.content : null;
-      if (typeof piece === 'string') text += piece;
+      chunk = JSON.parse(data);
     } catch (e) {
-      // not JSON: ignore the event
+      // not JSON: bad, below
+    }
+    if (chunk === null || typeof chunk !== 'object' || Array.isArray(chunk)) {
+      bad = true;
+      continue;
+    }
+    const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
+    for (const choice of choices) {
+      const delta = choice !== null && typeof choice === 'object' ? choice.delta : null;
+      const piece = delta !== null && typeof delta === 'object' ? delta.content : null;
+      if (typeof piece === 'string') text += piece;
     }
   }
-  return text;
+  return bad ? null : text;
 }
 
-// k6 error codes: https://grafana.com/docs/k6/latest/javascript-api/error-codes/
-export function classifyError(res) {
-  const code = res.error_code || 0;
-  const message = String(res.error || '');
-  if (code === 1212 || message.indexOf('connection refused') !== -1) return 'connection_refused';
-  if (code === 1220 || code === 1201 || message.indexOf('reset by peer') !== -1) return 'connection_reset';
-  if (code === 1050 || code === 1211 || message.indexOf('timeout') !== -1) return 'timeout';
-  if (res.status) return `http_${res.status}`;
+// A failure without a response: the first row of the script's failure table ([kind, k6 error codes,
+// lower-case message fragments]) that names its error code or a fragment of its message, else 'other'.
+export function failureKind(failures, code, message) {
+  const text = String(message).toLowerCase();
+  for (const [kind, codes, fragments] of failures) {
+    if (codes.indexOf(code) !== -1) return kind;
+    for (const fragment of fragments) if (text.indexOf(fragment) !== -1) return kind;
+  }
   return 'other';
 }
 
 // --- the runner ---------------------------------------------------------------------------------------
 
-// Stage windows [start_s, end_s) from the stages' durations; zero-length stages (instant jumps) hold none.
+// The stages that last, from the script's stage table (the compiler's: each stage on the scenario's clock,
+// [start, end) seconds, the level moving from `from` to `to`; an instant jump's window is empty).
 export function stageWindows(stages) {
-  const windows = [];
-  let elapsed = 0;
-  for (const stage of stages) {
-    if (stage.duration > 0) windows.push({ label: stage.label, kind: stage.kind, start: elapsed, end: elapsed + stage.duration });
-    elapsed += stage.duration;
-  }
-  return windows;
+  return stages.filter((stage) => stage.end > stage.start);
+}
+
+// The index of the window the scenario is in `t` s after it started, walking on from window `i`: the first
+// one not yet over, or after the last one (graceful stop) the last one. From window 0 this is the
+// compiler's rule (compile/ir.py, StageTable).
+export function stageAfter(windows, i, t) {
+  const last = windows.length - 1;
+  while (i < last && t >= windows[i].end) i++;
+  return i;
 }
 
 // Where k6 may stop a VU, as [start_ms, end_ms] since the scenario started: every stage of a closed model
@@ -206,12 +225,8 @@ export function stageWindows(stages) {
 // ramping-vus stops VUs nowhere else; an open model's VUs are never stopped before the end.
 export function vuStopWindows(stages) {
   const windows = [];
-  let elapsed = 0;
-  for (const stage of stages) {
-    if (stage.to < stage.from) windows.push([elapsed * 1000, (elapsed + stage.duration) * 1000]);
-    elapsed += stage.duration;
-  }
-  windows.push([elapsed * 1000, Infinity]);
+  for (const stage of stages) if (stage.to < stage.from) windows.push([stage.start * 1000, stage.end * 1000]);
+  windows.push([stages.length > 0 ? stages[stages.length - 1].end * 1000 : 0, Infinity]);
   return windows;
 }
 
@@ -235,6 +250,7 @@ const now = Date.now;
 function hotPath(runner) {
   const toConsole = runner.toConsole;
   const batching = runner.batching;
+  const failures = runner.failures;
   // records (see the top of this file): a batch of numbers waiting to be written, and when to write it
   const batch = new Float64Array(BATCH_NUMBERS); // start (unix ms), outcome, latency and ttfb (ms) a record
   let batchLength = 0; // how many numbers the batch holds
@@ -277,6 +293,7 @@ function hotPath(runner) {
     const url = fixed === null ? null : fixed.url;
     const anyOk = req.anyOk;
     const expected = req.expected;
+    const readsAnswer = spec.chat || spec.expectContains !== null; // never a bare request (responseType)
     let lastKey = null; // the outcome of this kind's last request, and its index in the VU's table
     let lastOutcome = -1;
 
@@ -298,11 +315,16 @@ function hotPath(runner) {
       let error = '';
       const status = res.status || 0;
       // k6 also sets error_code (1400..1599) for HTTP errors: a response is judged by its status
-      if (status === 0) error = classifyError(res);
+      if (status === 0) error = failureKind(failures, res.error_code || 0, res.error || '');
       else if (anyOk ? status < 200 || status > 299 : expected.indexOf(status) === -1) error = `http_${status}`;
-      else if (!bare && sent.contains !== null) {
-        const answer = spec.chat ? chatAnswer(res.body, spec.stream) : String(res.body || '');
-        if (normalizeText(answer).indexOf(sent.contains) === -1) error = 'wrong_answer';
+      else if (readsAnswer) {
+        // a chat request's 2xx answer is its message (null: not one), any other answer the body
+        const chatOk = spec.chat && status >= 200 && status <= 299;
+        const answer = chatOk ? chatAnswer(res.body, spec.stream) : String(res.body || '');
+        if (answer === null && anyOk) error = 'bad_stream';
+        else if (sent.contains !== null && normalizeText(answer || '').indexOf(sent.contains) === -1) {
+          error = 'wrong_answer';
+        }
       }
       const timings = res.timings;
       // one outcome in one stage: what its points' tags or its records' outcome index are cached under
@@ -338,8 +360,8 @@ function hotPath(runner) {
   };
 }
 
-// scenario: {name, baseUrl, seed, thinkTime: {kind, ...params}, stages: [{label, kind, duration}],
-//            emit: {ok, successes, ttfb}}
+// scenario: {name, baseUrl, seed, thinkTime: {kind, ...params}, stages: [{label, kind, start, end, from, to}],
+//            failures: [[kind, codes, fragments]], emit: {ok, successes, ttfb}}
 // requests: [{name, weight, method, path, headers, json, body, datasets, chat, stream, expectStatus,
 //             expectContains, timeout}]; data: {name: {pick, records}}. See the generated script.
 //
@@ -352,6 +374,7 @@ export class Runner {
     this.seed = String(scenario.seed);
     this.thinkSpec = scenario.thinkTime;
     this.windows = stageWindows(scenario.stages);
+    this.failures = scenario.failures;
     this.emit = Object.assign({ latency: true, ok: true, successes: true, ttfb: true }, scenario.emit);
     // records (see the top of this file): a batch of numbers waiting to be written, and when to write it
     this.toConsole = RECORDS_TO_CONSOLE;
@@ -466,10 +489,8 @@ export class Runner {
   // request left it, and the hot path calls this only once the current window is over (stageEndMs).
   currentStage(nowMs) {
     if (this.startMs === null) this.startMs = exec.scenario.startTime;
-    const elapsedS = (nowMs - this.startMs) / 1000;
+    const i = stageAfter(this.windows, this.stageIndex, (nowMs - this.startMs) / 1000);
     const last = this.windows.length - 1;
-    let i = this.stageIndex;
-    while (i < last && elapsedS >= this.windows[i].end) i++;
     this.stageIndex = i;
     this.stageEndMs = i < last ? this.startMs + this.windows[i].end * 1000 : Infinity;
     return i;

@@ -14,8 +14,9 @@ encodes and decodes in less than half the time of an object, which matters at th
      ttft: s or null, itl: [s, ...] or null, tokens: int or null, bytes: int, users: level]
 
 error is one of connection_refused, connection_reset, timeout, http_<code>, wrong_answer, bad_stream,
-other:<ExceptionName>. The test's start is written once as `{"test_start": unix s}` (stage windows are
-measured from it). An open-model arrival that no user could start in time is written as
+other (scenariokit/engines/outcomes.py; a failure without a response is named by the script's FAILURES
+table). The test's start is written once as `{"test_start": unix s}` (stage windows are measured from
+it). An open-model arrival that no user could start in time is written as
 `{"dropped": 1, "t": intended unix s, "stage": label}` and is not sent.
 
 Open model: Locust has no arrival-rate executor, so this module makes one. A fixed pool of users shares one
@@ -45,6 +46,8 @@ from locust import events
 
 DROP_AFTER_S = 1.0
 FLUSH_EVERY_S = 0.5
+# The script's FAILURES table: (kind, exception class names, lower-case message fragments), first match.
+Failures = list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -136,10 +139,43 @@ class Sent:
 
 @dataclass(frozen=True)
 class Stage:
+    """A row of the compiler's stage table (compile/ir.py, StageTable): [start_s, end_s) from the test's
+    start (empty for an instant jump), the level moving from `start` to `end`."""
+
     label: str
-    duration: float
+    kind: str
+    start_s: float
+    end_s: float
     start: float
     end: float
+
+    def level_at(self, t: float) -> float:
+        if self.end_s <= self.start_s:
+            return self.end
+        frac = min(max((t - self.start_s) / (self.end_s - self.start_s), 0.0), 1.0)
+        return self.start + (self.end - self.start) * frac
+
+
+def stage_index(stages: list[Stage], t: float) -> int:
+    """The stage `t` s into the run: the first that lasts and is not over, else the last that lasts."""
+    found = -1
+    for i, stage in enumerate(stages):
+        if stage.end_s > stage.start_s:
+            found = i
+            if t < stage.end_s:
+                break
+    return found
+
+
+def stage_and_level(stages: list[Stage], t: float) -> tuple[str, float]:
+    """The label of the stage `t` s into the run and the intended users or rate then: the stage's,
+    interpolated; after the curve, where the curve ends (one walk of the stages: every record needs
+    both)."""
+    i = stage_index(stages, t)
+    label = stages[i].label if i >= 0 else ""
+    if i < 0 or t >= stages[-1].end_s:
+        return label, stages[-1].end if stages else 0.0
+    return label, stages[i].level_at(t)
 
 
 class Scenario:
@@ -152,6 +188,7 @@ class Scenario:
         name: str,
         base_url: str,
         stages: list[Stage],
+        failures: Failures,
         datasets: list[str],
         seed: int,
         max_users: int = 0,
@@ -160,10 +197,11 @@ class Scenario:
         self.name = name
         self.base_url = os.environ.get("SCENARIOKIT_BASE_URL") or base_url
         self.stages = stages
+        self.failures = failures
         self.seed = int(os.environ.get("SCENARIOKIT_SEED", seed))
         self.max_users = max_users
         self.datasets = {n: DataSet.load(here / "data" / f"{n}.json") for n in datasets}
-        self.duration = sum(s.duration for s in stages)
+        self.duration = stages[-1].end_s if stages else 0.0
         self.started_at: float | None = None
         self._sequential: dict[str, int] = {}
         self._users = 0
@@ -195,26 +233,6 @@ class Scenario:
             self.started_at = time.time()
         return time.time() - self.started_at
 
-    def stage_at(self, t: float) -> tuple[Stage | None, float]:
-        for stage in self.stages:
-            if t < stage.duration:
-                return stage, t
-            t -= stage.duration
-        return (self.stages[-1], self.stages[-1].duration) if self.stages else (None, 0.0)
-
-    def level_at(self, t: float) -> float:
-        return self.stage_and_level(t)[1]
-
-    def stage_and_level(self, t: float) -> tuple[Stage | None, float]:
-        """The stage `t` seconds into the run and the intended users or rate then (one walk of the
-        stages, as every record needs both)."""
-        stage, offset = self.stage_at(t)
-        if stage is None:
-            return None, 0.0
-        if stage.duration <= 0:
-            return stage, stage.end
-        return stage, stage.start + (stage.end - stage.start) * min(1.0, offset / stage.duration)
-
     def fixed(self, request: Request) -> Sent:
         """A request that reads no data set, rendered once (its environment references do not change)."""
         found = self._fixed.get(request.name)
@@ -226,9 +244,9 @@ class Scenario:
         """LoadTestShape.tick for a closed model: interpolated users, spawn rate that keeps up."""
         if run_time >= self.duration:
             return None
-        stage, _ = self.stage_at(run_time)
-        users = round(self.level_at(run_time))
-        slope = abs(stage.end - stage.start) / stage.duration if stage and stage.duration > 0 else 0.0
+        stage = self.stages[stage_index(self.stages, run_time)]
+        users = round(stage_and_level(self.stages, run_time)[1])
+        slope = abs(stage.end - stage.start) / (stage.end_s - stage.start_s)
         return users, max(1.0, slope, abs(users - current_users))
 
     def open_tick(self, run_time: float) -> tuple[int, float] | None:
@@ -265,35 +283,34 @@ class Scenario:
             late = time.time() - intended
             if late <= DROP_AFTER_S:
                 return intended
-            stage, _ = self.stage_at(intended - (self.started_at or intended))
-            self.recorder.write({"dropped": 1, "t": intended, "stage": stage.label if stage else ""})
+            stage, _ = stage_and_level(self.stages, intended - (self.started_at or intended))
+            self.recorder.write({"dropped": 1, "t": intended, "stage": stage})
         return None
 
 
 def arrival_times(stages: list[Stage], start: float, index: int, count: int) -> Iterator[float]:
     """Intended start times (unix s) of evenly spaced arrivals under a piecewise-linear rate curve.
 
-    Arrival k happens when the integral of the rate reaches k. Within a stage the rate is r0 + b*t, so its
-    integral is r0*t + b*t^2/2: a quadratic solved for each k. Process `index` of `count` takes every
-    count-th arrival.
+    Arrival k happens when the integral of the rate reaches k. Within a stage the rate is r0 + b*t, so
+    its integral is r0*t + b*t^2/2: a quadratic solved for each k. An instant jump integrates nothing.
+    Process `index` of `count` takes every count-th arrival.
     """
-    offset, done = 0.0, 0.0  # stage start time; arrivals integrated before this stage
+    done = 0.0  # arrivals integrated before this stage
     k = 1
-    for stage in stages:
-        r0 = stage.start
-        slope = (stage.end - stage.start) / stage.duration if stage.duration > 0 else 0.0
-        total = (stage.start + stage.end) / 2 * stage.duration
+    for w in (stage for stage in stages if stage.end_s > stage.start_s):
+        r0, duration = w.start, w.end_s - w.start_s
+        slope = (w.end - w.start) / duration
+        total = (w.start + w.end) / 2 * duration
         while k <= done + total + 1e-9:
             need = k - done
             if abs(slope) < 1e-12:
-                t = need / r0 if r0 > 0 else stage.duration
+                t = need / r0 if r0 > 0 else duration
             else:
                 disc = max(0.0, r0 * r0 + 2 * slope * need)
                 t = (-r0 + math.sqrt(disc)) / slope
             if (k - 1) % count == index:
-                yield start + offset + min(max(t, 0.0), stage.duration)
+                yield start + w.start_s + min(max(t, 0.0), duration)
             k += 1
-        offset += stage.duration
         done += total
 
 
@@ -362,16 +379,19 @@ class Recorder:
             handle.write(text)
 
 
-def error_kind(exc: BaseException) -> str:
-    name = type(exc).__name__
-    text = str(exc).lower()
-    if isinstance(exc, ConnectionRefusedError) or "refused" in text:
-        return "connection_refused"
-    if isinstance(exc, ConnectionResetError | BrokenPipeError) or "reset" in text or "broken pipe" in text:
-        return "connection_reset"
-    if isinstance(exc, TimeoutError) or "timeout" in name.lower() or "timed out" in text:
-        return "timeout"
-    return f"other:{name}"
+def failure_kind(exc: BaseException, failures: Failures) -> str:
+    """The kind of a failure that left no response: the first row of the script's FAILURES table whose
+    exception classes include the error's class or a base of it, or one of whose fragments its class name
+    or message holds."""
+    return classify([c.__name__ for c in type(exc).__mro__], f"{type(exc).__name__}: {exc}", failures)
+
+
+def classify(names: list[str], message: str, failures: Failures) -> str:
+    text = message.lower()
+    for kind, exceptions, fragments in failures:
+        if any(name in exceptions for name in names) or any(f in text for f in fragments):
+            return kind
+    return "other"
 
 
 def normalized(text: str) -> str:
@@ -411,27 +431,57 @@ def read_stream(response: Any, started: float, measured: Measured) -> None:
         data = text[5:].strip()
         if data == "[DONE]":
             break
-        try:
-            chunk = json.loads(data)
-        except ValueError:
+        event = stream_event(data)
+        if event is None:
             measured.error = "bad_stream"
             continue
-        if chunk.get("usage"):
-            measured.tokens = chunk["usage"].get("completion_tokens")
-        for choice in chunk.get("choices") or []:
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                chunks += 1
-                parts.append(content)
-                if last_token_at is None:
-                    measured.ttft = now - started
-                else:
-                    gaps.append(now - last_token_at)
-                last_token_at = now
-    measured.answer = "".join(parts)
+        pieces, tokens = event
+        measured.tokens = tokens if tokens is not None else measured.tokens
+        for content in pieces:
+            chunks += 1
+            parts.append(content)
+            if last_token_at is None:
+                measured.ttft = now - started
+            else:
+                gaps.append(now - last_token_at)
+            last_token_at = now
+    measured.answer = "" if measured.error else "".join(parts)
     measured.itl = gaps
     if measured.tokens is None and chunks:
         measured.tokens = chunks
+
+
+def stream_event(data: str) -> tuple[list[str], int | None] | None:
+    """One SSE event of a streamed chat answer: its text pieces and the completion tokens it reports;
+    None when it is not a chat chunk."""
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(chunk, dict):
+        return None
+    usage = chunk.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    choices = chunk.get("choices")
+    pieces = []
+    for choice in choices if isinstance(choices, list) else []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:
+            pieces.append(content)
+    return pieces, tokens
+
+
+def chat_answer(text: str) -> tuple[str, int | None] | None:
+    """A whole chat completion's answer text and completion tokens; None when it is not one."""
+    try:
+        payload = json.loads(text)
+        content = payload["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    usage = payload.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return (content if isinstance(content, str) else ""), tokens
 
 
 def read_whole(response: Any, request: Request, started: float, measured: Measured, want_text: bool) -> None:
@@ -442,13 +492,12 @@ def read_whole(response: Any, request: Request, started: float, measured: Measur
         return
     text = content.decode("utf-8", errors="replace")
     measured.answer = text
-    if request.chat and 200 <= measured.status < 300:
-        try:
-            payload = json.loads(text)
-            measured.answer = payload["choices"][0]["message"]["content"] or ""
-            measured.tokens = (payload.get("usage") or {}).get("completion_tokens")
-        except (ValueError, KeyError, IndexError, TypeError):
-            measured.error = "bad_stream"
+    if request.chat and 200 <= measured.status < 300:  # else the answer is the body (an error's text)
+        answer = chat_answer(text)
+        if answer is None:
+            measured.error, measured.answer = "bad_stream", ""
+        else:
+            measured.answer, measured.tokens = answer
 
 
 def judge(request: Request, measured: Measured, contains: str | None) -> str | None:
@@ -510,14 +559,14 @@ class Client:
             failure = getattr(response, "error", None)
             try:
                 if failure is not None and measured.status == 0:
-                    measured.error = error_kind(failure)
+                    measured.error = failure_kind(failure, self.scenario.failures)
                 elif request.stream and 200 <= measured.status < 300:
                     read_stream(response, started, measured)
                 else:
                     read_whole(response, request, started, measured, contains is not None)
             except Exception as exc:  # a connection that broke mid-body is a measured error, not a crash
-                measured.error = error_kind(exc)
-                measured.status = measured.status if measured.error.startswith("other") else 0
+                measured.error = failure_kind(exc, self.scenario.failures)
+                measured.status = measured.status if measured.error == "other" else 0
             latency = time.perf_counter() - started
             error = judge(request, measured, contains)
             response.request_meta["response_time"] = latency * 1000  # Locust's stats see full latency
@@ -538,7 +587,7 @@ class Client:
         error: str | None,
     ) -> None:
         elapsed = t0 - (self.scenario.started_at or t0)
-        stage, level = self.scenario.stage_and_level(elapsed)
+        stage, level = stage_and_level(self.scenario.stages, elapsed)
         # a tuple: the collector stops tracking it once it sees only numbers and strings inside, so records
         # waiting for the flush do not bring on full collections
         self.scenario.recorder.write(
@@ -546,7 +595,7 @@ class Client:
                 t0,
                 intended,
                 request.name,
-                stage.label if stage else "",
+                stage,
                 measured.status,
                 error is None,
                 error,
