@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
+from scenariokit.compile import datasets
 
 ENV_SECRET = "sk-secret-123"
 FILE_SECRET = "sk-secret-file-456"
@@ -175,6 +176,9 @@ class Row:
     file: str | None = None  # FILE instead of scen/s.yaml
 
 
+TWO_CARD_SETS = (
+    "  a: {source: builtin:text-cards, count: 200}\n  b: {source: builtin:text-cards, count: 57}\n"
+)
 FILE_LEVEL = r"(scen/s\.yaml|/dev/zero):0:0"
 CASES = [
     # data-set names are identifiers: a name is a file name in the output folder
@@ -268,6 +272,12 @@ CASES = [
     ),
     Row("csv-fifo", "compile", csv_scenario(), "`cases.csv` is not a regular file", setup=csv_fifo),
     Row("image-over-20-mib", "compile", images_scenario(), "is larger than 20 MiB", setup=big_image),
+    Row(
+        "cards-beyond-budget",
+        "validate",
+        scenario(data=TWO_CARD_SETS),
+        "draw more than 256 cards together",
+    ),
     Row(
         "csv-not-utf8",
         "validate",
@@ -414,6 +424,20 @@ def test_data_inside_the_tree_and_links_within_it_still_load(tmp_path: Path, cap
     assert main(["compile", str(w.scen / "s.yaml"), "-o", str(w.out)]) == 0
     records = json.loads((w.out / "data" / "pics.json").read_text())["records"]
     assert [(r["file"], r["text"]) for r in records] == [("a.png", "HELLO"), ("c.png", "")]
+
+
+def test_data_sets_share_one_byte_budget(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Two data sets naming one folder read it twice: the scenario's budget counts both (made small here)."""
+    monkeypatch.setattr(datasets, "MAX_DATA_BYTES", 2 * len(PNG) + 10)
+    w = plant(tmp_path)
+    with_photos()(w)
+    (w.scen / "photos" / "b.png").write_bytes(PNG)
+    two = "  pics: ./photos\n  again: {source: ./photos, count: 1}\n"
+    (w.scen / "s.yaml").write_text(scenario(data=two))
+    assert main(["validate", str(w.scen / "s.yaml")]) == 2
+    assert "the data sets are larger than 0 MiB together" in capsys.readouterr().err
+    (w.scen / "s.yaml").write_text(scenario(data="  pics: ./photos\n"))
+    assert main(["validate", str(w.scen / "s.yaml")]) == 0
 
 
 def test_data_root_widens_the_tree_to_a_shared_folder(tmp_path: Path, capsys) -> None:
