@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,24 +91,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         monitor=args.monitor,
         processes=args.processes,
         data_root=data_root(args),
+        force=args.force,
+        allow_inconclusive=args.allow_inconclusive,
     )
     return run_scenario(Path(args.file), options)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from scenariokit.results.compare import CorruptRun, NotARun, check_run
     from scenariokit.results.report import write_reports
     from scenariokit.results.summary import rebuild_summary
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "run.json").is_file():
-        err.print(f"{run_dir} is not a run folder (no run.json)")
-        return ExitCode.INVALID_SCENARIO
-    summary = rebuild_summary(run_dir, strict=args.strict)
+    try:
+        check_run(run_dir)
+        summary = rebuild_summary(run_dir, strict=args.strict, allow_inconclusive=args.allow_inconclusive)
+    except NotARun as exc:
+        return fail(f"error: {exc}", ExitCode.INVALID_SCENARIO)
+    except CorruptRun as exc:
+        return fail(f"error: {exc}", ExitCode.RUN_ERROR)
+    except (KeyError, TypeError, ValueError, OSError) as exc:  # a run.json or part damaged past the checks
+        return fail(f"error: {run_dir} could not be read: {type(exc).__name__}: {exc}", ExitCode.RUN_ERROR)
     for problem in write_reports(run_dir, summary):
-        err.print(problem)
-    out.print((run_dir / "summary.md").read_text())
-    out.print(f"report: {run_dir / 'report.html'}")
+        err.print(problem, markup=False)
+    out.print((run_dir / "summary.md").read_text(), markup=False)
+    out.print(f"verdict: {summary.headline()}", markup=False)
+    out.print(f"report: {run_dir / 'report.html'}", markup=False)
     return summary.exit_code
+
+
+def fail(message: str, code: ExitCode) -> int:
+    err.print(message, markup=False, highlight=False)
+    return code
 
 
 def positive_int(text: str) -> int:
@@ -126,7 +141,7 @@ def _share(text: str) -> float:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
-    from scenariokit.results.compare import NotARun, Thresholds, compare_runs, markdown
+    from scenariokit.results.compare import CorruptRun, NotARun, Thresholds, compare_runs, markdown
 
     try:
         thresholds = Thresholds(
@@ -141,21 +156,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         comparison = compare_runs(Path(args.base), Path(args.new), thresholds)
     except NotARun as exc:
-        err.print(f"error: {exc}")
-        return ExitCode.INVALID_SCENARIO
+        return fail(f"error: {exc}", ExitCode.INVALID_SCENARIO)
+    except CorruptRun as exc:
+        return fail(f"error: {exc}", ExitCode.RUN_ERROR)
     text = markdown(comparison)
     if args.out:
         Path(args.out).write_text(text)
     if args.json:
         Path(args.json).write_text(comparison.as_json() + "\n")
     out.print(Markdown(text))
-    return ExitCode.SLO_BREACHED if comparison.regressions else ExitCode.OK
+    if comparison.regressions:
+        return ExitCode.SLO_BREACHED
+    measured = next(d.samples for d in comparison.diffs if d.metric == "error_rate" and d.scope == "all")
+    if 0 in measured:  # a run without a request: no difference can be tested
+        return fail(
+            "inconclusive: a run measured no request, so nothing could be compared", ExitCode.INCONCLUSIVE
+        )
+    return ExitCode.OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from scenariokit_server.cli import main as serve_main
 
-    return serve_main(args.server_args)
+    return serve_main(args.server_args, prog="scenariokit serve")
 
 
 def add_data_root(p: argparse.ArgumentParser) -> None:
@@ -203,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="override the target's base_url")
     p.add_argument("--quiet", action="store_true", help="no live progress, only the verdict")
     p.add_argument("--abort-on-fail", action="store_true", help="stop early once an SLO is certainly lost")
-    p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
+    add_inconclusive_flags(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="--out may hold a previous run: delete it first (never a folder a run is writing into)",
+    )
     p.add_argument(
         "--processes",
         type=positive_int,
@@ -222,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild a run's summary from its stored records")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run")
+    add_inconclusive_flags(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="compare a run against a baseline run; exit 1 on a regression")
@@ -239,17 +267,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario DSL")
     p.set_defaults(func=cmd_schema)
 
+    # its arguments (--help included) go to scenariokit_server's own parser: see parse()
     p = sub.add_parser(
         "serve", help="run the embedded model server (arguments go to scenariokit_server)", add_help=False
     )
-    p.add_argument("server_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, server_args=[])
     return parser
+
+
+def add_inconclusive_flags(p: argparse.ArgumentParser) -> None:
+    either = p.add_mutually_exclusive_group()
+    either.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run (1)")
+    either.add_argument(
+        "--allow-inconclusive",
+        action="store_true",
+        help="exit 0 instead of 4 when nothing was measured or an SLO had too few samples to judge",
+    )
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`serve` passes every argument on (argparse's REMAINDER refuses ones that look like options)."""
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "serve":
+        args.server_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         return int(args.func(args))
     except ScenarioError as exc:
@@ -261,3 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return ExitCode.RUN_ERROR
+    except Exception as exc:  # a crash is a run error with one line, never a traceback's exit 1
+        if os.environ.get("SCENARIOKIT_TRACEBACK"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return fail(
+            f"error: {args.command} crashed: {type(exc).__name__}: {first} "
+            "(SCENARIOKIT_TRACEBACK=1 shows where)",
+            ExitCode.RUN_ERROR,
+        )

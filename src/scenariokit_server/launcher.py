@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -77,9 +78,10 @@ class ServerHandle:
     def pid(self) -> int:
         return self.process.pid
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, timeout_s: float = 60.0, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Returns once /health answers 200, or at once when `cancelled()` (the runner got a signal)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not cancelled():
             if self.process.poll() is not None:
                 code = self.process.returncode
                 raise ServerStartError(f"the model server exited with code {code} while starting")
@@ -90,7 +92,8 @@ class ServerHandle:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise ServerStartError(f"the model server was not healthy within {timeout_s:g}s")
+        if not cancelled():
+            raise ServerStartError(f"the model server was not healthy within {timeout_s:g}s")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM. A ready server lets in-flight requests finish; one still loading its models has none,
@@ -131,8 +134,8 @@ def spawn_server(
     extra_args: list[str] | None = None,
     log_path: Path | None = None,
 ) -> ServerHandle:
-    """Starts the server without waiting for it: a caller that must never lose the handle (the runner,
-    between signals) registers it for stopping before it waits (`ServerHandle.wait_ready`)."""
+    """Starts the server without waiting for it (`ServerHandle.wait_ready`), so that a caller can stop it
+    while it starts."""
     port = port or free_port()
     argv = [sys.executable, "-m", "scenariokit_server", "--port", str(port)]
     for flag, value in (

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy.stats import fisher_exact, mannwhitneyu
 
 from scenariokit.engines.records import RequestRecord
@@ -78,13 +80,47 @@ class Comparison:
 
 
 class NotARun(ValueError):
-    pass
+    """The path is not a run folder at all (exit 2: the command line is wrong)."""
+
+
+class CorruptRun(ValueError):
+    """A run folder whose stored data cannot be read (exit 3): the message says which file and why."""
+
+
+RUN_KEYS = ("scenario_name", "scenario_path", "scenario_sha256", "engine", "started_unix", "stages")
+
+
+def check_run(run_dir: Path) -> dict[str, object]:
+    """run.json, read and checked for what a summary needs; records/ present, each part's footer readable
+    (a part cut short loses its footer). Raises NotARun or CorruptRun."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise NotARun(f"{run_dir} is not a run folder (no run.json)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CorruptRun(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(meta, dict) or (missing := [k for k in RUN_KEYS if k not in meta]):
+        what = "not an object" if not isinstance(meta, dict) else "without " + ", ".join(missing)
+        raise CorruptRun(f"{path} is {what}: not the run.json a run writes")
+    if not isinstance(meta["stages"], list):
+        raise CorruptRun(f"{path}: `stages` is not a list")
+    if not (run_dir / "records").is_dir():
+        raise CorruptRun(f"{run_dir} has no records/ folder: its measurements are gone")
+    for part in sorted((run_dir / "records").glob("part-*.parquet")):
+        try:
+            pq.read_metadata(part)
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptRun(f"{part} is not a readable Parquet part ({exc})") from None
+    return meta
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, object], list[RequestRecord]]:
-    if not (run_dir / "run.json").is_file():
-        raise NotARun(f"{run_dir} is not a run folder (no run.json)")
-    return json.loads((run_dir / "run.json").read_text()), load_records(run_dir)
+    meta = check_run(run_dir)
+    try:
+        return meta, load_records(run_dir)
+    except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
+        raise CorruptRun(f"{run_dir}/records holds unreadable data ({type(exc).__name__}: {exc})") from None
 
 
 def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:

@@ -28,10 +28,12 @@ from scenariokit.results.metrics import (
     sample_stats,
     summarize,
 )
-from scenariokit.results.slo import judge, overall
+from scenariokit.results.slo import Verdict, judge
 from scenariokit.results.store import load_records, read_samples
 
 EXIT_REASONS = ("completed", "engine_crashed", "engine_hung", "target_down", "aborted", "interrupted")
+# reasons that keep a run from being judged as planned: exit 3 whatever the SLOs say of what was measured
+RUN_ERRORS = ("engine_crashed", "engine_hung", "target_down", "interrupted")
 
 
 class DistributionOut(BaseModel):
@@ -163,6 +165,23 @@ class Summary(BaseModel):
     def verdict_lines(self) -> list[str]:
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
 
+    def headline(self) -> str:
+        """The verdict in words, true to the exit code: a run that did not finish is never a pass."""
+        if self.exit_code == ExitCode.RUN_ERROR:
+            return (
+                f"error ({self.exit_reason}) — {self.overall.requests:,} requests measured, "
+                f"SLOs judged on them: {self.verdict}"
+            )
+        if self.verdict != "inconclusive":
+            return self.verdict
+        unjudged = [v.slo for v in self.verdicts if v.status == "no_data"]
+        why = "too few samples for " + ", ".join(unjudged) if self.overall.requests else "nothing measured"
+        if self.exit_code == ExitCode.OK:
+            return f"inconclusive — {why} (allowed by --allow-inconclusive)"
+        if self.exit_code == ExitCode.SLO_BREACHED:
+            return f"inconclusive — {why} (a failure under --strict)"
+        return f"inconclusive — {why}"
+
 
 def _dist(d: SampleStats) -> DistributionOut:
     def clean(x: float) -> float | None:
@@ -184,7 +203,32 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
+def judged(verdicts: list[Verdict], measured: bool) -> str:
+    """pass, fail or inconclusive. An SLO the engine cannot measure is said so in its verdict and does not
+    make the run inconclusive (../shared/notes/decisions.md); one without enough samples does."""
+    if any(v.status == "fail" for v in verdicts):
+        return "fail"
+    if not measured or any(v.status == "no_data" for v in verdicts):
+        return "inconclusive"
+    return "pass"
+
+
+def exit_code_of(
+    reason: str, verdict: str, strict: bool = False, allow_inconclusive: bool = False
+) -> ExitCode:
+    """One meaning per code: 3 the run did not finish, 1 a breach, 4 nothing to judge on, 0 a pass."""
+    if reason in RUN_ERRORS:
+        return ExitCode.RUN_ERROR
+    if verdict == "fail":
+        return ExitCode.SLO_BREACHED
+    if verdict == "inconclusive":
+        if strict:
+            return ExitCode.SLO_BREACHED
+        return ExitCode.OK if allow_inconclusive else ExitCode.INCONCLUSIVE
+    return ExitCode.OK
+
+
+def rebuild_summary(run_dir: Path, strict: bool = False, allow_inconclusive: bool = False) -> Summary:
     meta = _read_json(run_dir / "run.json")
     stages = tuple(
         Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
@@ -196,15 +240,9 @@ def rebuild_summary(run_dir: Path, strict: bool = False) -> Summary:
     data = RunData(records, started, ended, stages, [float(t) for t in reader.get("dropped_times", [])])
     slos = tuple(parse_slo(text) for text in meta.get("slos", []))
     verdicts = judge(slos, data, meta["engine"])
-    verdict = overall(verdicts)
+    verdict = judged(verdicts, bool(records))
     notes = _notes(meta, reader, _read_json(run_dir / "generator.json"), records)
-    exit_code = (
-        ExitCode.SLO_BREACHED if verdict == "fail" or (strict and verdict == "inconclusive") else ExitCode.OK
-    )
-    if meta.get("exit_reason") in ("engine_crashed", "engine_hung", "interrupted") or (
-        meta.get("exit_reason") == "target_down" and not records
-    ):
-        exit_code = ExitCode.RUN_ERROR
+    exit_code = exit_code_of(meta.get("exit_reason", "completed"), verdict, strict, allow_inconclusive)
     overall_row = summarize(data.records, data.duration_s)
     generator = _read_json(run_dir / "generator.json")
     analysis = analyse(
@@ -282,6 +320,8 @@ def _ms(x: float | None) -> str:
 
 def markdown(s: Summary) -> str:
     icon = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[s.verdict]
+    if s.exit_code == ExitCode.RUN_ERROR:
+        icon = f"ERROR ({s.exit_reason}; SLOs on what was measured: {icon})"
     lines = [
         f"# {s.scenario}: {icon}",
         "",

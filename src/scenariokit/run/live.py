@@ -1,22 +1,41 @@
-"""Live progress on the terminal with Rich: stage, elapsed / total, level, requests/s, p95, errors."""
+"""Live progress: stage, elapsed / total, level, requests/s, p95, errors. On a terminal a Rich live view;
+elsewhere (a CI log, a pipe) one whole line per interval, never wrapped to the console's width."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
-from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import Scenario
 from scenariokit.engines.records import RequestRecord
 
+if TYPE_CHECKING:  # the summary's module loads the analysis stack: not needed to draw progress
+    from scenariokit.results.summary import Summary
+
 WINDOW_S = 10.0
+LINE_EVERY_S = 10.0  # a progress line at most this often off a terminal; a short run gets about ten
+
+
+def clock(seconds: float) -> str:
+    """Whole seconds as 45s, 1m00s, 1h02m03s: fixed fields, no fractions, for logs."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def line_interval(duration_s: float) -> float:
+    return min(LINE_EVERY_S, max(1.0, float(round(duration_s / 10))))
 
 
 class LiveView:
@@ -25,7 +44,9 @@ class LiveView:
     def __init__(self, scenario: Scenario, quiet: bool = False, console: Console | None = None) -> None:
         self.scenario = scenario
         self.quiet = quiet
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.every_s = line_interval(scenario.load.duration_s)
+        self._next_line_s = 0.0
         # the last WINDOW_S of starts and latencies, one pair of arrays per poll: at thousands of requests
         # a second, sorting records twice a second would cost the engine beside us its cores
         self.recent: deque[tuple[np.ndarray, np.ndarray]] = deque()
@@ -58,8 +79,9 @@ class LiveView:
     def refresh(self, elapsed_s: float) -> None:
         if self._live is not None:
             self._live.update(self._render(elapsed_s))
-        elif not self.quiet and int(elapsed_s) % 10 == 0 and elapsed_s - int(elapsed_s) < 0.5:
-            self.console.print(self._line(elapsed_s))
+        elif not self.quiet and elapsed_s >= self._next_line_s:
+            self.console.print(self._line(elapsed_s), markup=False, highlight=False, soft_wrap=True)
+            self._next_line_s = (elapsed_s // self.every_s + 1) * self.every_s  # one line per interval
 
     def _window(self) -> np.ndarray:
         """The latencies of the requests that started in the last WINDOW_S before the newest start."""
@@ -87,7 +109,7 @@ class LiveView:
         p95_text = f"{p95 * 1000:.0f} ms" if p95 is not None else "—"
         error_rate = self.errors / self.total if self.total else 0.0
         return (
-            f"[{format_duration(elapsed_s)}/{format_duration(load.duration_s)}] stage "
+            f"[{clock(elapsed_s)}/{clock(math.ceil(load.duration_s - 1e-9))}] stage "
             f"{stage.label if stage else '—'}, {load.level_at(elapsed_s):.1f} {unit}, {rate:.1f} req/s, "
             f"p95 {p95_text}, errors {error_rate:.1%} of {self.total}"
         )
@@ -99,16 +121,18 @@ class LiveView:
         table.add_row(self._line(elapsed_s))
         return table
 
-    def print_verdict(self, summary: Any, run_dir: Path, problems: list[str] | None = None) -> None:
-        verdict = getattr(summary, "verdict", "?")
-        colour = {"pass": "green", "fail": "red"}.get(str(verdict), "yellow")
-        self.console.print(f"[bold {colour}]verdict: {verdict}[/] — {run_dir}/summary.md")
-        for line in getattr(summary, "verdict_lines", lambda: [])():
-            self.console.print(f"  {line}")
-        knee = getattr(getattr(summary, "analysis", None), "knee", None)
-        if knee is not None:
-            self.console.print(f"  knee: {knee.explanation}")
+    def print_verdict(self, summary: Summary, run_dir: Path, problems: list[str] | None = None) -> None:
+        colour = {0: "green", 1: "red", 3: "red"}.get(summary.exit_code, "yellow")
+        self._say(
+            f"[bold {colour}]verdict: {escape(summary.headline())}[/] — {escape(str(run_dir))}/summary.md"
+        )
+        for line in summary.verdict_lines():
+            self._say(f"  {escape(line)}")
+        self._say(f"  knee: {escape(summary.analysis.knee.explanation)}")
         for problem in problems or []:
-            self.console.print(f"  [yellow]{problem}[/]")
+            self._say(f"  [yellow]{escape(problem)}[/]")
         if (run_dir / "report.html").is_file():
-            self.console.print(f"  report: {run_dir / 'report.html'}")
+            self._say(f"  report: {escape(str(run_dir / 'report.html'))}")
+
+    def _say(self, markup: str) -> None:
+        self.console.print(markup, highlight=False, soft_wrap=True)

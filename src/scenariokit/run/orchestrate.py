@@ -5,11 +5,17 @@ The orchestrator compiles the scenario into the run folder, starts the target (t
 crash-safe Parquet parts while it watches the engine, the target and the generator's own CPU. Whatever
 ends the run (completion, a crash, Ctrl-C, an SLO certainly lost), the summary is written from what was
 measured, with an honest reason.
+
+Every process the run starts (the engine, the embedded server) leads a process group of its own, and
+the run stops the whole group: Locust's forked workers and the server's model workers go with their
+leader. SIGINT and SIGTERM are the run's to handle (`SignalGuard`): the first stops the run wherever it
+is, the summary is written from what was measured, and the exit code is 3.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import json
 import os
@@ -17,12 +23,14 @@ import platform
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -39,11 +47,14 @@ from scenariokit.results.store import RecordStore
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
+from scenariokit_server.launcher import ServerStartError, signal_group, spawn_server, wait_group_gone
 
 POLL_INTERVAL_S = 0.5
 ENGINE_GRACE_S = 30.0  # time past the curve's end before the engine is stopped by force
 SATURATED_CPU = 0.90  # share of the cores the engine can use (Engine.cpu_capacity)
 SATURATED_FOR_S = 3
+GROUP_EXIT_S = 5.0  # after an engine's leader exits: its other processes finish writing their records
+LOCK_NAME = ".lock"  # in the run folder, held (flock) for the whole run
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ class RunOptions:
     monitor: str | None = None
     processes: int = 1  # generator processes, for engines that run several (Capabilities.worker_processes)
     data_root: Path | None = None  # data sets read only inside it (default: the scenario's folder)
+    force: bool = False  # --out may hold a previous run: it is deleted first
+    allow_inconclusive: bool = False  # exit 0 instead of 4 when nothing could be judged
 
 
 @dataclass
@@ -126,16 +139,170 @@ def apply_overrides(scenario: Scenario, options: RunOptions) -> Scenario:
     return dataclasses.replace(scenario, load=load, target=target, engine=options.engine or scenario.engine)
 
 
+# --- signals --------------------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by `SignalGuard.check` to leave a start-up step. A KeyboardInterrupt, so that code which
+    already lets Ctrl-C through its clean-up treats SIGTERM the same."""
+
+
+class SignalGuard:
+    """While installed, SIGINT and SIGTERM only take note: which came first (`received`) and where the run
+    was (`phase`). The run looks at every wait of its own (start-up, the poll loop) and stops in order.
+    Nothing is raised into the middle of a read or a write, so no record already read from the engine is
+    lost; the clean-up that follows is bounded, and later signals do not cut it short."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.phase = "during start-up"
+        self.where = ""
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        self.received, self.phase, self.where = None, "during start-up", ""
+        with suppress(ValueError):  # not the main thread: signals stay as they are
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _note(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received, self.where = signal.Signals(signum).name, self.phase
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def detail(self) -> str:
+        """For run.json. A Ctrl-C without the guard (not the main thread) arrives as KeyboardInterrupt."""
+        return f"stopped by {self.received or 'SIGINT'} {self.where or self.phase}"
+
+
+SIGNALS = SignalGuard()  # signal handlers belong to the process, and so does their guard
+
+
+def stop_group(process: subprocess.Popen[bytes], first: int = signal.SIGINT, timeout_s: float = 10.0) -> None:
+    """Stops a process that leads its own group: `first` to the leader (both engines stop cleanly on
+    SIGINT and write what they have), then the rest of the group gets time to finish, then SIGKILL."""
+    pgid = process.pid
+    if process.poll() is None:
+        with suppress(ProcessLookupError):
+            process.send_signal(first)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            signal_group(pgid, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+    if not wait_group_gone(pgid, GROUP_EXIT_S):
+        signal_group(pgid, signal.SIGKILL)
+
+
 # --- the run folder -------------------------------------------------------------------------------
+
+RUN_SUBFOLDERS = ("script", "raw", "logs", "records")
+
+
+class RunFolderError(Exception):
+    """--out may not be used for this run (exit 2; nothing was sent)."""
+
+
+def default_run_dir(scenario: Scenario) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{scenario.name}-{stamp}"
+    for n in range(1, 100):  # two runs started in the same second get folders of their own
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not candidate.exists() or not _entries(candidate):
+            return candidate
+    raise RunFolderError(f"{base}: 99 runs of this name started this second; pass --out")
+
+
+def _entries(folder: Path) -> list[Path]:
+    return [entry for entry in folder.iterdir() if entry.name != LOCK_NAME]
+
+
+def _locked(lock: Path) -> bool:
+    """Whether a run holds the lock now (asked without creating anything)."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor also releases a lock just taken
+    return False
+
+
+def check_run_dir(out: Path, force: bool, locked_by_us: bool = False) -> None:
+    """A run folder must be new or empty; --force replaces only what a previous run left."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RunFolderError(f"--out {out} is not a folder")
+    if not locked_by_us and _locked(out / LOCK_NAME):
+        raise RunFolderError(f"--out {out}: another run is writing into it")
+    entries = _entries(out)
+    if not entries:
+        return
+    if not force:
+        raise RunFolderError(
+            f"--out {out} is not empty: it holds a previous run; choose a new folder, or --force to "
+            "replace it"
+        )
+    if not (out / "run.json").is_file() and any(e.name not in RUN_SUBFOLDERS for e in entries):
+        raise RunFolderError(f"--out {out} holds files but no run (no run.json): --force replaces only a run")
+
+
+def clear_run_dir(out: Path) -> None:
+    """Deletes what a previous run left (a link is removed, never followed)."""
+    for entry in _entries(out):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def claim_run_dir(scenario: Scenario, out: Path | None, force: bool) -> tuple[Path, int]:
+    """The run folder and the descriptor whose lock the run holds until it ends (close it to release):
+    checked before anything is written, and again under the lock."""
+    out = out if out is not None else default_run_dir(scenario)
+    check_run_dir(out, force)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(f"--out {out}: another run is writing into it") from None
+        check_run_dir(out, force, locked_by_us=True)  # a run may have written here since the first check
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        if force:
+            clear_run_dir(out)
+        return make_run_dir(scenario, out), fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def make_run_dir(scenario: Scenario, out: Path | None) -> Path:
-    if out is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{scenario.name}-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in ("script", "raw", "logs"):
-        (out / sub).mkdir(exist_ok=True)
+    """The folder's layout, unchecked and unlocked (`claim_run_dir` does both; benchmarks use this)."""
+    out = out if out is not None else default_run_dir(scenario)
+    for sub in RUN_SUBFOLDERS:
+        (out / sub).mkdir(parents=True, exist_ok=True)
     return out.resolve()  # the engine runs in the script's folder: its paths must not be relative
 
 
@@ -192,14 +359,11 @@ def target_for(scenario: Scenario, run_dir: Path) -> Iterator[tuple[str, Any]]:
     if not scenario.target.is_embedded:
         yield scenario.target.base_url, None
         return
-    from scenariokit_server.launcher import start_server
-
     options: dict[str, Any] = dict(scenario.target.embedded_options)
-    handle = start_server(0, log_path=run_dir / "logs" / "model-server.log", **options)
-    try:
+    with spawn_server(0, log_path=run_dir / "logs" / "model-server.log", **options) as handle:
+        handle.wait_ready(cancelled=lambda: SIGNALS.received is not None)
+        SIGNALS.check()
         yield handle.base_url, handle
-    finally:
-        handle.stop()
 
 
 def target_is_up(base_url: str) -> str | None:
@@ -223,6 +387,9 @@ class RunState:
     engine_returncode: int | None = None
     engine_started_unix: float | None = None
 
+    def interrupted(self) -> None:
+        self.exit_reason, self.detail = "interrupted", SIGNALS.detail()
+
 
 def process_cpu_share(process: psutil.Process, capacity_cores: int) -> float:
     """CPU of the engine's process tree, as a share of the cores it can use."""
@@ -234,17 +401,18 @@ def process_cpu_share(process: psutil.Process, capacity_cores: int) -> float:
     return total / (100.0 * capacity_cores)
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    with suppress(ProcessLookupError):
-        process.send_signal(signal.SIGINT)  # both engines stop cleanly and write what they have
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            process.kill()
-        process.wait(5)
+@dataclass
+class EngineRun:
+    """What the poll loop works with: the engine's process, its records' way in, and the watchers."""
+
+    process: subprocess.Popen[bytes]
+    reader: Any
+    store: RecordStore
+    view: LiveView
+    exporter: LiveExporter
+    health: GeneratorHealth
+    capacity: int
+    started: float
 
 
 def run_engine(
@@ -257,67 +425,55 @@ def run_engine(
     options: RunOptions,
     view: LiveView,
     exporter: LiveExporter,
-) -> RunState:
+    state: RunState,
+) -> None:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
     plan = LaunchPlan(script, base_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open")
     launch = engine.launch(plan)
-    state = RunState(started_unix=time.time())
     reader = engine.reader(raw_dir, launch)
-    capacity = engine.cpu_capacity(options.processes)
     store = RecordStore(run_dir)
     health = GeneratorHealth()
-    log = (run_dir / "logs" / f"{engine.name}.log").open("wb")
-    process = subprocess.Popen(
-        launch.argv, env=launch.env, stdout=log, stderr=subprocess.STDOUT, cwd=script.parent
-    )
-    ps_process = psutil.Process(process.pid)
-    process_cpu_share(ps_process, capacity)  # prime psutil's counters
-    last_health = time.monotonic()
-    judge = AbortJudge(scenario) if options.abort_on_fail else None
-    try:
-        while True:
-            records = reader.poll()
-            store.append(records)
-            state.records += len(records)
-            view.add(records)
-            exporter.add(records)
-            exporter.tick(view.all_records, reader.started_unix)
-            now = time.monotonic()
-            if now - last_health >= 1.0:
-                health.add(time.time(), process_cpu_share(ps_process, capacity))
-                last_health = now
-            view.refresh(time.time() - state.started_unix)
-            if process.poll() is not None:
-                break
-            if target_handle is not None and target_handle.process.poll() is not None:
-                state.exit_reason, state.detail = "target_down", "the embedded target exited during the run"
-                break
-            if time.time() - state.started_unix > max_run_s + 10:
-                state.exit_reason, state.detail = "engine_hung", f"the engine ran past {max_run_s:.0f}s"
-                break
-            if judge is not None and (lost := judge.lost(view.all_records)):
-                state.exit_reason, state.detail = "aborted", f"SLO certainly lost: {lost}"
-                break
-            # the records kept so far leave the cyclic collector's walks, which would otherwise go over
-            # all of them again and again as they pile up (docs/performance.md, settings in the code)
-            gc.freeze()
-            time.sleep(POLL_INTERVAL_S)
-    except KeyboardInterrupt:
-        state.exit_reason, state.detail = "interrupted", "stopped by Ctrl-C"
-    finally:
-        gc.unfreeze()
-        stop_process(process)
-        state.engine_returncode = process.returncode
-        final = reader.poll()
-        store.append(final)
-        state.records += len(final)
-        view.add(final)
-        store.close()
-        log.close()
-    if state.exit_reason == "completed" and not engine.ended_cleanly(process.returncode):
+    process: subprocess.Popen[bytes] | None = None
+    with (run_dir / "logs" / f"{engine.name}.log").open("wb") as log:
+        try:
+            SIGNALS.check()
+            process = subprocess.Popen(
+                launch.argv,
+                env=launch.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=script.parent,
+                start_new_session=True,  # its own group: stopped whole, and out of the terminal's Ctrl-C
+            )
+            SIGNALS.phase = "during the run"
+            run = EngineRun(
+                process,
+                reader,
+                store,
+                view,
+                exporter,
+                health,
+                engine.cpu_capacity(options.processes),
+                time.time(),
+            )
+            poll_engine(run, scenario, target_handle, options, state, max_run_s)
+        except KeyboardInterrupt:
+            state.interrupted()
+        finally:
+            SIGNALS.phase = "while the run stopped"
+            gc.unfreeze()
+            if process is not None:
+                stop_group(process)
+                state.engine_returncode = process.returncode
+            final = reader.poll()
+            store.append(final)
+            state.records += len(final)
+            view.add(final)
+            store.close()
+    if state.exit_reason == "completed" and not engine.ended_cleanly(state.engine_returncode):
         state.exit_reason = "engine_crashed"
-        state.detail = f"{engine.name} exited with code {process.returncode}; see logs/{engine.name}.log"
+        state.detail = f"{engine.name} exited with code {state.engine_returncode}; see logs/{engine.name}.log"
     state.engine_started_unix = reader.started_unix or state.started_unix
     reader_facts = {
         "skipped_lines": reader.skipped,
@@ -327,7 +483,51 @@ def run_engine(
     }
     (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
     (run_dir / "generator.json").write_text(json.dumps(health.as_dict() | {"samples": health.samples}) + "\n")
-    return state
+
+
+def poll_engine(
+    run: EngineRun,
+    scenario: Scenario,
+    target_handle: Any,
+    options: RunOptions,
+    state: RunState,
+    max_run_s: float,
+) -> None:
+    """Polls the engine's records into the store and the live outputs until the run ends; says why."""
+    ps_process = psutil.Process(run.process.pid)
+    process_cpu_share(ps_process, run.capacity)  # prime psutil's counters
+    last_health = time.monotonic()
+    judge = AbortJudge(scenario) if options.abort_on_fail else None
+    while True:
+        records = run.reader.poll()
+        run.store.append(records)
+        state.records += len(records)
+        run.view.add(records)
+        run.exporter.add(records)
+        run.exporter.tick(run.view.all_records, run.reader.started_unix)
+        now = time.monotonic()
+        if now - last_health >= 1.0:
+            run.health.add(time.time(), process_cpu_share(ps_process, run.capacity))
+            last_health = now
+        run.view.refresh(time.time() - run.started)
+        if SIGNALS.received is not None:  # checked after the poll: what was read is stored
+            state.interrupted()
+            return
+        if run.process.poll() is not None:
+            return
+        if target_handle is not None and target_handle.process.poll() is not None:
+            state.exit_reason, state.detail = "target_down", "the embedded target exited during the run"
+            return
+        if time.time() - run.started > max_run_s + 10:
+            state.exit_reason, state.detail = "engine_hung", f"the engine ran past {max_run_s:.0f}s"
+            return
+        if judge is not None and (lost := judge.lost(run.view.all_records)):
+            state.exit_reason, state.detail = "aborted", f"SLO certainly lost: {lost}"
+            return
+        # the records kept so far leave the cyclic collector's walks, which would otherwise go over
+        # all of them again and again as they pile up (docs/performance.md, settings in the code)
+        gc.freeze()
+        time.sleep(POLL_INTERVAL_S)
 
 
 class AbortJudge:
@@ -363,6 +563,11 @@ class AbortJudge:
 
 
 def run_scenario(path: Path, options: RunOptions) -> int:
+    with SIGNALS:
+        return _run_scenario(path, options)
+
+
+def _run_scenario(path: Path, options: RunOptions) -> int:
     loaded = load_scenario(path, options.data_root)
     scenario = apply_overrides(loaded.scenario, options)
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
@@ -375,22 +580,50 @@ def run_scenario(path: Path, options: RunOptions) -> int:
     if options.processes > 1 and not engine.capabilities.worker_processes:
         print(f"error: --processes does not apply to {engine.name}: it runs its load in one process")
         return ExitCode.INVALID_SCENARIO
-    run_dir = make_run_dir(scenario, options.out)
-    script = compile_scenario(scenario, scenario.engine).write(run_dir / "script")
-    started = time.time()
-    view = LiveView(scenario, quiet=options.quiet)
-    with target_for(scenario, run_dir) as (base_url, handle):
-        meta = write_run_metadata(run_dir, scenario, path, engine, base_url, started)
+    compiled = compile_scenario(scenario, scenario.engine)
+    try:
+        run_dir, lock = claim_run_dir(scenario, options.out, options.force)
+    except RunFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ExitCode.INVALID_SCENARIO
+    try:
+        started = time.time()
+        meta = write_run_metadata(run_dir, scenario, path, engine, scenario.target.base_url, started)
         meta["engine_processes"] = options.processes
-        if (reason := target_is_up(base_url)) is not None:
-            state = RunState(
-                started_unix=started,
-                exit_reason="target_down",
-                detail=f"target {base_url} is not reachable at start: {reason}",
-            )
-        else:
-            state = monitored_run(scenario, engine, script, base_url, run_dir, handle, options, view, meta)
-    return finish(run_dir, meta, state, options, view)
+        view = LiveView(scenario, quiet=options.quiet)
+        state = RunState(started_unix=started)
+        try:
+            script = compiled.write(run_dir / "script")
+            measure(scenario, engine, script, run_dir, options, view, meta, state)
+        except KeyboardInterrupt:
+            state.interrupted()
+        return finish(run_dir, meta, state, options, view)
+    finally:
+        os.close(lock)  # releases the run folder
+
+
+def measure(
+    scenario: Scenario,
+    engine: Engine,
+    script: Path,
+    run_dir: Path,
+    options: RunOptions,
+    view: LiveView,
+    meta: dict[str, Any],
+    state: RunState,
+) -> None:
+    """Starts the target, checks it answers, and runs the engine against it; `state` says how it ended."""
+    SIGNALS.check()
+    try:
+        with target_for(scenario, run_dir) as (base_url, handle):
+            meta["base_url"] = base_url
+            if (reason := target_is_up(base_url)) is not None:
+                state.exit_reason = "target_down"
+                state.detail = f"target {base_url} is not reachable at start: {reason}"
+                return
+            monitored_run(scenario, engine, script, base_url, run_dir, handle, options, view, meta, state)
+    except ServerStartError as exc:
+        state.exit_reason, state.detail = "target_down", f"the embedded target did not start: {exc}"
 
 
 def uses_prometheus(scenario: Scenario, options: RunOptions) -> bool:
@@ -410,10 +643,13 @@ def monitored_run(
     options: RunOptions,
     view: LiveView,
     meta: dict[str, Any],
+    state: RunState | None = None,
 ) -> RunState:
     """The engine run inside the watchers: host/target sampler, live metrics endpoint, and Prometheus
     when asked for."""
     from scenariokit.run.prometheus import PrometheusServer
+
+    state = state if state is not None else RunState(started_unix=time.time())
 
     exporter = LiveExporter(scenario)
     with ExitStack() as stack:
@@ -426,10 +662,26 @@ def monitored_run(
             ).url
         stack.enter_context(view)
         stack.enter_context(Monitor(run_dir, base_url, interval_s))
-        return run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter)
+        run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state)
+    return state
 
 
 def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView) -> int:
+    """Writes the summaries and the report. A signal that came while the run stopped, or comes while they
+    are written, marks the run interrupted (and then they are written again)."""
+    if SIGNALS.received is not None and state.exit_reason != "interrupted":
+        state.interrupted()
+    SIGNALS.phase = "while the summary was written"
+    code = write_results(run_dir, meta, state, options, view)
+    if SIGNALS.received is not None and state.exit_reason != "interrupted":
+        state.interrupted()
+        code = write_results(run_dir, meta, state, options, view)
+    return code
+
+
+def write_results(
+    run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView
+) -> int:
     from scenariokit.results.report import write_reports
     from scenariokit.results.summary import rebuild_summary
 
@@ -441,7 +693,7 @@ def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOpt
         "engine_started_unix": state.engine_started_unix,  # stage windows are measured from here
     }
     (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    summary = rebuild_summary(run_dir, strict=options.strict)
+    summary = rebuild_summary(run_dir, strict=options.strict, allow_inconclusive=options.allow_inconclusive)
     problems = write_reports(run_dir, summary)
     view.print_verdict(summary, run_dir, problems)
-    return summary.exit_code  # the summary maps crashes and a dead target to exit code 3
+    return summary.exit_code  # the summary maps crashes, signals and a dead target to exit code 3
