@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from scenariokit.compile.ir import NO_THINK_TIME, Slo, Stage, Target
+from scenariokit.compile.ir import NO_THINK_TIME, DataRef, LiteralText, Slo, Stage, Target, Template
 from scenariokit.engines.records import RECORD_FIELDS
 from tests.support.engines import (
     ENV,
@@ -184,7 +184,8 @@ def test_k6_run_open_model_rate_and_sub_one_per_second(tmp_path: Path) -> None:
             target=Target("http", "http://127.0.0.1:9"),  # overridden below
         )
         identify, ocr, health = scenario.requests  # health's URL from a data set (below)
-        health = dataclasses.replace(health, path="/health?card={images}")
+        card = Template((LiteralText("/health?card="), DataRef("images", "data_url")))
+        health = dataclasses.replace(health, path=card)
         scenario = dataclasses.replace(scenario, requests=(identify, ocr, health))
         env = {**ENV, "SCENARIOKIT_BASE_URL": server.url}
         _, points = run_k6_stock(scenario, tmp_path / "open", env)

@@ -6,7 +6,8 @@ A scenario is written as YAML (by PyYAML's own dumper) with hostile values: nest
 through the whole front end and each engine's compiler; then each script is loaded by its own language (the
 locustfile imported by Python, the k6 script run under node) and must hold exactly the values of the IR.
 Strings that are templates (body and header values, the expected text) are written with their braces escaped
-(`{{`, `}}`: the DSL's only escape), and each runtime's rendering must give back the text first drawn.
+(`{{`, `}}`: the DSL's only escape), so the IR holds them as plain text, the text first drawn; each runtime's
+rendering must give it back. Each request's headers are the target's and its own, merged by the compiler.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from scenariokit.compile.ir import Scenario
+from scenariokit.compile.ir import Scenario, merge_headers
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario
 from tests.support.engines import NODE, needs_node
@@ -154,15 +155,16 @@ def as_written(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_requests(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """What each request must send once its templates are rendered: the values first drawn."""
-    return [
-        {
-            "headers": request.get("raw", request)["headers"],
-            "json": request.get("raw", request)["json"],
-            "contains": request.get("expect", {}).get("contains"),
-        }
-        for request in spec["requests"].values()
-    ]
+    """What each request must send once its templates are rendered: the values first drawn, its headers
+    merged with the target's (a JSON body adds a Content-Type)."""
+    target = spec["target"]["headers"].items()
+    expected = []
+    for request in spec["requests"].values():
+        form = request.get("raw", request)
+        headers = merge_headers(target, form["headers"].items(), json_body=form["json"] is not None)
+        contains = request.get("expect", {}).get("contains")
+        expected.append({"headers": dict(headers), "json": form["json"], "contains": contains})
+    return expected
 
 
 def front_end(spec: dict[str, Any], folder: Path) -> Scenario:
@@ -196,14 +198,11 @@ for line in sys.stdin:
     names = runpy.run_path(f"{folder}/{entry}")
     sys.path.remove(folder)
     requests = [v for v in names.values() if isinstance(v, sk.Request)]
-    scenario = names["SCENARIO"]
     print("RESULT " + json.dumps({
-        "headers": scenario.headers,
-        "rendered_headers": sk.render(scenario.headers, None),
         "requests": [
             {"name": r.name, "headers": r.headers, "json": r.json, "contains": r.expect_contains,
-             "rendered": {"headers": sk.render(r.headers, None), "json": sk.render(r.json, None),
-                          "contains": sk.render(r.expect_contains, None)}}
+             "rendered": {"headers": sk.render_json(r.headers, {}), "json": sk.render_json(r.json, {}),
+                          "contains": sk.render_text(r.expect_contains, {})}}
             for r in requests
         ],
     }), flush=True)
@@ -253,13 +252,11 @@ def test_json_values_stay_data_in_the_locustfile(locust_loader: LocustLoader, sp
         script = compile_scenario(scenario, "locust")
         script.write(folder / "build")
         loaded = locust_loader.load(folder / "build", script.entry)
-    assert loaded["headers"] == dict(scenario.target.headers)
-    assert loaded["rendered_headers"] == spec["target"]["headers"]
     assert (
         [r["name"] for r in loaded["requests"]] == [r.name for r in scenario.requests] == [*spec["requests"]]
     )
     for got, ir, expected in zip(loaded["requests"], scenario.requests, expected_requests(spec), strict=True):
-        # as the script holds them: the IR's values (templates still escaped) ...
+        # as the script holds them: the IR's values (plain text: every brace was escaped) ...
         assert (got["headers"], got["json"], got["contains"]) == (
             dict(ir.headers),
             ir.json_body,
@@ -290,7 +287,7 @@ def node_lines(program: str) -> list[Any]:
 
 def runtime_module() -> str:
     """The k6 runtime as a module node can import: each k6 import replaced by an empty stand-in (none is
-    called here), and the functions `Runner.render` uses exported."""
+    called here)."""
     stubs, body = ["const __ENV = {};"], []
     for line in K6_RUNTIME.read_text(encoding="utf-8").splitlines():
         match = re.match(r"import (?:\{(.*)\}|(\w+)) from ", line)
@@ -298,24 +295,19 @@ def runtime_module() -> str:
             stubs += [f"class {name.strip()} {{}}" for name in (match.group(1) or match.group(2)).split(",")]
         else:
             body.append(line)
-    source = "\n".join([*stubs, *body, "export { compileValue, renderValue, renderString };"])
+    source = "\n".join([*stubs, *body])
     return "data:text/javascript;base64," + base64.b64encode(source.encode()).decode()
 
 
 # Run after the script (see `runnable`): what its values become once the runtime renders them as
-# `Runner.render` does before sending: the body through compileValue/renderValue and JSON.stringify, header
-# values and the expected text through parseTemplate.
+# `Runner.render` does before sending (no data set: an empty row), the body through JSON.stringify.
 _K6_RENDER = """
 const rt = await import(RUNTIME);
-const none = { field() { throw new Error('no data set is used'); } };
-const text = (value) => (value === null ? null : rt.renderString(rt.parseTemplate(value), none));
-const headers = (h) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k, text(v)]));
 console.log(JSON.stringify({
-  headers: headers(__runner.scenario.headers),
   requests: __runner.requests.map((r) => ({
-    headers: headers(r.headers),
-    body: r.json === null ? null : JSON.stringify(rt.renderValue(rt.compileValue(r.json), none)),
-    contains: text(r.expectContains),
+    headers: rt.renderJson(r.headers, {}),
+    body: r.json === null ? null : JSON.stringify(rt.renderJson(r.json, {})),
+    contains: rt.renderJson(r.expectContains, {}),
   })),
 }));
 """
@@ -327,8 +319,6 @@ def check_k6(spec: dict[str, Any]) -> None:
     script = compile_scenario(scenario, "k6")
     render = _K6_RENDER.replace("RUNTIME", json.dumps(runtime_module()))
     loaded, rendered = node_lines(runnable(script.files[script.entry]) + render)
-    assert loaded["scenario"]["headers"] == dict(scenario.target.headers)
-    assert rendered["headers"] == spec["target"]["headers"]
     assert [r["name"] for r in loaded["requests"]] == [*spec["requests"]]
     for got, ir in zip(loaded["requests"], scenario.requests, strict=True):
         assert (got["headers"], decimals(got["json"]), got["expectContains"]) == (
