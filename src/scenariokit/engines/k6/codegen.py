@@ -62,8 +62,60 @@ def js_literal(value: Any) -> str:
     `ensure_ascii` escapes every non-ASCII character (U+2028/2029 included) and control character; `<`, `>`
     and `&` only ever occur inside strings in JSON text, where `\\u003c` etc. mean the same.
     """
+    if _has_proto_key(value):
+        return _js_container(value)
     text = json.dumps(value, ensure_ascii=True, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def js_key(key: str) -> str:
+    """An object key: `__proto__` written as a computed key, which makes an own property (written plainly
+    in an object literal it would set the object's prototype, and the key would never be sent)."""
+    return f"[{js_literal(key)}]" if key == "__proto__" else js_literal(key)
+
+
+def _has_proto_key(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "__proto__" in value or any(_has_proto_key(item) for item in value.values())
+    return isinstance(value, list) and any(_has_proto_key(item) for item in value)
+
+
+def _js_container(value: Any) -> str:
+    """js_literal's output, built piece by piece so that keys go through js_key."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{js_key(key)}: {js_literal(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(js_literal(item) for item in value) + "]"
+    return js_literal(value)
+
+
+# JavaScript numbers are doubles: an integer beyond this is sent rounded (Number.MAX_SAFE_INTEGER)
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def unsafe_integers(value: Any) -> list[int]:
+    """The integers in a JSON body that k6 cannot hold exactly."""
+    if isinstance(value, dict):
+        return [n for item in value.values() for n in unsafe_integers(item)]
+    if isinstance(value, list):
+        return [n for item in value for n in unsafe_integers(item)]
+    unsafe = isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER
+    return [value] if unsafe else []
+
+
+def body_diagnostics(scenario: Scenario) -> list[Diagnostic]:
+    """What k6 cannot send as written: an error, not a silently rounded number."""
+    return [
+        Diagnostic(
+            request.span,
+            f"request `{request.name}`: k6 holds numbers as doubles and would send {numbers[0]} rounded "
+            f"(integers beyond {MAX_SAFE_INTEGER:,} are not exact in JavaScript)",
+            "write the number as a string, or run with --engine locust",
+            Severity.ERROR,
+        )
+        for request in scenario.requests
+        if (numbers := unsafe_integers(request.json_body))
+    ]
 
 
 def comment_safe(text: str) -> str:
@@ -300,13 +352,13 @@ def js_json(value: JsonTemplate) -> str:
     if next(templates_in(value), None) is None:
         return js_literal(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{js_literal(key)}: {js_json(item)}" for key, item in value.items()) + "}"
+        return "{" + ", ".join(f"{js_key(key)}: {js_json(item)}" for key, item in value.items()) + "}"
     assert isinstance(value, list)
     return "[" + ", ".join(js_json(item) for item in value) + "]"
 
 
 def request_lines(request: RequestTemplate) -> list[str]:
-    headers = ", ".join(f"{js_literal(name)}: {js_text(value)}" for name, value in request.headers)
+    headers = ", ".join(f"{js_key(name)}: {js_text(value)}" for name, value in request.headers)
     return [
         f"name: {js_literal(request.name)}",
         f"weight: {number(request.weight)}",
@@ -341,6 +393,7 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
     limits, diagnostics = thresholds(scenario)
     load_span = scenario.load.stages[0].span if scenario.load.stages else scenario.load.span
     diagnostics += [Diagnostic(load_span, w, None, Severity.WARNING) for w in rounding]
+    diagnostics += body_diagnostics(scenario)
     context = {
         "header": [comment_safe(line) for line in header_lines(scenario)],
         "entry": comment_safe(entry),

@@ -131,6 +131,12 @@ export function render(parts, row) {
   return out;
 }
 
+// `obj[key] = value` with `__proto__` as the key would set the object's prototype instead
+function setOwn(obj, key, value) {
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  else obj[key] = value;
+}
+
 function renderText(value, row) {
   return value instanceof Template ? render(value.parts, row) : value;
 }
@@ -139,7 +145,7 @@ export function renderJson(value, row) {
   if (value === null || typeof value !== 'object') return value;
   if (value instanceof Template) return render(value.parts, row);
   if (Array.isArray(value)) return value.map((item) => renderJson(item, row));
-  const out = {};
+  const out = Object.create(null); // no prototype: a `__proto__` key is a key like any other
   for (const key of Object.keys(value)) out[key] = renderJson(value[key], row);
   return out;
 }
@@ -498,7 +504,7 @@ export class Runner {
 
   // One record of each data set the request reads, shared by all its references.
   row(req) {
-    const row = {};
+    const row = Object.create(null);
     for (const name of req.spec.datasets) {
       const records = this.data[name].records;
       const n = records.length;
@@ -512,7 +518,7 @@ export class Runner {
   render(req, row) {
     const spec = req.spec;
     const headers = {};
-    for (const name of req.headerNames) headers[name] = renderText(spec.headers[name], row);
+    for (const name of req.headerNames) setOwn(headers, name, renderText(spec.headers[name], row));
     let body = null;
     if (spec.json !== null) body = JSON.stringify(renderJson(spec.json, row));
     else if (spec.body !== null) body = renderText(spec.body, row);
