@@ -215,7 +215,7 @@ slo: ["p99(latency) < 1s during hold", "throughput >= 0.5/s"]
 def test_rest_requests_pick_methods_and_bodies(tmp_path: Path) -> None:
     s = scenario_from(tmp_path, REST)
     health, post, text = s.requests
-    assert (health.method, health.path, health.has_body) == ("GET", "/health", False)
+    assert (health.method, health.path, health.json_body, health.text_body) == ("GET", "/health", None, None)
     assert (post.method, post.json_body) == ("POST", {"image_base64": "x", "n": [1, 2]})
     assert (text.method, text.text_body, text.chat) == ("PUT", "{literal}", False)
     assert s.target.embedded_options == (("workers", 1),)

@@ -332,10 +332,6 @@ class RequestTemplate:
     span: Span = UNKNOWN_SPAN
 
     @property
-    def has_body(self) -> bool:
-        return self.json_body is not None or self.text_body is not None
-
-    @property
     def templates(self) -> tuple[Template, ...]:
         """Its templates: path, headers, body, expected answer, in that order."""
         values: list[JsonTemplate] = [self.path, *(v for _, v in self.headers), self.json_body]
@@ -481,6 +477,3 @@ class Scenario:
     @property
     def default_base_url(self) -> str:
         return EMBEDDED_DEFAULT_URL if self.target.is_embedded else self.target.base_url
-
-    def dataset(self, name: str) -> Dataset:
-        return next(d for d in self.datasets if d.name == name)
