@@ -16,8 +16,8 @@ from scenariokit.engines.outcomes import taxonomy
 
 class RequestRecord(NamedTuple):
     """One request. A named tuple, not a dataclass: the runner makes tens of thousands a second while the
-    engine runs beside it on the same cores, and a tuple is built (and turned into columns) several times
-    faster."""
+    engine runs beside it on the same cores, and a tuple is built (and turned into columns) faster
+    (docs/performance.md)."""
 
     t: float  # start, unix seconds
     name: str

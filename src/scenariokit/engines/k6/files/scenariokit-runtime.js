@@ -23,13 +23,11 @@
 // table as the compiler does: zero-length stages never hold a request).
 //
 // Why console.log and not metric points: each k6 metric point costs a sample in k6's pipeline and, with
-// `--out json`, a JSON line beside the ~13 that k6 writes per request for its own metrics; together they
-// cost k6 about a third of its rate against a fast endpoint (docs/results-format.md). Why binary numbers
-// in batches and not a line per request: k6's interpreter is slow at building strings (a record line
-// cost ~1 us of JavaScript, a third of the runtime's work per request) and at formatting fractions (a
-// batch's numbers joined as text, ~0.6 us a request); four stores into a Float64Array and one base64
-// encoding per batch, done by k6 in Go, cost about a third of pushing and joining the numbers. A VU
-// writes its batch (one console.log, one write) when it can do so safely:
+// `--out json`, a JSON line beside the ones k6 writes per request for its own metrics. Why binary numbers
+// in batches and not a line per request: k6's interpreter is slow at building strings and at formatting
+// fractions; stores into a Float64Array and one base64 encoding per batch, done by k6 in Go, cost far
+// less (docs/performance.md, "Where k6's rate goes" and the settings table). A VU writes its batch (one
+// console.log, one write) when it can do so safely:
 //
 //   - it batches only in a closed model without think time (a VU sending back to back: the fast case),
 //     at most FLUSH_EVERY_MS after its oldest unwritten record and FLUSH_AT_MOST records;
@@ -410,8 +408,8 @@ export class Runner {
 
   prepare(req) {
     this.total += Math.max(0, req.weight);
-    // k6 converts a request's params on every request (a few us each, against ~30 us for the whole
-    // request), so a key is set only where it differs from the script's defaults: the body is read only
+    // k6 converts a request's params on every request (docs/performance.md, settings table), so a key is
+    // set only where it differs from the script's defaults: the body is read only
     // when it is judged (the script sets discardResponseBodies), the timeout in ms (k6's default is 60 s),
     // and the expected statuses (for k6's own http_req_failed; the records judge by themselves) per request
     // only where the requests differ (else once for all: see setResponseCallbacks)
@@ -421,8 +419,7 @@ export class Runner {
     // k6 tags its own ~13 http_req_* samples of a request with its URL (with stock k6's default system
     // tags): a URL rendered from a data set is tagged with the request's name instead, so that it is one time
     // series, not one per record. No other tag: the records are the runtime's own console batches, and k6
-    // writes every tag on every one of those samples (a name and a stage tag cost 15% of k6's rate against a
-    // fast endpoint).
+    // writes every tag on every one of those samples (docs/performance.md).
     if (req.path instanceof Template && req.path.parts.some((part) => part.data !== undefined)) {
       params.tags = { name: req.name };
     }

@@ -215,13 +215,12 @@ class Scenario:
     def _on_test_start(self, environment: Any, **_: Any) -> None:
         self.started_at = time.time()
         self.recorder.write({"test_start": self.started_at})
-        # What Locust and this module built so far (~50,000 objects) lives as long as the run: frozen out
-        # of the collector, the full collections that thousands of requests/s bring on (15 in 6 s against
-        # nginx, 4% of the process's time) no longer walk it. Locust's rate: +8%, measured.
+        # What Locust and this module built so far lives as long as the run: frozen out of the collector,
+        # the full collections that thousands of requests/s bring on no longer walk it (docs/performance.md).
         gc.freeze()
-        # A young collection walks every young object still alive (a request's in flight for each user)
-        # and comes every 700 allocations, some tens of requests; every 7,000 it walks about as many, a
-        # tenth as often, and cyclic garbage waits a few hundred requests longer. Locust's rate: +5%.
+        # A young collection walks every young object still alive (a request's in flight for each user);
+        # every 7,000 allocations instead of 700 it walks about as many, a tenth as often, and cyclic
+        # garbage waits a few hundred requests longer (docs/performance.md).
         gc.set_threshold(7000)
         # Distributed runs set SCENARIOKIT_WORKERS so that each worker sends its share of the arrivals.
         count = max(1, int(os.environ.get("SCENARIOKIT_WORKERS", "1")))
