@@ -176,8 +176,20 @@ class Row:
     setup: Callable[[World], None] | None = None
     where: str = r"scen/s\.yaml:[1-9]\d*:\d+"  # a position in the scenario (file-level: :0:0)
     file: str | None = None  # FILE instead of scen/s.yaml
+    args: tuple[str, ...] = ()  # after FILE (a run's flags)
 
 
+def run_flags(*flags: str) -> tuple[str, ...]:
+    return ("--out", "out", *flags)
+
+
+RUN_USERS_1E20 = run_flags("--users=100000000000000000000")
+RUN_RATE_1E20 = run_flags("--rate=100000000000000000000/s")
+OPEN = scenario(curve="hold(1/s, 5s)", load=", model: open, expected_latency: 10s")
+RAW_LF = scenario(request=', raw: {method: GET, path: /, headers: {X-L: "a\\nb"}}').replace(
+    'prompt: "hi", ', ""
+)
+ENV_LINE_HEADER = scenario(target=', headers: {Authorization: "Bearer ${env:SK_HOSTILE_LINE}"}')
 # 257 cards: refused before any is drawn (before issue 13 all were drawn, about 1.3 s)
 TWO_CARD_SETS = "  a: {source: builtin:text-cards, count: 1}\n  b: {source: builtin:text-cards, count: 256}\n"
 FILE_LEVEL = r"(scen/s\.yaml|/dev/zero):0:0"
@@ -367,6 +379,106 @@ CASES = [
     Row("request-timeout-huge", "validate", scenario(request=", timeout: 99999h"), "a timeout of"),
     Row("think-time-huge", "validate", scenario(load=', think_time: "uniform(1s, 9999h)"'), "think time"),
     Row("expected-latency-0s", "validate", scenario(load=", expected_latency: 0s"), "expected latency"),
+    # run overrides: the same bounds as the scenario's (before: the run started, or argparse's usage error)
+    Row("run-users-1e20", "run", scenario(), "is out of range", where="--users:1:1", args=RUN_USERS_1E20),
+    Row(
+        "run-users-inf",
+        "run",
+        scenario(),
+        "is out of range",
+        where="--users:1:1",
+        args=run_flags("--users=inf"),
+    ),
+    Row(
+        "run-users-nan",
+        "run",
+        scenario(),
+        "is out of range",
+        where="--users:1:1",
+        args=run_flags("--users=nan"),
+    ),
+    Row(
+        "run-users-negative",
+        "run",
+        scenario(),
+        "is out of range",
+        where="--users:1:1",
+        args=run_flags("--users=-5"),
+    ),
+    Row("run-rate-1e20", "run", OPEN, "is out of range", where="--rate:1:1", args=RUN_RATE_1E20),
+    Row(
+        "run-rate-pool",
+        "run",
+        OPEN,
+        "one machine runs at most",
+        where="--rate:1:1",
+        args=run_flags("--rate=90000/s"),
+    ),
+    Row(
+        "run-duration-0s",
+        "run",
+        scenario(),
+        "is out of range",
+        where="--duration:1:1",
+        args=run_flags("--duration=0s"),
+    ),
+    Row(
+        "run-duration-negative",
+        "run",
+        scenario(),
+        "is negative",
+        where="--duration:1:1",
+        args=run_flags("--duration=-5s"),
+    ),
+    Row(
+        "run-duration-century",
+        "run",
+        scenario(),
+        "is out of range",
+        where="--duration:1:1",
+        args=run_flags("--duration=876000h"),
+    ),
+    # headers are one line each: CR, LF, NUL or another control character would write headers of its own
+    Row(
+        "header-value-crlf",
+        "compile",
+        scenario(target=', headers: {X-A: "a\\r\\nX-Injected: 1"}'),
+        "holds CR (U+000D)",
+    ),
+    Row("header-value-nul", "validate", scenario(request=', headers: {X-N: "a\\0b"}'), "holds NUL (U+0000)"),
+    Row(
+        "header-value-escape",
+        "validate",
+        scenario(request=', headers: {X-E: "a\\eb"}'),
+        "control character (U+001B)",
+    ),
+    Row("raw-header-lf", "compile", RAW_LF, "holds LF (U+000A)"),
+    Row(
+        "header-env-and-crlf",
+        "compile",
+        scenario(target=', headers: {Authorization: "Bearer ${env:K}\\r\\nX: 1"}'),
+        "holds CR",
+    ),
+    Row(
+        "header-name-colon",
+        "validate",
+        scenario(request=', headers: {"X-A:": "b"}'),
+        "`X-A:` is not a header name",
+    ),
+    Row(
+        "header-name-space",
+        "compile",
+        scenario(target=', headers: {"X A": "b"}'),
+        "`X A` is not a header name",
+    ),
+    Row(
+        "header-name-lf",
+        "validate",
+        scenario(request=', headers: {"X\\nB": "b"}'),
+        "`X\\nB` is not a header name",
+    ),
+    # a header's `${env:NAME}` is read when the run starts: a value of two lines is refused, never shown
+    Row("run-env-header-crlf", "run", ENV_LINE_HEADER, "SK_HOSTILE_LINE holds CR (U+000D)", args=run_flags()),
 ]
 # Refused before issue 13 as well; kept so they stay refused under the same checks.
 ALREADY_REFUSED = [
@@ -388,7 +500,7 @@ def test_hostile_input_is_refused_in_bounded_time_and_memory(tmp_path: Path, row
     w = plant(tmp_path)
     file = prepare(w, row)
     before = snapshot(tmp_path)
-    argv = [row.command, file] + (["-o", "out"] if row.command == "compile" else [])
+    argv = [row.command, file] + (["-o", "out"] if row.command == "compile" else []) + list(row.args)
     result = run_child(argv, tmp_path)
 
     assert result.returncode in (0, 2), result.stderr[-3000:]  # never a traceback
@@ -477,7 +589,8 @@ def prepare(w: World, row: Row) -> str:
 
 
 def run_child(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, SK_HOSTILE_SECRET=ENV_SECRET, COLUMNS="200")
+    # SK_HOSTILE_LINE: the secret as a key file gives it, with its line break
+    env = dict(os.environ, SK_HOSTILE_SECRET=ENV_SECRET, SK_HOSTILE_LINE=ENV_SECRET + "\r\n", COLUMNS="200")
     return subprocess.run(
         [sys.executable, "-c", CHILD, *argv],
         cwd=cwd,

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from scenariokit import __version__
-from scenariokit.compile.diagnostics import Diagnostic, ScenarioError
+from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
 from scenariokit.compile.expr import ExprError
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, engine_names
@@ -74,16 +76,59 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run_overrides(args: argparse.Namespace) -> tuple[float | None, int | None, float | None]:
+    """--duration, --users and --rate, each in the range the compiler allows a scenario (limits.py):
+    a run of 0 s or 1e20 users is refused with exit 2 before anything is sent. A diagnostic's position is
+    the flag (`--users:1:1`), with columns inside its value."""
     from scenariokit.compile.expr import parse_duration, parse_rate
+    from scenariokit.compile.limits import MAX_RATE, MAX_RUN_S, MAX_USERS, MIN_RUN_S
+
+    problems: list[Diagnostic] = []
+
+    def bounded(flag: str, text: str | None, parse: Any, high: float, hint: str, low: float = 0.0) -> Any:
+        if text is None:
+            return None
+        span = Span(flag, 1, 1)
+        try:
+            value = parse(text, span)
+        except ExprError as exc:
+            problems.append(exc.diagnostic)
+            return None
+        if not low <= value <= high:  # also NaN
+            problems.append(Diagnostic(span, f"{flag} {text} is out of range", hint))
+        return value
+
+    duration_s = bounded(
+        "--duration", args.duration, parse_duration, MAX_RUN_S, "use 1s to 168h (a week)", low=MIN_RUN_S
+    )
+    users = bounded("--users", args.users, _whole_number, MAX_USERS, f"use 0 to {MAX_USERS} users")
+    rate = bounded("--rate", args.rate, parse_rate, MAX_RATE, f"use 0/s to {MAX_RATE:g}/s")
+    if problems:
+        raise ScenarioError(problems)
+    return duration_s, None if users is None else int(users), rate
+
+
+def _whole_number(text: str, span: Span) -> float:
+    """A count of users as typed: `1e20`, `inf` and `2.5` are named instead of argparse's usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ExprError(f"--users {text} is not a number", span, "e.g. --users 20") from None
+    if math.isfinite(value) and value != int(value):
+        raise ExprError(f"--users {text} is not a whole number", span, "e.g. --users 20")
+    return value  # inf and nan are refused by the range check
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from scenariokit.run.orchestrate import RunOptions, run_scenario
 
+    duration_s, users, rate = run_overrides(args)
     options = RunOptions(
         engine=args.engine,
         out=Path(args.out) if args.out else None,
-        duration_s=parse_duration(args.duration) if args.duration else None,
-        users=args.users,
-        rate=parse_rate(args.rate) if args.rate else None,
+        duration_s=duration_s,
+        users=users,
+        rate=rate,
         base_url=args.base_url,
         quiet=args.quiet,
         abort_on_fail=args.abort_on_fail,
@@ -221,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
     p.add_argument("--out", help="run folder (default: runs/<name>-<time>)")
     p.add_argument("--duration", help="stretch or shrink the curve to this total, e.g. 30s")
-    p.add_argument("--users", type=int, help="closed model: rescale the curve to this peak of users")
+    p.add_argument("--users", help="closed model: rescale the curve to this peak of users")
     p.add_argument("--rate", help="open model: rescale the curve to this peak rate, e.g. 20/s")
     p.add_argument("--base-url", help="override the target's base_url")
     p.add_argument("--quiet", action="store_true", help="no live progress, only the verdict")

@@ -20,6 +20,12 @@ MAX_EXPR_CHARS = 4096
 # `{` and `$` in one request value: locating references is linear in the value's length per reference.
 MAX_TEMPLATE_BRACES = 1000
 
+# --- headers (lower.py; the runner checks `${env:NAME}` values the same way) -------------------------
+HEADER_NAME_PATTERN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP token (RFC 9110 5.1), whole name (fullmatch)
+# Control characters other than a tab: CR or LF would end the header and inject others (request
+# splitting), NUL is cut or refused by clients, so none is ever sent.
+HEADER_VALUE_FORBIDDEN = r"[\x00-\x08\x0a-\x1f\x7f]"
+
 # --- data sets (datasets.py) ------------------------------------------------------------------------
 DATASET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"  # as `{name}` in templates; also a file name
 MAX_DATASET_NAME_CHARS = 64

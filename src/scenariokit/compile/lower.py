@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from scenariokit.compile.ir import (
     merge_headers,
 )
 from scenariokit.compile.limits import (
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_FORBIDDEN,
     MAX_RATE,
     MAX_RUN_S,
     MAX_STAGES,
@@ -55,6 +58,12 @@ STREAM_METRICS = frozenset({"ttft", "itl", "tpot"})
 PRE_ALLOCATED_HEADROOM = 1.2
 MAX_USERS_FACTOR = 4
 MIN_MONITOR_INTERVAL_S, MAX_MONITOR_INTERVAL_S = 0.1, 60.0
+
+
+def control_name(char: str) -> str:
+    """`CR (U+000D)`: how a message names a control character (never the text around it)."""
+    short = {"\r": "CR ", "\n": "LF ", "\0": "NUL "}.get(char, "the control character ")
+    return f"{short}(U+{ord(char):04X})"
 
 
 class Lowerer:
@@ -138,7 +147,26 @@ class Lowerer:
         return value
 
     def _headers(self, headers: dict[str, str], path: Path_) -> Headers:
+        for name, value in headers.items():
+            self._check_header_text(name, value, (*path, name))
         return tuple((name, self._check_header(value, (*path, name))) for name, value in headers.items())
+
+    def _check_header_text(self, name: str, value: str, path: Path_) -> None:
+        """A header is one line of text on the wire: a name that is not a token, or a CR or LF in a value,
+        would let a scenario end the header early and write others (request splitting)."""
+        if not re.fullmatch(HEADER_NAME_PATTERN, name):
+            shown = name if name.isprintable() else repr(name)[1:-1]  # a control character as an escape
+            self.bag.error(
+                self.source.key(path),
+                f"`{shown}` is not a header name",
+                "a header name is letters, digits and !#$%&'*+-.^_`|~: no space, colon or control character",
+            )
+        if (bad := re.search(HEADER_VALUE_FORBIDDEN, value)) is not None:
+            self.bag.error(
+                self.source.text(path),
+                f"the `{name.strip()}` header's value holds {control_name(bad.group())}",
+                "a header value is one line: no CR, LF, NUL or other control character (a tab is allowed)",
+            )
 
     # -- sections ----------------------------------------------------------------------------------
 

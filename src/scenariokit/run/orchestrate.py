@@ -20,12 +20,13 @@ import gc
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +38,10 @@ import httpx
 import psutil
 
 from scenariokit import __version__
-from scenariokit.compile.ir import Scenario
+from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
+from scenariokit.compile.ir import EnvRef, Scenario, Template
+from scenariokit.compile.limits import HEADER_VALUE_FORBIDDEN, MAX_USERS
+from scenariokit.compile.lower import control_name
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, get_engine
 from scenariokit.engines.base import Engine, LaunchPlan
@@ -132,11 +136,46 @@ def apply_overrides(scenario: Scenario, options: RunOptions) -> Scenario:
                 pre_allocated_users=max(1, round(load.pre_allocated_users * scale)),
                 max_users=max(1, round(load.max_users * scale)),
             )
+            check_pool(load.max_users, peak)
     load = dataclasses.replace(load, stages=stages)
     target = scenario.target
     if options.base_url:
         target = dataclasses.replace(target, base_url=options.base_url.rstrip("/"))
     return dataclasses.replace(scenario, load=load, target=target, engine=options.engine or scenario.engine)
+
+
+def check_pool(max_users: int, rate: float) -> None:
+    """--rate scales the open model's user pool with it: the compiler's bound holds for the result too."""
+    if max_users > MAX_USERS:
+        raise ScenarioError(
+            [
+                Diagnostic(
+                    Span("--rate", 1, 1),
+                    f"--rate {rate:g}/s needs up to {max_users} users; one machine runs at most {MAX_USERS}",
+                    "a lower --rate, or a shorter `expected_latency` in the scenario",
+                )
+            ]
+        )
+
+
+def header_env_problems(scenario: Scenario, environ: Mapping[str, str]) -> list[Diagnostic]:
+    """A `${env:NAME}` in a header whose value holds CR, LF or NUL: the compiler refuses those in literal
+    values, and the environment is read only now. Each diagnostic names the variable and the control
+    character, never the value (it is usually a secret)."""
+    problems: dict[str, Diagnostic] = {}
+    for request in scenario.requests:
+        for header, value in request.headers:
+            refs = value.parts if isinstance(value, Template) else ()
+            for ref in (p for p in refs if isinstance(p, EnvRef) and p.name not in problems):
+                if (bad := re.search(HEADER_VALUE_FORBIDDEN, environ.get(ref.name, ""))) is not None:
+                    problems[ref.name] = Diagnostic(
+                        ref.span,
+                        f"the environment variable {ref.name} holds {control_name(bad.group())}, and the "
+                        f"`{header}` header sends it (its value is not shown)",
+                        f"set {ref.name} to one line, e.g. strip the newline a key file ends with: "
+                        f"{ref.name}=$(tr -d '\\r\\n' < key.txt)",
+                    )
+    return list(problems.values())
 
 
 # --- signals --------------------------------------------------------------------------------------
@@ -570,6 +609,8 @@ def run_scenario(path: Path, options: RunOptions) -> int:
 def _run_scenario(path: Path, options: RunOptions) -> int:
     loaded = load_scenario(path, options.data_root)
     scenario = apply_overrides(loaded.scenario, options)
+    if problems := header_env_problems(scenario, os.environ):
+        raise ScenarioError(problems)  # exit 2, before the run folder is claimed or anything is sent
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
             "error: Prometheus monitoring (--monitor prometheus or `monitoring: {prometheus: true}`) needs "
