@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     add_data_root(p)
     p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
-    p.add_argument("--out", help="run folder (default: runs/<name>-<time>)")
+    p.add_argument("--out", help="run folder, new or empty (default: runs/<name>-<time>); see --force")
     p.add_argument("--duration", help="stretch or shrink the curve to this total, e.g. 30s")
     p.add_argument("--users", help="closed model: rescale the curve to this peak of users")
     p.add_argument("--rate", help="open model: rescale the curve to this peak rate, e.g. 20/s")
