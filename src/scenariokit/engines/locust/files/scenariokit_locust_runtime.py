@@ -551,6 +551,27 @@ class Client:
         measured = Measured()
         t0 = time.time()
         started = time.perf_counter()
+        try:
+            latency, error = self._exchange(request, path, kwargs, contains, measured, started)
+        except Exception as exc:
+            # The client refused the request before sending it (a header value it cannot write): an error
+            # record of its kind. Left to Locust, it is a traceback in the log, whose message quotes the
+            # header's value (a secret), and no record at all.
+            latency, error = time.perf_counter() - started, failure_kind(exc, self.scenario.failures)
+            measured.error, measured.status = error, 0
+            self._report_refused(request, latency, error)
+        self._record(request, t0, intended, measured, latency, error)
+
+    def _exchange(
+        self,
+        request: Request,
+        path: str,
+        kwargs: dict[str, Any],
+        contains: str | None,
+        measured: Measured,
+        started: float,
+    ) -> tuple[float, str | None]:
+        """Sends the request and reads its answer into `measured`: (latency, error kind or None)."""
         with self.user.client.request(
             request.method, path, name=request.name, stream=request.stream, catch_response=True, **kwargs
         ) as response:
@@ -574,7 +595,20 @@ class Client:
                 response.success()
             else:
                 response.failure(error)
-        self._record(request, t0, intended, measured, latency, error)
+        return latency, error
+
+    def _report_refused(self, request: Request, latency: float, error: str) -> None:
+        """Locust's own statistics count the refused request too, under its kind (never the client's
+        message, which may quote a header's value)."""
+        self.user.environment.events.request.fire(
+            request_type=request.method,
+            name=request.name,
+            response_time=latency * 1000,
+            response_length=0,
+            response=None,
+            context={},
+            exception=RuntimeError(error),
+        )
 
     def _record(
         self,
