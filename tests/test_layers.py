@@ -11,15 +11,22 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "scenariokit"
 # layer -> the scenariokit modules it may import (prefixes). Shared leaves (`scenariokit` for the version,
-# `ports`, `exitcodes`) may be imported anywhere; `scenariokit.engines` alone (the registry: names only) is
-# read by the DSL model and the IR.
+# `ports`, `exitcodes`, `processes`) may be imported anywhere; `scenariokit.engines` alone (the registry:
+# names only) is read by the DSL model and the IR.
 ALLOWED = {
     "compile": ("scenariokit.compile", "scenariokit.engines$"),
     "engines": ("scenariokit.compile", "scenariokit.engines"),
     "results": ("scenariokit.compile", "scenariokit.engines", "scenariokit.results"),
-    "run": ("scenariokit.compile", "scenariokit.engines", "scenariokit.results", "scenariokit.run"),
+    # the orchestrator starts the embedded target through its launcher (and nothing else of the server)
+    "run": (
+        "scenariokit.compile",
+        "scenariokit.engines",
+        "scenariokit.results",
+        "scenariokit.run",
+        "scenariokit_server.launcher$",
+    ),
 }
-SHARED = ("scenariokit$", "scenariokit.ports$", "scenariokit.exitcodes$")
+SHARED = ("scenariokit$", "scenariokit.ports$", "scenariokit.exitcodes$", "scenariokit.processes$")
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -29,7 +36,7 @@ def imported_modules(path: Path) -> list[str]:
             names.append(node.module)
         elif isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
-    return [name for name in names if name == "scenariokit" or name.startswith("scenariokit.")]
+    return [name for name in names if name.split(".")[0] in ("scenariokit", "scenariokit_server")]
 
 
 def layer_files(layer: str) -> list[Path]:

@@ -7,7 +7,6 @@ Ctrl-C at the terminal reaches the runner alone, which stops the server in order
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,51 +18,15 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import psutil
 
 from scenariokit.ports import free_port
+from scenariokit.processes import signal_group, wait_group_gone
 
 GROUP_EXIT_S = 3.0  # after the server: its resource tracker cleans up and exits once the server is gone
 
 
 class ServerStartError(RuntimeError):
     """The server exited, or was not healthy in time, while starting."""
-
-
-# Process groups: the runner stops its engines' groups with these too.
-
-
-def signal_group(pgid: int, sig: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    """The group's live processes. A zombie is not one: where PID 1 does not reap orphans (some
-    containers), an orphan that exited stays a zombie for good."""
-    members = []
-    for process in psutil.process_iter():
-        with suppress(psutil.Error, OSError):
-            if os.getpgid(process.pid) == pgid and _running(process):
-                members.append(process)
-    return members
-
-
-def wait_group_gone(pgid: int, timeout_s: float) -> bool:
-    """Whether every live process of the group exits within the time."""
-    members = group_members(pgid)
-    deadline = time.monotonic() + timeout_s
-    while members and time.monotonic() < deadline:
-        time.sleep(0.05)
-        members = [m for m in members if _running(m)]
-    return not members
 
 
 class ServerHandle:

@@ -15,6 +15,7 @@ is, the summary is written from what was measured, and the exit code is 3.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import gc
 import json
@@ -47,11 +48,12 @@ from scenariokit.engines import compile_scenario, get_engine
 from scenariokit.engines.base import Engine, LaunchPlan
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
+from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.store import RecordStore
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
-from scenariokit_server.launcher import ServerStartError, signal_group, spawn_server, wait_group_gone
+from scenariokit_server.launcher import ServerStartError, spawn_server
 
 POLL_INTERVAL_S = 0.5
 ENGINE_GRACE_S = 30.0  # time past the curve's end before the engine is stopped by force
@@ -59,6 +61,11 @@ SATURATED_CPU = 0.90  # share of the cores the engine can use (Engine.cpu_capaci
 SATURATED_FOR_S = 3
 GROUP_EXIT_S = 5.0  # after an engine's leader exits: its other processes finish writing their records
 LOCK_NAME = ".lock"  # in the run folder, held (flock) for the whole run
+# Free space the run folder needs: before the run (its script, data sets, logs and summaries are a few MiB),
+# and during it, below which the run stops while it can still write its summary.
+MIN_FREE_BYTES = 16 << 20
+LOW_FREE_BYTES = 2 << 20
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 
 
 @dataclass(frozen=True)
@@ -389,6 +396,48 @@ def write_run_metadata(
     return meta
 
 
+# --- disk -----------------------------------------------------------------------------------------
+
+
+def disk_problem(run_dir: Path, need: int) -> str | None:
+    """Why the run folder cannot take a run, or None: a write probe (a read-only mount refuses it) and
+    the free space the file system reports."""
+    probe = run_dir / ".write-probe"
+    try:
+        with probe.open("wb") as handle:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+            os.fsync(handle.fileno())  # a full disk may refuse only here
+        probe.unlink()
+        free = shutil.disk_usage(run_dir).free
+    except OSError as exc:
+        with suppress(OSError):
+            probe.unlink()
+        return f"the run folder {run_dir} cannot be written: {exc.strerror or exc}"
+    if free < need:
+        return f"{free / 2**20:.1f} MiB free for the run folder {run_dir}; a run needs {need >> 20} MiB"
+    return None
+
+
+def disk_full(state: RunState, exc: OSError | None) -> None:
+    """The run stops on a full or read-only disk (an OSError of those kinds, or space running low)."""
+    if exc is not None and exc.errno not in DISK_ERRNOS:
+        raise exc
+    if state.exit_reason != "disk_full":
+        state.exit_reason = "disk_full"
+        why = exc.strerror if exc is not None else f"less than {LOW_FREE_BYTES >> 20} MiB free"
+        state.detail = f"the run folder's disk: {why}; the run stopped, what was written is kept"
+
+
+@contextmanager
+def keeping_on(state: RunState) -> Iterator[None]:
+    """A write that a full disk refuses marks the run and goes on to the next (what it can write)."""
+    try:
+        yield
+    except OSError as exc:
+        disk_full(state, exc)
+
+
 # --- target ---------------------------------------------------------------------------------------
 
 
@@ -499,6 +548,8 @@ def run_engine(
             poll_engine(run, scenario, target_handle, options, state, max_run_s)
         except KeyboardInterrupt:
             state.interrupted()
+        except OSError as exc:  # the disk filled: the engine is stopped below, what is stored stays
+            disk_full(state, exc)
         finally:
             SIGNALS.phase = "while the run stopped"
             gc.unfreeze()
@@ -506,10 +557,11 @@ def run_engine(
                 stop_group(process)
                 state.engine_returncode = process.returncode
             final = reader.poll()
-            store.append(final)
             state.records += len(final)
             view.add(final)
-            store.close()
+            with keeping_on(state):
+                store.append(final)
+                store.close()
     if state.exit_reason == "completed" and not engine.ended_cleanly(state.engine_returncode):
         state.exit_reason = "engine_crashed"
         state.detail = f"{engine.name} exited with code {state.engine_returncode}; see logs/{engine.name}.log"
@@ -520,8 +572,11 @@ def run_engine(
         "dropped_times": reader.dropped_times,
         "started_unix": reader.started_unix,
     }
-    (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
-    (run_dir / "generator.json").write_text(json.dumps(health.as_dict() | {"samples": health.samples}) + "\n")
+    with keeping_on(state):
+        (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
+    with keeping_on(state):
+        health_facts = health.as_dict() | {"samples": health.samples}
+        (run_dir / "generator.json").write_text(json.dumps(health_facts) + "\n")
 
 
 def poll_engine(
@@ -553,6 +608,9 @@ def poll_engine(
             state.interrupted()
             return
         if run.process.poll() is not None:
+            return
+        if shutil.disk_usage(run.store.dir).free < LOW_FREE_BYTES:  # stop while the summary still fits
+            disk_full(state, None)
             return
         if target_handle is not None and target_handle.process.poll() is not None:
             state.exit_reason, state.detail = "target_down", "the embedded target exited during the run"
@@ -627,7 +685,13 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     except RunFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.INVALID_SCENARIO
+    except OSError as exc:  # a read-only or full disk: a run error, found before anything is sent
+        print(f"error: the run folder could not be made: {exc}", file=sys.stderr)
+        return ExitCode.RUN_ERROR
     try:
+        if (problem := disk_problem(run_dir, MIN_FREE_BYTES)) is not None:
+            print(f"error: {problem}; nothing was sent", file=sys.stderr)
+            return ExitCode.RUN_ERROR
         started = time.time()
         meta = write_run_metadata(run_dir, scenario, path, engine, scenario.target.base_url, started)
         meta["engine_processes"] = options.processes
@@ -638,6 +702,8 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
             measure(scenario, engine, script, run_dir, options, view, meta, state)
         except KeyboardInterrupt:
             state.interrupted()
+        except OSError as exc:  # a watcher's write on a full disk: the summary says so
+            disk_full(state, exc)
         return finish(run_dir, meta, state, options, view)
     finally:
         os.close(lock)  # releases the run folder
@@ -713,7 +779,17 @@ def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOpt
     if SIGNALS.received is not None and state.exit_reason != "interrupted":
         state.interrupted()
     SIGNALS.phase = "while the summary was written"
-    code = write_results(run_dir, meta, state, options, view)
+    try:
+        code = write_results(run_dir, meta, state, options, view)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        print(
+            f"error: the run's summary could not be written ({exc.strerror}); the records measured so far "
+            f"are in {run_dir / 'records'} (`scenariokit report {run_dir}` once there is space)",
+            file=sys.stderr,
+        )
+        return ExitCode.RUN_ERROR
     if SIGNALS.received is not None and state.exit_reason != "interrupted":
         state.interrupted()
         code = write_results(run_dir, meta, state, options, view)
