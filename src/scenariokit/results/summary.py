@@ -31,9 +31,17 @@ from scenariokit.results.metrics import (
 from scenariokit.results.slo import Verdict, judge
 from scenariokit.results.store import load_records, read_samples
 
-EXIT_REASONS = ("completed", "engine_crashed", "engine_hung", "target_down", "aborted", "interrupted")
+EXIT_REASONS = (
+    "completed",
+    "engine_crashed",
+    "engine_hung",
+    "target_down",
+    "aborted",
+    "interrupted",
+    "disk_full",
+)
 # reasons that keep a run from being judged as planned: exit 3 whatever the SLOs say of what was measured
-RUN_ERRORS = ("engine_crashed", "engine_hung", "target_down", "interrupted")
+RUN_ERRORS = ("engine_crashed", "engine_hung", "target_down", "interrupted", "disk_full")
 
 
 class DistributionOut(BaseModel):

@@ -65,6 +65,8 @@ LOCK_NAME = ".lock"  # in the run folder, held (flock) for the whole run
 # and during it, below which the run stops while it can still write its summary.
 MIN_FREE_BYTES = 16 << 20
 LOW_FREE_BYTES = 2 << 20
+RESERVE_BYTES = 4 << 20  # held in the run folder, freed when the disk fills or the run ends
+RESERVE_NAME = ".reserve"
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 
 
@@ -419,10 +421,29 @@ def disk_problem(run_dir: Path, need: int) -> str | None:
     return None
 
 
+def hold_reserve(run_dir: Path) -> Path:
+    """Space written now (zeros, so that tmpfs and sparse-file systems count it) and freed when the disk
+    fills: the last records and the summary then have room, even on a disk another process filled."""
+    reserve = run_dir / RESERVE_NAME
+    with reserve.open("wb") as handle:
+        for _ in range(RESERVE_BYTES >> 20):
+            handle.write(bytes(1 << 20))
+        os.fsync(handle.fileno())
+    return reserve
+
+
+def free_reserve(state: RunState) -> None:
+    if state.reserve is not None:
+        with suppress(OSError):
+            state.reserve.unlink()
+        state.reserve = None
+
+
 def disk_full(state: RunState, exc: OSError | None) -> None:
     """The run stops on a full or read-only disk (an OSError of those kinds, or space running low)."""
     if exc is not None and exc.errno not in DISK_ERRNOS:
         raise exc
+    free_reserve(state)
     if state.exit_reason != "disk_full":
         state.exit_reason = "disk_full"
         why = exc.strerror if exc is not None else f"less than {LOW_FREE_BYTES >> 20} MiB free"
@@ -474,6 +495,7 @@ class RunState:
     detail: str = ""
     engine_returncode: int | None = None
     engine_started_unix: float | None = None
+    reserve: Path | None = None  # space held back for the last records and the summary (hold_reserve)
 
     def interrupted(self) -> None:
         self.exit_reason, self.detail = "interrupted", SIGNALS.detail()
@@ -696,7 +718,7 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
         meta = write_run_metadata(run_dir, scenario, path, engine, scenario.target.base_url, started)
         meta["engine_processes"] = options.processes
         view = LiveView(scenario, quiet=options.quiet)
-        state = RunState(started_unix=started)
+        state = RunState(started_unix=started, reserve=hold_reserve(run_dir))
         try:
             script = compiled.write(run_dir / "script")
             measure(scenario, engine, script, run_dir, options, view, meta, state)
@@ -706,6 +728,8 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
             disk_full(state, exc)
         return finish(run_dir, meta, state, options, view)
     finally:
+        with suppress(OSError):  # freed by finish; this covers a crash on the way there
+            (run_dir / RESERVE_NAME).unlink()
         os.close(lock)  # releases the run folder
 
 
@@ -779,6 +803,7 @@ def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOpt
     if SIGNALS.received is not None and state.exit_reason != "interrupted":
         state.interrupted()
     SIGNALS.phase = "while the summary was written"
+    free_reserve(state)  # the engine and the watchers have stopped: the summary gets the space
     try:
         code = write_results(run_dir, meta, state, options, view)
     except OSError as exc:
