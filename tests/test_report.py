@@ -102,3 +102,17 @@ def test_real_run_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     slo_rows = re.findall(r'<tr class="slo-row (\w+)">', dom)
     assert slo_rows == ["pass", "fail", "pass"]
     assert "http_4xx:404" in dom and "Knee:" in dom
+
+
+def test_a_run_that_did_not_finish_is_an_error_in_the_report_whatever_its_slos_say(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    make_run(run_dir)
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta |= {"exit_reason": "interrupted", "exit_detail": "stopped by SIGTERM during the run"}
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    summary = rebuild_summary(run_dir)
+    assert write_reports(run_dir, summary) == []
+    html = (run_dir / "report.html").read_text()
+    heading = html.split("<h1>")[1].split("</h1>")[0]
+    assert "ERROR (INTERRUPTED)" in heading and "PASS" not in heading
+    assert "stopped by SIGTERM during the run" in html and '<header class="fail">' in html
