@@ -1,8 +1,12 @@
 """The HTTP API: vLLM's OpenAI-compatible endpoints and a classic REST recognition API on the same models.
 
 Admission is bounded: at most `max_in_flight` requests run, at most `max_queue` wait; past that a request
-gets 429 with Retry-After at once, never a hang. Every request has a timeout. Bad input gets a 4xx with an
-OpenAI-shaped error body and never reaches a model. `/metrics` uses vLLM's metric names.
+gets 429 with Retry-After at once, never a hang. Every request has a budget from its arrival that covers its
+time in the queue, and work is abandoned when the client leaves. The work per request is bounded before
+anything is read whole: the body (413), an image fetched from an allowed host (size and time), an image's
+pixels (from its header). Bad input gets a 4xx with an OpenAI-shaped error body and never reaches a model;
+a failing upstream image host is 502/504. `/metrics` uses vLLM's metric names, plus `scenariokit_` ones for
+the worker pool (restarts, liveness) and failures by reason.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import json
 import random
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,16 +36,29 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scenariokit.compile.cards import text_cards
-from scenariokit_server.engine import BadImage, ModelPool, TextLine, check_image
+from scenariokit_server.engine import (
+    MAX_IMAGE_BYTES,
+    MAX_PIXELS,
+    BadImage,
+    ModelFailed,
+    ModelPool,
+    PoolEvents,
+    TextLine,
+    Worker,
+    WorkerDied,
+    check_image,
+)
 
 # read the text; what the image shows (an ImageNet class); is it safe (sfw) or not (nsfw)
 SERVED_MODELS = ("ocr", "classify", "moderation")
 LABEL_MODELS = frozenset({"classify", "moderation"})  # models that answer with labels, best first
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image in base64 (13.4 MB) and its JSON fit
+MAX_FAULT_LATENCY_S = 60.0
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
@@ -63,6 +81,10 @@ class Fault:
                 fault.error_rate = float(value.strip().rstrip("%")) / (100 if "%" in value else 1)
             else:
                 raise ValueError(f"unknown fault `{key}`: use latency=200ms or error_rate=0.1")
+        if not 0 <= fault.latency_s <= MAX_FAULT_LATENCY_S:  # also refuses nan and inf
+            raise ValueError(f"latency must be from 0 to {MAX_FAULT_LATENCY_S:g}s")
+        if not 0 <= fault.error_rate <= 1:
+            raise ValueError("error_rate must be from 0 to 1 (or 0% to 100%)")
         return fault
 
 
@@ -82,6 +104,11 @@ class Settings:
     fault: Fault = field(default_factory=Fault)
     allowed_url_hosts: tuple[str, ...] = ()
     admin: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout_s: float = 10.0  # the whole body must arrive in this time: a slow sender is cut off
+    max_pixels: int = MAX_PIXELS
+    image_fetch_bytes: int = MAX_IMAGE_BYTES
+    image_fetch_timeout_s: float = 5.0
 
 
 class ApiError(Exception):
@@ -92,9 +119,11 @@ class ApiError(Exception):
         kind: str = "BadRequestError",
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        reason: str = "bad_request",
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.headers = status, message, kind, param, headers
+        self.reason = reason  # the failure counter's label: a short, fixed vocabulary
 
     def response(self) -> JSONResponse:
         body = {
@@ -160,53 +189,130 @@ class Metrics:
         self.errors = Counter(
             "model_server_errors", "Requests answered with an error.", ["status"], registry=r
         )
+        self.failures = Counter(
+            "scenariokit_request_failures",
+            "Requests that failed, by model (empty before the model is known), reason and HTTP status.",
+            [*label, "reason", "status"],
+            registry=r,
+        )
+        self.worker_restarts = Counter(
+            "scenariokit_worker_restarts",
+            "Model worker processes started to replace one that died (each worker holds every model).",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_up = Gauge(
+            "scenariokit_worker_up",
+            "1 while a model worker has its models loaded and is alive.",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_pid = Gauge(
+            "scenariokit_worker_pid", "The process id of each model worker.", ["worker"], registry=r
+        )
+
+    def pool_events(self) -> PoolEvents:
+        def up(worker: Worker) -> None:
+            self.worker_up.labels(str(worker.index)).set(1)
+            self.worker_pid.labels(str(worker.index)).set(worker.pid or 0)
+
+        return PoolEvents(
+            on_up=up,
+            on_down=lambda worker: self.worker_up.labels(str(worker.index)).set(0),
+            on_restart=lambda worker: self.worker_restarts.labels(str(worker.index)).inc(),
+        )
 
 
 class Admission:
-    """At most `max_in_flight` running and `max_queue` waiting; anything more is refused at once."""
+    """At most `max_in_flight` running and `max_queue` waiting; anything more is refused at once.
+
+    The per-model gauges move by inc/dec inside try/finally, so a request that fails, times out or is
+    cancelled in any phase leaves them where it found them. (They were once set from a count shared by all
+    models, so a model's gauge kept the last value it was set to: an idle server showed a phantom queue.)"""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.semaphore = asyncio.Semaphore(settings.max_in_flight)
         self.capacity = settings.max_in_flight + settings.max_queue
-        self.running = 0
-        self.waiting = 0
+        self.admitted = 0
         self.metrics = metrics
 
     @contextlib.asynccontextmanager
     async def slot(self, model: str) -> AsyncIterator[float]:
-        if self.running + self.waiting >= self.capacity:
+        """Yields the seconds spent queued. The caller's deadline (asyncio.timeout) covers the wait."""
+        if self.admitted >= self.capacity:
             self.metrics.rejected.labels("queue_full").inc()
             raise ApiError(
-                429, "the server is at capacity; retry later", "RateLimitError", headers={"Retry-After": "1"}
+                429,
+                "the server is at capacity; retry later",
+                "RateLimitError",
+                headers={"Retry-After": "1"},
+                reason="queue_full",
             )
-        self.waiting += 1
-        self.metrics.waiting.labels(model).set(self.waiting)
-        queued = time.perf_counter()
+        self.admitted += 1
         try:
-            await self.semaphore.acquire()
+            waiting, queued = self.metrics.waiting.labels(model), time.perf_counter()
+            waiting.inc()
+            try:
+                await self.semaphore.acquire()
+            finally:
+                waiting.dec()
+            try:
+                self.metrics.queue.labels(model).observe(time.perf_counter() - queued)
+                with self.metrics.running.labels(model).track_inprogress():
+                    yield time.perf_counter() - queued
+            finally:
+                self.semaphore.release()
         finally:
-            self.waiting -= 1
-            self.metrics.waiting.labels(model).set(self.waiting)
-        self.running += 1
-        self.metrics.running.labels(model).set(self.running)
-        self.metrics.queue.labels(model).observe(time.perf_counter() - queued)
-        try:
-            yield time.perf_counter() - queued
-        finally:
-            self.running -= 1
-            self.metrics.running.labels(model).set(self.running)
-            self.semaphore.release()
+            self.admitted -= 1
 
 
 # --- input ----------------------------------------------------------------------------------------
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+def refuse_body(status: int, message: str, reason: str) -> ApiError:
+    # Connection: close, so uvicorn drops the rest of a body it never read instead of parsing it as the
+    # next request on the connection
+    kind = "RequestTooLargeError" if status == 413 else "RequestTimeoutError"
+    return ApiError(status, message, kind, headers={"Connection": "close"}, reason=reason)
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body, refused with 413 before it is read whole: a Content-Length over the cap at once, and a
+    chunked body as soon as the bytes counted so far pass it. The whole body must arrive within
+    `body_timeout_s` (408), so a client that trickles it cannot hold a connection and its buffer."""
+    cap = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "Content-Length is not a number", reason="bad_request")
+        if int(declared) > cap:
+            raise refuse_body(
+                413, f"the body is {int(declared):,} bytes; the limit is {cap:,}", "body_too_large"
+            )
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise refuse_body(413, f"the body passed the limit of {cap:,} bytes", "body_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        message = f"the body did not arrive within {settings.body_timeout_s:g}s"
+        raise refuse_body(408, message, "body_timeout") from None
+    except ClientDisconnect:
+        raise ApiError(499, "the client closed the connection", reason="client_gone") from None
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, settings: Settings) -> dict[str, Any]:
+    raw = await read_body(request, settings)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "the request body is not valid JSON") from None
+        raise ApiError(400, "the request body is not valid JSON", reason="bad_json") from None
+    except RecursionError:  # the C scanner's own depth guard, reached by [[[[...]]]] a few KB long
+        raise ApiError(400, "the request body is nested too deeply", reason="bad_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body
@@ -231,11 +337,7 @@ async def image_from_url(url: Any, settings: Settings, param: str) -> bytes:
         return decode_base64(payload, param)
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https") and parsed.hostname in settings.allowed_url_hosts:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            response = await client.get(url)
-        if response.status_code != 200:
-            raise ApiError(400, f"fetching the image gave HTTP {response.status_code}", param=param)
-        return response.content
+        return await fetch_image(url, settings, param)
     raise ApiError(
         400,
         "image URLs must be data: URLs (this server fetches http(s) only from hosts allowed at start-up)",
@@ -243,12 +345,85 @@ async def image_from_url(url: Any, settings: Settings, param: str) -> bytes:
     )
 
 
-def checked(data: bytes, param: str) -> bytes:
+async def fetch_image(url: str, settings: Settings, param: str) -> bytes:
+    """GET an image from an allowed host, streamed and stopped at `image_fetch_bytes` and at
+    `image_fetch_timeout_s` for the whole transfer (httpx's own timeouts are per read, which a host that
+    drips a byte a second never trips). Redirects are not followed: they could lead off the allowed hosts."""
+    cap, limit_s = settings.image_fetch_bytes, settings.image_fetch_timeout_s
+    chunks, size = [], 0
     try:
-        check_image(data)
+        async with (
+            asyncio.timeout(limit_s),
+            httpx.AsyncClient(timeout=limit_s) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise ApiError(
+                    502,
+                    f"the image host answered HTTP {response.status_code}",
+                    "BadGatewayError",
+                    param=param,
+                    reason="image_host",
+                )
+            # decoded bytes: a gzip bomb meets the cap too
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise ApiError(
+                        400,
+                        f"the image at the URL is over {cap:,} bytes",
+                        param=param,
+                        reason="bad_image",
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            504,
+            f"the image host did not send the image within {limit_s:g}s",
+            "GatewayTimeoutError",
+            param=param,
+            reason="image_host",
+        ) from None
+    except httpx.TimeoutException:
+        raise ApiError(
+            504, "the image host timed out", "GatewayTimeoutError", param=param, reason="image_host"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ApiError(
+            502,
+            f"the image host could not be reached ({type(exc).__name__})",
+            "BadGatewayError",
+            param=param,
+            reason="image_host",
+        ) from None
+    return b"".join(chunks)
+
+
+def checked(data: bytes, param: str, settings: Settings) -> bytes:
+    try:
+        check_image(data, settings.max_pixels)
     except BadImage as exc:
-        raise ApiError(400, str(exc), param=param) from None
+        raise ApiError(400, str(exc), param=param, reason="bad_image") from None
     return data
+
+
+def include_usage_of(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise ApiError(400, "`stream_options` must be an object", param="stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise ApiError(400, "`stream_options.include_usage` must be true or false", param="stream_options")
+    return include
+
+
+async def until_disconnected(request: Request) -> None:
+    """Returns when the client closes the connection. Only after the body is read: uvicorn's receive
+    then blocks until `http.disconnect`."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def chat_image_url(body: dict[str, Any]) -> tuple[Any, int]:
@@ -303,8 +478,13 @@ class Server:
         self.warmup_s: list[float] = []
 
     async def start(self) -> None:
-        self.pool = ModelPool(self.settings.workers)
-        self.warmup_s = await self.pool.warm(text_cards(1)[0].png)
+        self.pool = ModelPool(
+            self.settings.workers,
+            text_cards(1)[0].png,
+            max_pixels=self.settings.max_pixels,
+            events=self.metrics.pool_events(),
+        )
+        self.warmup_s = await self.pool.start()
         self.ready = True
 
     def stop(self) -> None:
@@ -312,41 +492,86 @@ class Server:
         if self.pool is not None:
             self.pool.close()
 
-    async def recognize(self, model: str, data: bytes) -> tuple[list[TextLine], float]:
-        """Admission, fault hook, timeout and the model call, with metrics."""
+    def deadline(self) -> float:
+        """The request's budget, on the event loop's clock, from now (its arrival)."""
+        return asyncio.get_running_loop().time() + self.settings.request_timeout_s
+
+    async def recognize(
+        self, request: Request, model: str, data: bytes, deadline: float
+    ) -> tuple[list[TextLine], float]:
+        """The model call, abandoned when the client leaves: a request still queued never reaches a model,
+        and its slot and gauges are released (a call already in a worker finishes there: a process cannot
+        be interrupted mid-inference, and its worker is freed when it answers)."""
+        work = asyncio.ensure_future(self._admitted(model, data, deadline))
+        gone = asyncio.ensure_future(until_disconnected(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+        if work.done() and not work.cancelled():
+            return work.result()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work  # let its finally blocks release the slot before the answer
+        raise ApiError(499, "the client closed the connection", reason="client_gone")
+
+    async def _admitted(self, model: str, data: bytes, deadline: float) -> tuple[list[TextLine], float]:
+        """Admission, fault hook and the model call, all within the request's deadline, with metrics."""
         assert self.pool is not None
-        async with self.admission.slot(model):
-            fault = self.settings.fault
-            if fault.latency_s:
-                await asyncio.sleep(fault.latency_s)
-            if fault.error_rate and fault.rng.random() < fault.error_rate:
-                raise ApiError(500, "injected fault (--fault error_rate)", "InternalServerError")
-            try:
-                lines, model_s = await asyncio.wait_for(
-                    self.pool.run(model, data), self.settings.request_timeout_s
-                )
-            except TimeoutError:
-                raise ApiError(
-                    503,
-                    f"the request took longer than {self.settings.request_timeout_s:g}s",
-                    "ServiceUnavailableError",
-                    headers={"Retry-After": "1"},
-                ) from None
-            self.metrics.inference.labels(model).observe(model_s)
-            return lines, model_s
+        reached_model = False
+        try:
+            async with asyncio.timeout_at(deadline), self.admission.slot(model):
+                fault = self.settings.fault
+                if fault.latency_s:
+                    await asyncio.sleep(fault.latency_s)
+                if fault.error_rate and fault.rng.random() < fault.error_rate:
+                    raise ApiError(
+                        500, "injected fault (--fault error_rate)", "InternalServerError", reason="fault"
+                    )
+                reached_model = True
+                lines, model_s = await self.pool.run(model, data)
+        except TimeoutError:
+            where = "in the model" if reached_model else "waiting for a model worker"
+            raise ApiError(
+                503,
+                f"the request passed its budget of {self.settings.request_timeout_s:g}s {where}",
+                "ServiceUnavailableError",
+                headers={"Retry-After": "1"},
+                reason="timeout",
+            ) from None
+        except BadImage as exc:
+            raise ApiError(400, str(exc), param="image", reason="bad_image") from None
+        except WorkerDied as exc:
+            raise ApiError(
+                503, str(exc), "ServiceUnavailableError", headers={"Retry-After": "1"}, reason="worker_died"
+            ) from None
+        except ModelFailed as exc:
+            raise ApiError(
+                500, f"the model failed: {exc}", "InternalServerError", reason="model_error"
+            ) from None
+        self.metrics.inference.labels(model).observe(model_s)
+        return lines, model_s
 
     def model_of(self, body: dict[str, Any]) -> str:
         model = body.get("model")
         if not isinstance(model, str):
             raise ApiError(400, "`model` must be a string", param="model")
         if model not in SERVED_MODELS:
-            raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError", param="model")
+            raise ApiError(
+                404,
+                f"The model `{model}` does not exist.",
+                "NotFoundError",
+                param="model",
+                reason="not_found",
+            )
         return model
 
     async def chat(self, request: Request) -> Response:
-        started = time.perf_counter()
-        body = await json_body(request)
+        started, deadline = time.perf_counter(), self.deadline()
+        body = await json_body(request, self.settings)
         model = self.model_of(body)
+        request.state.model = model
         max_tokens = body.get("max_tokens")
         if max_tokens is not None and (
             not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
@@ -355,9 +580,10 @@ class Server:
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise ApiError(400, "`stream` must be true or false", param="stream")
+        include_usage = include_usage_of(body)
         url, prompt_tokens = chat_image_url(body)
-        data = checked(await image_from_url(url, self.settings, "messages"), "messages")
-        lines, _ = await self.recognize(model, data)
+        data = checked(await image_from_url(url, self.settings, "messages"), "messages", self.settings)
+        lines, _ = await self.recognize(request, model, data, deadline)
         words = answer_of(model, lines).split()
         finish = "length" if max_tokens is not None and len(words) > max_tokens else "stop"
         tokens = words[:max_tokens] if max_tokens is not None else words
@@ -371,7 +597,6 @@ class Server:
         }
         ident = f"chatcmpl-{uuid.uuid4().hex}"
         if stream:
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(
                 self._stream(ident, model, tokens, finish, usage, include_usage, started),
                 media_type="text/event-stream",
@@ -444,10 +669,11 @@ class Server:
         self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
 
     async def rest_ocr(self, request: Request) -> Response:
-        started = time.perf_counter()
-        body = await json_body(request)
-        data = checked(decode_base64(body.get("image_base64"), "image_base64"), "image_base64")
-        lines, model_s = await self.recognize("ocr", data)
+        started, deadline = time.perf_counter(), self.deadline()
+        request.state.model = "ocr"
+        body = await json_body(request, self.settings)
+        data = checked(decode_base64(body.get("image_base64"), "image_base64"), "image_base64", self.settings)
+        lines, model_s = await self.recognize(request, "ocr", data, deadline)
         self.metrics.e2e.labels("ocr").observe(time.perf_counter() - started)
         self.metrics.success.labels("ocr", "stop").inc()
         return JSONResponse(
@@ -470,8 +696,9 @@ class Server:
         return await self.rest_labels(request, "moderation")
 
     async def rest_labels(self, request: Request, model: str) -> Response:
-        started = time.perf_counter()
-        body = await json_body(request)
+        started, deadline = time.perf_counter(), self.deadline()
+        request.state.model = model
+        body = await json_body(request, self.settings)
         threshold = body.get("threshold", 0.5)
         if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
             raise ApiError(400, "`threshold` must be a number from 0 to 1", param="threshold")
@@ -481,7 +708,7 @@ class Server:
             data = decode_base64(body["image_base64"], "image_base64")
         else:
             raise ApiError(400, "give `image_url` or `image_base64`", param="image_url")
-        lines, model_s = await self.recognize(model, checked(data, "image"))
+        lines, model_s = await self.recognize(request, model, checked(data, "image", self.settings), deadline)
         self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
         self.metrics.success.labels(model, "stop").inc()
         labels = [
@@ -491,8 +718,10 @@ class Server:
 
     async def admin_fault(self, request: Request) -> Response:
         if not self.settings.admin:
-            raise ApiError(404, "the admin API is off: start with --admin", "NotFoundError")
-        body = await json_body(request)
+            raise ApiError(
+                404, "the admin API is off: start with --admin", "NotFoundError", reason="not_found"
+            )
+        body = await json_body(request, self.settings)
         try:
             self.settings.fault = Fault.parse(",".join(f"{k}={v}" for k, v in body.items()))
         except ValueError as exc:
@@ -514,15 +743,34 @@ def build_app(settings: Settings) -> Starlette:
             try:
                 return await handler(request)
             except ApiError as exc:
-                server.metrics.errors.labels(str(exc.status)).inc()
-                return exc.response()
+                return failed(request, exc)
+            except Exception as exc:  # a bug: still an OpenAI-shaped answer, counted, and logged
+                traceback.print_exc()
+                error = ApiError(500, f"internal error ({type(exc).__name__})", "InternalServerError")
+                return failed(request, error, reason="internal")
 
         return endpoint
 
+    def failed(request: Request, exc: ApiError, reason: str | None = None) -> Response:
+        model = getattr(request.state, "model", "")
+        server.metrics.errors.labels(str(exc.status)).inc()
+        server.metrics.failures.labels(model, reason or exc.reason, str(exc.status)).inc()
+        return exc.response()
+
     async def health(request: Request) -> Response:
+        """200 only when the server has started and every model worker is up; a worker that died makes it
+        503 until its replacement has loaded its models. The body names each worker (pid, up, restarts),
+        for a supervisor."""
+        pool = server.pool
+        healthy = server.ready and pool is not None and pool.healthy
+        status = "ok" if healthy else "starting" if not server.ready else "degraded"
         return JSONResponse(
-            {"status": "ok" if server.ready else "starting", "warmup_s": server.warmup_s},
-            status_code=200 if server.ready else 503,
+            {
+                "status": status,
+                "warmup_s": server.warmup_s,
+                "workers": pool.status() if pool is not None else [],
+            },
+            status_code=200 if healthy else 503,
         )
 
     async def models(request: Request) -> Response:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from scenariokit_server.app import Fault, Settings, build_app
+from scenariokit_server.app import MAX_BODY_BYTES, Fault, Settings, build_app
+from scenariokit_server.engine import MAX_IMAGE_BYTES, MAX_PIXELS
 
 
 def port_number(text: str) -> int:
@@ -26,6 +27,13 @@ def positive(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None, prog: str = "scenariokit_server") -> argparse.Namespace:
     cores = os.cpu_count() or 1
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
@@ -36,7 +44,54 @@ def parse_args(argv: Sequence[str] | None, prog: str = "scenariokit_server") -> 
     )
     parser.add_argument("--max-in-flight", type=int, help="requests processed at once (default: workers)")
     parser.add_argument("--max-queue", type=int, help="requests allowed to wait (default: 4 x workers)")
-    parser.add_argument("--request-timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument(
+        "--request-timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds per request from its arrival, time in the queue included (default 30; 503 past it)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=positive,
+        default=MAX_BODY_BYTES,
+        help=f"request body limit, refused with 413 before it is read whole (default {MAX_BODY_BYTES:,})",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds for a whole request body to arrive (default 10; 408 past it)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive,
+        default=MAX_PIXELS,
+        help=f"pixels per image, read from its header before decoding (default {MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--image-fetch-bytes",
+        type=positive,
+        default=MAX_IMAGE_BYTES,
+        help=f"bytes of an image fetched from an allowed host (default {MAX_IMAGE_BYTES:,})",
+    )
+    parser.add_argument(
+        "--image-fetch-timeout",
+        type=seconds,
+        default=5.0,
+        help="seconds for a whole image fetch from an allowed host (default 5; 504 past it)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=positive,
+        default=256,
+        help="open connections and requests at once; more get 503 from uvicorn (default 256)",
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=seconds,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
     parser.add_argument("--fault", help="chaos hook, e.g. latency=200ms,error_rate=0.1 (off by default)")
     parser.add_argument(
         "--allow-url-host",
@@ -63,6 +118,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "scenariokit_server") ->
         fault=fault,
         allowed_url_hosts=tuple(args.allow_url_host),
         admin=args.admin,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout,
+        max_pixels=args.max_pixels,
+        image_fetch_bytes=args.image_fetch_bytes,
+        image_fetch_timeout_s=args.image_fetch_timeout,
     )
     # uvicorn stops accepting on SIGTERM and lets in-flight requests finish before the lifespan ends
     try:
@@ -71,6 +131,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "scenariokit_server") ->
             host=args.host,
             port=args.port,
             log_level="warning",
+            limit_concurrency=args.max_connections,
+            timeout_keep_alive=args.keep_alive_timeout,
             timeout_graceful_shutdown=30,
         )
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind or start: a run error, not a breach

@@ -1,29 +1,45 @@
 """The models (PP-OCRv4 text reading, EfficientNet-Lite0 ImageNet classification, open_nsfw moderation), run
-in a pool of worker processes.
+in a pool of worker processes that the pool restarts when one dies.
 
 One process per core, one onnxruntime thread each.
 
 Measured (docs/model-server.md): OCR takes hundreds of milliseconds per image and threads inside one
-process do not add throughput, so each worker process holds its own model with a single intra-op thread.
-Images are decoded and checked in the HTTP process before they reach a worker, so bad input never costs a
-model call and never crashes a worker.
+process do not add throughput, so each worker process holds its own models with a single intra-op thread.
+Images are checked from their header in the HTTP process before they reach a worker (size, pixels, shape),
+so a decompression bomb never costs a decode. Pixel data can still be corrupt behind valid checksums: the
+worker decodes before it calls a model and answers `bad_image` for what fails, so bad input never crashes a
+worker. A worker that dies anyway (killed, out of memory) is replaced: see `ModelPool`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import multiprocessing
 import os
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+import traceback
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from PIL import Image
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+# OCR time grows with pixels: the issue measured a 37 KB PNG of 38 megapixels costing 7 s of OCR. 16 MP
+# still admits a 12 MP phone photo.
+MAX_PIXELS = 16_000_000
+MAX_SIDE = 20_000  # pixels; a 1 x 100000 strip is no picture of anything
+START_TIMEOUT_S = 120.0  # a worker that has not loaded its models by then is treated as dead
+BACKOFF_FIRST_S = 0.25
+BACKOFF_MAX_S = 30.0
+STABLE_S = 10.0  # a worker that lived this long before dying starts a fresh backoff
 
 _ocr: Any = None  # the worker process's own models
 _moderation: Any = None
@@ -41,23 +57,46 @@ class BadImage(ValueError):
     """The bytes are not an image we accept; the message says why (sent to the client as a 400)."""
 
 
-def check_image(data: bytes) -> tuple[int, int]:
-    """Validate an encoded image without decoding its pixels; returns (width, height)."""
+class WorkerDied(RuntimeError):
+    """The worker process running this request died (sent to the client as a 503)."""
+
+
+class ModelFailed(RuntimeError):
+    """A model raised on an image that decoded: a fault of the server, not of the input (a 500)."""
+
+
+def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Validate an encoded image from its header, without decoding its pixels; returns (width, height).
+
+    `Image.open` reads only the header, so a tiny PNG claiming 40,000 x 40,000 is refused here in
+    microseconds. `verify` then checks the chunks' CRCs, which still decodes nothing."""
     if not data:
         raise BadImage("the image is empty")
     if len(data) > MAX_IMAGE_BYTES:
         raise BadImage(f"the image is {len(data):,} bytes; the limit is {MAX_IMAGE_BYTES:,}")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise BadImage(f"the image is {width}x{height}; the limit is {MAX_PIXELS:,} pixels")
-            image.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                check_shape(width, height, max_pixels)
+                image.verify()
     except BadImage:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(f"the image claims more than {max_pixels:,} pixels") from None
     except Exception as exc:  # PIL raises many kinds for non-images and truncated files
         raise BadImage(f"the bytes are not a readable image ({type(exc).__name__})") from None
     return width, height
+
+
+def check_shape(width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise BadImage(f"the image is {width}x{height}: it has no pixels")
+    if width * height > max_pixels:
+        raise BadImage(f"the image is {width}x{height}; the limit is {max_pixels:,} pixels")
+    if max(width, height) > MAX_SIDE:
+        raise BadImage(f"the image is {width}x{height}; no side may exceed {MAX_SIDE:,} pixels")
 
 
 def _init_worker() -> None:
@@ -111,22 +150,240 @@ def warm_up(data: bytes) -> float:
     return sum(run(data)[1] for run in MODELS.values())
 
 
+def decode_check(data: bytes) -> None:
+    """In a worker: decode every pixel once, so corrupt data behind valid CRCs is a bad image, not a model
+    error. `MAX_IMAGE_PIXELS` (set by `_worker_main`) is Pillow's own bomb guard, a second line."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Exception as exc:  # zlib.error, OSError, SyntaxError, DecompressionBombError, ...
+        raise BadImage(f"the image data is corrupt ({type(exc).__name__})") from None
+
+
+def answer(model: str, data: bytes) -> tuple[str, Any]:
+    """In a worker: one request, as a tagged reply. An image that decodes but a model cannot take (OCR's
+    ResizeImgError on a 2 x 5000 strip) is the client's bad image too; anything else is a model failure."""
+    try:
+        decode_check(data)
+    except BadImage as exc:
+        return "bad_image", str(exc)
+    try:
+        return "ok", run_model(model, data)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        if _decodes_but_unusable(exc):
+            return "bad_image", f"the {model} model cannot read an image of this shape ({type(exc).__name__})"
+        return "error", f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _decodes_but_unusable(exc: Exception) -> bool:
+    return type(exc).__name__ in {"ResizeImgError"}
+
+
+def _worker_main(conn: Connection, sample: bytes, max_pixels: int) -> None:
+    """A worker process: load the models, warm them, say so, then answer requests until the pipe closes."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    _init_worker()
+    conn.send(("ready", warm_up(sample)))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the server closed its end: shut down
+        conn.send(answer(*request))
+
+
+# --- the pool -------------------------------------------------------------------------------------
+
+
+def backoff_s(consecutive: int) -> float:
+    """Delay before restarting a worker that died `consecutive` times in a row soon after starting: a
+    crash loop settles at one start every BACKOFF_MAX_S instead of spinning the CPU on model loads."""
+    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** max(consecutive - 1, 0))
+
+
+@dataclass
+class Worker:
+    """One slot of the pool and the process that fills it now (a new process after each restart)."""
+
+    index: int
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    up: bool = False  # loaded its models and has not died since
+    generation: int = 0
+    restarts: int = 0
+    consecutive_deaths: int = 0
+    started_at: float = 0.0
+    warmup_s: float = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+@dataclass
+class PoolEvents:
+    """What the pool reports to the server's metrics: a worker up or down, and a restart."""
+
+    on_up: Callable[[Worker], None] = lambda worker: None
+    on_down: Callable[[Worker], None] = lambda worker: None
+    on_restart: Callable[[Worker], None] = lambda worker: None
+
+
+@dataclass
 class ModelPool:
-    """The worker processes, each with every model. `run` calls one model on one already-checked image."""
+    """Worker processes, each with every model. `run` calls one model on one already-checked image.
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        context = multiprocessing.get_context("spawn")  # no fork of the server's threads and sockets
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+    Each worker is a process with a pipe; a thread per call blocks on the pipe, so a call that the request
+    stopped waiting for (timeout, client gone) still finishes and only then frees its worker. A worker's
+    death is seen at once through its process sentinel (an fd the event loop watches): its in-flight call
+    fails with WorkerDied, and a replacement starts after `backoff_s`. `healthy` is true only while every
+    worker is up."""
 
-    async def warm(self, sample: bytes) -> list[float]:
+    workers: int
+    sample: bytes
+    max_pixels: int = MAX_PIXELS
+    events: PoolEvents = field(default_factory=PoolEvents)
+
+    def __post_init__(self) -> None:
+        self.context = multiprocessing.get_context("spawn")  # no fork of the server's threads and sockets
+        self.slots = [Worker(i) for i in range(self.workers)]
+        self.idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self.threads = ThreadPoolExecutor(max_workers=2 * self.workers, thread_name_prefix="model-pipe")
+        self.closing = False
+        self._restarts: set[asyncio.Task[None]] = set()
+
+    @property
+    def healthy(self) -> bool:
+        return all(worker.up for worker in self.slots)
+
+    async def start(self) -> list[float]:
+        """Start every worker and wait until each has loaded and warmed its models."""
+        await asyncio.gather(*(self._start(worker) for worker in self.slots))
+        return [worker.warmup_s for worker in self.slots]
+
+    async def _start(self, worker: Worker) -> None:
+        parent, child = self.context.Pipe()
+        process = self.context.Process(
+            target=_worker_main, args=(child, self.sample, self.max_pixels), daemon=True
+        )
+        process.start()
+        child.close()  # so the parent's recv sees EOF when the worker dies
+        worker.process, worker.conn, worker.generation = process, parent, worker.generation + 1
+        worker.started_at = time.monotonic()
         loop = asyncio.get_running_loop()
-        calls = [loop.run_in_executor(self.executor, warm_up, sample) for _ in range(self.workers)]
-        return list(await asyncio.gather(*calls))
+        try:
+            _, warmup = await asyncio.wait_for(
+                loop.run_in_executor(self.threads, parent.recv), START_TIMEOUT_S
+            )
+        except (EOFError, OSError, TimeoutError) as exc:
+            self._reap(worker)
+            raise WorkerDied(f"model worker {worker.index} died while loading its models") from exc
+        worker.warmup_s, worker.up = float(warmup), True
+        loop.add_reader(process.sentinel, self._died, worker, worker.generation)
+        self.idle.put_nowait(worker)
+        self.events.on_up(worker)
+
+    def _reap(self, worker: Worker) -> None:
+        if worker.conn is not None:
+            worker.conn.close()
+        if worker.process is not None:
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(5)
+
+    def _died(self, worker: Worker, generation: int) -> None:
+        """Event loop callback: this generation's process ended."""
+        loop = asyncio.get_running_loop()
+        assert worker.process is not None
+        loop.remove_reader(worker.process.sentinel)
+        if generation != worker.generation or self.closing:
+            return
+        worker.up = False
+        self.events.on_down(worker)
+        lived = time.monotonic() - worker.started_at
+        worker.consecutive_deaths = worker.consecutive_deaths + 1 if lived < STABLE_S else 1
+        task = loop.create_task(self._restart(worker))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, worker: Worker) -> None:
+        self._reap(worker)
+        while not self.closing:
+            await asyncio.sleep(backoff_s(worker.consecutive_deaths))
+            worker.restarts += 1
+            self.events.on_restart(worker)
+            try:
+                await self._start(worker)
+                return
+            except WorkerDied:
+                worker.consecutive_deaths += 1
+
+    async def acquire(self) -> Worker:
+        """An idle worker that is up; waits while all are busy. Fails at once when none is up."""
+        while True:
+            if not any(worker.up for worker in self.slots):
+                raise WorkerDied("no model worker is up (restarting)")
+            worker = await self.idle.get()
+            if worker.up:
+                return worker
+
+    def call(self, worker: Worker) -> Callable[[str, bytes], asyncio.Future[tuple[str, Any]]]:
+        """Send one request to `worker`; the returned future frees the worker when the answer arrives,
+        whoever still awaits it."""
+        loop = asyncio.get_running_loop()
+        generation, conn = worker.generation, worker.conn
+        assert conn is not None
+
+        def exchange(model: str, data: bytes) -> tuple[str, Any]:
+            try:
+                conn.send((model, data))
+                return conn.recv()
+            except (EOFError, OSError):
+                return "died", None
+
+        def free(_: asyncio.Future[tuple[str, Any]]) -> None:
+            if worker.up and worker.generation == generation and not self.closing:
+                self.idle.put_nowait(worker)
+
+        def submit(model: str, data: bytes) -> asyncio.Future[tuple[str, Any]]:
+            future = loop.run_in_executor(self.threads, exchange, model, data)
+            future.add_done_callback(free)
+            return future
+
+        return submit
 
     async def run(self, model: str, data: bytes) -> tuple[list[TextLine], float]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, run_model, model, data)
+        """One model call on an idle worker. Cancelling the caller does not cancel the call (a process
+        cannot be interrupted mid-inference); the worker is freed when it answers."""
+        worker = await self.acquire()
+        future = self.call(worker)(model, data)
+        tag, value = await asyncio.shield(future)
+        if tag == "ok":
+            return value
+        if tag == "bad_image":
+            raise BadImage(value)
+        if tag == "died":
+            raise WorkerDied(f"the model worker (pid {worker.pid}) died during the request")
+        raise ModelFailed(value)
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"index": w.index, "pid": w.pid, "up": w.up, "restarts": w.restarts} for w in self.slots]
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Close every pipe (a worker exits when its pipe closes), then reap what is left."""
+        self.closing = True
+        for task in self._restarts:
+            task.cancel()
+        for worker in self.slots:
+            worker.up = False
+            if worker.process is not None:
+                with contextlib.suppress(RuntimeError, ValueError):  # no running loop: nothing to remove
+                    asyncio.get_running_loop().remove_reader(worker.process.sentinel)
+            if worker.conn is not None:
+                worker.conn.close()
+        for worker in self.slots:
+            if worker.process is not None:
+                worker.process.join(10)
+            self._reap(worker)
+        self.threads.shutdown(wait=False, cancel_futures=True)
