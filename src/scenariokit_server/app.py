@@ -36,6 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -802,7 +803,17 @@ def build_app(settings: Settings) -> Starlette:
         finally:
             server.stop()
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404 and 405, in the OpenAI error format like every other error."""
+        assert isinstance(exc, HTTPException)
+        kind = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(exc.status_code, "BadRequestError")
+        reason = "not_found" if exc.status_code == 404 else "bad_request"
+        return failed(
+            request, ApiError(exc.status_code, str(exc.detail), kind, headers=exc.headers, reason=reason)
+        )
+
     app = Starlette(
+        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/health", health),
             Route("/v1/models", models),
