@@ -30,13 +30,14 @@ T0 = 1_700_000_000.0
 def fake_run(
     run_dir: Path,
     slos: list[str],
-    requests: int = 200,
+    requests: int = 300,
     engine: str = "locust",
     exit_reason: str = "completed",
 ) -> None:
-    """A stored run of `requests` good 10 ms requests (no engine runs)."""
+    """A stored run of `requests` good 10 ms requests (no engine runs). 300 with no error: enough for
+    `error_rate < 1%` to pass at 95% (0 of 299 is the least)."""
     store = RecordStore(run_dir)
-    store.append([RequestRecord(T0 + i * 0.02, "a", "hold", 200, True, None, 0.01) for i in range(requests)])
+    store.append([RequestRecord(T0 + i * 0.013, "a", "hold", 200, True, None, 0.01) for i in range(requests)])
     store.close()
     meta = {
         "scenario_name": "codes", "scenario_path": "codes.yaml", "scenario_sha256": "cd" * 32,
@@ -75,9 +76,14 @@ def test_an_slo_the_engine_cannot_measure_does_not_make_the_run_inconclusive(tmp
 
 
 def test_too_few_samples_is_inconclusive_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fake_run(tmp_path, ["error_rate < 1%", "p99.9(latency) < 1s"])  # 200 samples; a p99.9 needs 1000
+    fake_run(tmp_path, ["error_rate < 1%", "p99.9(latency) < 1s"])  # 300 samples; a p99.9 needs 2,995
     assert main(["report", str(tmp_path)]) == 4
-    assert "verdict: inconclusive — too few samples for p99.9(latency) < 1s" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert (
+        "verdict: inconclusive — too few samples for p99.9(latency) < 1s (bounds at 0.95 confidence)"
+        in printed
+    )
+    assert "2,995 samples with none at or over would pass at 95%" in printed
     assert main(["report", str(tmp_path), "--allow-inconclusive"]) == 0
     assert "(allowed by --allow-inconclusive)" in capsys.readouterr().out
     assert main(["report", str(tmp_path), "--strict"]) == 1
@@ -95,13 +101,13 @@ def test_a_run_that_did_not_finish_never_says_pass(tmp_path: Path, reason: str) 
     fake_run(tmp_path, ["error_rate < 1%"], exit_reason=reason)
     summary = rebuild_summary(tmp_path, allow_inconclusive=True)
     assert summary.verdict == "pass" and summary.exit_code == 3  # the SLOs held on what was measured
-    assert summary.headline() == f"error ({reason}) — 200 requests measured, SLOs judged on them: pass"
+    assert summary.headline() == f"error ({reason}) — 300 requests measured, SLOs judged on them: pass"
     write_summary(tmp_path, summary)
     assert (tmp_path / "summary.md").read_text().startswith(f"# codes: ERROR ({reason}; ")
     out = io.StringIO()
     LiveView(closed_chat_scenario(), console=Console(file=out, width=80)).print_verdict(summary, tmp_path)
     assert (
-        out.getvalue().startswith(f"verdict: error ({reason}) — 200 requests")
+        out.getvalue().startswith(f"verdict: error ({reason}) — 300 requests")
         and "verdict: pass" not in out.getvalue()
     )
 
@@ -200,3 +206,31 @@ def test_progress_into_a_pipe_is_one_whole_line_per_interval(tmp_path: Path) -> 
     assert elapsed == sorted(set(elapsed))  # one line per one-second interval of a 5 s run
     assert all(len(text) > 80 for text in progress)
     assert "verdict: pass" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1", "0", "0.4999", "nan", "inf", "abc", "1e400", "-0.95", "95%", ""])
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_a_confidence_outside_half_to_one_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, value: str
+) -> None:
+    """1 would bound nothing (every bound the whole range), 1e400 reads as inf: exit 2, naming the flag,
+    before a run starts or a summary is rewritten."""
+    fake_run(tmp_path / "done", ["error_rate < 1%"])
+    target = "scenarios/smoke.yaml" if command == "run" else str(tmp_path / "done")
+    extra = ["--out", str(tmp_path / "new")] if command == "run" else []
+    assert main([command, target, *extra, f"--confidence={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "--confidence" in err and ("out of range" in err or "is not a number" in err)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "done" / "summary.json").exists()
+
+
+def test_report_rejudges_at_the_runs_confidence_unless_told_another(tmp_path: Path) -> None:
+    """0 errors of 100 bound the rate below 2.95% at 95% (inconclusive against 1%) and below 0.69% at 50%."""
+    fake_run(tmp_path, ["error_rate < 1%"], requests=100)
+    assert main(["report", str(tmp_path)]) == 4
+    assert main(["report", str(tmp_path), "--confidence", "0.5"]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["verdicts"][0]["confidence"] == 0.5
+    meta = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps(meta | {"confidence": 0.5}))  # as `run --confidence 0.5`
+    assert main(["report", str(tmp_path)]) == 0
+    assert main(["report", str(tmp_path), "--confidence", "0.99"]) == 4

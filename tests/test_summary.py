@@ -21,8 +21,8 @@ SLOS = ["p95(latency) < 500ms", "error_rate < 1%", "p99.9(latency) < 1s", "p95(t
 
 def make_run(run_dir: Path, engine: str = "locust", exit_reason: str = "completed") -> list[RequestRecord]:
     records = [
-        RequestRecord(T0 + i * 0.05, "ab"[i % 2], "ramp", 200 if i % 50 else 503, i % 50 != 0,
-                      None if i % 50 else "http_503", 0.1 + (i % 7) * 0.05, ttfb=0.01)
+        RequestRecord(T0 + i * 0.05, "ab"[i % 2], "ramp", 200 if i % 25 else 503, i % 25 != 0,
+                      None if i % 25 else "http_503", 0.1 + (i % 7) * 0.05, ttfb=0.01)
         for i in range(400)
     ]  # fmt: skip
     store = RecordStore(run_dir)
@@ -62,22 +62,34 @@ def test_summary_files_are_valid_and_complete(tmp_path: Path, engine: str) -> No
     document = json.loads((tmp_path / "summary.json").read_text())
     jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(document)
     statuses = [v["status"] for v in document["verdicts"]]
-    ttft = "not_measured" if engine == "k6" else "no_data"
-    assert statuses == ["pass", "fail", "no_data", ttft] and document["verdict"] == "fail"
+    ttft = "not_measured" if engine == "k6" else "inconclusive"
+    assert statuses == ["pass", "fail", "inconclusive", ttft] and document["verdict"] == "fail"
+    errors = document["verdicts"][1]  # 16 errors of 400: the rate's bounds, the count and the rule
+    assert (errors["samples"], errors["k"], errors["confidence"]) == (400, 16, 0.95)
+    assert 0.01 < errors["low"] < 0.04 < errors["high"] and "Clopper-Pearson" in errors["rule"]
+    p95 = document["verdicts"][0]  # 0 of 400 over 500ms; p95 allows 5%
+    assert (p95["k"], p95["share_low"], p95["allowed_share"]) == (0, 0.0, 0.05) and p95["share_high"] < 0.05
     assert document["exit_code"] == 1 and document["overall"]["requests"] == 400
     md = (tmp_path / "summary.md").read_text()
     assert md.startswith("# demo: FAIL")
     for slo in SLOS:
         assert f"`{slo}`" in md
+    assert "| `error_rate < 1%` | fail | 0.04 ratio | [0.02" in md  # the interval beside the value
+    assert (
+        "| 0.4 s | [0.4, 0.4] s (0.95) | 0/400: [0.000%, 0.746%], 5% allowed |" in md
+        and "Rule: the share of samples at or over" in md
+    )
     suite = ET.parse(tmp_path / "junit.xml").getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     assert suite is not None and suite.get("tests") == "4" and suite.get("failures") == "1"
     assert suite.get("skipped") == "2"
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == SLOS
-    assert cases[1].find("failure") is not None and "over the 1.000% limit" in cases[1].find("failure").get(
-        "message", ""
-    )
+    failure = cases[1].find("failure")
+    assert failure is not None and failure.get("message", "").startswith("fail: 16 errors of 400 requests")
+    properties = {p.get("name"): p.get("value") for p in cases[1].iter("property")}
+    assert properties["k"] == "16" and properties["samples"] == "400" and properties["confidence"] == "0.95"
+    assert properties["interval"].startswith("[0.02") and "Clopper-Pearson" in properties["rule"]
 
 
 def test_rebuild_from_the_store_gives_the_same_summary(tmp_path: Path) -> None:

@@ -119,10 +119,32 @@ def _whole_number(text: str, span: Span) -> float:
     return value  # inf and nan are refused by the range check
 
 
+def confidence_flag(args: argparse.Namespace) -> float | None:
+    """--confidence as typed: a number from 0.5 up to (not including) 1, else exit 2 naming the flag.
+    `1` would make every bound the whole range (nothing ever decided), `1e400` reads as inf, `nan` as
+    nothing at all."""
+    from scenariokit.results.confidence import MIN_CONFIDENCE
+
+    text = args.confidence
+    if text is None:
+        return None
+    span = Span("--confidence", 1, 1)
+    hint = "e.g. --confidence 0.95 (0.5 <= c < 1)"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ScenarioError([Diagnostic(span, f"--confidence {text} is not a number", hint)]) from None
+    if not MIN_CONFIDENCE <= value < 1:  # also NaN and inf
+        raise ScenarioError([Diagnostic(span, f"--confidence {text} is out of range", hint)])
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from scenariokit.results.confidence import DEFAULT_CONFIDENCE
     from scenariokit.run.orchestrate import RunOptions, run_scenario
 
     duration_s, users, rate = run_overrides(args)
+    confidence = confidence_flag(args)
     options = RunOptions(
         engine=args.engine,
         out=Path(args.out) if args.out else None,
@@ -138,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_root=data_root(args),
         force=args.force,
         allow_inconclusive=args.allow_inconclusive,
+        confidence=DEFAULT_CONFIDENCE if confidence is None else confidence,
     )
     return run_scenario(Path(args.file), options)
 
@@ -148,9 +171,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from scenariokit.results.summary import rebuild_summary
 
     run_dir = Path(args.run_dir)
+    confidence = confidence_flag(args)  # None: the run's own (run.json)
     try:
         check_run(run_dir)
-        summary = rebuild_summary(run_dir, strict=args.strict, allow_inconclusive=args.allow_inconclusive)
+        summary = rebuild_summary(
+            run_dir, strict=args.strict, allow_inconclusive=args.allow_inconclusive, confidence=confidence
+        )
     except NotARun as exc:
         return fail(f"error: {exc}", ExitCode.INVALID_SCENARIO)
     except CorruptRun as exc:
@@ -321,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_inconclusive_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--confidence",
+        metavar="C",
+        help="confidence of each bound an SLO is judged by, 0.5 <= C < 1 (run: 0.95, stored in run.json; "
+        "report: the run's)",
+    )
     either = p.add_mutually_exclusive_group()
     either.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run (1)")
     either.add_argument(

@@ -22,10 +22,11 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from scenariokit.compile.ir import Stage, StageTable
+from scenariokit.results.health import generator_samples
 from scenariokit.results.metrics import RunData, timeline
 from scenariokit.results.slo import show
 from scenariokit.results.store import load_records, read_samples
-from scenariokit.results.summary import Summary, write_summary
+from scenariokit.results.summary import Summary, VerdictOut, write_summary
 
 REPORT_NAME = "report.html"
 PLOT_HEIGHT = 330
@@ -75,6 +76,7 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         pct=_pct,
         num=_num,
         quantity=lambda value, unit: "—" if value is None else show(value, unit),
+        interval=_interval,
     )
     path = run_dir / REPORT_NAME
     path.write_text(html, encoding="utf-8")
@@ -86,6 +88,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return {}
+
+
+def _interval(v: VerdictOut) -> str:
+    """The bounds that decided the verdict: the share beyond the limit for a percentile (what decides),
+    the value's own bounds otherwise; `?` where the samples give none."""
+    level = f"{v.confidence:.4g}"
+    if v.share_low is not None and v.share_high is not None:
+        return f"{v.k:,} of {v.samples:,} beyond: {v.share_low:.2%} to {v.share_high:.2%} ({level})"
+    if v.low is None and v.high is None:
+        return "—"
+    if v.low == v.high:
+        return "exact"
+    low = "?" if v.low is None else show(v.low, v.unit)
+    high = "?" if v.high is None else show(v.high, v.unit)
+    return f"{low} to {high} ({level})"
 
 
 def _ms(seconds: float | None) -> str:
@@ -260,9 +277,9 @@ def host_figure(
     xs = [s["t"] - origin for s in host]
     fig.add_scatter(x=xs, y=[s["cpu_percent"] for s in host], name="host CPU %")
     fig.add_scatter(x=xs, y=[s["memory_percent"] for s in host], name="host memory %")
-    samples = generator.get("samples") or []
+    samples = generator_samples(generator)
     if samples:
-        fig.add_scatter(x=[t - origin for t, _ in samples], y=[share * 100 for _, share in samples],
+        fig.add_scatter(x=[s.t - origin for s in samples], y=[s.share * 100 for s in samples],
                         name="load generator CPU %", line={"dash": "dot"})  # fmt: skip
     for sample_index in range(len(gpu[0]["gpus"]) if gpu else 0):
         gx = [s["t"] - origin for s in gpu]

@@ -1,23 +1,46 @@
-"""Judge SLOs against a run's records: a verdict per SLO with its value, margin and evidence.
+"""Judge SLOs against a run's records: a verdict per SLO with its value, its confidence bounds and the rule.
 
-A verdict is pass, fail, no_data (too few samples to say: a p99 needs at least 100) or not_measured (the
-engine cannot measure the metric, e.g. time to first token on an engine that reads whole responses). The
-overall verdict is fail when any SLO fails, inconclusive when none fails but some could not be judged, and
-pass otherwise.
+A verdict is pass, fail, inconclusive or not_measured (the engine cannot measure the metric, e.g. time to
+first token on an engine that reads whole responses). Verdicts are decided on exact one-sided bounds at a
+confidence c (../shared/notes/decisions.md, results/confidence.py), never on a point estimate alone:
+
+- a percentile SLO `pP(m) < L` by the share of samples on the wrong side of L (at or over L for `<`, over
+  for `<=`, at or under for `>`, under for `>=`), which the SLO allows up to 1 - P/100 (P/100 for `>`
+  and `>=`): fail when the share's lower bound (Clopper-Pearson) exceeds that, pass when its upper bound
+  is below it, inconclusive otherwise. The point value stays the exact nearest-rank percentile;
+- error_rate by the same bounds on errors of requests; throughput by Garwood's exact Poisson bounds on
+  the ok count over the window's length; a mean by Student's t;
+- min and max by the observed samples, exactly (they say nothing about samples not taken), and
+  dropped_iterations, a count, exactly.
+
+The overall verdict is fail when any SLO fails, inconclusive when none fails but some could not be
+judged, and pass otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import TIME_METRICS, Slo
 from scenariokit.engines import engines_measuring, get_engine
+from scenariokit.results.confidence import (
+    DEFAULT_CONFIDENCE,
+    mean_bounds,
+    poisson_bounds,
+    quantile_bounds,
+    share_bounds,
+    smallest_n,
+)
 from scenariokit.results.metrics import TIME_METRIC_VALUES, RunData, sample_stats
 
-Status = Literal["pass", "fail", "no_data", "not_measured"]
+Status = Literal["pass", "fail", "inconclusive", "not_measured"]
+Decision = Literal["pass", "fail", "inconclusive"]
+LEGACY_STATUSES = {"no_data": "inconclusive"}  # run folders written before verdicts had bounds
 
 
 @dataclass(frozen=True)
@@ -25,13 +48,39 @@ class Verdict:
     slo: str
     metric: str
     status: Status
-    value: float | None
+    value: float | None  # the point value: exact nearest-rank percentile, mean, rate, count
     threshold: float
     unit: str
-    samples: int
+    samples: int  # n
     margin: float | None  # positive: room left; negative: by how much it is missed
     margin_percent: float | None
     explanation: str
+    confidence: float = DEFAULT_CONFIDENCE
+    rule: str = ""  # how this SLO is decided, one sentence
+    k: int | None = None  # the count the bounds are on: samples beyond the limit, errors, ok requests
+    low: float | None = None  # the bounded quantity's lower bound, in `unit` (each one-sided at confidence)
+    high: float | None = None
+    # percentile SLOs: the share of samples beyond the limit (what decides), its bounds and what is allowed
+    share: float | None = None
+    share_low: float | None = None
+    share_high: float | None = None
+    allowed_share: float | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What one rule decided: the status, its bounds and the words for it."""
+
+    status: Decision
+    explanation: str
+    rule: str
+    k: int | None = None
+    low: float | None = None
+    high: float | None = None
+    share: float | None = None
+    share_low: float | None = None
+    share_high: float | None = None
+    allowed_share: float | None = None
 
 
 def unit_of(metric: str) -> str:
@@ -48,30 +97,231 @@ def show(value: float, unit: str) -> str:
     return f"{value:g}"
 
 
-def min_samples(slo: Slo) -> int:
-    percentile = slo.percentile
-    if percentile is None or percentile >= 100:
-        return 1
-    return math.ceil(1 / (1 - percentile / 100) - 1e-9)
+def pct(share: float) -> str:
+    """A share in as few digits as tell it apart: 1%, 7.22%, 96.5%."""
+    return f"{share * 100:.3g}%"
 
 
-def measure(slo: Slo, data: RunData) -> tuple[float | None, int]:
-    """The SLO's measured value over its requests and window, and the samples behind it."""
-    records, length = data.select(slo.requests, slo.window)
-    if slo.metric in TIME_METRICS:
-        values = [v for r in records for v in TIME_METRIC_VALUES[slo.metric](r)]
-        dist = sample_stats(values, [slo.percentile] if slo.percentile else [])
-        if dist.count == 0:
-            return None, 0
-        return dist.statistic(slo.statistic or "mean"), dist.count
-    if slo.metric == "error_rate":
-        errors = sum(1 for r in records if not r.ok)
-        return (errors / len(records) if records else None), len(records)
-    if slo.metric == "throughput":
-        ok = sum(1 for r in records if r.ok)
-        return (ok / length if length > 0 else None), ok
-    dropped = data.dropped_in(slo.window)
-    return float(dropped), len(records) + dropped
+def level(c: float) -> str:
+    return f"{c * 100:.4g}%"
+
+
+def decide(op: str, threshold: float, low: float, high: float) -> Decision:
+    """Pass when even the worst bound holds the SLO, fail when even the best bound breaks it."""
+    worst, best = (high, low) if op in ("<", "<=") else (low, high)
+    if _holds(op, worst, threshold):
+        return "pass"
+    if not _holds(op, best, threshold):
+        return "fail"
+    return "inconclusive"
+
+
+def _holds(op: str, value: float, threshold: float) -> bool:
+    return {
+        "<": value < threshold,
+        "<=": value <= threshold,
+        ">": value > threshold,
+        ">=": value >= threshold,
+    }[op]
+
+
+def decide_share(low: float, high: float, allowed: float) -> Decision:
+    """A share of samples beyond a limit, against the share the SLO allows."""
+    if low > allowed:
+        return "fail"
+    if high < allowed:
+        return "pass"
+    return "inconclusive"
+
+
+# --- percentiles: the share of samples beyond the limit ---------------------------------------------
+
+# op -> (is a sample on the wrong side of the limit, words for that side)
+WRONG_SIDE: dict[str, tuple[Callable[[float, float], bool], str]] = {
+    "<": (lambda v, limit: v >= limit, "at or over"),
+    "<=": (lambda v, limit: v > limit, "over"),
+    ">": (lambda v, limit: v <= limit, "at or under"),
+    ">=": (lambda v, limit: v < limit, "under"),
+}
+
+
+def allowed_share(op: str, percentile: float) -> float:
+    """`pP < L` allows 1 - P/100 of the samples at or over L; `pP > L` allows P/100 at or under it."""
+    share = 1 - percentile / 100 if op in ("<", "<=") else percentile / 100
+    return round(share, 12)  # 1 - 0.99 is 0.010000000000000009
+
+
+def judge_percentile(slo: Slo, values: list[float], c: float, unit: str) -> Judgement:
+    percentile = slo.percentile or 50.0
+    wrong, side = WRONG_SIDE[slo.op]
+    allowed = allowed_share(slo.op, percentile)
+    n = len(values)
+    k = sum(1 for v in values if wrong(v, slo.threshold))
+    low, high = share_bounds(k, n, c)
+    q_low, q_high = quantile_bounds(values, percentile / 100, c)
+    status = decide_share(low, high, allowed)
+    limit, stat = show(slo.threshold, unit), slo.statistic
+    rule = (
+        f"the share of samples {side} {limit} decides, against the {pct(allowed)} {stat} allows: fail "
+        f"when its {level(c)} lower bound is above, pass when its {level(c)} upper bound is below"
+    )
+    counted = f"{k:,} of {n:,} samples {side} {limit}"
+    if status == "fail":
+        words = f"fail: {counted}; the share is at least {pct(low)} ({level(c)} lower bound) and {stat} "
+        words += f"allows {pct(allowed)}"
+    elif status == "pass":
+        words = f"pass: {counted}; the share is at most {pct(high)} ({level(c)} upper bound), below the "
+        words += f"{pct(allowed)} {stat} allows"
+    else:
+        words = (
+            f"inconclusive: {counted}; the share is between {pct(low)} and {pct(high)} ({level(c)} bounds) "
+            f"and {stat} allows {pct(allowed)}; " + share_hint(k, n, c, allowed, side)
+        )
+    return Judgement(status, words, rule, k, q_low, q_high, k / n, low, high, allowed)
+
+
+def share_hint(k: int, n: int, c: float, allowed: float, side: str) -> str:
+    """How many samples would decide, where computable: at the share observed so far."""
+    observed = k / n
+    if observed == allowed:
+        return "the share observed is the allowance itself: no number of samples at this share decides"
+
+    def decided(size: int) -> bool:
+        low, high = share_bounds(round(observed * size), size, c)
+        return decide_share(low, high, allowed) != "inconclusive"
+
+    needed = smallest_n(decided, n + 1)
+    if needed is None:
+        return "no reachable number of samples at this share decides"
+    outcome = "pass" if observed < allowed else "fail"
+    if k == 0:
+        return f"{needed:,} samples with none {side} would pass at {level(c)}"
+    return f"about {needed:,} samples at the share observed ({pct(observed)}) would {outcome} at {level(c)}"
+
+
+# --- the observed extremes, means, rates, counts ------------------------------------------------------
+
+
+def judge_extreme(slo: Slo, value: float, n: int, unit: str) -> Judgement:
+    """min, max (and p100): facts of the samples taken, judged exactly; later samples may differ."""
+    name = "maximum" if slo.statistic in ("max", "p100") else "minimum"
+    holds = slo.holds(value)
+    rule = f"the observed {name} decides, exactly (it bounds nothing about samples not taken)"
+    limit = show(slo.threshold, unit)
+    words = (
+        f"{'pass' if holds else 'fail'}: the observed {name} of {n:,} samples is {show(value, unit)}, "
+        f"{'within' if holds else 'beyond'} the {slo.op} {limit} limit"
+    )
+    return Judgement("pass" if holds else "fail", words, rule, None, value, value)
+
+
+def judge_mean(slo: Slo, values: list[float], mean: float, c: float, unit: str) -> Judgement:
+    n = len(values)
+    rule = (
+        f"Student's t bounds of the mean at {level(c)} decide: pass when the worse bound holds "
+        f"{slo.op} {show(slo.threshold, unit)}, fail when the better one breaks it"
+    )
+    stdev = statistics.stdev(values) if n >= 2 else math.nan
+    bounds = mean_bounds(n, mean, stdev, c)
+    if bounds is None:
+        return Judgement("inconclusive", f"inconclusive: {n} sample; a mean needs 2 to bound", rule)
+    low, high = bounds
+    status = decide(slo.op, slo.threshold, low, high)
+    words = (
+        f"{status}: the mean of {n:,} samples is {show(mean, unit)}, between {show(low, unit)} and "
+        f"{show(high, unit)} ({level(c)} bounds), against {slo.op} {show(slo.threshold, unit)}"
+    )
+    if status == "inconclusive":
+        words += "; " + mean_hint(slo, n, mean, stdev, c)
+    return Judgement(status, words, rule, None, low, high)
+
+
+def mean_hint(slo: Slo, n: int, mean: float, stdev: float, c: float) -> str:
+    gap = abs(mean - slo.threshold)
+    if gap == 0:
+        return "the mean is at the limit itself: no number of samples decides"
+
+    def decided(size: int) -> bool:
+        bounds = mean_bounds(size, mean, stdev, c)
+        return bounds is not None and decide(slo.op, slo.threshold, *bounds) != "inconclusive"
+
+    needed = smallest_n(decided, n + 1)
+    return (
+        "no reachable number of samples decides"
+        if needed is None
+        else (f"about {needed:,} samples with this mean and spread would decide at {level(c)}")
+    )
+
+
+def judge_error_rate(slo: Slo, errors: int, n: int, c: float) -> Judgement:
+    low, high = share_bounds(errors, n, c)
+    status = decide(slo.op, slo.threshold, low, high)
+    limit = show(slo.threshold, "ratio")
+    rule = (
+        f"Clopper-Pearson bounds of the error rate at {level(c)} decide: pass when the worse bound holds "
+        f"{slo.op} {limit}, fail when the better one breaks it"
+    )
+    words = (
+        f"{status}: {errors:,} errors of {n:,} requests; the rate is between {pct(low)} and {pct(high)} "
+        f"({level(c)} bounds), against {slo.op} {limit}"
+    )
+    if status == "inconclusive":
+        words += "; " + rate_hint(slo, errors, n, c)
+    return Judgement(status, words, rule, errors, low, high)
+
+
+def rate_hint(slo: Slo, errors: int, n: int, c: float) -> str:
+    observed = errors / n
+
+    def decided(size: int) -> bool:
+        low, high = share_bounds(round(observed * size), size, c)
+        return decide(slo.op, slo.threshold, low, high) != "inconclusive"
+
+    if observed == slo.threshold:
+        return "the rate observed is the limit itself: no number of requests decides"
+    needed = smallest_n(decided, n + 1)
+    if needed is None:
+        return "no reachable number of requests decides"
+    if errors == 0:
+        return f"{needed:,} requests with no error would decide at {level(c)}"
+    return f"about {needed:,} requests at the rate observed ({pct(observed)}) would decide at {level(c)}"
+
+
+def judge_throughput(slo: Slo, ok: int, length: float, c: float) -> Judgement:
+    low_count, high_count = poisson_bounds(ok, c)
+    low, high = low_count / length, high_count / length
+    status = decide(slo.op, slo.threshold, low, high)
+    limit = show(slo.threshold, "1/s")
+    rule = (
+        f"Garwood's exact Poisson bounds of the ok count over the window ({length:g} s) at {level(c)} "
+        f"decide: pass when the worse bound holds {slo.op} {limit}, fail when the better one breaks it"
+    )
+    words = (
+        f"{status}: {ok:,} ok requests in {length:g} s; the rate is between {show(low, '1/s')} and "
+        f"{show(high, '1/s')} ({level(c)} bounds), against {slo.op} {limit}"
+    )
+    if status == "inconclusive" and ok > 0:
+        rate = ok / length
+
+        def decided(count: int) -> bool:
+            a, b = poisson_bounds(count, c)
+            return decide(slo.op, slo.threshold, a * rate / count, b * rate / count) != "inconclusive"
+
+        needed = None if rate == slo.threshold else smallest_n(decided, ok + 1)
+        if needed is None:
+            words += "; the rate observed is the limit itself (or too near it): no window length decides"
+        else:
+            words += f"; at this rate, a window of about {needed / rate:.0f} s would decide at {level(c)}"
+    return Judgement(status, words, rule, ok, low, high)
+
+
+def judge_dropped(slo: Slo, dropped: int) -> Judgement:
+    holds = slo.holds(dropped)
+    words = f"{'pass' if holds else 'fail'}: {dropped:,} arrivals dropped, against {slo.op} {slo.threshold:g}"
+    return Judgement("pass" if holds else "fail", words, "a count, judged exactly", dropped, dropped, dropped)
+
+
+# --- one SLO -----------------------------------------------------------------------------------------
 
 
 def measurable_by(engine: str, metric: str) -> bool:
@@ -82,51 +332,63 @@ def measurable_by(engine: str, metric: str) -> bool:
         return True
 
 
-def judge_one(slo: Slo, data: RunData, engine: str) -> Verdict:
+def measure(slo: Slo, data: RunData, c: float) -> tuple[float | None, int, Judgement | None]:
+    """The SLO's point value over its requests and window, the samples behind it, and the judgement
+    (None when there is nothing to judge on)."""
+    records, length = data.select(slo.requests, slo.window)
+    unit = unit_of(slo.metric)
+    if slo.metric in TIME_METRICS:
+        values = [v for r in records for v in TIME_METRIC_VALUES[slo.metric](r)]
+        dist = sample_stats(values, [slo.percentile] if slo.percentile else [])
+        if dist.count == 0:
+            return None, 0, None
+        value = dist.statistic(slo.statistic or "mean")
+        if slo.statistic in ("min", "max") or (slo.percentile or 0) >= 100:
+            exact = dist.min if slo.statistic == "min" else dist.max
+            return exact, dist.count, judge_extreme(slo, exact, dist.count, unit)
+        if slo.percentile is None:
+            return value, dist.count, judge_mean(slo, values, value, c, unit)
+        return value, dist.count, judge_percentile(slo, values, c, unit)
+    if slo.metric == "error_rate":
+        errors = sum(1 for r in records if not r.ok)
+        if not records:
+            return None, 0, None
+        return errors / len(records), len(records), judge_error_rate(slo, errors, len(records), c)
+    if slo.metric == "throughput":
+        ok = sum(1 for r in records if r.ok)
+        if length <= 0:
+            return None, ok, None
+        return ok / length, ok, judge_throughput(slo, ok, length, c)
+    dropped = data.dropped_in(slo.window)
+    samples = len(records) + dropped
+    return float(dropped), samples, judge_dropped(slo, dropped) if samples else None
+
+
+def judge_one(slo: Slo, data: RunData, engine: str, confidence: float = DEFAULT_CONFIDENCE) -> Verdict:
     unit = unit_of(slo.metric)
     if not measurable_by(engine, slo.metric):
-        return Verdict(
-            slo.text,
-            slo.metric,
-            "not_measured",
-            None,
-            slo.threshold,
-            unit,
-            0,
-            None,
-            None,
-            f"{engine} cannot measure {slo.metric}: run with "
-            + " or ".join(f"--engine {name}" for name in engines_measuring(slo.metric)),
+        why = f"{engine} cannot measure {slo.metric}: run with " + " or ".join(
+            f"--engine {name}" for name in engines_measuring(slo.metric)
         )
-    value, samples = measure(slo, data)
-    needed = min_samples(slo)
-    if value is None or samples < needed:
         return Verdict(
-            slo.text,
-            slo.metric,
-            "no_data",
-            value,
-            slo.threshold,
-            unit,
-            samples,
-            None,
-            None,
-            f"not enough data: {samples} samples, {needed} needed to judge {slo.statistic or slo.metric}",
+            slo.text, slo.metric, "not_measured", None, slo.threshold, unit, 0, None, None, why, confidence
         )
-    holds = slo.holds(value)
+    value, samples, judgement = measure(slo, data, confidence)
+    if value is None or judgement is None:
+        why = f"inconclusive: no sample to judge {slo.statistic or slo.metric} on"
+        return Verdict(
+            slo.text, slo.metric, "inconclusive", value, slo.threshold, unit, samples, None, None, why,
+            confidence, "nothing measured",
+        )  # fmt: skip
     margin = (slo.threshold - value) if slo.op in ("<", "<=") else (value - slo.threshold)
     percent = margin / slo.threshold * 100 if slo.threshold else None
-    what = f"{slo.statistic} {slo.metric}" if slo.statistic else slo.metric.replace("_", " ")
-    gap = show(abs(margin), unit) + (f" ({abs(percent):.0f}%)" if percent is not None else "")
-    relation = f"{gap} inside" if holds else f"{gap} {'over' if slo.op in ('<', '<=') else 'under'}"
-    explanation = (
-        f"{what} {show(value, unit)} is {relation} the {show(slo.threshold, unit)} limit, "
-        f"from {samples:,} samples"
-    )
+    explanation = judgement.explanation
+    if judgement.share is not None:  # the bounds are on the share: the percentile's own value beside them
+        explanation += f"; {slo.statistic} is {show(value, unit)}"
     return Verdict(
         slo.text,
         slo.metric,
-        "pass" if holds else "fail",
+        judgement.status,
         value,
         slo.threshold,
         unit,
@@ -134,26 +396,42 @@ def judge_one(slo: Slo, data: RunData, engine: str) -> Verdict:
         margin,
         percent,
         explanation,
+        confidence,
+        judgement.rule,
+        judgement.k,
+        judgement.low,
+        judgement.high,
+        judgement.share,
+        judgement.share_low,
+        judgement.share_high,
+        judgement.allowed_share,
     )
 
 
-def judge(slos: tuple[Slo, ...], data: RunData, engine: str) -> list[Verdict]:
-    return [judge_one(slo, data, engine) for slo in slos]
+def judge(
+    slos: tuple[Slo, ...], data: RunData, engine: str, confidence: float = DEFAULT_CONFIDENCE
+) -> list[Verdict]:
+    return [judge_one(slo, data, engine, confidence) for slo in slos]
 
 
 def overall(verdicts: list[Verdict]) -> Literal["pass", "fail", "inconclusive"]:
     if any(v.status == "fail" for v in verdicts):
         return "fail"
-    if any(v.status in ("no_data", "not_measured") for v in verdicts):
+    if any(v.status in ("inconclusive", "not_measured") for v in verdicts):
         return "inconclusive"
     return "pass"
 
 
-def certainly_lost(slo: Slo, data: RunData, planned_requests: float) -> bool:
-    """True once more requests cannot rescue an error-rate SLO (used by --abort-on-fail)."""
+def certainly_lost(
+    slo: Slo, data: RunData, planned_requests: float, confidence: float = DEFAULT_CONFIDENCE
+) -> bool:
+    """True once more requests cannot rescue an error-rate SLO (used by --abort-on-fail): even if every
+    request still planned succeeds, the final verdict would be a fail (the bounds' lower end still
+    breaks the limit). One pass over the records, as before; the bound itself costs O(1)."""
     if slo.metric != "error_rate" or slo.window is not None or slo.op not in ("<", "<="):
         return False
     records, _ = data.select(slo.requests)
     errors = sum(1 for r in records if not r.ok)
-    best_case = errors / max(planned_requests, len(records), 1)  # every remaining request succeeds
-    return not slo.holds(best_case)
+    best_n = max(math.ceil(planned_requests), len(records), 1)  # every remaining request succeeds
+    low, high = share_bounds(errors, best_n, confidence)
+    return decide(slo.op, slo.threshold, low, high) == "fail"

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.ir import Stage
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse
+from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.health import REASONS, TrustFact, caveat, trust_facts
 from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
     RunData,
@@ -28,7 +30,7 @@ from scenariokit.results.metrics import (
     sample_stats,
     summarize,
 )
-from scenariokit.results.slo import Verdict, judge
+from scenariokit.results.slo import LEGACY_STATUSES, Verdict, judge
 from scenariokit.results.store import load_records, read_samples
 
 EXIT_REASONS = (
@@ -52,6 +54,17 @@ class DistributionOut(BaseModel):
     percentiles: dict[str, float]
 
 
+class ErrorReasonOut(BaseModel):
+    """The engine's own reasons for one error kind's failures without a response."""
+
+    codes: dict[str, int] = Field(
+        description="records per engine code (k6's error_code, or Locust's exception class), most first"
+    )
+    messages: dict[str, str] = Field(
+        description="a sample message per code: cleaned, at most 200 characters, secrets redacted"
+    )
+
+
 class RowOut(BaseModel):
     requests: int
     ok: int
@@ -60,6 +73,7 @@ class RowOut(BaseModel):
     throughput: float | None
     latency: DistributionOut
     errors_by_kind: dict[str, int]
+    error_reasons: dict[str, ErrorReasonOut] = Field(default_factory=dict)
 
 
 class StageOut(RowOut):
@@ -71,16 +85,42 @@ class StageOut(RowOut):
 
 
 class VerdictOut(BaseModel):
+    """One SLO's verdict: its point value, the bounds that decided it at `confidence`, and the rule."""
+
     slo: str
     metric: str
-    status: str
+    status: str = Field(description="pass, fail, inconclusive or not_measured")
     value: float | None
     threshold: float
     unit: str
-    samples: int
+    samples: int = Field(description="n: the samples (or requests) the verdict is judged on")
     margin: float | None
     margin_percent: float | None
     explanation: str
+    confidence: float = Field(DEFAULT_CONFIDENCE, description="of each one-sided bound")
+    rule: str = Field("", description="how this SLO is decided, in one sentence")
+    k: int | None = Field(
+        None, description="the count bounded: samples beyond the limit, errors, ok requests, dropped arrivals"
+    )
+    low: float | None = Field(
+        None, description="lower bound of the value, in `unit` (the observed value if exact)"
+    )
+    high: float | None = Field(None, description="upper bound of the value, in `unit`; null: none at this n")
+    share: float | None = Field(None, description="percentile SLOs: k / samples, the share beyond the limit")
+    share_low: float | None = Field(
+        None, description="percentile SLOs: the share's lower bound (decides fail)"
+    )
+    share_high: float | None = Field(
+        None, description="percentile SLOs: the share's upper bound (decides pass)"
+    )
+    allowed_share: float | None = Field(
+        None, description="percentile SLOs: the share beyond the limit allowed"
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _legacy_status(cls, status: str) -> str:
+        return LEGACY_STATUSES.get(status, status)  # `no_data` in summaries written before the bounds
 
 
 class LevelOut(BaseModel):
@@ -130,6 +170,7 @@ class AnalysisOut(BaseModel):
     knee: KneeOut
     signals: list[SignalOut]
     suggestions: list[str]
+    target_note: str = ""  # said once when the target has no Prometheus /metrics (not scraped)
 
     @classmethod
     def of(cls, a: Analysis) -> AnalysisOut:
@@ -139,7 +180,17 @@ class AnalysisOut(BaseModel):
             knee=KneeOut(**asdict(a.knee)),
             signals=[SignalOut(**asdict(s)) for s in a.signals],
             suggestions=a.suggestions,
+            target_note=a.target_note,
         )
+
+
+class TrustOut(BaseModel):
+    """A reason not to trust the run's latency (results/health.py); it does not change the exit code."""
+
+    reason: str = Field(description="One of: " + ", ".join(REASONS))
+    label: str = Field(description="a few words, as in the headline")
+    detail: str
+    seconds: float = Field(description="time at or above the threshold")
 
 
 class Summary(BaseModel):
@@ -167,6 +218,10 @@ class Summary(BaseModel):
     by_stage: list[StageOut]
     dropped_iterations: int
     generator: dict[str, Any]
+    trust: list[TrustOut] = Field(
+        default_factory=list,
+        description="reasons not to trust the latency: a saturated generator, a pegged host",
+    )
     analysis: AnalysisOut
     notes: list[str]
 
@@ -174,6 +229,12 @@ class Summary(BaseModel):
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
 
     def headline(self) -> str:
+        """The verdict in words, and whether its latency can be trusted (a saturated generator, a pegged
+        host: the `trust` facts)."""
+        words = caveat(self.trust)
+        return self._verdict_words() + (f" — {words}" if words else "")
+
+    def _verdict_words(self) -> str:
         """The verdict in words, true to the exit code: a run that did not finish is never a pass."""
         if self.exit_code == ExitCode.RUN_ERROR:
             return (
@@ -182,8 +243,13 @@ class Summary(BaseModel):
             )
         if self.verdict != "inconclusive":
             return self.verdict
-        unjudged = [v.slo for v in self.verdicts if v.status == "no_data"]
-        why = "too few samples for " + ", ".join(unjudged) if self.overall.requests else "nothing measured"
+        unjudged = [v.slo for v in self.verdicts if v.status == "inconclusive"]
+        level = f"{self.verdicts[0].confidence:.4g}" if self.verdicts else ""
+        why = (
+            f"too few samples for {', '.join(unjudged)} (bounds at {level} confidence)"
+            if self.overall.requests and unjudged
+            else "nothing measured"
+        )
         if self.exit_code == ExitCode.OK:
             return f"inconclusive — {why} (allowed by --allow-inconclusive)"
         if self.exit_code == ExitCode.SLO_BREACHED:
@@ -213,10 +279,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def judged(verdicts: list[Verdict], measured: bool) -> str:
     """pass, fail or inconclusive. An SLO the engine cannot measure is said so in its verdict and does not
-    make the run inconclusive (../shared/notes/decisions.md); one without enough samples does."""
+    make the run inconclusive (../shared/notes/decisions.md); one its bounds cannot decide does."""
     if any(v.status == "fail" for v in verdicts):
         return "fail"
-    if not measured or any(v.status == "no_data" for v in verdicts):
+    if not measured or any(v.status == "inconclusive" for v in verdicts):
         return "inconclusive"
     return "pass"
 
@@ -236,7 +302,10 @@ def exit_code_of(
     return ExitCode.OK
 
 
-def rebuild_summary(run_dir: Path, strict: bool = False, allow_inconclusive: bool = False) -> Summary:
+def rebuild_summary(
+    run_dir: Path, strict: bool = False, allow_inconclusive: bool = False, confidence: float | None = None
+) -> Summary:
+    """`confidence` re-judges at another level than the run's (run.json), e.g. `report --confidence`."""
     meta = _read_json(run_dir / "run.json")
     stages = tuple(
         Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
@@ -247,17 +316,20 @@ def rebuild_summary(run_dir: Path, strict: bool = False, allow_inconclusive: boo
     ended = meta.get("ended_unix") or max((r.end for r in records), default=started)
     data = RunData(records, started, ended, stages, [float(t) for t in reader.get("dropped_times", [])])
     slos = tuple(parse_slo(text) for text in meta.get("slos", []))
-    verdicts = judge(slos, data, meta["engine"])
+    level = confidence if confidence is not None else float(meta.get("confidence", DEFAULT_CONFIDENCE))
+    verdicts = judge(slos, data, meta["engine"], level)
     verdict = judged(verdicts, bool(records))
-    notes = _notes(meta, reader, _read_json(run_dir / "generator.json"), records)
+    generator = _read_json(run_dir / "generator.json")
+    host = read_samples(run_dir, "host.jsonl")
+    trust = trust_facts(generator, host, (started, ended))  # judged on the engine's window only
+    notes = _notes(meta, reader, trust, records)
     exit_code = exit_code_of(meta.get("exit_reason", "completed"), verdict, strict, allow_inconclusive)
     overall_row = summarize(data.records, data.duration_s)
-    generator = _read_json(run_dir / "generator.json")
     analysis = analyse(
         data,
         meta.get("load_model", "closed"),
         read_samples(run_dir, "target.jsonl"),
-        read_samples(run_dir, "host.jsonl"),
+        host,
         read_samples(run_dir, "gpu.jsonl"),
         generator,
     )
@@ -286,24 +358,20 @@ def rebuild_summary(run_dir: Path, strict: bool = False, allow_inconclusive: boo
         by_stage=[StageOut(**_row(row)) for row in per_stage(data)],
         dropped_iterations=len(data.dropped_times),
         generator=generator,
+        trust=[TrustOut(**asdict(fact)) for fact in trust],
         analysis=AnalysisOut.of(analysis),
         notes=notes,
     )
 
 
 def _notes(
-    meta: dict[str, Any], reader: dict[str, Any], generator: dict[str, Any], records: list[Any]
+    meta: dict[str, Any], reader: dict[str, Any], trust: list[TrustFact], records: list[Any]
 ) -> list[str]:
     notes = []
     reason = meta.get("exit_reason", "completed")
     if reason != "completed":
         notes.append(f"The run did not complete: {reason}. {meta.get('exit_detail', '')}".strip())
-    if generator.get("saturated"):
-        notes.append(
-            f"The load generator was saturated ({generator.get('saturated_seconds', 0):.0f} s above "
-            f"{generator.get('threshold', 0.9):.0%} CPU): these numbers measure the generator as much as "
-            "the target. Use more engine processes or machines."
-        )
+    notes += [fact.detail for fact in trust]  # a saturated generator, a pegged host
     if reader.get("skipped_lines"):
         notes.append(
             f"{reader['skipped_lines']} unreadable record lines were skipped (an engine crash mid-write)."
@@ -330,8 +398,9 @@ def markdown(s: Summary) -> str:
     icon = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[s.verdict]
     if s.exit_code == ExitCode.RUN_ERROR:
         icon = f"ERROR ({s.exit_reason}; SLOs on what was measured: {icon})"
+    words = caveat(s.trust)
     lines = [
-        f"# {s.scenario}: {icon}",
+        f"# {s.scenario}: {icon}" + (f" ({words})" if words else ""),
         "",
         f"{s.engine_version} against {s.base_url}, {s.duration_s:.1f} s, {s.overall.requests:,} requests "
         f"({s.exit_reason}). Scenario `{s.scenario_path}` sha256 `{s.scenario_sha256[:12]}`"
@@ -342,16 +411,19 @@ def markdown(s: Summary) -> str:
     lines += [
         "## SLOs: result vs requirement",
         "",
-        "| SLO | status | measured | samples | margin |",
-        "|---|---|---|---|---|",
+        "| SLO | status | measured | interval | share beyond limit | samples | margin |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in s.verdicts:
         measured = "—" if v.value is None else f"{v.value:.6g} {v.unit}"
         margin = "—" if v.margin_percent is None else f"{v.margin_percent:+.0f}%"
-        lines.append(f"| `{v.slo}` | {v.status} | {measured} | {v.samples:,} | {margin} |")
+        lines.append(
+            f"| `{v.slo}` | {v.status} | {measured} | {interval_text(v)} | {share_text(v)} | "
+            f"{v.samples:,} | {margin} |"
+        )
     lines += [
         "",
-        *[f"- {v.explanation}" for v in s.verdicts],
+        *[f"- `{v.slo}`: {v.explanation}. Rule: {v.rule or '—'}." for v in s.verdicts],
         "",
         "## Requests",
         "",
@@ -386,9 +458,9 @@ def markdown(s: Summary) -> str:
             "",
             "## Errors",
             "",
-            "| kind | count |",
-            "|---|---|",
-            *[f"| {k} | {n:,} |" for k, n in errors.items()],
+            "| kind | count | engine code | sample message |",
+            "|---|---|---|---|",
+            *[_error_row(k, n, s.overall.error_reasons.get(k)) for k, n in errors.items()],
         ]
     streamed = {k: v for k, v in s.time_metrics.items() if k in ("ttft", "itl", "tpot") and v.count}
     if streamed:
@@ -410,6 +482,38 @@ def markdown(s: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _bound(x: float | None) -> str:
+    return "?" if x is None else f"{x:.4g}"
+
+
+def interval_text(v: VerdictOut) -> str:
+    """The value's bounds in its unit (each one-sided at the verdict's confidence), `?` where the samples
+    give none (the p99 of 100 samples has no upper bound at 95%)."""
+    if v.low is None and v.high is None:
+        return "—"
+    if v.low == v.high and v.share is None:  # min, max, a count: facts of the samples, no bound
+        return "exact"
+    return f"[{_bound(v.low)}, {_bound(v.high)}] {v.unit} ({v.confidence:.4g})"
+
+
+def share_text(v: VerdictOut) -> str:
+    if v.share_low is None or v.share_high is None or v.allowed_share is None:
+        return "—"
+    allowed = f"{v.allowed_share * 100:.3g}%"
+    return f"{v.k:,}/{v.samples:,}: [{v.share_low:.3%}, {v.share_high:.3%}], {allowed} allowed"
+
+
+def _error_row(kind: str, count: int, reason: ErrorReasonOut | None) -> str:
+    """A kind's row: its engine codes with their counts, and the most common code's sample message (a
+    message is the engine's text: `|` and backticks escaped so that it stays in its cell)."""
+    if reason is None or not reason.codes:
+        return f"| {kind} | {count:,} | — | — |"
+    codes = ", ".join(f"{code} ({n:,})" for code, n in reason.codes.items())
+    message = next((reason.messages[c] for c in reason.codes if c in reason.messages), "")
+    cell = message.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`") or "—"
+    return f"| {kind} | {count:,} | {codes} | {cell} |"
+
+
 def capacity_markdown(a: AnalysisOut) -> list[str]:
     lines = ["", "## Capacity", ""]
     if a.levels:
@@ -424,6 +528,8 @@ def capacity_markdown(a: AnalysisOut) -> list[str]:
             )
         lines.append("")
     lines.append(f"**Knee:** {a.knee.explanation}.")
+    if a.target_note:
+        lines += ["", f"Not scraped: {a.target_note}."]
     if a.signals:
         lines += ["", "**First sign of distress:** " + _signal_text(a.signals[0], a.unit), ""]
         lines += [f"- {_signal_text(sig, a.unit)}" for sig in a.signals[1:]]
@@ -440,7 +546,7 @@ def _signal_text(sig: SignalOut, unit: str) -> str:
 
 def junit_xml(s: Summary) -> str:
     failures = sum(1 for v in s.verdicts if v.status == "fail")
-    skipped = sum(1 for v in s.verdicts if v.status in ("no_data", "not_measured"))
+    skipped = sum(1 for v in s.verdicts if v.status in ("inconclusive", "not_measured"))
     errors = 1 if s.exit_code == ExitCode.RUN_ERROR else 0
     suite = ET.Element(
         "testsuite",
@@ -453,6 +559,7 @@ def junit_xml(s: Summary) -> str:
     )
     for v in s.verdicts:
         case = ET.SubElement(suite, "testcase", classname=f"scenariokit.{s.scenario}", name=v.slo)
+        verdict_properties(case, v)
         if v.status == "fail":
             ET.SubElement(case, "failure", message=v.explanation, type="SLOBreached").text = v.explanation
         elif v.status != "pass":
@@ -461,6 +568,27 @@ def junit_xml(s: Summary) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"scenariokit.{s.scenario}", name="run")
         ET.SubElement(case, "error", message=s.exit_detail, type=s.exit_reason)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def verdict_properties(case: ET.Element, v: VerdictOut) -> None:
+    """The verdict's figures as JUnit properties, for CI systems that show them beside the test."""
+    properties = ET.SubElement(case, "properties")
+    figures = {
+        "status": v.status,
+        "value": v.value,
+        "unit": v.unit,
+        "interval": interval_text(v),
+        "samples": v.samples,
+        "k": v.k,
+        "share_low": v.share_low,
+        "share_high": v.share_high,
+        "allowed_share": v.allowed_share,
+        "confidence": v.confidence,
+        "rule": v.rule,
+    }
+    for name, value in figures.items():
+        if value is not None:
+            ET.SubElement(properties, "property", name=name, value=str(value))
 
 
 def summary_schema_text() -> str:

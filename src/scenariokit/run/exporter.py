@@ -2,8 +2,8 @@
 
 Fed from the same record stream the run folder gets, so a dashboard shows what the verdict will be built
 from: requests by name and outcome, a latency histogram per name, the intended load level, and each SLO's
-status so far (1 pass, 0 fail, -1 not enough data yet). Prometheus (`--monitor prometheus`) scrapes it;
-so can any other scraper.
+status so far (1 pass, 0 fail, -1 inconclusive so far: its bounds do not decide yet). Prometheus
+(`--monitor prometheus`) scrapes it; so can any other scraper.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 from scenariokit.compile.ir import Scenario
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.analysis import level_at
+from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SLO_STATUS = {"pass": 1.0, "fail": 0.0}
@@ -32,8 +33,9 @@ SLO_CPU_SHARE = 0.05  # ... and, as a run grows, never more than this share of t
 
 
 class LiveExporter:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, confidence: float = DEFAULT_CONFIDENCE) -> None:
         self.scenario = scenario
+        self.confidence = confidence  # the run's: the live status is what the verdict would say now
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -48,7 +50,10 @@ class LiveExporter:
             "scenariokit_intended_load", "Intended users (closed) or requests/s (open).", registry=r
         )
         self.slo = Gauge(
-            "scenariokit_slo_status", "1 pass, 0 fail, -1 not enough data yet.", ["slo"], registry=r
+            "scenariokit_slo_status",
+            "1 pass, 0 fail, -1 inconclusive so far (the bounds do not decide yet).",
+            ["slo"],
+            registry=r,
         )
         Gauge(
             "scenariokit_run_info",
@@ -90,7 +95,7 @@ class LiveExporter:
 
         began = time.monotonic()
         data = RunData(all_records, origin_unix, now, self.scenario.load.stages)
-        for verdict in judge(self.scenario.slos, data, self.scenario.engine):
+        for verdict in judge(self.scenario.slos, data, self.scenario.engine, self.confidence):
             self.slo.labels(verdict.slo).set(SLO_STATUS.get(verdict.status, -1.0))
         self._next_slo = now + max(SLO_EVERY_S, (time.monotonic() - began) / SLO_CPU_SHARE)
 

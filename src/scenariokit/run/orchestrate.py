@@ -29,14 +29,13 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
-import psutil
 
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
@@ -49,16 +48,16 @@ from scenariokit.engines.base import Engine, LaunchPlan
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
+from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.store import RecordStore
 from scenariokit.run.exporter import LiveExporter
+from scenariokit.run.generator import GeneratorHealth, GeneratorSampler
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
 from scenariokit_server.launcher import ServerStartError, spawn_server
 
 POLL_INTERVAL_S = 0.5
 ENGINE_GRACE_S = 30.0  # time past the curve's end before the engine is stopped by force
-SATURATED_CPU = 0.90  # share of the cores the engine can use (Engine.cpu_capacity)
-SATURATED_FOR_S = 3
 GROUP_EXIT_S = 5.0  # after an engine's leader exits: its other processes finish writing their records
 LOCK_NAME = ".lock"  # in the run folder, held (flock) for the whole run
 # Free space the run folder needs: before the run (its script, data sets, logs and summaries are a few MiB),
@@ -88,37 +87,7 @@ class RunOptions:
     data_root: Path | None = None  # data sets read only inside it (default: the scenario's folder)
     force: bool = False  # --out may hold a previous run: it is deleted first
     allow_inconclusive: bool = False  # exit 0 instead of 4 when nothing could be judged
-
-
-@dataclass
-class GeneratorHealth:
-    """The load generator's own CPU, sampled once a second: a saturated generator measures itself."""
-
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (unix t, share of capacity)
-    saturated_since: float | None = None
-    saturated_s: float = 0.0
-
-    def add(self, t: float, share: float) -> None:
-        self.samples.append((t, share))
-        if share >= SATURATED_CPU:
-            self.saturated_s += 1.0
-            self.saturated_since = self.saturated_since or t
-        else:
-            self.saturated_since = None
-
-    @property
-    def saturated(self) -> bool:
-        return self.saturated_s >= SATURATED_FOR_S
-
-    def as_dict(self) -> dict[str, Any]:
-        shares = [s for _, s in self.samples]
-        return {
-            "saturated": self.saturated,
-            "saturated_seconds": self.saturated_s,
-            "max_cpu_share": max(shares, default=0.0),
-            "mean_cpu_share": sum(shares) / len(shares) if shares else 0.0,
-            "threshold": SATURATED_CPU,
-        }
+    confidence: float = DEFAULT_CONFIDENCE  # of each bound an SLO verdict is decided by (run.json)
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -369,13 +338,20 @@ def git_commit(path: Path) -> str | None:
 
 
 def write_run_metadata(
-    run_dir: Path, scenario: Scenario, source: Path, engine: Engine, base_url: str, started: float
+    run_dir: Path,
+    scenario: Scenario,
+    source: Path,
+    engine: Engine,
+    base_url: str,
+    started: float,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> dict[str, Any]:
     shutil.copyfile(source, run_dir / "scenario.yaml")
     meta = {
         "scenariokit_version": __version__,
         "scenario_name": scenario.name,
         "slos": [slo.text for slo in scenario.slos],
+        "confidence": confidence,  # `scenariokit report` re-judges at this level unless told another
         "scenario_path": scenario.source_path,
         "scenario_sha256": scenario.source_sha256,
         "git_commit": git_commit(source.resolve()),
@@ -501,16 +477,6 @@ class RunState:
         self.exit_reason, self.detail = "interrupted", SIGNALS.detail()
 
 
-def process_cpu_share(process: psutil.Process, capacity_cores: int) -> float:
-    """CPU of the engine's process tree, as a share of the cores it can use."""
-    total = 0.0
-    with suppress(psutil.Error):
-        for proc in [process, *process.children(recursive=True)]:
-            with suppress(psutil.Error):
-                total += proc.cpu_percent(None)
-    return total / (100.0 * capacity_cores)
-
-
 @dataclass
 class EngineRun:
     """What the poll loop works with: the engine's process, its records' way in, and the watchers."""
@@ -521,7 +487,6 @@ class EngineRun:
     view: LiveView
     exporter: LiveExporter
     health: GeneratorHealth
-    capacity: int
     started: float
 
 
@@ -543,7 +508,7 @@ def run_engine(
     launch = engine.launch(plan)
     reader = engine.reader(raw_dir, launch)
     store = RecordStore(run_dir)
-    health = GeneratorHealth()
+    health: GeneratorHealth | None = None
     process: subprocess.Popen[bytes] | None = None
     with (run_dir / "logs" / f"{engine.name}.log").open("wb") as log:
         try:
@@ -557,16 +522,12 @@ def run_engine(
                 start_new_session=True,  # its own group: stopped whole, and out of the terminal's Ctrl-C
             )
             SIGNALS.phase = "during the run"
-            run = EngineRun(
-                process,
-                reader,
-                store,
-                view,
-                exporter,
-                health,
+            health = GeneratorHealth(
+                process.pid,
                 engine.cpu_capacity(options.processes),
-                time.time(),
+                one_core_each=not engine.capabilities.uses_every_core,
             )
+            run = EngineRun(process, reader, store, view, exporter, health, time.time())
             poll_engine(run, scenario, target_handle, options, state, max_run_s)
         except KeyboardInterrupt:
             state.interrupted()
@@ -596,9 +557,9 @@ def run_engine(
     }
     with keeping_on(state):
         (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
-    with keeping_on(state):
-        health_facts = health.as_dict() | {"samples": health.samples}
-        (run_dir / "generator.json").write_text(json.dumps(health_facts) + "\n")
+    if health is not None:
+        with keeping_on(state):
+            (run_dir / "generator.json").write_text(json.dumps(health.as_dict()) + "\n")
 
 
 def poll_engine(
@@ -610,10 +571,9 @@ def poll_engine(
     max_run_s: float,
 ) -> None:
     """Polls the engine's records into the store and the live outputs until the run ends; says why."""
-    ps_process = psutil.Process(run.process.pid)
-    process_cpu_share(ps_process, run.capacity)  # prime psutil's counters
-    last_health = time.monotonic()
-    judge = AbortJudge(scenario) if options.abort_on_fail else None
+    sampler = GeneratorSampler(run.health)
+    sampler.poll(time.monotonic(), time.time())  # primes the processes there are so far
+    judge = AbortJudge(scenario, options.confidence) if options.abort_on_fail else None
     while True:
         records = run.reader.poll()
         run.store.append(records)
@@ -621,10 +581,7 @@ def poll_engine(
         run.view.add(records)
         run.exporter.add(records)
         run.exporter.tick(run.view.all_records, run.reader.started_unix)
-        now = time.monotonic()
-        if now - last_health >= 1.0:
-            run.health.add(time.time(), process_cpu_share(ps_process, run.capacity))
-            last_health = now
+        sampler.poll(time.monotonic(), time.time())
         run.view.refresh(time.time() - run.started)
         if SIGNALS.received is not None:  # checked after the poll: what was read is stored
             state.interrupted()
@@ -657,10 +614,11 @@ class AbortJudge:
     EVERY_S = 2.0
     CPU_SHARE = 0.05
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, confidence: float = DEFAULT_CONFIDENCE) -> None:
         from scenariokit.compile.plan import make_plan
 
         self.scenario = scenario
+        self.confidence = confidence
         self.planned = sum(make_plan(scenario).expected_requests.values())
         self.started = time.monotonic()
         self.next_check = self.started + self.GRACE_S
@@ -673,7 +631,9 @@ class AbortJudge:
         if now < self.next_check or not records:
             return None
         data = RunData(records, min(r.t for r in records), time.time(), self.scenario.load.stages)
-        lost = [slo.text for slo in self.scenario.slos if certainly_lost(slo, data, self.planned)]
+        lost = [
+            slo.text for slo in self.scenario.slos if certainly_lost(slo, data, self.planned, self.confidence)
+        ]
         self.next_check = now + max(self.EVERY_S, (time.monotonic() - now) / self.CPU_SHARE)
         return "; ".join(lost) if lost else None
 
@@ -715,7 +675,9 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
             print(f"error: {problem}; nothing was sent", file=sys.stderr)
             return ExitCode.RUN_ERROR
         started = time.time()
-        meta = write_run_metadata(run_dir, scenario, path, engine, scenario.target.base_url, started)
+        meta = write_run_metadata(
+            run_dir, scenario, path, engine, scenario.target.base_url, started, options.confidence
+        )
         meta["engine_processes"] = options.processes
         view = LiveView(scenario, quiet=options.quiet)
         state = RunState(started_unix=started, reserve=hold_reserve(run_dir))
@@ -782,7 +744,7 @@ def monitored_run(
 
     state = state if state is not None else RunState(started_unix=time.time())
 
-    exporter = LiveExporter(scenario)
+    exporter = LiveExporter(scenario, options.confidence)
     with ExitStack() as stack:
         meta["live_metrics_url"] = exporter.start()
         stack.callback(exporter.stop)
