@@ -17,6 +17,7 @@ from typing import Any
 
 from scenariokit.compile.ir import Stage, StageTable
 from scenariokit.engines.records import RequestRecord
+from scenariokit.results.health import SATURATED_CPU, saturated_points
 from scenariokit.results.metrics import RunData, sample_stats, timeline
 
 MAX_LEVELS = 12  # a ramp is binned into at most this many levels
@@ -26,7 +27,7 @@ KNEE_LATENCY_CLIMB = 1.25  # ... after which p50 latency grows by 25% or more
 KNEE_ERROR_CLIMB = 0.01  # ... or the error rate grows by a percentage point or more
 KNEE_BRACKET_GAP = 1.5  # levels further apart than this factor cannot place a knee between them
 SUSTAINED_S = 3.0  # a distress signal must hold this many seconds
-CPU_SATURATED = 90.0  # percent of all cores
+CPU_SATURATED = 100.0 * SATURATED_CPU  # percent of all cores
 MEMORY_HIGH = 90.0  # percent of host memory
 LATENCY_DISTRESS = 2.0  # per-second p95 this many times the run's early p95
 ERROR_DISTRESS = 0.01  # per-second error share
@@ -319,9 +320,8 @@ def distress_signals(
     for sample_gpus in _gpu_points(gpu, rel):
         found.append(sample_gpus)
 
-    generator_samples = generator.get("samples") or []
-    threshold = generator.get("threshold", 0.9)
-    gen_points = [(rel(float(t)), share >= threshold) for t, share in generator_samples]
+    # every engine process counts, and one at its single core is saturated on its own (results/health.py)
+    gen_points = [(rel(t), flag) for t, flag in saturated_points(generator)]
     found.append(("load generator: CPU", first_sustained(gen_points), "the engine's own CPU saturated"))
 
     found += _request_signals(data)

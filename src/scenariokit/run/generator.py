@@ -1,0 +1,139 @@
+"""The load generator's own CPU, sampled once a second over every process that generates load.
+
+A saturated generator measures itself, so the run keeps what each engine process used: the engine's leader
+(which leads its own process group), everything in that group, and everything under it in the process tree
+(`run --processes N` forks Locust's workers from its master). What is written to `generator.json` is read
+back and judged by `results/health.py` (docs/results-format.md).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from scenariokit.processes import group_members
+from scenariokit.results.health import SATURATED_CPU, SATURATED_FOR_S, generator_facts
+
+MAX_PROCESSES_KEPT = 16  # per sample, the busiest; the count of processes is kept whole
+
+
+class ProcessCpu:
+    """CPU per process of the engine's group and tree, in shares of one core (1.0 = one core busy).
+
+    psutil measures `cpu_percent(None)` since the previous call *on the same object*; a new object's first
+    call has nothing to compare with and reads 0.0. So the objects are kept per pid across polls: a
+    process seen for the first time is primed and counted from its second reading, one that is gone is
+    dropped, and a pid reused by another process (psutil compares pid and start time) starts afresh.
+    """
+
+    def __init__(self, leader_pid: int) -> None:
+        self.leader_pid = leader_pid
+        self._known: dict[int, psutil.Process] = {}
+        self.count = 0  # processes found at the last reading, counted or not yet
+
+    @property
+    def tracked(self) -> set[int]:
+        """The pids whose psutil objects are kept (primed or counted)."""
+        return set(self._known)
+
+    def members(self) -> dict[int, psutil.Process]:
+        tree: list[psutil.Process] = []
+        with suppress(psutil.Error):
+            leader = psutil.Process(self.leader_pid)
+            tree = [leader, *leader.children(recursive=True)]
+        found = {p.pid: p for p in tree if _alive(p)}
+        for member in group_members(self.leader_pid):  # the engine leads its group (start_new_session)
+            found.setdefault(member.pid, member)
+        return found
+
+    def read(self) -> dict[int, float]:
+        """pid -> share of one core since the previous reading, for the processes read before."""
+        current = self.members()
+        self.count = len(current)
+        shares: dict[int, float] = {}
+        for pid, fresh in current.items():
+            known = self._known.get(pid)
+            if known is None or known != fresh:  # new, or the pid now names another process
+                self._known[pid] = fresh
+                with suppress(psutil.Error):
+                    fresh.cpu_percent(None)  # primes its counters; this first figure means nothing
+                continue
+            with suppress(psutil.Error):
+                shares[pid] = known.cpu_percent(None) / 100.0
+        for pid in set(self._known) - set(current):  # exited: a zombie or gone
+            del self._known[pid]
+        return shares
+
+
+def _alive(process: psutil.Process) -> bool:
+    """A zombie has exited: where PID 1 does not reap orphans it stays in the table, using nothing."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class GeneratorHealth:
+    """The samples of one run and what `generator.json` says of them."""
+
+    leader_pid: int
+    capacity_cores: int  # the cores the engine's processes may use (Engine.cpu_capacity)
+    one_core_each: bool  # each process is single-threaded (not Capabilities.uses_every_core)
+    host_cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, t: float, shares: dict[int, float], count: int, runner_cores: float | None = None) -> None:
+        cores = sum(shares.values())
+        busiest = sorted(shares.items(), key=lambda item: -item[1])[:MAX_PROCESSES_KEPT]
+        self.samples.append(
+            {
+                "t": t,
+                "share": cores / self.capacity_cores,
+                "cores": cores,
+                "count": count,
+                "processes": {str(pid): round(share, 4) for pid, share in busiest},
+                "runner_cores": runner_cores,  # this process: the poll loop, the store, the monitor
+            }
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        raw = {
+            "format": 2,
+            "leader_pid": self.leader_pid,
+            "capacity_cores": self.capacity_cores,
+            "host_cores": self.host_cores,
+            "process_core_limit": 1.0 if self.one_core_each else None,
+            "threshold": SATURATED_CPU,
+            "saturated_for_s": SATURATED_FOR_S,
+            "samples": self.samples,
+        }
+        return generator_facts(raw) | raw
+
+
+class GeneratorSampler:
+    """Samples the generator once a second from the runner's poll loop."""
+
+    def __init__(self, health: GeneratorHealth, every_s: float = 1.0) -> None:
+        self.health = health
+        self.cpu = ProcessCpu(health.leader_pid)
+        self.every_s = every_s
+        self._last: float | None = None
+        # the runner shares the host with the engine: its own CPU tells who else took the cores
+        self._runner = psutil.Process()
+
+    def poll(self, now_monotonic: float, now_unix: float) -> None:
+        if self._last is None:  # the first reading primes every process found so far
+            self.cpu.read()
+            self._runner.cpu_percent(None)
+            self._last = now_monotonic
+            return
+        if now_monotonic - self._last >= self.every_s:
+            shares = self.cpu.read()
+            runner = self._runner.cpu_percent(None) / 100.0
+            self.health.add(now_unix, shares, self.cpu.count, runner)
+            self._last = now_monotonic
