@@ -6,8 +6,8 @@ read whole; a worker killed mid-request and replaced; a request whose client lef
 a request that waited past its budget never reaching a model; gauges back to zero after a mixed burst.
 
 One server (two workers) serves the module, with small limits so the rows stay fast: a 2 MB body cap, 1 s
-for a body to arrive and for an image fetch, 1 MB per fetched image. A small HTTP server in a thread plays
-the allowed image host (127.0.0.1): a card, a body that never ends, one that drips, a 404.
+for a request head, a body and an image fetch to arrive, 1 MB per fetched image. A small HTTP server in a
+thread plays the allowed image host (127.0.0.1): a card, a body that never ends, one that drips, a 404.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ SERVER_ARGS = [
     "1000000",
     "--request-timeout",
     str(REQUEST_TIMEOUT_S),
+    "--head-timeout",
+    "1",
+    "--keep-alive-timeout",
+    "1",
 ]
 
 
@@ -316,6 +320,7 @@ def ocr_reads_the_card(server: ServerHandle) -> str:
     return " ".join(response.json()["text"].split())
 
 
+@pytest.mark.solo  # time limits per row
 def test_hostile_requests_get_their_status_in_time_and_the_server_stays_healthy(
     server: ServerHandle, image_host: str
 ) -> None:
@@ -341,6 +346,7 @@ def test_hostile_requests_get_their_status_in_time_and_the_server_stays_healthy(
     assert refused >= 2  # the two chat rows; the OCR row is counted under its model
 
 
+@pytest.mark.solo  # times a budget
 def test_a_request_that_waited_past_its_budget_never_reaches_a_model(server: ServerHandle) -> None:
     """Both slots held by requests that sleep in the fault hook (before the model) for 0.55 of the budget:
     the third waits that long in the queue, then sleeps past its budget, and gets 503 without a model."""
@@ -481,3 +487,22 @@ def test_a_killed_worker_fails_its_request_cleanly_and_is_replaced(server: Serve
 )
 def test_a_crash_loop_backs_off(deaths: int, delay_s: float) -> None:
     assert backoff_s(deaths) == delay_s
+
+
+@pytest.mark.solo  # times a close
+@pytest.mark.parametrize(
+    "first",
+    [b"", b"POST /api/v1/ocr HTTP/1.1\r\nHo", b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ids=["nothing sent", "half a request head", "idle after one answer"],
+)
+def test_a_connection_that_sends_no_request_head_is_closed(server: ServerHandle, first: bytes) -> None:
+    """--head-timeout 1 (from connect, or from the last answer) and --keep-alive-timeout 1."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(first)
+        sock.settimeout(5)
+        started, data = time.perf_counter(), b""
+        while piece := sock.recv(65536):
+            data += piece
+        closed_after = time.perf_counter() - started
+    assert 0.5 < closed_after < 2.5
+    assert data == b"" or data.startswith(b"HTTP/1.1 200")

@@ -11,6 +11,7 @@ import uvicorn
 
 from scenariokit_server.app import MAX_BODY_BYTES, Fault, Settings, build_app
 from scenariokit_server.engine import MAX_IMAGE_BYTES, MAX_PIXELS
+from scenariokit_server.protocol import with_head_deadline
 
 
 def port_number(text: str) -> int:
@@ -61,6 +62,13 @@ def parse_args(argv: Sequence[str] | None, prog: str = "scenariokit_server") -> 
         type=seconds,
         default=10.0,
         help="seconds for a whole request body to arrive (default 10; 408 past it)",
+    )
+    parser.add_argument(
+        "--head-timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds for a request's line and headers to arrive, from connect or the last answer "
+        "(default 10; the connection is closed past it)",
     )
     parser.add_argument(
         "--max-pixels",
@@ -131,6 +139,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "scenariokit_server") ->
             host=args.host,
             port=args.port,
             log_level="warning",
+            http=with_head_deadline(args.head_timeout),
             limit_concurrency=args.max_connections,
             timeout_keep_alive=args.keep_alive_timeout,
             timeout_graceful_shutdown=30,
