@@ -160,3 +160,71 @@ def test_distress_signals_in_time_order_with_suggestions() -> None:
     text = " ".join(analysis.suggestions)
     assert "queue grew first at 8 s (2 users)" in text and "refused requests from 22 s" in text
     assert analysis.knee.found and analysis.knee.level == 2
+
+
+# --- the target's /metrics: not scraped is not down -------------------------------------------------
+
+
+def scrapes(outcomes: list[str]) -> list[dict[str, object]]:
+    """target.jsonl samples, one a second from T0, with these scrape outcomes."""
+    status = {"ok": 200, "absent": 404, "refused": 0, "timeout": 0, "error": 503}
+    return [
+        {"t": T0 + s + 0.5, "scrape": o, "status": status[o], "up": o == "ok", "metrics": {}}
+        for s, o in enumerate(outcomes)
+    ]
+
+
+def records_until(stop_s: int, ok: bool = True) -> list[RequestRecord]:
+    """Ten requests a second from T0 until `stop_s`: ok, or refused connections."""
+    return [
+        RequestRecord(T0 + i / 10, "a", "", 200 if ok else 0, ok, None if ok else "connection_refused", 0.01)
+        for i in range(stop_s * 10)
+    ]
+
+
+STAGES = steps([2], 20)
+
+
+@pytest.mark.parametrize(
+    ("case", "outcomes", "records", "down_at", "note"),
+    [
+        # a REST service: /metrics is 404 from the start, requests succeed
+        ("absent from the start", ["absent"] * 20, records_until(20), None, True),
+        # served, then nothing listens and requests fail from 10 s
+        ("up then refused", ["ok"] * 10 + ["refused"] * 10, records_until(10), 10.5, False),
+        ("up then timeouts", ["ok"] * 10 + ["timeout"] * 10, records_until(10), 10.5, False),
+        # /metrics stops being served (404) while requests go on: not scraped, not down
+        ("404 after being up", ["ok"] * 10 + ["absent"] * 10, records_until(20), None, False),
+        # scrapes refused, but the requests in those seconds were answered: the target is up
+        ("refused while requests succeed", ["ok"] * 5 + ["refused"] * 15, records_until(20), None, False),
+        # the scrape failed to connect only while requests failed too: down from 12 s
+        ("refused, requests fail", ["ok"] * 5 + ["refused"] * 15, records_until(12), 12.5, False),
+    ],
+)
+def test_the_target_is_down_only_when_nothing_answers(
+    case: str, outcomes: list[str], records: list[RequestRecord], down_at: float | None, note: bool
+) -> None:
+    analysis = analyse(run(STAGES, records), "closed", scrapes(outcomes), [], [], {})
+    down = [s for s in analysis.signals if s.component == "target: down"]
+    assert [s.at_s for s in down] == ([] if down_at is None else [down_at]), case
+    assert bool(analysis.target_note) == note, case
+    if note:
+        assert analysis.target_note == (
+            "the target has no Prometheus /metrics: target-side signals not available"
+        )
+
+
+@pytest.mark.parametrize(
+    ("ups", "down_at", "note"),
+    [
+        ([False] * 20, None, True),  # never up: a target without /metrics, as old runs recorded it
+        ([True] * 8 + [False] * 12, 8.5, False),  # up, then not: down as before
+    ],
+)
+def test_old_samples_with_only_up_are_still_read(ups: list[bool], down_at: float | None, note: bool) -> None:
+    target = [{"t": T0 + s + 0.5, "up": up, "metrics": {}} for s, up in enumerate(ups)]
+    analysis = analyse(run(STAGES, records_until(8)), "closed", target, [], [], {})
+    assert [s.at_s for s in analysis.signals if s.component == "target: down"] == (
+        [] if down_at is None else [down_at]
+    )
+    assert bool(analysis.target_note) == note

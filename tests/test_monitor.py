@@ -9,10 +9,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from scenariokit.results.store import read_samples
-from scenariokit.run.monitor import Monitor, parse_prometheus
+from scenariokit.run.monitor import Monitor, parse_prometheus, scrape
+from tests.support.loopback import LoopbackServer
 
 VLLM_TEXT = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -68,18 +71,38 @@ def test_monitor_samples_a_live_metrics_endpoint_and_the_host(tmp_path: Path) ->
         server.shutdown()
     target = read_samples(tmp_path, "target.jsonl")
     host = read_samples(tmp_path, "host.jsonl")
-    assert len(target) >= 3 and all(s["up"] for s in target)
+    assert len(target) >= 3 and all(s["up"] and s["scrape"] == "ok" for s in target)
     counts = [s["metrics"]["vllm:request_success_total"] for s in target]
     assert counts == sorted(counts) and counts[-1] > counts[0]  # the counter moved, and we saw it move
     assert "vllm:time_to_first_token_seconds_sum" in target[0]["metrics"]
     assert all(0 <= s["cpu_percent"] <= 100 and s["memory_used_bytes"] > 0 for s in host)
 
 
-def test_a_dead_target_is_recorded_as_down(tmp_path: Path) -> None:
+def test_a_dead_target_is_recorded_as_refused(tmp_path: Path) -> None:
     with Monitor(tmp_path, "http://127.0.0.1:9", interval_s=0.1):
         time.sleep(0.35)
     samples = read_samples(tmp_path, "target.jsonl")
-    assert samples and not any(s["up"] for s in samples)
+    assert samples and all(s["scrape"] == "refused" and s["status"] == 0 for s in samples)
+    assert not any(s["up"] for s in samples)  # old readers' one bool stays
+
+
+@pytest.mark.parametrize(
+    ("status_by_path", "status"),
+    [({}, 200), ({"/metrics": 404}, 404), ({"/metrics": 405}, 405)],
+    ids=["json-page", "404", "405"],
+)
+def test_a_target_without_prometheus_metrics_is_absent_not_down(
+    status_by_path: dict[str, int], status: int
+) -> None:
+    """A REST service answers /metrics with a JSON page (a catch-all route) or 404/405: absent."""
+    with LoopbackServer(status_by_path=status_by_path) as server, httpx.Client(timeout=2.0) as client:
+        sample = scrape(client, f"{server.url}/metrics")
+    assert sample == {"scrape": "absent", "status": status, "up": False, "metrics": {}}
+
+
+def test_a_server_error_at_metrics_is_an_error() -> None:
+    with LoopbackServer(status_by_path={"/metrics": 503}) as server, httpx.Client(timeout=2.0) as client:
+        assert scrape(client, f"{server.url}/metrics")["scrape"] == "error"
 
 
 def test_gpu_presence_is_stated_either_way(tmp_path: Path) -> None:

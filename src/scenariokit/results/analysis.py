@@ -310,8 +310,7 @@ def distress_signals(
         kv = _series(target, name)
         at = first_sustained((rel(t), v >= 0.9) for t, v in kv)
         found.append(("target: KV cache", at, f"{name} at or above 90%"))
-    up = [(rel(s["t"]), not s.get("up", True)) for s in target]
-    found.append(("target: down", first_sustained(up, 2), "/metrics stopped answering"))
+    found.append(("target: down", target_down_at(data, target), "/metrics stopped answering"))
 
     cpu = [(rel(s["t"]), s["cpu_percent"] >= CPU_SATURATED) for s in host]
     found.append(("host: CPU", first_sustained(cpu), f"all cores at or above {CPU_SATURATED:.0f}%"))
@@ -331,6 +330,49 @@ def distress_signals(
         if at is not None
     ]
     return sorted(signals, key=lambda s: s.at_s)
+
+
+# --- the target's /metrics ------------------------------------------------------------------------
+
+# A scrape that found no server there, or none that answered: with no request answered in that second
+# either, the target is down. `absent` (no Prometheus text at /metrics: a plain REST service) never is.
+SCRAPE_FAILED = ("refused", "timeout", "error")
+NOT_SCRAPED = "the target has no Prometheus /metrics: target-side signals not available"
+
+
+def scrape_outcomes(target: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """(unix t, outcome) of each scrape (run/monitor.py, SCRAPE_OUTCOMES). A sample from before outcomes
+    were written has only `up`: up is ok; not up before any scrape worked reads as absent (a 404 and a
+    refused connection looked alike then, and a target that never served /metrics is the common case),
+    after one worked as error."""
+    out, seen_ok = [], False
+    for sample in target:
+        outcome = sample.get("scrape")
+        if outcome is None:
+            up = bool(sample.get("up", True))
+            outcome = "ok" if up else ("error" if seen_ok else "absent")
+        seen_ok = seen_ok or outcome == "ok"
+        out.append((float(sample["t"]), str(outcome)))
+    return out
+
+
+def target_down_at(data: RunData, target: list[dict[str, Any]]) -> float | None:
+    """When the target went down: the first 2 s of scrapes that failed to connect or answer, in seconds
+    where no request got an ok response (a target that answers requests is up, whatever its /metrics
+    does)."""
+    answered = {math.floor(data.offset(r.t)) for r in data.records if r.ok}
+    points = [
+        (data.offset(t), outcome in SCRAPE_FAILED and math.floor(data.offset(t)) not in answered)
+        for t, outcome in scrape_outcomes(target)
+    ]
+    return first_sustained(points, 2)
+
+
+def target_scrape_note(target: list[dict[str, Any]]) -> str:
+    """Said once when no scrape of the target's /metrics found Prometheus text and some found the path
+    not served: the target-side signals (queue, KV cache, down) could not be read."""
+    outcomes = {outcome for _, outcome in scrape_outcomes(target)}
+    return NOT_SCRAPED if "absent" in outcomes and "ok" not in outcomes else ""
 
 
 def _gpu_points(gpu: list[dict[str, Any]], rel: Any) -> list[tuple[str, float | None, str]]:
@@ -390,6 +432,7 @@ class Analysis:
     knee: Knee
     signals: list[Signal]
     suggestions: list[str] = field(default_factory=list)
+    target_note: str = ""  # NOT_SCRAPED when the target has no Prometheus /metrics
 
     @property
     def first_distress(self) -> Signal | None:
@@ -408,7 +451,9 @@ def analyse(
     levels = load_levels(data)
     knee = find_knee(levels, unit)
     signals = distress_signals(data, target, host, gpu, generator)
-    return Analysis(unit, levels, knee, signals, suggest(levels, knee, signals, data, unit))
+    return Analysis(
+        unit, levels, knee, signals, suggest(levels, knee, signals, data, unit), target_scrape_note(target)
+    )
 
 
 def suggest(levels: list[Level], knee: Knee, signals: list[Signal], data: RunData, unit: str) -> list[str]:

@@ -7,7 +7,9 @@
   otherwise, never guessed.
 
 Each sample is one JSON line in `monitor/target.jsonl`, `monitor/host.jsonl`, `monitor/gpu.jsonl`, written
-as it is taken, so a crash keeps what was seen.
+as it is taken, so a crash keeps what was seen. A target sample says what its scrape found (`scrape`: ok,
+absent, refused, timeout, error; see SCRAPE_OUTCOMES) and the HTTP status, so that the analysis can tell a
+target without /metrics from one that went down.
 """
 
 from __future__ import annotations
@@ -39,6 +41,42 @@ def parse_prometheus(text: str) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             values[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
     return values
+
+
+# What one scrape of the target's /metrics found (`scrape` in each target.jsonl sample):
+#   ok       200 with Prometheus text
+#   absent   the target serves no Prometheus text there (404, 405, or a page that is not Prometheus text):
+#            a plain REST service or a mock; nothing about the target's health
+#   refused  the connection was refused: nothing listens
+#   timeout  no answer within the client's timeout
+#   error    anything else (a 5xx, a connection that broke)
+SCRAPE_OUTCOMES = ("ok", "absent", "refused", "timeout", "error")
+
+
+def scrape(client: httpx.Client, url: str) -> dict[str, Any]:
+    """One scrape: its outcome, the HTTP status (0 without a response), `up` (old readers' one bool: the
+    scrape worked) and the kept series."""
+    try:
+        response = client.get(url)
+    except httpx.ConnectError as exc:  # refused, or no route: either way nothing answers there
+        return _scraped("refused" if "refused" in str(exc).lower() else "error", 0)
+    except httpx.TimeoutException:
+        return _scraped("timeout", 0)
+    except httpx.HTTPError:
+        return _scraped("error", 0)
+    status = response.status_code
+    if status != 200:
+        # 4xx: the path is not served (a REST API answers 404 or 405); 5xx: the target is failing
+        return _scraped("error" if status >= 500 else "absent", status)
+    try:
+        values = parse_prometheus(response.text)
+    except ValueError:  # JSON, HTML: a catch-all route, not an exporter
+        return _scraped("absent", status)
+    return _scraped("ok", status, values)
+
+
+def _scraped(outcome: str, status: int, values: dict[str, float] | None = None) -> dict[str, Any]:
+    return {"scrape": outcome, "status": status, "up": outcome == "ok", "metrics": values or {}}
 
 
 class GpuProbe:
@@ -135,13 +173,7 @@ class Monitor:
         return net
 
     def _target(self, client: httpx.Client, now: float) -> None:
-        try:
-            response = client.get(f"{self.base_url}/metrics")
-            values = parse_prometheus(response.text) if response.status_code == 200 else {}
-            up = response.status_code == 200
-        except (httpx.HTTPError, ValueError):
-            values, up = {}, False
-        self._write("target.jsonl", {"t": now, "up": up, "metrics": values})
+        self._write("target.jsonl", {"t": now, **scrape(client, f"{self.base_url}/metrics")})
 
     def _write(self, name: str, payload: dict[str, Any]) -> None:
         with (self.dir / name).open("a", encoding="utf-8") as handle:
