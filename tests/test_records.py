@@ -20,6 +20,7 @@ from scenariokit.engines.records import RECORD_FIELDS, RecordLinesReader, Reques
 def locust_fields(t: float, name: str = "a", **extra: object) -> dict[str, object]:
     raw = {"t": t, "intended": None, "name": name, "stage": "ramp", "status": 200, "ok": True, "error": None}
     raw |= {"latency": 0.1, "ttfb": 0.01, "ttft": None, "itl": None, "tokens": None, "bytes": 10, "users": 5}
+    raw |= {"code": None, "message": None}
     return raw | extra
 
 
@@ -111,6 +112,32 @@ def test_k6_batches_expand_into_records(tmp_path: Path) -> None:
     assert second == RequestRecord(100.75, "ocr", "spike", 0, False, "timeout", 10.0, ttfb=0.0)
     assert reader.started_unix == 100.25 and reader.skipped == 0
     assert reader.dropped == 0 and reader.dropped_times == []  # no API, no summary yet
+
+
+def test_k6_failures_carry_the_engines_code_and_message(tmp_path: Path) -> None:
+    """A failure without a response has a row of its own per code, with the first message seen."""
+    refused = ["ocr", "hold", 0, False, "connection_refused", 1212, "dial: connection refused"]
+    path = tmp_path / "records-k6.jsonl"
+    append(path, k6_batch([OK_HOLD, refused], (1_000, 1, 2, 0), (1_100, 0, 2, 1), (1_200, 1, 3, 0)))
+    first, ok, again = K6RecordReader(tmp_path).poll()
+    assert first == again._replace(t=1.0, latency=0.002)
+    assert (first.error_kind, first.code, first.message) == (
+        "connection_refused",
+        "1212",
+        "dial: connection refused",
+    )
+    assert (ok.code, ok.message) == (None, None)
+
+
+def test_locust_failures_carry_the_engines_code_and_message(tmp_path: Path) -> None:
+    """A success's array ends at users; a failure the client raised adds its class and message."""
+    failed = locust_fields(1.0, status=0, ok=False, error="timeout", code="RetriesExceeded", message="t/o")
+    append(tmp_path / "records-1.jsonl", json.dumps(list(failed.values())) + "\n")
+    success = list(locust_fields(2.0).values())[:-2]  # as the runtime writes it
+    append(tmp_path / "records-1.jsonl", json.dumps(success) + "\n")
+    failure, ok = RecordLinesReader(tmp_path).poll()
+    assert (failure.error_kind, failure.code, failure.message) == ("timeout", "RetriesExceeded", "t/o")
+    assert ok.ok and (ok.code, ok.message) == (None, None)
 
 
 def test_k6_malformed_batches_are_skipped_whole_and_counted(tmp_path: Path) -> None:
@@ -217,3 +244,22 @@ def test_k6_summary_without_drops_and_a_partial_summary(tmp_path: Path) -> None:
 def test_error_taxonomy(error: str | None, status: int, kind: str | None) -> None:
     record = RequestRecord(0.0, "a", "s", status, error is None, error, 0.1)
     assert record.error_kind == kind
+
+
+def test_parquet_parts_from_before_code_and_message_still_load(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from scenariokit.results.store import SCHEMA, RecordStore, load_records
+
+    store = RecordStore(tmp_path)
+    failure = RequestRecord(1.0, "a", "", 0, False, "timeout", 0.3, code="1050", message="request timeout")
+    store.append([failure])
+    store.close()
+    old_schema = pa.schema([f for f in SCHEMA if f.name not in ("code", "message")])
+    fields = {"t": 3.0, "name": "b", "stage": "", "status": 200, "ok": True, "latency": 0.1, "bytes": 0}
+    columns = {f.name: [fields.get(f.name)] for f in old_schema}
+    pq.write_table(pa.table(columns, schema=old_schema), tmp_path / "records" / "part-00000.parquet")
+    old, new = load_records(tmp_path)
+    assert old == RequestRecord(3.0, "b", "", 200, True, None, 0.1)  # code and message: None
+    assert new == failure

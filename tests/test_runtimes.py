@@ -24,7 +24,7 @@ from typing import Any
 from scenariokit.compile.ir import DataRef, EnvRef, JsonTemplate, LiteralText, Stage, StageTable, Template
 from scenariokit.engines.k6.codegen import js_json, js_literal
 from scenariokit.engines.locust.codegen import as_data
-from scenariokit.engines.outcomes import FAILURES, failure_kind
+from scenariokit.engines.outcomes import FAILURES, failure_kind, sample_message
 from tests.support.engines import NODE, needs_node
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +243,23 @@ FAILURE_CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("request timeout", (), 1050, "timeout"),
     ("dial: i/o timeout", (), 1211, "timeout"),
     ("EOF", (), 1000, "other"),
-    ("SSLError: certificate verify failed", ("SSLError", "OSError"), 0, "other"),
+    ('malformed HTTP response "HELLO"', (), 1000, "other"),
+    # the generator's own limits, named the same from Go's message and Python's
+    ("dial: unknown errno 24 error with msg `too many open files`", (), 1213, "too_many_open_files"),
+    ("dial tcp 127.0.0.1:80: socket: too many open files", (), 1000, "too_many_open_files"),
+    ("[Errno 24] Too many open files", ("OSError",), 0, "too_many_open_files"),
+    (
+        "dial: unknown errno 99 error with msg `cannot assign requested address`",
+        (),
+        1213,
+        "address_unavailable",
+    ),
+    ("[Errno 99] Cannot assign requested address", ("OSError",), 0, "address_unavailable"),
+    ("lookup: no such host", (), 1101, "dns"),
+    ("lookup example.invalid: i/o timeout", (), 1100, "dns"),  # a lookup that timed out: DNS first
+    ("[Errno -2] Name or service not known", ("gaierror", "OSError"), 0, "dns"),
+    ("x509: unknown authority", (), 1310, "tls"),
+    ("SSLError: certificate verify failed", ("SSLError", "OSError"), 0, "tls"),
     ("", (), 0, "other"),
 ]
 
@@ -268,6 +284,36 @@ def test_failures_are_named_by_the_one_table_in_both_runtimes() -> None:
             f"console.log(JSON.stringify({json.dumps(cases)}.map(([c, m]) => rt.failureKind(rows, c, m))));\n"
         )
         assert k6 == [failure_kind(message, (), code) for message, _, code, _ in FAILURE_CASES]
+
+
+SECRET = "sk-live-canary-5f0c1e9b7d"
+MESSAGE_CASES: list[tuple[str, list[str], str]] = [
+    # message, secrets (the request's header values and env values): what a record keeps
+    ("dial: connection refused", [], "dial: connection refused"),
+    # a client that refuses a header quotes its value: redacted, and a longer secret before a shorter one
+    (
+        f"invalid value for header field 'X': '{SECRET}\u20ac'",
+        [SECRET, "sk-l"],
+        "invalid value for header field 'X': '[redacted]\u20ac'",
+    ),
+    ("short values stay: 1 abc", ["1", "abc"], "short values stay: 1 abc"),
+    # control characters (C0, DEL, C1, line separators) become one space; ends trimmed
+    ("\r\nline one\x00\x1b[31m\x7f\x85line\u2028two\t\n", [], "line one [31m line two"),
+    ("x" * 250, [], "x" * 199 + "\u2026"),  # cut at 200 characters
+    ("\U0001f600" * 201, [], "\U0001f600" * 199 + "\u2026"),  # characters, not UTF-16 units
+    # redacted before the cut: a secret that straddles character 200 leaves no prefix
+    ("y" * 190 + SECRET, [SECRET], "y" * 190 + "[redacted]"),
+]
+
+
+def test_failure_messages_are_cleaned_alike_in_both_runtimes() -> None:
+    assert [sample_message(m, secrets) for m, secrets, _ in MESSAGE_CASES] == [w for *_, w in MESSAGE_CASES]
+    locust = run_locust("def run(case): return sk.sample_message(case[0], case[1])", MESSAGE_CASES)
+    assert locust == [w for *_, w in MESSAGE_CASES]
+    if NODE is not None:
+        cases = json.dumps([[m, secrets] for m, secrets, _ in MESSAGE_CASES])
+        k6 = run_k6(f"console.log(JSON.stringify({cases}.map(([m, s]) => rt.sampleMessage(m, s))));\n")
+        assert k6 == [w for *_, w in MESSAGE_CASES]
 
 
 def test_the_locust_runtime_names_real_exceptions_by_their_classes() -> None:

@@ -63,10 +63,48 @@ def test_a_secret_in_a_header_is_in_no_file_of_the_run(
     else:  # refused by the client before sending: an error record of its kind, nothing on the wire
         assert not on_the_wire
         assert {r.error_kind for r in records} == {"other"}, {r.error_kind for r in records}
+        # the client's message quotes the header's value: kept with the value redacted
+        assert {r.code for r in records} == {"ValueError"}
+        assert any(r.message and "[redacted]" in r.message for r in records), {r.message for r in records}
     for path, text in run_files(run_dir):
         assert not reveals(text), f"{path} holds the secret"
         if path.name.endswith(".log"):
             assert "Traceback" not in text, f"{path}: {text[-2000:]}"
+    assert not reveals(output.out) and not reveals(output.err)
+
+
+TIMED_OUT = """\
+version: 1
+name: secrets
+target: {{kind: http, base_url: "{url}", timeout: 300ms}}
+load: {{curve: "hold(1, 2s)"}}
+requests:
+  a: {{path: "/a?key=${{env:API_KEY}}"}}
+"""
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("engine", ["locust", "k6"])
+def test_a_secret_in_a_failures_message_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], engine: str
+) -> None:
+    """An engine's message for a failure may quote the request (Locust's timeout names the URL, with a
+    query that holds a secret): the record keeps the message with the secret redacted."""
+    monkeypatch.setenv("API_KEY", SECRET)
+    with LoopbackServer(delay_s=1.0) as server:
+        scenario = tmp_path / "secrets.yaml"
+        scenario.write_text(TIMED_OUT.format(url=server.url))
+        run_dir = tmp_path / "run"
+        code = main(["run", str(scenario), "--engine", engine, "--out", str(run_dir), "--quiet"])
+    output = capsys.readouterr()
+    assert code in (0, 1, 4), output.err[-2000:]
+    records = load_records(run_dir)
+    assert records and {r.error_kind for r in records} == {"timeout"}
+    assert any(r.message for r in records)
+    if engine == "locust":  # its message names the URL: the secret in it is redacted
+        assert any("[redacted]" in (r.message or "") for r in records), {r.message for r in records}
+    for path, text in run_files(run_dir):
+        assert not reveals(text), f"{path} holds the secret"
     assert not reveals(output.out) and not reveals(output.err)
 
 

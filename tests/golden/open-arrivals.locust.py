@@ -29,7 +29,11 @@ SCENARIO = sk.Scenario(
     # a failure without a response: the first row naming its exception class (or a base) or a fragment of
     # its message gives its kind, else "other"
     failures=[
+        ('too_many_open_files', (), ('too many open files',)),
+        ('address_unavailable', (), ('cannot assign requested address',)),
         ('connection_refused', ('ConnectionRefusedError',), ('refused',)),
+        ('dns', ('gaierror', 'herror'), ('no such host', 'name or service not known', 'name resolution', 'nodename nor servname')),
+        ('tls', ('SSLError', 'CertificateError'), ('x509:', 'certificate verify failed')),
         ('connection_reset', ('ConnectionResetError', 'BrokenPipeError'), ('reset', 'broken pipe')),
         ('timeout', ('TimeoutError',), ('timeout', 'timed out')),
     ],

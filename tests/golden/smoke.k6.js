@@ -26,7 +26,11 @@ const SCENARIO = {
   // a failure without a response: the first row naming its error code or a fragment of its message gives
   // its kind, else "other"
   failures: [
+    ["too_many_open_files", [], ["too many open files"]],
+    ["address_unavailable", [], ["cannot assign requested address"]],
     ["connection_refused", [1212], ["refused"]],
+    ["dns", [1100, 1101], ["no such host", "name or service not known", "name resolution", "nodename nor servname"]],
+    ["tls", [1300, 1310, 1311], ["x509:", "certificate verify failed"]],
     ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
     ["timeout", [1050, 1211], ["timeout", "timed out"]],
   ],

@@ -142,8 +142,12 @@ def run_locust(scenario: Scenario, out: Path) -> LocustRun:
     assert [list(m) for m in markers if "dropped" not in m] == [["test_start"]], markers
     dropped = [m for m in markers if "dropped" in m]
     assert all(set(m) == {"dropped", "t", "stage"} and m["dropped"] >= 1 for m in dropped), dropped
-    # requests are arrays in the runtime's RECORD_FIELDS order
-    records = [dict(zip(RECORD_FIELDS, line, strict=True)) for line in lines if isinstance(line, list)]
+    # requests are arrays in the runtime's RECORD_FIELDS order; a success's ends before code and message
+    records = [
+        dict(zip(RECORD_FIELDS, line + [None] * (len(RECORD_FIELDS) - len(line)), strict=True))
+        for line in lines
+        if isinstance(line, list)
+    ]
     assert len(records) + len(markers) == len(lines)  # nothing but arrays and those markers
     (started,) = [float(m["test_start"]) for m in markers if "test_start" in m]
     return LocustRun(started, records, dropped)

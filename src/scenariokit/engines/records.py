@@ -33,6 +33,11 @@ class RequestRecord(NamedTuple):
     tokens: int | None = None
     bytes: int = 0
     users: float | None = None
+    # a failure without a response: the engine's own reason (engines/outcomes.py). `code` is k6's
+    # error_code or the Python exception's class name, on every such record; `message` the engine's
+    # message, cleaned, on the first record of its (request, kind, code) in a process or VU, else None
+    code: str | None = None
+    message: str | None = None
 
     @property
     def end(self) -> float:
@@ -192,7 +197,10 @@ RECORD_FIELDS = (
     "tokens",
     "bytes",
     "users",
-)  # fmt: skip  -- the runtimes' record fields; a test keeps the three in step
+    "code",
+    "message",
+)  # fmt: skip  -- the runtimes' record fields; a test keeps the three in step. A runtime writes the
+#   last two only on a failure without a response: a success's line ends at `users`
 
 
 def _fields_record(
@@ -210,11 +218,15 @@ def _fields_record(
     tokens: Any,
     nbytes: Any,
     users: Any,
+    code: Any = None,
+    message: Any = None,
 ) -> RequestRecord:
-    """A record from its fields in RECORD_FIELDS order (TypeError or ValueError when malformed)."""
+    """A record from its fields in RECORD_FIELDS order, the last two optional (TypeError or ValueError
+    when malformed)."""
     return RequestRecord(
         float(t), str(name), str(stage or ""), int(status), bool(ok), error, float(latency), intended,
         ttfb, ttft, tuple(itl) if itl is not None else None, tokens, int(nbytes or 0), users,
+        None if code is None else str(code), None if message is None else str(message),
     )  # fmt: skip
 
 

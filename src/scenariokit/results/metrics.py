@@ -167,6 +167,26 @@ def summarize(records: list[RequestRecord], length_s: float) -> dict[str, object
         "throughput": ok / length_s if length_s > 0 else None,
         "latency": latency,
         "errors_by_kind": dict(Counter(r.error_kind for r in records if not r.ok).most_common()),
+        "error_reasons": error_reasons(records),
+    }
+
+
+def error_reasons(records: Iterable[RequestRecord]) -> dict[str, dict[str, dict[str, object]]]:
+    """Per error kind, the engine's own reasons for its failures without a response: how many records had
+    each code (k6's error_code, or Locust's exception class), most first, and a sample message of each
+    code (the first a record carries). Kinds with no engine code (http_*, wrong_answer) are left out."""
+    codes: dict[str, Counter[str]] = defaultdict(Counter)
+    messages: dict[str, dict[str, str]] = defaultdict(dict)
+    for r in records:
+        if r.ok or r.code is None:
+            continue
+        kind = r.error_kind or "other"
+        codes[kind][r.code] += 1
+        if r.message is not None:
+            messages[kind].setdefault(r.code, r.message)
+    return {
+        kind: {"codes": dict(counts.most_common()), "messages": messages.get(kind, {})}
+        for kind, counts in sorted(codes.items(), key=lambda item: -item[1].total())
     }
 
 

@@ -35,6 +35,8 @@ SCHEMA = pa.schema(
         ("tokens", pa.int32()),
         ("bytes", pa.int64()),
         ("users", pa.float64()),
+        ("code", pa.string()),  # a failure's engine code: k6's error_code, or Locust's exception class
+        ("message", pa.string()),  # its message, on the first record of each (request, kind, code)
     ]
 )
 
@@ -72,9 +74,14 @@ class RecordStore:
 def load_records(run_dir: Path) -> list[RequestRecord]:
     records: list[RequestRecord] = []
     for part in sorted((run_dir / "records").glob("part-*.parquet")):
-        columns = pq.read_table(part).select(RequestRecord._fields).to_pydict()
+        table = pq.read_table(part)
+        present = [f for f in RequestRecord._fields if f in table.column_names]
+        columns = table.select(present).to_pydict()
         columns["itl"] = [tuple(v) if v is not None else None for v in columns["itl"]]
-        records += map(RequestRecord._make, zip(*columns.values(), strict=True))
+        for name in RequestRecord._fields:  # a part written before a field existed (code, message)
+            columns.setdefault(name, [None] * table.num_rows)
+        ordered = [columns[name] for name in RequestRecord._fields]
+        records += map(RequestRecord._make, zip(*ordered, strict=True))
     return records
 
 

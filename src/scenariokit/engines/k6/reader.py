@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -13,10 +14,12 @@ import numpy as np
 from scenariokit.engines.records import RecordLinesReader, RequestRecord, decode_json
 
 # k6's runtime writes a VU's requests in batches, each a line
-#   {"outcomes": [[name, stage, status, ok, error], ...], "f64": "<base64>"}
+#   {"outcomes": [[name, stage, status, ok, error, code, message], ...], "f64": "<base64>"}
 # where `f64` is base64 of little-endian float64s, four per request: start (unix ms), its outcome (an
 # index into `outcomes`, the VU's table of the fields requests share), latency and time to first byte
-# (ms, k6's timings.duration and .waiting).
+# (ms, k6's timings.duration and .waiting). `code` and `message` (k6's error_code and error, the message
+# cleaned) are there only on a failure without a response: a table row of its own per code, holding the
+# first message seen, so the table stays small and a success costs what it did.
 BATCH_PREFIX = b'{"outcomes":'
 
 
@@ -41,10 +44,7 @@ class K6RecordReader(RecordLinesReader):
             return None
         try:
             batch = decode_json(line.decode("utf-8"))
-            outcomes = [
-                (str(name), str(stage or ""), int(status), bool(ok), None if error is None else str(error))
-                for name, stage, status, ok, error in batch["outcomes"]
-            ]
+            outcomes = [_outcome(*row) for row in batch["outcomes"]]
             numbers = np.frombuffer(base64.b64decode(batch["f64"], validate=True), dtype="<f8")
             if numbers.size % 4:
                 raise ValueError("a batch's numbers come four per request")
@@ -55,7 +55,7 @@ class K6RecordReader(RecordLinesReader):
             starts, latencies, ttfbs = (rows[:, column] / 1000 for column in (0, 2, 3))
             make = RequestRecord._make
             return [
-                make((t, *outcomes[o], latency, None, ttfb, None, None, None, 0, None))
+                make((t, *outcomes[o][0], latency, None, ttfb, None, None, None, 0, None, *outcomes[o][1]))
                 for t, o, latency, ttfb in zip(
                     starts.tolist(), indices.tolist(), latencies.tolist(), ttfbs.tolist(), strict=True
                 )
@@ -109,3 +109,12 @@ class K6RecordReader(RecordLinesReader):
             return int(response.json()["data"]["attributes"]["sample"]["count"])
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def _outcome(
+    name: Any, stage: Any, status: Any, ok: Any, error: Any, code: Any = None, message: Any = None
+) -> tuple[tuple[str, str, int, bool, str | None], tuple[str | None, str | None]]:
+    """A row of a batch's outcome table: the fields a record has before its latency, and those after
+    its users (TypeError or ValueError when malformed)."""
+    head = (str(name), str(stage or ""), int(status), bool(ok), None if error is None else str(error))
+    return head, (None if code is None else str(code), None if message is None else str(message))

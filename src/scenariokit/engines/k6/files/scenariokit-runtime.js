@@ -10,12 +10,15 @@
 // `k6 run --console-output raw/records-k6.jsonl --log-format raw`, and each VU writes its requests there
 // in batches, one line each:
 //
-//   {"outcomes": [[name, stage, status, ok, error], ...], "f64": "<base64>"}
+//   {"outcomes": [[name, stage, status, ok, error, code, message], ...], "f64": "<base64>"}
 //
 // `f64` is base64 of little-endian float64s, four per request: t, its start (unix ms, Date.now());
 // outcome, an index into `outcomes` (the VU's table of the fields that requests share: name, stage
-// label, status (0 = no response), ok, error: null or connection_refused | connection_reset | timeout |
-// http_<code> | bad_stream | wrong_answer | other, see scenariokit/engines/outcomes.py); latency (ms,
+// label, status (0 = no response), ok, error: null or a kind of the script's failure table
+// (connection_refused, timeout, ...) | http_<code> | bad_stream | wrong_answer | other, see
+// scenariokit/engines/outcomes.py; and only for a failure without a response, k6's error_code and its
+// error message, cleaned by sampleMessage: a row per code, holding the first message, so a success costs
+// nothing more and an error storm adds no text); latency (ms,
 // k6's timings.duration: sent -> last byte) and ttfb (ms, timings.waiting). The runner turns them into
 // the same records as the Locust runtime's (scenariokit/engines/k6/reader.py). Each VU's first write
 // starts with `{"test_start": unix s}` (exec.scenario.startTime: the origin of the stage table). `stage`
@@ -207,6 +210,38 @@ export function failureKind(failures, code, message) {
   return 'other';
 }
 
+// A failure's message as a record keeps it (scenariokit/engines/outcomes.py, sample_message, holds both
+// runtimes to it): every secret (the request's header values, the environment values it reads) redacted,
+// runs of control characters made one space, at most MESSAGE_CHARS characters. Redacted before the cut,
+// so no prefix of a secret survives it.
+export const MESSAGE_CHARS = 200;
+const REDACTED = '[redacted]';
+const SECRET_MIN_CHARS = 4;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g;
+
+function chars(text) {
+  return Array.from(text); // code points, as Python counts them
+}
+
+export function sampleMessage(message, secrets) {
+  let text = String(message);
+  const ordered = Array.from(new Set(secrets)).sort((a, b) => chars(b).length - chars(a).length);
+  for (const secret of ordered) if (chars(secret).length >= SECRET_MIN_CHARS) text = text.split(secret).join(REDACTED);
+  text = text.replace(CONTROL, ' ').replace(/^ +| +$/g, '');
+  const points = chars(text);
+  return points.length <= MESSAGE_CHARS ? text : points.slice(0, MESSAGE_CHARS - 1).join('') + '\u2026';
+}
+
+// The environment values a template tree reads (what a failure's message must not quote).
+export function envValues(value, out) {
+  if (value === null || typeof value !== 'object') return out;
+  if (value instanceof Template) {
+    for (const part of value.parts) if (typeof part !== 'string' && part.env !== undefined) out.push(__ENV[part.env] || '');
+  } else if (Array.isArray(value)) for (const item of value) envValues(item, out);
+  else for (const key of Object.keys(value)) envValues(value[key], out);
+  return out;
+}
+
 // --- the runner ---------------------------------------------------------------------------------------
 
 // The stages that last, from the script's stage table (the compiler's: each stage on the scenario's clock,
@@ -317,9 +352,13 @@ function hotPath(runner) {
       }
 
       let error = '';
+      let code = 0; // k6's error_code of a failure without a response
       const status = res.status || 0;
       // k6 also sets error_code (1400..1599) for HTTP errors: a response is judged by its status
-      if (status === 0) error = failureKind(failures, res.error_code || 0, res.error || '');
+      if (status === 0) {
+        code = res.error_code || 0;
+        error = failureKind(failures, code, res.error || '');
+      }
       else if (anyOk ? status < 200 || status > 299 : expected.indexOf(status) === -1) error = `http_${status}`;
       else if (readsAnswer) {
         // a chat request's 2xx answer is its message (null: not one), any other answer the body
@@ -332,7 +371,7 @@ function hotPath(runner) {
       }
       const timings = res.timings;
       // one outcome in one stage: what its points' tags or its records' outcome index are cached under
-      const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error}`;
+      const key = error === '' ? stageIndex * 1000 + status : `${stageIndex} ${status} ${error} ${code}`;
       if (!toConsole) {
         runner.addPoints(req, key, stageIndex, status, error, timings);
         return error === '';
@@ -340,7 +379,9 @@ function hotPath(runner) {
 
       // the record: four numbers; what the outcome's other fields are is said once per batch (`outcomes`)
       if (key !== lastKey) {
-        lastOutcome = runner.outcomeIndex(req, key, stageIndex, status, error);
+        // a failure without a response: its code and message make the outcome's row (once per code)
+        const reason = status === 0 ? [code || null, sampleMessage(res.error || '', runner.secrets(req, sent))] : null;
+        lastOutcome = runner.outcomeIndex(req, key, stageIndex, status, error, reason);
         lastKey = key;
       }
       const latencyMs = timings.duration;
@@ -430,6 +471,7 @@ export class Runner {
       anyOk: req.expectStatus.length === 0, // no `expect.status`: any 2xx
       cumulative: this.total,
       headerNames: Object.keys(req.headers), // the request's headers are all it sends
+      envSecrets: envValues([req.path, req.headers, req.json, req.body, req.expectContains], []),
       fixed: null,
       params,
       tags: new Map(), // see recordTags
@@ -537,13 +579,22 @@ export class Runner {
 
   // --- records through console.log (SCENARIOKIT_RECORDS=console)
 
-  // An outcome's fields (name, stage, status, ok, error) get a number in this VU's table, which every
-  // batch carries: a run has few outcomes, each made once.
-  outcomeIndex(req, key, stageIndex, status, error) {
+  // What a failure's message must not quote: the request's header values and the environment values its
+  // templates read.
+  secrets(req, sent) {
+    const headers = sent === null ? {} : sent.headers;
+    return req.envSecrets.concat(Object.keys(headers).map((name) => String(headers[name])));
+  }
+
+  // An outcome's fields (name, stage, status, ok, error, and for a failure without a response [code,
+  // message]) get a number in this VU's table, which every batch carries: a run has few outcomes, each
+  // made once (the first message of a code stands for the others).
+  outcomeIndex(req, key, stageIndex, status, error, reason) {
     let index = req.outcomes.get(key);
     if (index === undefined) {
       const stage = this.windows[stageIndex] || NO_STAGE;
-      this.outcomeFields.push([req.spec.name, stage.label, status, error === '', error || null]);
+      const fields = [req.spec.name, stage.label, status, error === '', error || null];
+      this.outcomeFields.push(reason === null ? fields : fields.concat(reason));
       this.outcomesJson = JSON.stringify(this.outcomeFields);
       index = this.outcomeFields.length - 1;
       req.outcomes.set(key, index);

@@ -11,12 +11,17 @@ encodes and decodes in less than half the time of an object, which matters at th
 
     [t: start unix s, intended: intended start unix s or null, name: str, stage: stage label,
      status: int (0 = no response), ok: bool, error: str or null, latency: s, ttfb: s or null,
-     ttft: s or null, itl: [s, ...] or null, tokens: int or null, bytes: int, users: level]
+     ttft: s or null, itl: [s, ...] or null, tokens: int or null, bytes: int, users: level,
+     code: str, message: str or null]
 
-error is one of connection_refused, connection_reset, timeout, http_<code>, wrong_answer, bad_stream,
-other (scenariokit/engines/outcomes.py; a failure without a response is named by the script's FAILURES
-table). The test's start is written once as `{"test_start": unix s}` (stage windows are measured from
-it). An open-model arrival that no user could start in time is written as
+error is one of the kinds of the script's FAILURES table (a failure without a response: connection_refused,
+timeout, ...), http_<code>, wrong_answer, bad_stream, other (scenariokit/engines/outcomes.py). code and
+message come only with a failure the HTTP client raised (a success's array ends at users): the exception's
+class name, and its message cleaned (sample_message: secrets redacted, control characters out, cut short)
+on the first record of each (request, kind, code) in this process, null after.
+
+The test's start is written once as `{"test_start": unix s}` (stage windows are measured from it). An
+open-model arrival that no user could start in time is written as
 `{"dropped": 1, "t": intended unix s, "stage": label}` and is not sent.
 
 Open model: Locust has no arrival-rate executor, so this module makes one. A fixed pool of users shares one
@@ -35,6 +40,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +52,11 @@ from locust import events
 
 DROP_AFTER_S = 1.0
 FLUSH_EVERY_S = 0.5
+# a failure's sample message (scenariokit/engines/outcomes.py, sample_message, holds both runtimes to it)
+MESSAGE_CHARS = 200
+REDACTED = "[redacted]"
+SECRET_MIN_CHARS = 4
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # The script's FAILURES table: (kind, exception class names, lower-case message fragments), first match.
 Failures = list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 
@@ -81,6 +92,19 @@ def render_json(value: Any, row: dict[str, dict[str, str]]) -> Any:
     if isinstance(value, dict):
         return {k: render_json(v, row) for k, v in value.items()}
     return value
+
+
+def env_values(value: Any) -> set[str]:
+    """The environment values a template tree reads (what a failure's message must not quote)."""
+    if isinstance(value, tuple):
+        return {
+            os.environ.get(part[1], "") for part in value if not isinstance(part, str) and part[0] == "env"
+        }
+    if isinstance(value, list):
+        return set().union(*(env_values(v) for v in value))
+    if isinstance(value, dict):
+        return set().union(*(env_values(v) for v in value.values()))
+    return set()
 
 
 @dataclass(frozen=True)
@@ -207,6 +231,8 @@ class Scenario:
         self._users = 0
         self._arrivals: Iterator[float] | None = None
         self._fixed: dict[str, Sent] = {}
+        self._env_secrets: dict[str, set[str]] = {}
+        self._said: set[tuple[str, str, str]] = set()  # (request, kind, code) whose message was written
         self.recorder = Recorder(os.environ.get("SCENARIOKIT_RESULTS_DIR"))
         events.test_start.add_listener(self._on_test_start)
 
@@ -253,6 +279,23 @@ class Scenario:
         if run_time >= self.duration:
             return None
         return self.max_users, float(max(1, self.max_users))
+
+    def secrets(self, request: Request, sent: Sent) -> set[str]:
+        """What a failure's message must not quote: the request's header values and the environment
+        values any of its templates read."""
+        env = self._env_secrets.get(request.name)
+        if env is None:
+            parts = [request.path, request.headers, request.json, request.body, request.expect_contains]
+            env = self._env_secrets[request.name] = env_values(parts)
+        return env | set(sent.headers.values())
+
+    def first_message(self, name: str, kind: str, code: str, message: str) -> str | None:
+        """The message on the first record of its (request, kind, code) in this process, else None."""
+        key = (name, kind, code)
+        if key in self._said:
+            return None
+        self._said.add(key)
+        return message
 
     # -- per-user state ----------------------------------------------------------------------------
 
@@ -331,7 +374,7 @@ def normal_wait(mean: float, sd: float) -> Any:
 
 RECORD_FIELDS = (
     "t", "intended", "name", "stage", "status", "ok", "error", "latency", "ttfb", "ttft", "itl", "tokens",
-    "bytes", "users",
+    "bytes", "users", "code", "message",
 )  # fmt: skip
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -385,6 +428,15 @@ def failure_kind(exc: BaseException, failures: Failures) -> str:
     return classify([c.__name__ for c in type(exc).__mro__], f"{type(exc).__name__}: {exc}", failures)
 
 
+def sample_message(message: str, secrets: Any = ()) -> str:
+    """A failure's message as a record keeps it: secrets redacted, control characters out, cut short."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= SECRET_MIN_CHARS:
+            message = message.replace(secret, REDACTED)
+    text = _CONTROL.sub(" ", message).strip()
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
 def classify(names: list[str], message: str, failures: Failures) -> str:
     text = message.lower()
     for kind, exceptions, fragments in failures:
@@ -407,6 +459,8 @@ class Measured:
     nbytes: int = 0
     answer: str = ""
     error: str | None = None
+    code: str | None = None  # a raised failure's class name and message (sample_message)
+    message: str | None = None
 
 
 def read_stream(response: Any, started: float, measured: Measured) -> None:
@@ -535,57 +589,54 @@ class Client:
             sent = Sent.of(request, self.scenario.row(self.rng, request.datasets))
         else:  # the same every time: rendered once
             sent = self.scenario.fixed(request)
+        self._send(request, sent, intended)
+
+    def _send(self, request: Request, sent: Sent, intended: float | None) -> None:
         kwargs: dict[str, Any] = {"headers": sent.headers}
         if sent.body is not None:
             kwargs["data"] = sent.body
-        self._send(request, sent.path, kwargs, sent.contains, intended)
-
-    def _send(
-        self,
-        request: Request,
-        path: str,
-        kwargs: dict[str, Any],
-        contains: str | None,
-        intended: float | None,
-    ) -> None:
         measured = Measured()
         t0 = time.time()
         started = time.perf_counter()
         try:
-            latency, error = self._exchange(request, path, kwargs, contains, measured, started)
+            latency, error = self._exchange(request, sent, kwargs, measured, started)
         except Exception as exc:
             # The client refused the request before sending it (a header value it cannot write): an error
             # record of its kind. Left to Locust, it is a traceback in the log, whose message quotes the
-            # header's value (a secret), and no record at all.
-            latency, error = time.perf_counter() - started, failure_kind(exc, self.scenario.failures)
-            measured.error, measured.status = error, 0
-            self._report_refused(request, latency, error)
+            # header's value (a secret), and no record at all; the record's message has it redacted.
+            self._failed(request, sent, exc, measured)
+            latency, error = time.perf_counter() - started, measured.error
+            measured.status = 0
+            self._report_refused(request, latency, error or "other")
         self._record(request, t0, intended, measured, latency, error)
 
+    def _failed(self, request: Request, sent: Sent, exc: BaseException, measured: Measured) -> None:
+        """A failure the client raised: its kind, and the engine's own reason (class name, message)."""
+        kind = failure_kind(exc, self.scenario.failures)
+        code = type(exc).__name__
+        message = sample_message(str(exc), self.scenario.secrets(request, sent))
+        measured.error, measured.code = kind, code
+        measured.message = self.scenario.first_message(request.name, kind, code, message)
+
     def _exchange(
-        self,
-        request: Request,
-        path: str,
-        kwargs: dict[str, Any],
-        contains: str | None,
-        measured: Measured,
-        started: float,
+        self, request: Request, sent: Sent, kwargs: dict[str, Any], measured: Measured, started: float
     ) -> tuple[float, str | None]:
         """Sends the request and reads its answer into `measured`: (latency, error kind or None)."""
+        contains = sent.contains
         with self.user.client.request(
-            request.method, path, name=request.name, stream=request.stream, catch_response=True, **kwargs
+            request.method, sent.path, name=request.name, stream=request.stream, catch_response=True, **kwargs
         ) as response:
             measured.status = int(getattr(response, "status_code", 0) or 0)
             failure = getattr(response, "error", None)
             try:
                 if failure is not None and measured.status == 0:
-                    measured.error = failure_kind(failure, self.scenario.failures)
+                    self._failed(request, sent, failure, measured)
                 elif request.stream and 200 <= measured.status < 300:
                     read_stream(response, started, measured)
                 else:
                     read_whole(response, request, started, measured, contains is not None)
             except Exception as exc:  # a connection that broke mid-body is a measured error, not a crash
-                measured.error = failure_kind(exc, self.scenario.failures)
+                self._failed(request, sent, exc, measured)
                 measured.status = measured.status if measured.error == "other" else 0
             latency = time.perf_counter() - started
             error = judge(request, measured, contains)
@@ -623,21 +674,22 @@ class Client:
         stage, level = stage_and_level(self.scenario.stages, elapsed)
         # a tuple: the collector stops tracking it once it sees only numbers and strings inside, so records
         # waiting for the flush do not bring on full collections
-        self.scenario.recorder.write(
-            (
-                t0,
-                intended,
-                request.name,
-                stage,
-                measured.status,
-                error is None,
-                error,
-                latency,
-                measured.ttfb,
-                measured.ttft,
-                measured.itl if request.stream else None,
-                measured.tokens,
-                measured.nbytes,
-                level,
-            )
+        record: tuple[Any, ...] = (
+            t0,
+            intended,
+            request.name,
+            stage,
+            measured.status,
+            error is None,
+            error,
+            latency,
+            measured.ttfb,
+            measured.ttft,
+            measured.itl if request.stream else None,
+            measured.tokens,
+            measured.nbytes,
+            level,
         )
+        if error is not None and measured.code is not None:  # the engine's reason: failures only
+            record += (measured.code, measured.message)
+        self.scenario.recorder.write(record)
