@@ -276,6 +276,12 @@ ROWS = [
     Row("chat: allowed host answers 404", post(CHAT, lambda host: chat(f"{host}/missing.png")), 502, 2.0),
     Row("chat: allowed host sends forever", post(CHAT, lambda host: chat(f"{host}/endless.png")), 400, 3.0),
     Row("chat: allowed host drips", post(CHAT, lambda host: chat(f"{host}/drip.png")), 504, 3.0),
+    Row(
+        "chat: PPM image (a format not accepted)",
+        post(CHAT, chat(data_url(b"P6\n1 1\n255\n\0\0\0"))),
+        400,
+        1.0,
+    ),
     Row("chat: body not UTF-8", post(CHAT, b'{"model": "\xff\xfe"}'), 400, 1.0),
     Row("chat: body JSON null", post(CHAT, b"null"), 400, 1.0),
     Row("chat: 64 MB Content-Length, 4 KB sent", raw(CHAT, BIG, b"{" * 4096), 413, 1.0),

@@ -36,6 +36,8 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 # still admits a 12 MP phone photo.
 MAX_PIXELS = 16_000_000
 MAX_SIDE = 20_000  # pixels; a 1 x 100000 strip is no picture of anything
+# the formats a client may send; Pillow opens many more, some through outside programs (EPS: Ghostscript)
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 START_TIMEOUT_S = 120.0  # a worker that has not loaded its models by then is treated as dead
 BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 30.0
@@ -77,7 +79,7 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=FORMATS) as image:
                 width, height = image.size
                 check_shape(width, height, max_pixels)
                 image.verify()
@@ -154,7 +156,7 @@ def decode_check(data: bytes) -> None:
     """In a worker: decode every pixel once, so corrupt data behind valid CRCs is a bad image, not a model
     error. `MAX_IMAGE_PIXELS` (set by `_worker_main`) is Pillow's own bomb guard, a second line."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             image.load()
     except Exception as exc:  # zlib.error, OSError, SyntaxError, DecompressionBombError, ...
         raise BadImage(f"the image data is corrupt ({type(exc).__name__})") from None
@@ -248,7 +250,9 @@ class ModelPool:
     def __post_init__(self) -> None:
         self.context = multiprocessing.get_context("spawn")  # no fork of the server's threads and sockets
         self.slots = [Worker(i) for i in range(self.workers)]
-        self.idle: asyncio.Queue[Worker] = asyncio.Queue()
+        # (worker, generation): an entry left by a process that died since is stale, and skipped, so a
+        # restarted worker is never handed out twice
+        self.idle: asyncio.Queue[tuple[Worker, int]] = asyncio.Queue()
         self.threads = ThreadPoolExecutor(max_workers=2 * self.workers, thread_name_prefix="model-pipe")
         self.closing = False
         self._restarts: set[asyncio.Task[None]] = set()
@@ -281,7 +285,7 @@ class ModelPool:
             raise WorkerDied(f"model worker {worker.index} died while loading its models") from exc
         worker.warmup_s, worker.up = float(warmup), True
         loop.add_reader(process.sentinel, self._died, worker, worker.generation)
-        self.idle.put_nowait(worker)
+        self.idle.put_nowait((worker, worker.generation))
         self.events.on_up(worker)
 
     def _reap(self, worker: Worker) -> None:
@@ -324,8 +328,8 @@ class ModelPool:
         while True:
             if not any(worker.up for worker in self.slots):
                 raise WorkerDied("no model worker is up (restarting)")
-            worker = await self.idle.get()
-            if worker.up:
+            worker, generation = await self.idle.get()
+            if worker.up and worker.generation == generation:
                 return worker
 
     def call(self, worker: Worker) -> Callable[[str, bytes], asyncio.Future[tuple[str, Any]]]:
@@ -344,7 +348,7 @@ class ModelPool:
 
         def free(_: asyncio.Future[tuple[str, Any]]) -> None:
             if worker.up and worker.generation == generation and not self.closing:
-                self.idle.put_nowait(worker)
+                self.idle.put_nowait((worker, generation))
 
         def submit(model: str, data: bytes) -> asyncio.Future[tuple[str, Any]]:
             future = loop.run_in_executor(self.threads, exchange, model, data)
