@@ -4,6 +4,7 @@ fails, and the sample sizes the docs quote are what a brute-force search finds."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,8 @@ from scenariokit.results.confidence import (
 )
 from scenariokit.results.metrics import RunData
 from scenariokit.results.slo import judge_one
+from scenariokit.run.exporter import LiveExporter
+from tests.support.ir_examples import closed_chat_scenario
 from tests.support.loopback import LoopbackServer
 
 T0 = 1_700_000_000.0
@@ -246,3 +249,20 @@ def test_an_honest_short_run_with_too_few_samples_exits_4(tmp_path: Path) -> Non
     assert verdict["share_high"] == pytest.approx(1 - 0.05 ** (1 / n)) and verdict["share_high"] > 0.01
     assert "299 samples with none at or over would pass at 95%" in verdict["explanation"]
     assert f"0/{n}: [0.000%, {verdict['share_high']:.3%}], 1% allowed" in md
+
+
+@pytest.mark.parametrize(
+    ("slo", "samples", "confidence", "status"),
+    [
+        ("p99(latency) < 1ms", 10, 0.95, 0.0),  # all 10 over: a certain breach
+        ("p99(latency) < 10s", 100, 0.95, -1.0),  # none over, but 299 needed
+        ("p99(latency) < 10s", 100, 0.5, 1.0),  # at the run's confidence of 0.5, 100 are enough
+    ],
+)
+def test_the_live_status_is_the_verdict_so_far_at_the_runs_confidence(
+    slo: str, samples: int, confidence: float, status: float
+) -> None:
+    scenario = dataclasses.replace(closed_chat_scenario(), slos=(parse_slo(slo),))
+    exporter = LiveExporter(scenario, confidence)
+    exporter.tick(data_of([0.1] * samples).records, T0)
+    assert exporter.registry.get_sample_value("scenariokit_slo_status", {"slo": slo}) == status

@@ -80,6 +80,9 @@ def test_report_is_written_with_every_section_and_escapes_values(tmp_path: Path)
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
     for section in ('id="slos"', 'id="analysis"', 'id="requests"', 'id="overview"', 'id="plot-load"'):
         assert section in html, section
+    # the SLO table shows what decided each verdict: the share beyond the limit and its bounds, the rule
+    assert "0 of 400 beyond: 0.00% to 0.75% (0.95)" in html and "2.525% to 6.012% (0.95)" in html
+    assert "Rule: Clopper-Pearson bounds of the error rate at 95% decide" in html
 
 
 @pytest.mark.engine

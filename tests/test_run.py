@@ -92,7 +92,10 @@ def test_impossible_slo_exits_1_and_says_by_how_much(
     assert code == 1
     failed = [v for v in summary(tmp_path / "run")["verdicts"] if v["status"] == "fail"]
     assert [v["slo"] for v in failed] == ["p50(latency) < 1ms for a"]
-    assert failed[0]["margin"] < 0 and "over the 1ms limit" in failed[0]["explanation"]
+    assert (
+        failed[0]["margin"] < 0
+        and "samples at or over 1ms; the share is at least" in failed[0]["explanation"]
+    )
     junit = (tmp_path / "run" / "junit.xml").read_text()
     assert 'failures="1"' in junit and "SLOBreached" in junit
 
