@@ -55,7 +55,9 @@ def mean_bounds(n: int, mean: float, stdev: float, c: float) -> tuple[float, flo
     return mean - half, mean + half
 
 
-def quantile_bounds(values: Sequence[float], q: float, c: float) -> tuple[float | None, float | None]:
+def quantile_bounds(
+    values: Sequence[float] | np.ndarray, q: float, c: float
+) -> tuple[float | None, float | None]:
     """Order-statistic bounds of the q-quantile (distribution-free): x(l) <= quantile with confidence c
     and quantile <= x(u) with confidence c. None where the sample has no order statistic far enough out
     (the p99 of 100 samples has no upper bound at 95%). O(n): two partial sorts."""
