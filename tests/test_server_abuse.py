@@ -220,16 +220,18 @@ def raw(path: str, headers: str, body: bytes) -> Send:
 
 
 def chunked_past_cap(path: str) -> Send:
-    """A chunked body that grows past the cap, 64 KB at a time; the terminating chunk is never sent. It
-    stops one chunk past the cap, so everything sent is read and the server's close is clean (a close
-    with unread bytes would reset the connection and could lose the answer)."""
+    """A chunked body that grows past the cap, 64 KB at a time, to exactly one byte over it; the terminating
+    chunk is never sent. The server must read every byte sent to see the cap passed, so it closes with
+    nothing unread (a close with unread bytes resets the connection, which could lose the answer)."""
 
     def send(server: ServerHandle, host: str) -> Answer:
-        piece = 65536
+        piece, left = 65536, BODY_CAP + 1
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
-            for _ in range(BODY_CAP // piece + 1):
-                sock.sendall(f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n")
+            while left:
+                size = min(piece, left)
+                sock.sendall(f"{size:x}\r\n".encode() + b" " * size + b"\r\n")
+                left -= size
             return read_answer(sock)
 
     return send
