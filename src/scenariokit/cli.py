@@ -354,7 +354,11 @@ def add_inconclusive_flags(p: argparse.ArgumentParser) -> None:
         "report: the run's)",
     )
     either = p.add_mutually_exclusive_group()
-    either.add_argument("--strict", action="store_true", help="an SLO without enough data fails the run (1)")
+    either.add_argument(
+        "--strict",
+        action="store_true",
+        help="an inconclusive SLO (its bounds do not decide) fails the run (1)",
+    )
     either.add_argument(
         "--allow-inconclusive",
         action="store_true",
