@@ -18,6 +18,7 @@ import contextlib
 import io
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -184,6 +185,9 @@ def _decodes_but_unusable(exc: Exception) -> bool:
 
 def _worker_main(conn: Connection, sample: bytes, max_pixels: int) -> None:
     """A worker process: load the models, warm them, say so, then answer requests until the pipe closes."""
+    # Ctrl-C at a terminal reaches the whole foreground group: the server shuts down in order and stops
+    # its workers (SIGTERM), so a worker ignores SIGINT rather than die mid-request with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     Image.MAX_IMAGE_PIXELS = max_pixels
     _init_worker()
     conn.send(("ready", warm_up(sample)))
@@ -288,13 +292,19 @@ class ModelPool:
         self.idle.put_nowait((worker, worker.generation))
         self.events.on_up(worker)
 
-    def _reap(self, worker: Worker) -> None:
-        if worker.conn is not None:
-            worker.conn.close()
+    def _reap(self, worker: Worker, grace_s: float = 0.0) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after `grace_s`), then close the pipe. In that order: a
+        thread blocked reading the pipe gets EOF from the death, never a read of a closed (and perhaps
+        reused) descriptor."""
         if worker.process is not None:
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join(grace_s)
             if worker.process.is_alive():
                 worker.process.kill()
             worker.process.join(5)
+        if worker.conn is not None:
+            worker.conn.close()
 
     def _died(self, worker: Worker, generation: int) -> None:
         """Event loop callback: this generation's process ended."""
@@ -375,7 +385,8 @@ class ModelPool:
         return [{"index": w.index, "pid": w.pid, "up": w.up, "restarts": w.restarts} for w in self.slots]
 
     def close(self) -> None:
-        """Close every pipe (a worker exits when its pipe closes), then reap what is left."""
+        """Stop every worker. uvicorn calls this after in-flight requests have finished; a call that was
+        abandoned (its client left) may still be running, and is cut short."""
         self.closing = True
         for task in self._restarts:
             task.cancel()
@@ -384,10 +395,8 @@ class ModelPool:
             if worker.process is not None:
                 with contextlib.suppress(RuntimeError, ValueError):  # no running loop: nothing to remove
                     asyncio.get_running_loop().remove_reader(worker.process.sentinel)
-            if worker.conn is not None:
-                worker.conn.close()
+                if worker.process.is_alive():
+                    worker.process.terminate()
         for worker in self.slots:
-            if worker.process is not None:
-                worker.process.join(10)
-            self._reap(worker)
+            self._reap(worker, grace_s=5.0)
         self.threads.shutdown(wait=False, cancel_futures=True)
