@@ -35,8 +35,10 @@ data:
 requests:
   moderate: {{prompt: "Is this image safe?", image: "{{images}}", max_tokens: 4}}
 slo:
-  - error_rate < 1%
+  - error_rate < 2%
 """
+# < 2%, not < 1%: the sweep sends about 300 requests, and 0 errors bound the rate below 1% at 95% only from
+# 299 (a run one request short was inconclusive); below 2% from 149.
 
 
 def test_step_sweep_finds_the_knee_the_server_limit_predicts(tmp_path: Path) -> None:
