@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree as ET
 
 import psutil
 import pytest
@@ -118,12 +119,18 @@ def test_a_process_outside_the_tree_but_in_the_group_is_counted() -> None:
 
 
 def generator_json(
-    per_second: list[dict[int, float]], capacity: int = 2, one_core_each: bool = True, leader: int = 100
+    per_second: list[dict[int, float]],
+    capacity: int = 2,
+    one_core_each: bool = True,
+    leader: int = 100,
+    target_cores: float | None = None,
 ) -> dict[str, Any]:
-    """generator.json as the runner writes it, from each second's per-pid shares of one core."""
-    record = GeneratorHealth(leader, capacity, one_core_each, host_cores=2)
+    """generator.json as the runner writes it, from each second's per-pid shares of one core (and the
+    embedded target's cores each second, when the runner started it)."""
+    target_pid = None if target_cores is None else 200
+    record = GeneratorHealth(leader, capacity, one_core_each, host_cores=2, target_pid=target_pid)
     for i, shares in enumerate(per_second):
-        record.add(T0 + i, shares, len(shares), runner_cores=0.05)
+        record.add(T0 + i, shares, len(shares), runner_cores=0.05, target_cores=target_cores)
     return json.loads(json.dumps(record.as_dict()))  # as read back from the file
 
 
@@ -253,10 +260,103 @@ def test_a_host_pegged_by_others_names_only_the_host() -> None:
     assert fact.label == "host CPU pegged (6 s at >= 90%)"
 
 
+def test_a_host_pegged_by_the_embedded_target_names_it() -> None:
+    # the generator 4% of the host, the runner 2.5%, the embedded server and its workers 1.8 of 2 cores
+    generator = generator_json([{100: 0.02, 101: 0.06}] * 6, target_cores=1.8)
+    assert generator["target_pid"] == 200 and generator["format"] == 3
+    assert all(sample["target_cores"] == 1.8 for sample in generator["samples"])
+    (fact,) = health.trust_facts(generator, host_jsonl([98.0] * 6))  # not a host-bound generator
+    assert fact.reason == health.HOST_CPU_PEGGED
+    assert (
+        "the load generator's processes took 4%, the runner (scenariokit itself) 2%, the embedded target "
+        "90% and others 2%: mostly the embedded target (it shares this host with the generator: client-side "
+        "queueing is in the latency)." in fact.detail
+    )
+
+
+def test_an_external_target_is_absent_from_the_samples_and_among_the_others() -> None:
+    generator = generator_json([{100: 0.02, 101: 0.06}] * 6)
+    assert generator["target_pid"] is None and all("target_cores" not in s for s in generator["samples"])
+    (fact,) = health.trust_facts(generator, host_jsonl([98.0] * 6))
+    assert "and other processes (the target if it runs here, anything else) 92%" in fact.detail
+    assert "mostly other processes" in fact.detail and "embedded" not in fact.detail
+
+
+@pytest.mark.parametrize(
+    ("target_cores", "culprit"),
+    [
+        (0.9, "no one part took most of it"),  # target 45%, a neighbour 45%
+        (0.1, "mostly other processes"),
+        (1.9, "mostly the embedded target"),  # more than the host had left: capped at what remains
+    ],
+)
+def test_the_culprit_is_the_part_with_half_or_more(target_cores: float, culprit: str) -> None:
+    generator = generator_json([{100: 0.02, 101: 0.06}] * 6, target_cores=target_cores)
+    (fact,) = health.trust_facts(generator, host_jsonl([98.0] * 6))
+    assert culprit in fact.detail
+    division = health.host_pegged(host_jsonl([98.0] * 6), generator)
+    assert division is not None and division.division is not None
+    parts = division.division
+    assert parts.target is not None and parts.other >= 0
+    assert parts.generator + parts.runner + parts.target + parts.other == pytest.approx(98.0)
+
+
+@pytest.mark.parametrize("hostile", ["busy", None, float("nan"), float("inf"), -1.0, [1], {"a": 1}])
+def test_an_unreadable_target_figure_leaves_the_sample_and_names_no_target(hostile: Any) -> None:
+    generator = generator_json([{100: 0.02, 101: 0.06}] * 6, target_cores=1.8)
+    generator["samples"][2]["target_cores"] = hostile
+    samples = health.generator_samples(generator)
+    assert len(samples) == 6 and samples[2].target_cores is None and samples[2].cores == pytest.approx(0.08)
+    (fact,) = health.trust_facts(generator, host_jsonl([98.0] * 6))
+    assert "and other processes (the target if it runs here, anything else)" in fact.detail
+
+
 def test_without_per_process_samples_who_took_it_is_not_known() -> None:
     old = {"samples": [[T0 + i, 0.2] for i in range(6)]}
     (fact,) = health.trust_facts(old, host_jsonl([97.0] * 6))
     assert "not known" in fact.detail
+
+
+# --- JUnit ------------------------------------------------------------------------------------------
+
+
+def junit_suite(facts: list[health.TrustFact], hostile_name: str = "demo") -> ET.Element:
+    suite = ET.Element("testsuite", name="s", tests="2", failures="1", errors="0", skipped="0")
+    ET.SubElement(suite, "testcase", classname="scenariokit.demo", name="p95(latency) < 1s")
+    health.junit_trust(suite, facts, f"scenariokit.{hostile_name}")
+    return ET.fromstring(ET.tostring(suite, encoding="unicode"))  # as a CI page parses it
+
+
+def test_junit_shows_each_trust_reason_as_a_skipped_case_never_a_failure() -> None:
+    generator = generator_json([{100: 0.0, 101: 0.8, 102: 0.8}] * 6)
+    facts = health.trust_facts(generator, host_jsonl([100.0] * 6))
+    suite = junit_suite(facts)
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "2")
+    assert suite[0].tag == "properties"  # before the testcases, as the JUnit schema wants
+    properties = {p.get("name"): p.get("value") for p in suite[0]}
+    assert properties["trust"] == health.caveat(facts)
+    assert properties["trust.host_cpu_pegged"] == facts[1].detail
+    cases = suite.findall("testcase")[1:]
+    assert [c.get("name") for c in cases] == ["trust: generator_saturated", "trust: host_cpu_pegged"]
+    assert all(c.get("classname") == "scenariokit.demo.trust" for c in cases)
+    skipped = cases[1].find("skipped")
+    assert skipped is not None and skipped.get("message") == "latency not trustworthy: " + facts[1].label
+    assert cases[1].findtext("system-out") == facts[1].detail and suite.find(".//failure") is None
+    assert suite.findtext("system-out", "").startswith("latency not trustworthy: load generator saturated")
+
+
+def test_a_trusted_run_leaves_the_junit_suite_as_it_was() -> None:
+    suite = junit_suite([])
+    assert (
+        [c.tag for c in suite] == ["testcase"] and suite.get("tests") == "2" and suite.get("skipped") == "0"
+    )
+
+
+def test_hostile_words_in_a_fact_stay_text_in_junit() -> None:
+    fact = health.TrustFact(health.HOST_CPU_PEGGED, 'a "label" <b>&', "</system-out><failure/>]]>", 3.0)
+    suite = junit_suite([fact], hostile_name='x"><failure/>')
+    assert suite.find(".//failure") is None and suite.findtext(".//testcase/system-out") == fact.detail
+    assert suite.findall("testcase")[1].get("classname") == 'scenariokit.x"><failure/>.trust'
 
 
 # --- end to end: Locust on two processes against nginx ------------------------------------------------
@@ -308,6 +408,9 @@ def test_two_locust_processes_saturating_the_host_are_named_in_the_verdict(tmp_p
     assert reasons & {health.GENERATOR_SATURATED, health.GENERATOR_PROCESS_SATURATED, health.HOST_CPU_PEGGED}
     assert "latency not trustworthy: " in md.splitlines()[0]
     assert all(fact["detail"] in summary["notes"] for fact in summary["trust"])
+    junit = ET.parse(tmp_path / "run" / "junit.xml").getroot()  # shown in CI, not a failure
+    flagged = {c.get("name") for c in junit.findall("testcase") if c.find("skipped") is not None}
+    assert flagged == {f"trust: {reason}" for reason in reasons} and junit.get("failures") == "0"
 
 
 @needs_nginx

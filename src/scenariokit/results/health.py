@@ -10,11 +10,13 @@ to trust the latency; it does not change the exit code (../shared/notes/decision
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree as ET
 
 SATURATED_CPU = 0.90  # a share: of the generator's cores, of one core (one process), of the host's cores
 SATURATED_FOR_S = 3.0  # in one stretch: a blip (a start-up, a collection) is not a saturated run
@@ -35,6 +37,7 @@ class GeneratorSample:
     count: int | None  # its processes found then
     processes: dict[str, float]  # pid -> share of one core
     runner_cores: float | None = None  # the runner's own process (format 2)
+    target_cores: float | None = None  # the embedded target's processes (format 3; None for an external one)
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,19 @@ def _sample(raw: Any) -> GeneratorSample:
             count=None if count is None else int(count),
             processes=_shares(raw.get("processes")),
             runner_cores=None if runner is None else float(runner),
+            target_cores=_cores(raw.get("target_cores")),
         )
     t, share = raw
     return GeneratorSample(float(t), float(share), None, None, {})
+
+
+def _cores(raw: Any) -> float | None:
+    """A count of busy cores, or None where it is missing or is not one (the sample stays readable)."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def _shares(raw: Any) -> dict[str, float]:
@@ -221,25 +234,45 @@ def generator_trust(generator: dict[str, Any]) -> list[TrustFact]:
 # --- the host -------------------------------------------------------------------------------------
 
 
+TARGET_CULPRIT = (
+    "mostly the embedded target (it shares this host with the generator: client-side queueing is in "
+    "the latency)"
+)
+
+
 @dataclass(frozen=True)
 class CpuDivision:
     """Who took a pegged host's CPU, mean percent of all its cores over the pegged seconds."""
 
     generator: float  # the engine's processes
     runner: float  # scenariokit's own process (poll loop, store, monitor)
-    other: float  # the rest: the target when it shares the host, a neighbour
+    other: float  # the rest: a neighbour, or the target when it runs here and was not sampled
+    target: float | None = None  # the embedded target the runner started; None when it was not sampled
 
     def text(self) -> str:
-        culprit = "mostly the load generator" if self.generator_bound else "mostly other processes"
-        return (
+        head = (
             f"Of the host's CPU then, the load generator's processes took {self.generator:.0f}%, the runner "
-            f"(scenariokit itself) {self.runner:.0f}% and other processes (the target if it runs here, "
-            f"anything else) {self.other:.0f}%: {culprit}."
+            f"(scenariokit itself) {self.runner:.0f}%"
         )
+        if self.target is None:
+            parts = f" and other processes (the target if it runs here, anything else) {self.other:.0f}%"
+        else:
+            parts = f", the embedded target {self.target:.0f}% and others {self.other:.0f}%"
+        return f"{head}{parts}: {self.culprit()}."
+
+    def culprit(self) -> str:
+        """The part that took at least half of what was used, if one did."""
+        if self.generator_bound:
+            return "mostly the load generator"
+        if self.target is not None and self.target >= self.generator + self.runner + self.other:
+            return TARGET_CULPRIT
+        if self.other >= self.generator + self.runner + (self.target or 0.0):
+            return "mostly other processes"
+        return "no one part took most of it"
 
     @property
     def generator_bound(self) -> bool:
-        return self.generator >= self.runner + self.other
+        return self.generator >= self.runner + self.other + (self.target or 0.0)
 
 
 @dataclass(frozen=True)
@@ -277,19 +310,28 @@ def _division(pegged: list[tuple[float, float]], generator: dict[str, Any]) -> C
     if not samples or host_cores <= 0:
         return None
     spacing = statistics.median([b.t - a.t for a, b in itertools.pairwise(samples)] or [1.0])
-    parts: list[tuple[float, float, float]] = []  # (generator, runner, host) in percent of all cores
+    # the target is named only when every sample carries it (format 3, the embedded target); else it is
+    # among the others, as in older files
+    with_target = all(s.target_cores is not None for s in samples)
+    parts: list[tuple[float, float, float | None, float]] = []  # generator, runner, target, host: percent
     for t, cpu in pegged:
         nearest = min(samples, key=lambda s: abs(s.t - t))
         if abs(nearest.t - t) <= 1.5 * spacing:
+            # the host and the processes are read at slightly different moments: each part is capped by
+            # what is left of the host's figure, so the parts never add up to more than it
             gen = min(cpu, 100.0 * (nearest.cores or 0.0) / host_cores)
             runner = min(cpu - gen, 100.0 * (nearest.runner_cores or 0.0) / host_cores)
-            parts.append((gen, runner, cpu))
+            target = None
+            if with_target and nearest.target_cores is not None:
+                target = min(cpu - gen - runner, 100.0 * nearest.target_cores / host_cores)
+            parts.append((gen, runner, target, cpu))
     if not parts:
         return None
     return CpuDivision(
         generator=statistics.fmean(p[0] for p in parts),
         runner=statistics.fmean(p[1] for p in parts),
-        other=statistics.fmean(p[2] - p[0] - p[1] for p in parts),
+        other=statistics.fmean(p[3] - p[0] - p[1] - (p[2] or 0.0) for p in parts),
+        target=statistics.fmean(p[2] or 0.0 for p in parts) if with_target else None,
     )
 
 
@@ -342,3 +384,24 @@ def caveat(facts: Sequence[Any]) -> str:
     if not facts:
         return ""
     return "latency not trustworthy: " + "; ".join(f.label for f in facts)
+
+
+def junit_trust(suite: ET.Element, facts: Sequence[Any], classname: str) -> None:
+    """The facts (TrustFact or its summary model) in a JUnit testsuite, where CI pages show them without
+    failing the build (the exit code does not change either): the caveat and each detail as properties of
+    the suite, one skipped testcase per reason (listed by GitHub's, GitLab's and Jenkins' test reports, its
+    message the label, its system-out the evidence), and the same words in the suite's system-out."""
+    if not facts:
+        return
+    properties = ET.Element("properties")  # a suite's properties come before its testcases
+    ET.SubElement(properties, "property", name="trust", value=caveat(facts))
+    for fact in facts:
+        ET.SubElement(properties, "property", name=f"trust.{fact.reason}", value=fact.detail)
+    suite.insert(0, properties)
+    for fact in facts:
+        case = ET.SubElement(suite, "testcase", classname=f"{classname}.trust", name=f"trust: {fact.reason}")
+        ET.SubElement(case, "skipped", message=f"{caveat([fact])}")
+        ET.SubElement(case, "system-out").text = fact.detail
+    for count in ("tests", "skipped"):
+        suite.set(count, str(int(suite.get(count) or 0) + len(facts)))
+    ET.SubElement(suite, "system-out").text = "\n".join([caveat(facts), *(f.detail for f in facts)])

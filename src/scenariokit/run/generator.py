@@ -2,7 +2,9 @@
 
 A saturated generator measures itself, so the run keeps what each engine process used: the engine's leader
 (which leads its own process group), everything in that group, and everything under it in the process tree
-(`run --processes N` forks Locust's workers from its master). What is written to `generator.json` is read
+(`run --processes N` forks Locust's workers from its master). When the runner started the target itself (the
+embedded server), its process tree (the server and its model workers, which restart) is sampled the same way:
+on one host the target's CPU is what a pegged host's split names. What is written to `generator.json` is read
 back and judged by `results/health.py` (docs/results-format.md).
 """
 
@@ -87,24 +89,35 @@ class GeneratorHealth:
     host_cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, t: float, shares: dict[int, float], count: int, runner_cores: float | None = None) -> None:
+    target_pid: int | None = None  # the embedded target's server, which the runner started; None if external
+
+    def add(
+        self,
+        t: float,
+        shares: dict[int, float],
+        count: int,
+        runner_cores: float | None = None,
+        target_cores: float | None = None,
+    ) -> None:
         cores = sum(shares.values())
         busiest = sorted(shares.items(), key=lambda item: -item[1])[:MAX_PROCESSES_KEPT]
-        self.samples.append(
-            {
-                "t": t,
-                "share": cores / self.capacity_cores,
-                "cores": cores,
-                "count": count,
-                "processes": {str(pid): round(share, 4) for pid, share in busiest},
-                "runner_cores": runner_cores,  # this process: the poll loop, the store, the monitor
-            }
-        )
+        sample = {
+            "t": t,
+            "share": cores / self.capacity_cores,
+            "cores": cores,
+            "count": count,
+            "processes": {str(pid): round(share, 4) for pid, share in busiest},
+            "runner_cores": runner_cores,  # this process: the poll loop, the store, the monitor
+        }
+        if target_cores is not None:  # absent, not null, for a target the runner did not start
+            sample["target_cores"] = round(target_cores, 4)
+        self.samples.append(sample)
 
     def as_dict(self) -> dict[str, Any]:
         raw = {
-            "format": 2,
+            "format": 3,
             "leader_pid": self.leader_pid,
+            "target_pid": self.target_pid,
             "capacity_cores": self.capacity_cores,
             "host_cores": self.host_cores,
             "process_core_limit": 1.0 if self.one_core_each else None,
@@ -125,15 +138,20 @@ class GeneratorSampler:
         self._last: float | None = None
         # the runner shares the host with the engine: its own CPU tells who else took the cores
         self._runner = psutil.Process()
+        # the embedded target too (its group and tree, like the engine's: workers that restart are new pids)
+        self.target = None if health.target_pid is None else ProcessCpu(health.target_pid)
 
     def poll(self, now_monotonic: float, now_unix: float) -> None:
         if self._last is None:  # the first reading primes every process found so far
             self.cpu.read()
             self._runner.cpu_percent(None)
+            if self.target is not None:
+                self.target.read()
             self._last = now_monotonic
             return
         if now_monotonic - self._last >= self.every_s:
             shares = self.cpu.read()
             runner = self._runner.cpu_percent(None) / 100.0
-            self.health.add(now_unix, shares, self.cpu.count, runner)
+            target = None if self.target is None else sum(self.target.read().values())
+            self.health.add(now_unix, shares, self.cpu.count, runner, target)
             self._last = now_monotonic

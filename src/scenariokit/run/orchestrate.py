@@ -526,6 +526,7 @@ def run_engine(
                 process.pid,
                 engine.cpu_capacity(options.processes),
                 one_core_each=not engine.capabilities.uses_every_core,
+                target_pid=None if target_handle is None else target_handle.pid,  # the embedded server
             )
             run = EngineRun(process, reader, store, view, exporter, health, time.time())
             poll_engine(run, scenario, target_handle, options, state, max_run_s)
