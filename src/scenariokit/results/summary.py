@@ -20,7 +20,7 @@ from scenariokit.compile.ir import Stage
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
-from scenariokit.results.health import REASONS, TrustFact, caveat, trust_facts
+from scenariokit.results.health import REASONS, TrustFact, caveat, junit_trust, trust_facts
 from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
     RunData,
@@ -567,6 +567,7 @@ def junit_xml(s: Summary) -> str:
     if errors:
         case = ET.SubElement(suite, "testcase", classname=f"scenariokit.{s.scenario}", name="run")
         ET.SubElement(case, "error", message=s.exit_detail, type=s.exit_reason)
+    junit_trust(suite, s.trust, f"scenariokit.{s.scenario}")  # shown, never a failure
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
