@@ -153,15 +153,19 @@ def allowed_share(op: str, percentile: float) -> float:
     return round(share, 12)  # 1 - 0.99 is 0.010000000000000009
 
 
-def judge_percentile(slo: Slo, values: list[float], c: float, unit: str) -> Judgement:
+def beyond_limit(slo: Slo, values: np.ndarray) -> int:
+    """How many samples are on the SLO's wrong side of its limit (exact: the values, not buckets)."""
+    return int(np.count_nonzero(WRONG_SIDE[slo.op][0](values, slo.threshold)))
+
+
+def judge_percentile(
+    slo: Slo, k: int, n: int, q_low: float | None, q_high: float | None, c: float, unit: str
+) -> Judgement:
+    """k of n samples beyond the limit decide; (q_low, q_high) are the percentile's own bounds, shown."""
     percentile = slo.percentile or 50.0
-    wrong, side = WRONG_SIDE[slo.op]
+    side = WRONG_SIDE[slo.op][1]
     allowed = allowed_share(slo.op, percentile)
-    n = len(values)
-    samples = np.asarray(values, dtype=float)
-    k = int(np.count_nonzero(wrong(samples, slo.threshold)))
     low, high = share_bounds(k, n, c)
-    q_low, q_high = quantile_bounds(samples, percentile / 100, c)
     status = decide_share(low, high, allowed)
     limit, stat = show(slo.threshold, unit), slo.statistic
     rule = (
@@ -218,14 +222,11 @@ def judge_extreme(slo: Slo, value: float, n: int, unit: str) -> Judgement:
     return Judgement("pass" if holds else "fail", words, rule, None, value, value)
 
 
-def judge_mean(slo: Slo, values: list[float], mean: float, c: float, unit: str) -> Judgement:
-    n = len(values)
+def judge_mean(slo: Slo, n: int, mean: float, stdev: float, c: float, unit: str) -> Judgement:
     rule = (
         f"Student's t bounds of the mean at {level(c)} decide: pass when the worse bound holds "
         f"{slo.op} {show(slo.threshold, unit)}, fail when the better one breaks it"
     )
-    # numpy's float arithmetic: statistics.stdev works in exact fractions, seconds for a million samples
-    stdev = float(np.std(values, ddof=1)) if n >= 2 else math.nan
     bounds = mean_bounds(n, mean, stdev, c)
     if bounds is None:
         return Judgement("inconclusive", f"inconclusive: {n} sample; a mean needs 2 to bound", rule)
@@ -336,48 +337,103 @@ def measurable_by(engine: str, metric: str) -> bool:
         return True
 
 
-def measure(slo: Slo, data: RunData, c: float) -> tuple[float | None, int, Judgement | None]:
-    """The SLO's point value over its requests and window, the samples behind it, and the judgement
-    (None when there is nothing to judge on)."""
+@dataclass(frozen=True)
+class Facts:
+    """What an SLO is decided on, whether counted from a run's records (`facts_of`) or kept batch by batch
+    by a tracker (results/tracker.py): both go through `decide_facts`, so the rule is written once.
+
+    `samples` is n: a time metric's values, the requests (error_rate), the ok requests (throughput),
+    requests and drops (dropped_iterations). `k` is the count the bounds are on: samples beyond the
+    limit, errors, ok requests, drops. `value` is the point value (None: nothing to judge on)."""
+
+    value: float | None
+    samples: int
+    k: int = 0
+    stdev: float = math.nan  # a mean's spread
+    q_low: float | None = None  # a percentile's own order-statistic bounds (shown, not deciding)
+    q_high: float | None = None
+    length: float = 0.0  # throughput: the window's measured length, seconds
+
+
+def facts_of(slo: Slo, data: RunData, c: float) -> Facts:
+    """The SLO's facts over its requests and window of a run's records."""
     records, length = data.select(slo.requests, slo.window)
-    unit = unit_of(slo.metric)
     if slo.metric in TIME_METRICS:
         values = [v for r in records for v in TIME_METRIC_VALUES[slo.metric](r)]
         dist = sample_stats(values, [slo.percentile] if slo.percentile else [])
         if dist.count == 0:
-            return None, 0, None
-        value = dist.statistic(slo.statistic or "mean")
-        if slo.statistic in ("min", "max") or (slo.percentile or 0) >= 100:
-            exact = dist.min if slo.statistic == "min" else dist.max
-            return exact, dist.count, judge_extreme(slo, exact, dist.count, unit)
+            return Facts(None, 0)
+        if is_extreme(slo):
+            return Facts(dist.min if slo.statistic == "min" else dist.max, dist.count)
+        samples = np.asarray(values, dtype=float)
         if slo.percentile is None:
-            return value, dist.count, judge_mean(slo, values, value, c, unit)
-        return value, dist.count, judge_percentile(slo, values, c, unit)
+            # numpy's float arithmetic: statistics.stdev works in exact fractions, seconds for a million
+            stdev = float(np.std(samples, ddof=1)) if dist.count >= 2 else math.nan
+            return Facts(dist.mean, dist.count, stdev=stdev)
+        q_low, q_high = quantile_bounds(samples, slo.percentile / 100, c)
+        value = dist.statistic(slo.statistic or "mean")
+        return Facts(value, dist.count, beyond_limit(slo, samples), q_low=q_low, q_high=q_high)
     if slo.metric == "error_rate":
         errors = sum(1 for r in records if not r.ok)
-        if not records:
-            return None, 0, None
-        return errors / len(records), len(records), judge_error_rate(slo, errors, len(records), c)
+        return Facts(errors / len(records) if records else None, len(records), errors)
     if slo.metric == "throughput":
         ok = sum(1 for r in records if r.ok)
-        if length <= 0:
-            return None, ok, None
-        return ok / length, ok, judge_throughput(slo, ok, length, c)
+        return Facts(ok / length if length > 0 else None, ok, ok, length=length)
     dropped = data.dropped_in(slo.window)
-    samples = len(records) + dropped
-    return float(dropped), samples, judge_dropped(slo, dropped) if samples else None
+    return Facts(float(dropped), len(records) + dropped, dropped)
+
+
+def is_extreme(slo: Slo) -> bool:
+    """min, max and p100 are judged on the observed extreme."""
+    return slo.statistic in ("min", "max") or (slo.percentile or 0) >= 100
+
+
+def decide_facts(slo: Slo, facts: Facts, c: float) -> Judgement | None:
+    """The one decision rule per kind of SLO (None when there is nothing to judge on)."""
+    unit = unit_of(slo.metric)
+    if facts.value is None or (facts.samples == 0 and slo.metric != "throughput"):
+        return None
+    if slo.metric in TIME_METRICS:
+        if is_extreme(slo):
+            return judge_extreme(slo, facts.value, facts.samples, unit)
+        if slo.percentile is None:
+            return judge_mean(slo, facts.samples, facts.value, facts.stdev, c, unit)
+        return judge_percentile(slo, facts.k, facts.samples, facts.q_low, facts.q_high, c, unit)
+    if slo.metric == "error_rate":
+        return judge_error_rate(slo, facts.k, facts.samples, c)
+    if slo.metric == "throughput":
+        return judge_throughput(slo, facts.k, facts.length, c)
+    return judge_dropped(slo, facts.k)
+
+
+def measure(slo: Slo, data: RunData, c: float) -> tuple[float | None, int, Judgement | None]:
+    """The SLO's point value over its requests and window, the samples behind it, and the judgement
+    (None when there is nothing to judge on)."""
+    facts = facts_of(slo, data, c)
+    return facts.value, facts.samples, decide_facts(slo, facts, c)
 
 
 def judge_one(slo: Slo, data: RunData, engine: str, confidence: float = DEFAULT_CONFIDENCE) -> Verdict:
+    return unmeasured(slo, engine, confidence) or verdict_of(slo, facts_of(slo, data, confidence), confidence)
+
+
+def unmeasured(slo: Slo, engine: str, confidence: float = DEFAULT_CONFIDENCE) -> Verdict | None:
+    """The not_measured verdict of an SLO the engine cannot measure; None when it can."""
+    if measurable_by(engine, slo.metric):
+        return None
+    why = f"{engine} cannot measure {slo.metric}: run with " + " or ".join(
+        f"--engine {name}" for name in engines_measuring(slo.metric)
+    )
     unit = unit_of(slo.metric)
-    if not measurable_by(engine, slo.metric):
-        why = f"{engine} cannot measure {slo.metric}: run with " + " or ".join(
-            f"--engine {name}" for name in engines_measuring(slo.metric)
-        )
-        return Verdict(
-            slo.text, slo.metric, "not_measured", None, slo.threshold, unit, 0, None, None, why, confidence
-        )
-    value, samples, judgement = measure(slo, data, confidence)
+    return Verdict(
+        slo.text, slo.metric, "not_measured", None, slo.threshold, unit, 0, None, None, why, confidence
+    )
+
+
+def verdict_of(slo: Slo, facts: Facts, confidence: float = DEFAULT_CONFIDENCE) -> Verdict:
+    """The verdict on facts however they were gathered (the engine's capability checked before)."""
+    unit = unit_of(slo.metric)
+    value, samples, judgement = facts.value, facts.samples, decide_facts(slo, facts, confidence)
     if value is None or judgement is None:
         why = f"inconclusive: no sample to judge {slo.statistic or slo.metric} on"
         return Verdict(
@@ -436,6 +492,15 @@ def certainly_lost(
         return False
     records, _ = data.select(slo.requests)
     errors = sum(1 for r in records if not r.ok)
-    best_n = max(math.ceil(planned_requests), len(records), 1)  # every remaining request succeeds
+    return lost_on_counts(slo, errors, len(records), planned_requests, confidence)
+
+
+def lost_on_counts(
+    slo: Slo, errors: int, requests: int, planned_requests: float, confidence: float = DEFAULT_CONFIDENCE
+) -> bool:
+    """`certainly_lost` on counts (the live tracker keeps them): O(1)."""
+    if slo.metric != "error_rate" or slo.window is not None or slo.op not in ("<", "<="):
+        return False
+    best_n = max(math.ceil(planned_requests), requests, 1)  # every remaining request succeeds
     low, high = share_bounds(errors, best_n, confidence)
     return decide(slo.op, slo.threshold, low, high) == "fail"
