@@ -10,6 +10,7 @@ exception class) and a sample message; summary.md and the report never call the 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,11 +26,11 @@ from scenariokit.engines.outcomes import MESSAGE_CHARS
 
 pytestmark = pytest.mark.engine
 
-SLOW_S = 1.0  # /slow answers after this; the scenario's timeout is shorter
+SLOW_S = 2.5  # /slow answers after this; the scenario's timeout (1 s) is shorter, and /a far quicker
 SCENARIO = """\
 version: 1
 name: reasons
-target: {{kind: http, base_url: "{url}", timeout: 300ms}}
+target: {{kind: http, base_url: "{url}", timeout: 1s}}
 load: {{curve: "hold(2, 3s)", think_time: constant(50ms)}}
 requests:
 {requests}
@@ -90,8 +91,12 @@ def rest_server(close_after_probe: bool = False) -> Iterator[str]:
         handle = RestHandler.do_GET
 
         def once(handler: RestHandler) -> None:
+            # Before the answer, so that once the runner has it nothing listens. shutdown, not close
+            # alone: the serving thread's poll holds the socket open until it returns, and a connection
+            # queued meanwhile would be reset, not refused.
+            server.socket.shutdown(socket.SHUT_RDWR)
+            server.socket.close()
             handle(handler)
-            server.socket.close()  # at once: a connection that came in while the server stopped is reset
             probed.set()
 
         server.RequestHandlerClass = type("Once", (RestHandler,), {"do_GET": once})
