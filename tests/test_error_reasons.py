@@ -24,8 +24,6 @@ import pytest
 from scenariokit.cli import main
 from scenariokit.engines.outcomes import MESSAGE_CHARS
 
-pytestmark = pytest.mark.engine
-
 SLOW_S = 2.5  # /slow answers after this; the scenario's timeout (1 s) is shorter, and /a far quicker
 SCENARIO = """\
 version: 1
@@ -138,6 +136,7 @@ def assert_reason(engine: str, kind: str, reason: dict[str, Any]) -> None:
     assert fragment in message and 0 < len(message) <= MESSAGE_CHARS, reason
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("engine", ["locust", "k6"])
 def test_timeouts_and_unnamed_failures_keep_the_engines_code_and_message(tmp_path: Path, engine: str) -> None:
     with rest_server() as url:
@@ -164,6 +163,7 @@ def test_timeouts_and_unnamed_failures_keep_the_engines_code_and_message(tmp_pat
     assert "target: down" not in (out / "report.html").read_text()
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("engine", ["locust", "k6"])
 def test_a_refused_connection_keeps_the_engines_code_and_message(tmp_path: Path, engine: str) -> None:
     with rest_server(close_after_probe=True) as url:
@@ -173,3 +173,21 @@ def test_a_refused_connection_keeps_the_engines_code_and_message(tmp_path: Path,
     assert summary["overall"]["requests"] > 0 and summary["overall"]["ok"] == 0
     assert by_kind.keys() == {"connection_refused"}
     assert_reason(engine, "connection_refused", by_kind["connection_refused"])
+
+
+@pytest.mark.parametrize(
+    ("reason", "row"),
+    [
+        (None, "| http_5xx:503 | 3 | — | — |"),
+        (
+            {"codes": {"1000": 2, "1213": 1}, "messages": {"1213": "a | b `c` \\ d"}},
+            "| other | 3 | 1000 (2), 1213 (1) | a \\| b \\`c\\` \\\\ d |",
+        ),
+    ],
+)
+def test_a_message_stays_in_its_markdown_cell(reason: dict[str, Any] | None, row: str) -> None:
+    """An engine's message is text from outside: a pipe or a backtick in it cannot break the table."""
+    from scenariokit.results.summary import ErrorReasonOut, _error_row
+
+    kind = "other" if reason else "http_5xx:503"
+    assert _error_row(kind, 3, None if reason is None else ErrorReasonOut(**reason)) == row
