@@ -30,9 +30,11 @@ data:
 requests:
   moderate: {prompt: "Is this image safe?", image: "{images}", max_tokens: 4, stream: true}
 slo:
-  - error_rate < 1%
+  - error_rate < 5%
   - p95(latency) < 5s
 """
+# The run makes about 220 requests: < 5% and p95 are decided from 59 samples with none over (95%
+# confidence), while < 1% needs 299 and left the run inconclusive (exit 4). Prometheus is what is tested.
 
 
 def dashboard_metric_names() -> set[str]:
@@ -100,3 +102,6 @@ def test_prometheus_scrapes_target_and_scenariokit_during_the_run(tmp_path: Path
         output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output.decode(errors="replace")[-3000:]
     assert (run_dir / "monitor" / "prometheus" / "data").is_dir()
+    # the runner started the target, so it sampled the server and its model worker beside the generator
+    generator = json.loads((run_dir / "generator.json").read_text())
+    assert generator["target_pid"] and max(s["target_cores"] for s in generator["samples"]) > 0
