@@ -64,6 +64,16 @@ def quantile_bounds(
     n = len(values)
     if n == 0:
         return None, None
+    lo_rank, u = quantile_ranks(n, q, c)
+    array = np.asarray(values, dtype=float)
+    low = float(np.partition(array, lo_rank - 1)[lo_rank - 1]) if lo_rank is not None else None
+    high = float(np.partition(array, u - 1)[u - 1]) if u is not None else None
+    return low, high
+
+
+def quantile_ranks(n: int, q: float, c: float) -> tuple[int | None, int | None]:
+    """The 1-based ranks of the order statistics that bound the q-quantile of n samples at c (None where
+    the sample has none that far out)."""
     alpha = 1 - c
     # upper: the smallest u with P(Binomial(n, q) <= u - 1) >= c
     u = int(binom.ppf(c, n, q)) + 1
@@ -71,10 +81,7 @@ def quantile_bounds(
     j = int(binom.ppf(alpha, n, q))
     m = j if binom.cdf(j, n, q) <= alpha else j - 1
     lo_rank = m + 1
-    array = np.asarray(values, dtype=float)
-    low = float(np.partition(array, lo_rank - 1)[lo_rank - 1]) if 1 <= lo_rank <= n else None
-    high = float(np.partition(array, u - 1)[u - 1]) if 1 <= u <= n else None
-    return low, high
+    return (lo_rank if 1 <= lo_rank <= n else None), (u if 1 <= u <= n else None)
 
 
 def smallest_n(decides: Callable[[int], bool], start: int) -> int | None:

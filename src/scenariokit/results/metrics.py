@@ -22,6 +22,9 @@ from scenariokit.engines.records import RequestRecord
 MICROS = 1_000_000
 HIST_MAX_US = 3600 * MICROS
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+HDR_GRID = HdrHistogram(
+    1, HIST_MAX_US, 3
+)  # the settings of every distribution: index <-> value, never filled
 
 TimeMetric = Callable[[RequestRecord], Iterable[float]]
 TIME_METRIC_VALUES: dict[str, TimeMetric] = {
@@ -80,6 +83,26 @@ def sample_stats(values: Iterable[float], extra_percentiles: Iterable[float] = (
     return SampleStats(count, low, total / count, high, percentiles)
 
 
+def micros_up(seconds: np.ndarray) -> np.ndarray:
+    """`_micros_up` of many values at once, clipped to the histogram's range as `sample_stats` clips:
+    the same float operations (a product, a ceiling, a division), so the same integers."""
+    micros = np.ceil(seconds * MICROS)
+    micros += micros / MICROS < seconds
+    return np.clip(micros, 1, HIST_MAX_US).astype(np.int64)
+
+
+def hdr_indexes(micros: np.ndarray) -> np.ndarray:
+    """The bucket index hdrh's `record_value` counts each value in (`_counts_index_for`), vectorized.
+
+    hdrh computes the bucket from the bit length of `value | sub_bucket_mask`; `np.frexp` gives the bit
+    length of integers below 2**53 exactly."""
+    grid = HDR_GRID
+    bits = np.frexp((micros | grid.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = bits - grid.unit_magnitude - (grid.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = micros >> (bucket + grid.unit_magnitude)
+    return ((bucket + 1) << grid.sub_bucket_half_count_magnitude) + sub_bucket - grid.sub_bucket_half_count
+
+
 def _micros_up(seconds: float) -> int:
     """Whole microseconds rounded up, so a percentile never reads below the sample it stands for.
 
@@ -96,12 +119,19 @@ def _nearest_rank(histogram: HdrHistogram, percentiles: list[float], count: int)
     a value that 17% of the samples exceed; an SLO needs this conservative definition (nearest rank).
     One vectorized pass over the bucket counts: walking hdrh's iterator took ~70 ms per distribution.
     """
-    cumulative = np.cumsum(np.ctypeslib.as_array(histogram.counts))
-    ranks = [max(1, math.ceil(p / 100 * count - 1e-9)) for p in percentiles]
-    indexes = np.searchsorted(cumulative, ranks, side="left")
+    return nearest_rank_of_counts(np.ctypeslib.as_array(histogram.counts), percentiles, count)
+
+
+def nearest_rank_of_counts(counts: np.ndarray, percentiles: list[float], count: int) -> list[float]:
+    """`_nearest_rank` on a histogram's bucket counts alone (a tracker keeps only those)."""
+    return value_at_ranks(counts, [max(1, math.ceil(p / 100 * count - 1e-9)) for p in percentiles])
+
+
+def value_at_ranks(counts: np.ndarray, ranks: list[int]) -> list[float]:
+    """The highest value of the bucket holding each 1-based rank, in seconds."""
+    indexes = np.searchsorted(np.cumsum(counts), ranks, side="left")
     return [
-        histogram.get_highest_equivalent_value(histogram.get_value_from_index(int(i))) / MICROS
-        for i in indexes
+        HDR_GRID.get_highest_equivalent_value(HDR_GRID.get_value_from_index(int(i))) / MICROS for i in indexes
     ]
 
 
