@@ -161,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         allow_inconclusive=args.allow_inconclusive,
         confidence=DEFAULT_CONFIDENCE if confidence is None else confidence,
+        allow_exec=args.allow_exec,
     )
     return run_scenario(Path(args.file), options)
 
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="--out may hold a previous run: delete it first (never a folder a run is writing into)",
+    )
+    p.add_argument(
+        "--allow-exec",
+        action="store_true",
+        help="let the scenario run programs (target.start_command); without it such a run stops before "
+        "any load (exit 2)",
     )
     p.add_argument(
         "--processes",

@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import json
+import math
 import random
 import time
 import traceback
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -60,15 +62,19 @@ SERVED_MODELS = ("ocr", "classify", "moderation")
 LABEL_MODELS = frozenset({"classify", "moderation"})  # models that answer with labels, best first
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a 10 MB image in base64 (13.4 MB) and its JSON fit
 MAX_FAULT_LATENCY_S = 60.0
+MAX_FAULT_LEAK_BYTES = 64 << 20  # per request; a worker's total is capped too (engine.MAX_LEAK_TOTAL_BYTES)
+BYTE_UNITS = (("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("kb", 1e3), ("mb", 1e6), ("gb", 1e9))
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
 @dataclass
 class Fault:
-    """Chaos hook, off by default: added latency before the model, and a share of requests failing 500."""
+    """Chaos hook, off by default: added latency before the model, a share of requests failing 500, and a
+    planted leak (bytes each request leaves behind in the model worker that served it, for soak tests)."""
 
     latency_s: float = 0.0
     error_rate: float = 0.0
+    leak_bytes: int = 0
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     @classmethod
@@ -80,13 +86,32 @@ class Fault:
                 fault.latency_s = _seconds(value.strip())
             elif key.strip() == "error_rate":
                 fault.error_rate = float(value.strip().rstrip("%")) / (100 if "%" in value else 1)
+            elif key.strip() == "leak":
+                fault.leak_bytes = _bytes(value.strip())
             else:
-                raise ValueError(f"unknown fault `{key}`: use latency=200ms or error_rate=0.1")
+                raise ValueError(f"unknown fault `{key}`: use latency=200ms, error_rate=0.1 or leak=100KB")
         if not 0 <= fault.latency_s <= MAX_FAULT_LATENCY_S:  # also refuses nan and inf
             raise ValueError(f"latency must be from 0 to {MAX_FAULT_LATENCY_S:g}s")
         if not 0 <= fault.error_rate <= 1:
             raise ValueError("error_rate must be from 0 to 1 (or 0% to 100%)")
+        if not 0 <= fault.leak_bytes <= MAX_FAULT_LEAK_BYTES:
+            raise ValueError(f"leak must be from 0 to {MAX_FAULT_LEAK_BYTES >> 20}MiB per request")
         return fault
+
+
+def _bytes(text: str) -> int:
+    """`1048576`, `100KB`, `1MiB` (decimal and binary units; `B` alone is bytes) as whole bytes."""
+    lowered, scale = text.lower(), 1
+    for unit, unit_scale in BYTE_UNITS:
+        if lowered.endswith(unit):
+            lowered, scale = lowered[: -len(unit)], unit_scale
+            break
+    else:
+        lowered = lowered.removesuffix("b")
+    value = float(lowered) * scale
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a number of bytes")
+    return int(value)
 
 
 def _seconds(text: str) -> float:
@@ -110,6 +135,8 @@ class Settings:
     max_pixels: int = MAX_PIXELS
     image_fetch_bytes: int = MAX_IMAGE_BYTES
     image_fetch_timeout_s: float = 5.0
+    # False (--no-warm-up): /health is 200 before the models load; they load on first use
+    warm_up: bool = True
 
 
 class ApiError(Exception):
@@ -211,6 +238,22 @@ class Metrics:
         self.worker_pid = Gauge(
             "scenariokit_worker_pid", "The process id of each model worker.", ["worker"], registry=r
         )
+        self.worker_rss = Gauge(
+            "scenariokit_worker_resident_memory_bytes",
+            "Resident memory of each model worker process (which holds the models), read at each scrape.",
+            ["worker"],
+            registry=r,
+        )
+
+    def read_worker_rss(self, workers: list[Worker]) -> None:
+        """Sets each live worker's RSS; a worker between death and restart keeps no stale value."""
+        for worker in workers:
+            rss = process_rss(worker.pid) if worker.pid is not None else None
+            if rss is not None:
+                self.worker_rss.labels(str(worker.index)).set(rss)
+            else:
+                with contextlib.suppress(KeyError):  # never set, or already removed
+                    self.worker_rss.remove(str(worker.index))
 
     def pool_events(self) -> PoolEvents:
         def up(worker: Worker) -> None:
@@ -222,6 +265,13 @@ class Metrics:
             on_down=lambda worker: self.worker_up.labels(str(worker.index)).set(0),
             on_restart=lambda worker: self.worker_restarts.labels(str(worker.index)).inc(),
         )
+
+
+def process_rss(pid: int) -> int | None:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
 
 
 class Admission:
@@ -484,6 +534,7 @@ class Server:
             text_cards(1)[0].png,
             max_pixels=self.settings.max_pixels,
             events=self.metrics.pool_events(),
+            warm=self.settings.warm_up,
         )
         self.warmup_s = await self.pool.start()
         self.ready = True
@@ -531,7 +582,7 @@ class Server:
                         500, "injected fault (--fault error_rate)", "InternalServerError", reason="fault"
                     )
                 reached_model = True
-                lines, model_s = await self.pool.run(model, data)
+                lines, model_s = await self.pool.run(model, data, fault.leak_bytes)
         except TimeoutError:
             where = "in the model" if reached_model else "waiting for a model worker"
             raise ApiError(
@@ -727,8 +778,9 @@ class Server:
             self.settings.fault = Fault.parse(",".join(f"{k}={v}" for k, v in body.items()))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+        fault = self.settings.fault
         return JSONResponse(
-            {"latency_s": self.settings.fault.latency_s, "error_rate": self.settings.fault.error_rate}
+            {"latency_s": fault.latency_s, "error_rate": fault.error_rate, "leak_bytes": fault.leak_bytes}
         )
 
 
@@ -793,6 +845,8 @@ def build_app(settings: Settings) -> Starlette:
         )
 
     async def metrics(request: Request) -> Response:
+        if server.pool is not None:
+            server.metrics.read_worker_rss(server.pool.slots)
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager

@@ -100,7 +100,18 @@ def parse_args(argv: Sequence[str] | None, prog: str = "scenariokit_server") -> 
         default=5.0,
         help="seconds an idle keep-alive connection stays open (default 5)",
     )
-    parser.add_argument("--fault", help="chaos hook, e.g. latency=200ms,error_rate=0.1 (off by default)")
+    parser.add_argument(
+        "--fault",
+        help="chaos hook, e.g. latency=200ms,error_rate=0.1,leak=100KB (off by default; leak: bytes each "
+        "request leaves in its model worker, at most 64MiB a request and 1GiB a worker)",
+    )
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="cold start: /health turns 200 once the workers run, before they load their models, which "
+        "load on first use (the first requests pay for it)",
+    )
     parser.add_argument(
         "--allow-url-host",
         action="append",
@@ -131,6 +142,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "scenariokit_server") ->
         max_pixels=args.max_pixels,
         image_fetch_bytes=args.image_fetch_bytes,
         image_fetch_timeout_s=args.image_fetch_timeout,
+        warm_up=args.warm_up,
     )
     # uvicorn stops accepting on SIGTERM and lets in-flight requests finish before the lifespan ends
     try:

@@ -43,10 +43,14 @@ START_TIMEOUT_S = 120.0  # a worker that has not loaded its models by then is tr
 BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 30.0
 STABLE_S = 10.0  # a worker that lived this long before dying starts a fresh backoff
+# The leak hook (`--fault leak=...`) stops retaining once a worker holds this much, so a typo (leak=1GB per
+# request) cannot exhaust the machine: a soak test plants megabytes, never gigabytes.
+MAX_LEAK_TOTAL_BYTES = 1 << 30
 
 _ocr: Any = None  # the worker process's own models
 _moderation: Any = None
 _classifier: Any = None
+_leaked: list[bytearray] = []  # the leak hook's planted bytes, kept for the worker's life
 
 
 @dataclass(frozen=True)
@@ -163,13 +167,26 @@ def decode_check(data: bytes) -> None:
         raise BadImage(f"the image data is corrupt ({type(exc).__name__})") from None
 
 
-def answer(model: str, data: bytes) -> tuple[str, Any]:
+def leak(size: int) -> None:
+    """In a worker: retain `size` bytes for good (the fault hook's planted leak), up to
+    MAX_LEAK_TOTAL_BYTES. Filled with ones, not zeros: a zeroed allocation may be untouched pages of a
+    mapping, which RSS does not count, and the point is RSS that grows."""
+    room = MAX_LEAK_TOTAL_BYTES - sum(len(block) for block in _leaked)
+    if size > 0 and room > 0:
+        _leaked.append(bytearray(b"\x01") * min(size, room))
+
+
+def answer(model: str, data: bytes, leak_bytes: int = 0) -> tuple[str, Any]:
     """In a worker: one request, as a tagged reply. An image that decodes but a model cannot take (OCR's
-    ResizeImgError on a 2 x 5000 strip) is the client's bad image too; anything else is a model failure."""
+    ResizeImgError on a 2 x 5000 strip) is the client's bad image too; anything else is a model failure.
+    A cold worker (`--no-warm-up`) loads its models here, on its first request."""
+    leak(leak_bytes)
     try:
         decode_check(data)
     except BadImage as exc:
         return "bad_image", str(exc)
+    if _ocr is None:
+        _init_worker()
     try:
         return "ok", run_model(model, data)
     except Exception as exc:
@@ -183,14 +200,16 @@ def _decodes_but_unusable(exc: Exception) -> bool:
     return type(exc).__name__ in {"ResizeImgError"}
 
 
-def _worker_main(conn: Connection, sample: bytes, max_pixels: int) -> None:
-    """A worker process: load the models, warm them, say so, then answer requests until the pipe closes."""
+def _worker_main(conn: Connection, sample: bytes, max_pixels: int, warm: bool = True) -> None:
+    """A worker process: load the models and warm them (unless `warm` is off: then on first use), say so,
+    then answer requests until the pipe closes."""
     # Ctrl-C at a terminal reaches the whole foreground group: the server shuts down in order and stops
     # its workers (SIGTERM), so a worker ignores SIGINT rather than die mid-request with a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     Image.MAX_IMAGE_PIXELS = max_pixels
-    _init_worker()
-    conn.send(("ready", warm_up(sample)))
+    if warm:
+        _init_worker()
+    conn.send(("ready", warm_up(sample) if warm else 0.0))
     while True:
         try:
             request = conn.recv()
@@ -250,6 +269,7 @@ class ModelPool:
     sample: bytes
     max_pixels: int = MAX_PIXELS
     events: PoolEvents = field(default_factory=PoolEvents)
+    warm: bool = True  # False (`--no-warm-up`): a worker is up at once and loads its models on first use
 
     def __post_init__(self) -> None:
         self.context = multiprocessing.get_context("spawn")  # no fork of the server's threads and sockets
@@ -273,7 +293,7 @@ class ModelPool:
     async def _start(self, worker: Worker) -> None:
         parent, child = self.context.Pipe()
         process = self.context.Process(
-            target=_worker_main, args=(child, self.sample, self.max_pixels), daemon=True
+            target=_worker_main, args=(child, self.sample, self.max_pixels, self.warm), daemon=True
         )
         process.start()
         child.close()  # so the parent's recv sees EOF when the worker dies
@@ -349,9 +369,9 @@ class ModelPool:
         generation, conn = worker.generation, worker.conn
         assert conn is not None
 
-        def exchange(model: str, data: bytes) -> tuple[str, Any]:
+        def exchange(model: str, data: bytes, leak_bytes: int) -> tuple[str, Any]:
             try:
-                conn.send((model, data))
+                conn.send((model, data, leak_bytes))
                 return conn.recv()
             except (EOFError, OSError):
                 return "died", None
@@ -360,18 +380,19 @@ class ModelPool:
             if worker.up and worker.generation == generation and not self.closing:
                 self.idle.put_nowait((worker, generation))
 
-        def submit(model: str, data: bytes) -> asyncio.Future[tuple[str, Any]]:
-            future = loop.run_in_executor(self.threads, exchange, model, data)
+        def submit(model: str, data: bytes, leak_bytes: int = 0) -> asyncio.Future[tuple[str, Any]]:
+            future = loop.run_in_executor(self.threads, exchange, model, data, leak_bytes)
             future.add_done_callback(free)
             return future
 
         return submit
 
-    async def run(self, model: str, data: bytes) -> tuple[list[TextLine], float]:
-        """One model call on an idle worker. Cancelling the caller does not cancel the call (a process
-        cannot be interrupted mid-inference); the worker is freed when it answers."""
+    async def run(self, model: str, data: bytes, leak_bytes: int = 0) -> tuple[list[TextLine], float]:
+        """One model call on an idle worker (which also retains `leak_bytes`: the fault hook). Cancelling
+        the caller does not cancel the call (a process cannot be interrupted mid-inference); the worker is
+        freed when it answers."""
         worker = await self.acquire()
-        future = self.call(worker)(model, data)
+        future = self.call(worker)(model, data, leak_bytes)
         tag, value = await asyncio.shield(future)
         if tag == "ok":
             return value

@@ -442,6 +442,9 @@ class Target:
     # Start-up settings for the embedded server (workers, max_in_flight, max_queue, fault), when used.
     embedded_options: tuple[tuple[str, int | str], ...] = ()
     span: Span = UNKNOWN_SPAN
+    start: str = "warm"  # "cold": the runner starts the target without warming its models
+    start_command: tuple[str, ...] | None = None  # an external target's argv (run only with --allow-exec)
+    ready_timeout_s: float = 120.0  # for the target the runner starts to become ready
 
     @property
     def is_embedded(self) -> bool:

@@ -42,3 +42,7 @@ MAX_RUN_S = 7 * 24 * 3600.0  # a week: the longest soak
 MAX_STAGES = 10_000
 MAX_TIME_S = 3600.0  # a timeout, an expected latency, a think time
 MAX_WEIGHT = 1_000_000.0
+
+# --- the target's start command (model.py; run only under --allow-exec) ------------------------------
+MAX_COMMAND_ARGS = 256  # far above a real server's command line
+MAX_COMMAND_ARG_CHARS = 4096

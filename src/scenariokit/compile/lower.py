@@ -49,7 +49,7 @@ from scenariokit.compile.limits import (
     MAX_USERS,
     MIN_RUN_S,
 )
-from scenariokit.compile.model import CHAT_FIELDS, REST_FIELDS, RequestSpec, ScenarioSpec
+from scenariokit.compile.model import CHAT_FIELDS, REST_FIELDS, RequestSpec, ScenarioSpec, TargetSpec
 from scenariokit.compile.parse import Document, Path_
 
 STREAM_METRICS = frozenset({"ttft", "itl", "tpot"})
@@ -220,6 +220,11 @@ class Lowerer:
         with contextlib.suppress(expr.ExprError):  # a syntax error is reported with each request using it
             self._time(expr.parse_duration(spec.timeout), ("target", "timeout"), "a timeout")
         self.target_headers = self._headers(spec.headers, ("target", "headers"))
+        ready_timeout_s = self._expr(
+            expr.parse_duration, spec.ready_timeout, ("target", "ready_timeout"), 120.0
+        )
+        self._time(ready_timeout_s, ("target", "ready_timeout"), "a ready timeout", low=1.0)
+        self._check_start(spec)
         return Target(
             kind=spec.kind,
             base_url=url.rstrip("/"),
@@ -229,7 +234,26 @@ class Lowerer:
             if spec.embedded
             else (),
             span=self.source.value(("target",)),
+            start=spec.start,
+            start_command=tuple(spec.start_command) if spec.start_command else None,
+            ready_timeout_s=ready_timeout_s,
         )
+
+    def _check_start(self, spec: TargetSpec) -> None:
+        """`start_command` is for an external target; `start: cold` for a target the runner starts."""
+        if spec.start_command and spec.base_url == "embedded":
+            self.bag.error(
+                self.source.text(("target", "start_command")),
+                "`start_command` starts an external target, but `base_url` is `embedded` "
+                "(the runner starts that one itself)",
+                "remove `start_command`, or set `base_url` to the URL the command's server listens on",
+            )
+        if spec.start == "cold" and spec.base_url != "embedded" and not spec.start_command:
+            self.bag.error(
+                self.source.text(("target", "start")),
+                "`start: cold` needs a target the runner starts: this one runs already",
+                "use `base_url: embedded`, or give a `start_command` (run with --allow-exec)",
+            )
 
     def _check_header(self, value: str, path: Path_) -> Text:
         text = self._text(value, path)

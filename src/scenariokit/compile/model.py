@@ -24,6 +24,8 @@ from pydantic_core import PydanticCustomError
 
 from scenariokit.compile.limits import (
     DATASET_NAME_PATTERN,
+    MAX_COMMAND_ARG_CHARS,
+    MAX_COMMAND_ARGS,
     MAX_DATASET_NAME_CHARS,
     MAX_EXPR_CHARS,
     MAX_USERS,
@@ -41,6 +43,20 @@ def _number_as_text(value: Any) -> Any:
 
 # A value written in one of the expression languages (parsed in lower.py, where spans are at hand).
 Expr = Annotated[str, BeforeValidator(_number_as_text), StringConstraints(max_length=MAX_EXPR_CHARS)]
+
+
+# One argument of a start command: passed to the program as written (no shell); NUL cannot be passed.
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("an argument cannot hold NUL (a program's arguments end at it)")
+    return value
+
+
+CommandArg = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_COMMAND_ARG_CHARS),
+    AfterValidator(_no_nul),
+]
 # A data set's name: referenced as `{name}` in templates and shipped as `data/<name>.json`.
 DatasetName = Annotated[
     str, StringConstraints(pattern=DATASET_NAME_PATTERN, min_length=1, max_length=MAX_DATASET_NAME_CHARS)
@@ -92,6 +108,23 @@ class TargetSpec(Strict):
     timeout: Expr = Field("60s", description="Per-request timeout. " + DURATION_HELP)
     chat_path: str = Field("/v1/chat/completions", description="Path of the chat completions endpoint.")
     embedded: EmbeddedOptions | None = None
+    start: Literal["cold", "warm"] = Field(
+        "warm",
+        description="How the runner starts the target it starts (`base_url: embedded`, or a "
+        "`start_command`): `warm` loads the models before the target reports ready, `cold` on first use, "
+        "so the first requests' penalty is measured (summary: `target_starts`).",
+    )
+    start_command: list[CommandArg] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_COMMAND_ARGS,
+        description="An external target's start command, as an argv list (no shell), run by the runner "
+        "only with `--allow-exec`; the run waits until `base_url` answers HTTP.",
+        examples=[["python", "-m", "http.server", "8080"]],
+    )
+    ready_timeout: Expr = Field(
+        "2m", description="How long a started target may take to become ready. " + DURATION_HELP
+    )
 
 
 class LoadSpec(Strict):

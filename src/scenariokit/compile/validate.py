@@ -174,7 +174,8 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
     elif kind in ("string_too_long", "too_long"):
         most = error.get("ctx", {}).get("max_length")
         hint = "no curve, duration or SLO needs this much; shorten it" if most == MAX_EXPR_CHARS else None
-        bag.error(source.text(path), f"`{_dotted(path)}` is longer than {most} characters", hint)
+        unit = "items" if kind == "too_long" else "characters"  # a list's length counts its items
+        bag.error(source.text(path), f"`{_dotted(path)}` is longer than {most} {unit}", hint)
     else:
         message = error["msg"].removeprefix("Value error, ")
         hint = _BOUND_HINTS.get(str(path[-1])) if kind in _BOUND_KINDS and path else None

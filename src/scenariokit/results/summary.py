@@ -19,6 +19,8 @@ from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.ir import Stage
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse
+from scenariokit.results.coldstart import TargetStartsOut, target_starts
+from scenariokit.results.coldstart import markdown_lines as target_starts_markdown
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.health import REASONS, TrustFact, caveat, junit_trust, trust_facts
 from scenariokit.results.metrics import (
@@ -224,6 +226,9 @@ class Summary(BaseModel):
     )
     analysis: AnalysisOut
     notes: list[str]
+    target_starts: TargetStartsOut | None = Field(
+        None, description="the target the runner started: each start timed, and the first requests' penalty"
+    )
 
     def verdict_lines(self) -> list[str]:
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
@@ -361,6 +366,7 @@ def rebuild_summary(
         trust=[TrustOut(**asdict(fact)) for fact in trust],
         analysis=AnalysisOut.of(analysis),
         notes=notes,
+        target_starts=target_starts(run_dir, records),
     )
 
 
@@ -479,6 +485,7 @@ def markdown(s: Summary) -> str:
     if s.dropped_iterations:
         lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
     lines += capacity_markdown(s.analysis)
+    lines += target_starts_markdown(s.target_starts) if s.target_starts is not None else []
     return "\n".join(lines) + "\n"
 
 

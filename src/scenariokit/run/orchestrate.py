@@ -54,7 +54,8 @@ from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
-from scenariokit_server.launcher import ServerStartError, spawn_server
+from scenariokit.run.target import TargetConfig, TargetSupervisor, check_start_command
+from scenariokit_server.launcher import ServerStartError
 
 POLL_INTERVAL_S = 0.5
 ENGINE_GRACE_S = 30.0  # time past the curve's end before the engine is stopped by force
@@ -88,6 +89,7 @@ class RunOptions:
     force: bool = False  # --out may hold a previous run: it is deleted first
     allow_inconclusive: bool = False  # exit 0 instead of 4 when nothing could be judged
     confidence: float = DEFAULT_CONFIDENCE  # of each bound an SLO verdict is decided by (run.json)
+    allow_exec: bool = False  # the scenario may run programs (target.start_command): decisions.md
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -438,17 +440,35 @@ def keeping_on(state: RunState) -> Iterator[None]:
 # --- target ---------------------------------------------------------------------------------------
 
 
+def target_config(scenario: Scenario) -> TargetConfig | None:
+    """What the supervisor starts: the embedded server, an external target's start command, or nothing
+    (a target that runs already)."""
+    target = scenario.target
+    if not target.is_embedded and target.start_command is None:
+        return None
+    return TargetConfig(
+        base_url=None if target.is_embedded else target.base_url,
+        mode="cold" if target.start == "cold" else "warm",
+        embedded_options=target.embedded_options,
+        start_command=target.start_command,
+        ready_timeout_s=target.ready_timeout_s,
+    )
+
+
 @contextmanager
-def target_for(scenario: Scenario, run_dir: Path) -> Iterator[tuple[str, Any]]:
-    """Yields (base_url, handle-or-None): starts the embedded server when the scenario asks for it."""
-    if not scenario.target.is_embedded:
+def target_for(scenario: Scenario, run_dir: Path) -> Iterator[tuple[str, TargetSupervisor | None]]:
+    """Yields (base_url, supervisor-or-None): the supervisor starts (and times) the target when the
+    scenario asks for one; at the end it notes the server's own worker restarts and stops it."""
+    if (config := target_config(scenario)) is None:
         yield scenario.target.base_url, None
         return
-    options: dict[str, Any] = dict(scenario.target.embedded_options)
-    with spawn_server(0, log_path=run_dir / "logs" / "model-server.log", **options) as handle:
-        handle.wait_ready(cancelled=lambda: SIGNALS.received is not None)
+    with TargetSupervisor(config, run_dir) as supervisor:
+        supervisor.start(cancelled=lambda: SIGNALS.received is not None)
         SIGNALS.check()
-        yield handle.base_url, handle
+        try:
+            yield supervisor.base_url, supervisor
+        finally:
+            supervisor.note_workers()
 
 
 def target_is_up(base_url: str) -> str | None:
@@ -592,8 +612,8 @@ def poll_engine(
         if shutil.disk_usage(run.store.dir).free < LOW_FREE_BYTES:  # stop while the summary still fits
             disk_full(state, None)
             return
-        if target_handle is not None and target_handle.process.poll() is not None:
-            state.exit_reason, state.detail = "target_down", "the embedded target exited during the run"
+        if target_handle is not None and target_handle.exited():  # a kill through it is deliberate
+            state.exit_reason, state.detail = "target_down", "the started target exited during the run"
             return
         if time.time() - run.started > max_run_s + 10:
             state.exit_reason, state.detail = "engine_hung", f"the engine ran past {max_run_s:.0f}s"
@@ -652,6 +672,9 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     scenario = apply_overrides(loaded.scenario, options)
     if problems := header_env_problems(scenario, os.environ):
         raise ScenarioError(problems)  # exit 2, before the run folder is claimed or anything is sent
+    if (refusal := check_start_command(scenario.target.start_command, options.allow_exec)) is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return ExitCode.INVALID_SCENARIO
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
             "error: Prometheus monitoring (--monitor prometheus or `monitoring: {prometheus: true}`) needs "
@@ -716,8 +739,8 @@ def measure(
                 state.detail = f"target {base_url} is not reachable at start: {reason}"
                 return
             monitored_run(scenario, engine, script, base_url, run_dir, handle, options, view, meta, state)
-    except ServerStartError as exc:
-        state.exit_reason, state.detail = "target_down", f"the embedded target did not start: {exc}"
+    except ServerStartError as exc:  # the supervisor's TargetStartError: it exited, or never became ready
+        state.exit_reason, state.detail = "target_down", f"the target did not start: {exc}"
 
 
 def uses_prometheus(scenario: Scenario, options: RunOptions) -> bool:
