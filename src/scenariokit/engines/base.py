@@ -17,7 +17,7 @@ from typing import ClassVar, Protocol
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
 from scenariokit.compile.ir import Scenario
-from scenariokit.engines.records import RequestRecord
+from scenariokit.engines.records import RAW_ROTATE_ENV, RequestRecord, raw_rotate_bytes
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,9 @@ class RecordReader(Protocol):
 
     def poll(self) -> list[RequestRecord]: ...
 
+    def release(self) -> None:
+        """Every record polled so far is durably stored: raw bytes already read may be freed."""
+
 
 class Engine(ABC):
     """One stock load engine. Subclasses live in their own package with their template and runtime as
@@ -169,5 +172,6 @@ def engine_env(base_url: str, raw_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["SCENARIOKIT_BASE_URL"] = base_url
     env["SCENARIOKIT_RESULTS_DIR"] = str(raw_dir)
+    env[RAW_ROTATE_ENV] = str(raw_rotate_bytes())  # the runtime rotates where the reader expects it
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

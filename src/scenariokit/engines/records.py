@@ -3,11 +3,20 @@
 Readers are polled while the engine runs: each poll returns only the complete lines written since the
 last one (a partial last line waits for the next poll), so a crash loses at most the engine's unflushed
 buffer. A garbled line (a crash mid-write) is skipped and counted, never fatal.
+
+Raw files stay bounded (docs/results-format.md, `raw/`): a runtime that rotates its files
+(`records-<id>-<seq>.jsonl`, a new one every `raw_rotate_bytes()`) has a file deleted once the reader
+has read it whole (its successor existed before the read) and the store has those records in a Parquet
+part (`release`, called by the store after each part it writes). Until then every record is in a raw
+file or a part, so a runner killed at any point loses nothing the engine had written.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,12 +71,35 @@ class RequestRecord(NamedTuple):
         return taxonomy(self.error)
 
 
+RAW_ROTATE_ENV = "SCENARIOKIT_RAW_ROTATE_BYTES"
+RAW_ROTATE_BYTES = 16 << 20  # about 2 minutes of Locust's records at 1,000 requests/s (docs/performance.md)
+ROTATED = re.compile(r"records-(?P<id>.+)-(?P<seq>\d+)\.jsonl")  # a rotating runtime's file names
+
+
+def raw_rotate_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """How much a raw file holds before the runtime starts the next one (the reader frees k6's file in
+    steps of it): RAW_ROTATE_BYTES, or the environment's SCENARIOKIT_RAW_ROTATE_BYTES (a test sets a
+    few KB). Read by the runner and passed to the engine, so the two agree."""
+    try:
+        value = int(environ.get(RAW_ROTATE_ENV, "") or RAW_ROTATE_BYTES)
+    except ValueError:
+        return RAW_ROTATE_BYTES
+    return value if value > 0 else RAW_ROTATE_BYTES
+
+
+def rotated_key(path: Path) -> tuple[str, int] | None:
+    """(runtime id, sequence number) of a rotating runtime's file, None for any other name."""
+    match = ROTATED.fullmatch(path.name)
+    return (match["id"], int(match["seq"])) if match else None
+
+
 class _LineTail:
     """Complete new lines appended to one file since the last call."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = 0
+        self.key = rotated_key(path)
 
     def new_data(self) -> bytes:
         """The complete new lines as one block, each ending in a newline (empty when there are none)."""
@@ -118,23 +150,43 @@ class RecordLinesReader:
         self.dropped = 0
         self.dropped_times: list[float] = []
         self.started_unix: float | None = None  # the engine's test start, from its marker line
+        self.read_whole: list[Path] = []  # rotated files read to their end, deleted by `release`
+        self.retired: set[Path] = set()  # files read whole: never tailed again
 
     def poll(self) -> list[RequestRecord]:
-        for path in sorted(self.results_dir.glob("records-*.jsonl")):
+        paths = sorted(p for p in self.results_dir.glob("records-*.jsonl") if p not in self.retired)
+        for path in paths:
             self.tails.setdefault(path, _LineTail(path))
+        # listed before the reads: a file whose successor exists now was complete when it is read below
+        last = _last_sequences(paths)
         records: list[RequestRecord] = []
-        for tail in self.tails.values():
-            lines = tail.new_lines()
-            requests = [line for line in lines if line[:1] == b"["]  # RECORD_FIELDS order
-            records += self._requests(requests)
-            for line in lines:
-                if line[:1] == b"[":
-                    continue
-                engine_records = self.engine_line(line)
-                if engine_records is not None:
-                    records += engine_records
-                elif not self._marker(_decode(line)):
-                    self.skipped += 1
+        for tail in list(self.tails.values()):
+            records += self._read(tail)
+            if tail.key is not None and tail.key[1] < last.get(tail.key[0], 0):
+                self.read_whole.append(tail.path)
+                self.retired.add(tail.path)
+                del self.tails[tail.path]
+        return records
+
+    def release(self) -> None:
+        """Every record read so far is durably stored (the store calls this after writing a part): the
+        rotated files read whole can go."""
+        for path in self.read_whole:
+            path.unlink(missing_ok=True)
+        self.read_whole = []
+
+    def _read(self, tail: _LineTail) -> list[RequestRecord]:
+        lines = tail.new_lines()
+        requests = [line for line in lines if line[:1] == b"["]  # RECORD_FIELDS order
+        records = self._requests(requests)
+        for line in lines:
+            if line[:1] == b"[":
+                continue
+            engine_records = self.engine_line(line)
+            if engine_records is not None:
+                records += engine_records
+            elif not self._marker(_decode(line)):
+                self.skipped += 1
         return records
 
     def engine_line(self, line: bytes) -> list[RequestRecord] | None:
@@ -180,6 +232,15 @@ class RecordLinesReader:
         except (KeyError, TypeError, ValueError):
             return False
         return False
+
+
+def _last_sequences(paths: list[Path]) -> dict[str, int]:
+    """The newest file's sequence number of each rotating runtime (process)."""
+    last: dict[str, int] = {}
+    for path in paths:
+        if (key := rotated_key(path)) is not None:
+            last[key[0]] = max(last.get(key[0], 0), key[1])
+    return last
 
 
 RECORD_FIELDS = (

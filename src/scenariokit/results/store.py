@@ -1,14 +1,17 @@
 """Compact, crash-safe storage of per-request records: Parquet part files in `records/`.
 
 Each part is a complete Parquet file written when it is closed (every PART_SECONDS or PART_ROWS), so a
-crash loses at most the open part's rows, which the engine's raw line files in `raw/` still hold until
-the run ends. Columnar and compressed: see docs/results-format.md for measured sizes.
+crash loses at most the open part's rows, which the engine's raw line files in `raw/` still hold: the
+reader frees raw bytes only after a part holding their records is on disk (`on_durable`). Columnar and
+compressed: see docs/results-format.md for measured sizes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,11 @@ SCHEMA = pa.schema(
 
 
 class RecordStore:
-    def __init__(self, run_dir: Path) -> None:
+    """`on_durable` is called after each part is written and synced: every record appended so far is
+    then on disk (the reader deletes the raw files it has read whole)."""
+
+    def __init__(self, run_dir: Path, on_durable: Callable[[], None] | None = None) -> None:
+        self.on_durable = on_durable
         self.dir = run_dir / "records"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pending: list[RequestRecord] = []
@@ -63,12 +70,25 @@ class RecordStore:
             table = pa.table(dict(zip(RequestRecord._fields, columns, strict=True)), schema=SCHEMA)
             tmp = self.dir / f".part-{self.parts:05d}.parquet.tmp"
             pq.write_table(table, tmp, compression="zstd")
+            _sync(tmp)  # on the disk before the raw lines it replaces are freed, even across a power cut
             tmp.rename(self.dir / f"part-{self.parts:05d}.parquet")  # a part appears whole or not at all
+            _sync(self.dir)  # and so is its name
             self.pending = []
+            if self.on_durable is not None:
+                self.on_durable()
         self.opened = time.monotonic()
 
     def close(self) -> None:
         self.flush()
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or a folder (Linux and macOS open a folder read-only for this)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_records(run_dir: Path) -> list[RequestRecord]:

@@ -45,7 +45,6 @@ from scenariokit.compile.lower import control_name
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, get_engine
 from scenariokit.engines.base import Engine, LaunchPlan
-from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
@@ -54,6 +53,7 @@ from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
+from scenariokit.run.pipeline import AbortJudge, RecordPipeline, runner_pipeline
 from scenariokit.run.target import TargetConfig, TargetSupervisor, check_start_command
 from scenariokit_server.launcher import ServerStartError
 
@@ -499,11 +499,14 @@ class RunState:
 
 @dataclass
 class EngineRun:
-    """What the poll loop works with: the engine's process, its records' way in, and the watchers."""
+    """What the poll loop works with: the engine's process, its records' way in, the record pipeline
+    (run/pipeline.py: store, tracker, live view, exporter, abort judge) and the watchers."""
 
     process: subprocess.Popen[bytes]
     reader: Any
     store: RecordStore
+    pipeline: RecordPipeline
+    judge: AbortJudge | None
     view: LiveView
     exporter: LiveExporter
     health: GeneratorHealth
@@ -527,7 +530,10 @@ def run_engine(
     plan = LaunchPlan(script, base_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open")
     launch = engine.launch(plan)
     reader = engine.reader(raw_dir, launch)
-    store = RecordStore(run_dir)
+    store = RecordStore(run_dir, on_durable=reader.release)  # raw bytes go once their part is on disk
+    pipeline, judge = runner_pipeline(
+        scenario, store, view, exporter, options.abort_on_fail, options.confidence
+    )
     health: GeneratorHealth | None = None
     process: subprocess.Popen[bytes] | None = None
     with (run_dir / "logs" / f"{engine.name}.log").open("wb") as log:
@@ -548,7 +554,7 @@ def run_engine(
                 one_core_each=not engine.capabilities.uses_every_core,
                 target_pid=None if target_handle is None else target_handle.pid,  # the embedded server
             )
-            run = EngineRun(process, reader, store, view, exporter, health, time.time())
+            run = EngineRun(process, reader, store, pipeline, judge, view, exporter, health, time.time())
             poll_engine(run, scenario, target_handle, options, state, max_run_s)
         except KeyboardInterrupt:
             state.interrupted()
@@ -562,10 +568,9 @@ def run_engine(
                 state.engine_returncode = process.returncode
             final = reader.poll()
             state.records += len(final)
-            view.add(final)
             with keeping_on(state):
-                store.append(final)
-                store.close()
+                pipeline.add(final)  # the store first: a live sink's failure cannot cost these records
+                pipeline.close()
     if state.exit_reason == "completed" and not engine.ended_cleanly(state.engine_returncode):
         state.exit_reason = "engine_crashed"
         state.detail = f"{engine.name} exited with code {state.engine_returncode}; see logs/{engine.name}.log"
@@ -594,14 +599,14 @@ def poll_engine(
     """Polls the engine's records into the store and the live outputs until the run ends; says why."""
     sampler = GeneratorSampler(run.health)
     sampler.poll(time.monotonic(), time.time())  # primes the processes there are so far
-    judge = AbortJudge(scenario, options.confidence) if options.abort_on_fail else None
+    tracker = run.exporter.tracker
     while True:
         records = run.reader.poll()
-        run.store.append(records)
+        if tracker.origin_unix is None:  # windows are on the engine's clock, once its start is known
+            tracker.origin_unix = run.reader.started_unix
+        run.pipeline.add(records)
         state.records += len(records)
-        run.view.add(records)
-        run.exporter.add(records)
-        run.exporter.tick(run.view.all_records, run.reader.started_unix)
+        run.exporter.tick(run.reader.started_unix)
         sampler.poll(time.monotonic(), time.time())
         run.view.refresh(time.time() - run.started)
         if SIGNALS.received is not None:  # checked after the poll: what was read is stored
@@ -618,45 +623,13 @@ def poll_engine(
         if time.time() - run.started > max_run_s + 10:
             state.exit_reason, state.detail = "engine_hung", f"the engine ran past {max_run_s:.0f}s"
             return
-        if judge is not None and (lost := judge.lost(run.view.all_records)):
+        if run.judge is not None and (lost := run.judge.lost):
             state.exit_reason, state.detail = "aborted", f"SLO certainly lost: {lost}"
             return
-        # the records kept so far leave the cyclic collector's walks, which would otherwise go over
-        # all of them again and again as they pile up (docs/performance.md, settings in the code)
+        # what survives a poll (the live window, the store's open part) leaves the cyclic collector's
+        # walks (docs/performance.md, settings in the code)
         gc.freeze()
         time.sleep(POLL_INTERVAL_S)
-
-
-class AbortJudge:
-    """--abort-on-fail: after a grace period, stop once an SLO can no longer be met. Each check walks all
-    records so far, so checks come every EVERY_S, or less often as the run grows (CPU_SHARE)."""
-
-    GRACE_S = 10.0
-    EVERY_S = 2.0
-    CPU_SHARE = 0.05
-
-    def __init__(self, scenario: Scenario, confidence: float = DEFAULT_CONFIDENCE) -> None:
-        from scenariokit.compile.plan import make_plan
-
-        self.scenario = scenario
-        self.confidence = confidence
-        self.planned = sum(make_plan(scenario).expected_requests.values())
-        self.started = time.monotonic()
-        self.next_check = self.started + self.GRACE_S
-
-    def lost(self, records: list[RequestRecord]) -> str | None:
-        from scenariokit.results.metrics import RunData
-        from scenariokit.results.slo import certainly_lost
-
-        now = time.monotonic()
-        if now < self.next_check or not records:
-            return None
-        data = RunData(records, min(r.t for r in records), time.time(), self.scenario.load.stages)
-        lost = [
-            slo.text for slo in self.scenario.slos if certainly_lost(slo, data, self.planned, self.confidence)
-        ]
-        self.next_check = now + max(self.EVERY_S, (time.monotonic() - now) / self.CPU_SHARE)
-        return "; ".join(lost) if lost else None
 
 
 # --- entry point ----------------------------------------------------------------------------------

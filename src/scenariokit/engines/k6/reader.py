@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import ctypes
+import errno
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from scenariokit.engines.records import RecordLinesReader, RequestRecord, decode_json
+from scenariokit.engines.records import RecordLinesReader, RequestRecord, decode_json, raw_rotate_bytes
 
 # k6's runtime writes a VU's requests in batches, each a line
 #   {"outcomes": [[name, stage, status, ok, error, code, message], ...], "f64": "<base64>"}
@@ -37,6 +40,32 @@ class K6RecordReader(RecordLinesReader):
         self._final = False
         self._last_seen: float | None = None
         self._client: httpx.Client | None = None  # one for the run
+        self.records_path = raw_dir / "records-k6.jsonl"
+        self.free_every = raw_rotate_bytes()
+        self.freed = 0  # bytes at the head of records_path already handed back to the file system
+        self.free_error: str | None = None  # why freeing stopped (a file system without hole punching)
+
+    def release(self) -> None:
+        """k6 owns its console file and appends to it (O_APPEND, internal/js/console.go), so it cannot be
+        rotated, and truncating it would lose what k6 writes between the last read and the truncation.
+        Instead the bytes already read and stored are deallocated in place (a hole punched at the head,
+        the file's size kept): k6 writes on at the end, the reader's offset stays valid, and the disk
+        holds at most `free_every` bytes plus what is not stored yet. Done in whole steps of
+        `free_every`, so a short run keeps its file as it was."""
+        super().release()
+        tail = self.tails.get(self.records_path)
+        if tail is None or self.free_error is not None:
+            return
+        block = os.statvfs(self.records_path).f_bsize if self.records_path.exists() else 4096
+        upto = tail.offset // block * block  # whole blocks: none of the unread bytes is zeroed
+        if upto - self.freed < self.free_every:
+            return
+        try:
+            punch_hole(self.records_path, upto)
+        except OSError as exc:
+            self.free_error = f"{exc.strerror or exc}: raw/records-k6.jsonl grows for the whole run"
+            return
+        self.freed = upto
 
     def engine_line(self, line: bytes) -> list[RequestRecord] | None:
         """A k6 VU's batch of requests (see BATCH_PREFIX); a malformed batch is skipped whole."""
@@ -118,3 +147,25 @@ def _outcome(
     its users (TypeError or ValueError when malformed)."""
     head = (str(name), str(stage or ""), int(status), bool(ok), None if error is None else str(error))
     return head, (None if code is None else str(code), None if message is None else str(message))
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def punch_hole(path: Path, length: int) -> None:
+    """Deallocates the first `length` bytes of a file, its size unchanged (Linux fallocate(2) with
+    FALLOC_FL_PUNCH_HOLE: ext4, xfs, btrfs, tmpfs); reads of that range return zeros. OSError where the
+    platform or the file system cannot (EOPNOTSUPP)."""
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError) as exc:  # not Linux's C library
+        raise OSError(errno.EOPNOTSUPP, "no fallocate(2) on this platform") from exc
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        if fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, length) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(fd)

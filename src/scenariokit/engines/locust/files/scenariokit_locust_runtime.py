@@ -5,9 +5,12 @@ FastHttpSession, judges it against its `expect`, measures what Locust does not (
 gaps of streamed chat answers, exact latency), and writes one JSON line per request for scenariokit's
 runner.
 
-Records: when SCENARIOKIT_RESULTS_DIR is set, each process appends to `records-<pid>.jsonl` there, flushed
-every 0.5 s and at exit, one JSON array per request, its fields in the order of RECORD_FIELDS (an array
-encodes and decodes in less than half the time of an object, which matters at thousands of requests/s):
+Records: when SCENARIOKIT_RESULTS_DIR is set, each process appends to `records-<pid>-<seq>.jsonl` there,
+flushed every 0.5 s and at exit; once a file holds SCENARIOKIT_RAW_ROTATE_BYTES, the next flush starts
+`<seq + 1>` (the runner deletes a file whose successor exists once it has read it and stored its records
+in Parquet, so the raw folder stays bounded however long the run). One JSON array per request, its fields
+in the order of RECORD_FIELDS (an array encodes and decodes in less than half the time of an object, which
+matters at thousands of requests/s):
 
     [t: start unix s, intended: intended start unix s or null, name: str, stage: stage label,
      status: int (0 = no response), ok: bool, error: str or null, latency: s, ttfb: s or null,
@@ -52,6 +55,7 @@ from locust import events
 
 DROP_AFTER_S = 1.0
 FLUSH_EVERY_S = 0.5
+RAW_ROTATE_BYTES = 16 << 20  # the runner's default (engines/records.py); its environment wins
 # a failure's sample message (scenariokit/engines/outcomes.py, sample_message, holds both runtimes to it)
 MESSAGE_CHARS = 200
 REDACTED = "[redacted]"
@@ -380,13 +384,18 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Recorder:
-    """Buffers records and markers, and appends them as JSON lines to records-<pid>.jsonl every
-    FLUSH_EVERY_S and at exit (encoding in the flush keeps the request path short)."""
+    """Buffers records and markers, and appends them as JSON lines to records-<pid>-<seq>.jsonl every
+    FLUSH_EVERY_S and at exit (encoding in the flush keeps the request path short). A file is never
+    written again once the next one is started, so a file that has a successor is complete."""
 
     def __init__(self, results_dir: str | None) -> None:
         self.dir = Path(results_dir) if results_dir else None
         self.buffer: list[Any] = []
         self._flusher: Any = None
+        self.rotate_bytes = max(1, int(os.environ.get("SCENARIOKIT_RAW_ROTATE_BYTES") or RAW_ROTATE_BYTES))
+        self._pid = 0  # the process the sequence belongs to (see path)
+        self._seq = 1
+        self._written = 0
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             atexit.register(self.flush)
@@ -394,9 +403,13 @@ class Recorder:
 
     @property
     def path(self) -> Path | None:
-        """This process's file, named when it is written: `locust --processes` forks its workers after
-        this module is imported, and each must append to a file of its own."""
-        return self.dir / f"records-{os.getpid()}.jsonl" if self.dir is not None else None
+        """This process's current file, named when it is written: `locust --processes` forks its workers
+        after this module is imported, and each must append to files of its own, numbered from 1."""
+        if self.dir is None:
+            return None
+        if self._pid != os.getpid():
+            self._pid, self._seq, self._written = os.getpid(), 1, 0
+        return self.dir / f"records-{self._pid}-{self._seq}.jsonl"
 
     def write(self, record: tuple[Any, ...] | dict[str, Any]) -> None:
         """A request's record (a tuple in RECORD_FIELDS order) or a marker (a dict)."""
@@ -416,9 +429,12 @@ class Recorder:
         if not self.buffer or path is None:
             return
         items, self.buffer = self.buffer, []
-        text = "\n".join(map(_encode, items)) + "\n"
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+        data = ("\n".join(map(_encode, items)) + "\n").encode("utf-8")
+        with path.open("ab") as handle:
+            handle.write(data)
+        self._written += len(data)
+        if self._written >= self.rotate_bytes:  # whole flushes only: a line never spans two files
+            self._seq, self._written = self._seq + 1, 0
 
 
 def failure_kind(exc: BaseException, failures: Failures) -> str:
