@@ -25,17 +25,23 @@ from scenariokit.compile.ir import Scenario
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.analysis import level_at
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.tracker import SloTracker
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SLO_STATUS = {"pass": 1.0, "fail": 0.0}
-SLO_EVERY_S = 5.0  # judging every SLO walks all records so far: not on every poll
-SLO_CPU_SHARE = 0.05  # ... and, as a run grows, never more than this share of the runner's time
+SLO_EVERY_S = 5.0  # every SLO's status, read from the tracker (O(SLOs), not O(records)), this often
 
 
 class LiveExporter:
-    def __init__(self, scenario: Scenario, confidence: float = DEFAULT_CONFIDENCE) -> None:
+    """A record sink (run/pipeline.py). Its SLO statuses come from `tracker`, which the pipeline feeds
+    before the exporter (one is made for the scenario when none is given: then feed it yourself)."""
+
+    def __init__(
+        self, scenario: Scenario, confidence: float = DEFAULT_CONFIDENCE, tracker: SloTracker | None = None
+    ) -> None:
         self.scenario = scenario
         self.confidence = confidence  # the run's: the live status is what the verdict would say now
+        self.tracker = tracker or SloTracker(scenario.slos, scenario.load.stages, confidence, scenario.engine)
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -83,21 +89,19 @@ class LiveExporter:
             self.requests.labels(name, outcome).inc(count)
         self.latency.add((r.name, r.corrected_latency) for r in records)
 
-    def tick(self, all_records: list[RequestRecord], origin_unix: float | None) -> None:
+    def close(self) -> None:
+        """Nothing to flush (the HTTP endpoint is `stop`ped by the run, after the summary's inputs)."""
+
+    def tick(self, origin_unix: float | None) -> None:
         """Refresh the load level and, every few seconds, every SLO's status over the records so far."""
         now = time.time()
         if origin_unix is not None:
             self.level.set(level_at(self.scenario.load.stages, now - origin_unix))
-        if now < self._next_slo or not all_records or origin_unix is None or not self.scenario.slos:
+        if now < self._next_slo or self.tracker.origin_unix is None or not self.scenario.slos:
             return
-        from scenariokit.results.metrics import RunData
-        from scenariokit.results.slo import judge
-
-        began = time.monotonic()
-        data = RunData(all_records, origin_unix, now, self.scenario.load.stages)
-        for verdict in judge(self.scenario.slos, data, self.scenario.engine, self.confidence):
+        for verdict in self.tracker.verdicts(now):
             self.slo.labels(verdict.slo).set(SLO_STATUS.get(verdict.status, -1.0))
-        self._next_slo = now + max(SLO_EVERY_S, (time.monotonic() - began) / SLO_CPU_SHARE)
+        self._next_slo = now + SLO_EVERY_S
 
 
 class LatencyHistograms(Collector):

@@ -4,6 +4,7 @@ elsewhere (a CI log, a pipe) one whole line per interval, never wrapped to the c
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from pathlib import Path
 from types import TracebackType
@@ -20,9 +21,11 @@ from scenariokit.engines.records import RequestRecord
 
 if TYPE_CHECKING:  # the summary's module loads the analysis stack: not needed to draw progress
     from scenariokit.results.summary import Summary
+    from scenariokit.results.tracker import SloTracker
 
 WINDOW_S = 10.0
 LINE_EVERY_S = 10.0  # a progress line at most this often off a terminal; a short run gets about ten
+SLO_EVERY_S = 5.0  # the terminal's SLO row is re-judged this often (each judgement costs O(SLOs))
 
 
 def clock(seconds: float) -> str:
@@ -39,7 +42,9 @@ def line_interval(duration_s: float) -> float:
 
 
 class LiveView:
-    """Keeps the last few seconds of records for the display; `quiet` prints only the verdict."""
+    """A record sink (run/pipeline.py) keeping only the last few seconds of starts and latencies for the
+    display, never the run's records; `quiet` prints only the verdict. On a terminal a second row shows
+    the SLOs' verdicts so far, read from the run's tracker when the pipeline gives it one."""
 
     def __init__(self, scenario: Scenario, quiet: bool = False, console: Console | None = None) -> None:
         self.scenario = scenario
@@ -50,7 +55,9 @@ class LiveView:
         # the last WINDOW_S of starts and latencies, one pair of arrays per poll: at thousands of requests
         # a second, sorting records twice a second would cost the engine beside us its cores
         self.recent: deque[tuple[np.ndarray, np.ndarray]] = deque()
-        self.all_records: list[RequestRecord] = []
+        self.tracker: SloTracker | None = None
+        self._slo_row = ""
+        self._next_slo_row = 0.0
         self.total = 0
         self.errors = 0
         self._live: Live | None = None
@@ -69,12 +76,14 @@ class LiveView:
             self._live = None
 
     def add(self, records: list[RequestRecord]) -> None:
-        self.all_records.extend(records)
         if records:
             starts = np.fromiter((r.t for r in records), float, len(records))
             self.recent.append((starts, np.fromiter((r.latency for r in records), float, len(records))))
         self.total += len(records)
         self.errors += sum(1 for r in records if not r.ok)
+
+    def close(self) -> None:
+        """Nothing to flush: the window is for the display only."""
 
     def refresh(self, elapsed_s: float) -> None:
         if self._live is not None:
@@ -119,7 +128,20 @@ class LiveView:
             title=f"scenariokit run: {self.scenario.name} ({self.scenario.engine})", show_header=False
         )
         table.add_row(self._line(elapsed_s))
+        if slos := self._slos():
+            table.add_row(slos)
         return table
+
+    def _slos(self) -> str:
+        """The SLOs' statuses so far, e.g. "SLOs so far: 2 pass, 1 inconclusive" (re-judged every few s)."""
+        if self.tracker is None or not self.tracker.slos:
+            return ""
+        if time.monotonic() >= self._next_slo_row:
+            statuses = [v.status for v in self.tracker.verdicts(time.time())]
+            counts = {s: statuses.count(s) for s in ("fail", "inconclusive", "pass", "not_measured")}
+            self._slo_row = "SLOs so far: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+            self._next_slo_row = time.monotonic() + SLO_EVERY_S
+        return self._slo_row
 
     def print_verdict(self, summary: Summary, run_dir: Path, problems: list[str] | None = None) -> None:
         colour = {0: "green", 1: "red", 3: "red"}.get(summary.exit_code, "yellow")
