@@ -9,9 +9,14 @@ every 0.5 s make both happen many times in a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,11 +30,13 @@ from scenariokit.engines.records import (
     RECORD_FIELDS,
     RecordLinesReader,
     raw_rotate_bytes,
+    rotated_key,
 )
 from scenariokit.results import store
 from scenariokit.results.store import RecordStore, load_records
 from tests.support.engines import needs_k6
 from tests.support.loopback import LoopbackServer
+from tests.test_signals import Tree, running, until
 
 ROTATE = 4096
 
@@ -227,3 +234,67 @@ def test_k6_console_file_is_freed_in_place_with_no_record_lost(
     assert len(stored) == sent > 2000  # k6 writes every request it sent before it exits
     assert seen["written"] == raw.stat().st_size  # k6 appended at the end all along: no gap, no overlap
     assert seen["peak"] < seen["written"] / 2, seen  # the file grew, its blocks did not
+
+
+CLOSED = """\
+version: 1
+name: rotation-crash
+target: {{kind: http, base_url: "{url}"}}
+load: {{curve: "hold(2, 30s)", think_time: constant(20ms)}}
+requests:
+  a: {{path: /a}}
+"""
+
+
+def raw_requests(raw: Path) -> set[tuple[float, float]]:
+    """(start, latency) of every request line still in the raw files."""
+    rows = (json.loads(text) for p in raw.glob("records-*.jsonl") for text in p.read_text().splitlines())
+    return {(float(row[0]), float(row[7])) for row in rows if isinstance(row, list)}
+
+
+def freed(run_dir: Path) -> bool:
+    """A part was written and a raw file deleted (the oldest left is not the first)."""
+    return any((run_dir / "records").glob("part-*.parquet")) and oldest_sequence(run_dir / "raw") > 1
+
+
+def oldest_sequence(raw: Path) -> int:
+    keys = [rotated_key(p) for p in raw.glob("records-*.jsonl")]
+    return min((key[1] for key in keys if key is not None), default=0)
+
+
+@pytest.mark.engine
+def test_a_runner_killed_mid_run_leaves_every_record_in_parquet_or_raw(tmp_path: Path) -> None:
+    """SIGKILL to the runner after raw files were freed: each request the target saw is in a Parquet part
+    or a raw file still on disk (the engine is then stopped with SIGINT, as the runner would stop it, so
+    it writes what it holds)."""
+    run_dir, raw = tmp_path / "run", tmp_path / "run" / "raw"
+    with LoopbackServer() as server:
+        scenario = tmp_path / "crash.yaml"
+        scenario.write_text(CLOSED.format(url=server.url))
+        env = {**os.environ, "SCENARIOKIT_RAW_ROTATE_BYTES": str(ROTATE)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scenariokit", "run", str(scenario), "--out", str(run_dir), "--quiet"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        tree = Tree(process.pid)
+        try:
+            until(lambda: freed(run_dir) or process.poll() is not None, "a part and a freed raw file")
+            time.sleep(store.PART_SECONDS / 2)  # mid-part: records read since the part are only in raw
+            process.kill()
+            process.wait(10)
+            engine = [pid for pid, line in tree.cmdlines.items() if "locust" in line]
+            for pid in engine:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(pid), signal.SIGINT)  # as the runner stops it
+            until(lambda: not any(running(tree.seen[pid]) for pid in engine), "the engine to stop")
+        finally:
+            tree.stop()
+            if process.poll() is None:
+                process.kill()
+        sent = server.count("/a")
+    stored = {(r.t, r.latency) for r in load_records(run_dir)}
+    kept = raw_requests(raw)
+    assert stored and oldest_sequence(raw) > 1
+    assert 0 <= sent - len(stored | kept) <= 4, (sent, len(stored), len(kept))  # bar those in flight
