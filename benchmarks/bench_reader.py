@@ -6,7 +6,8 @@ The runner shares the load generator's cores with the engine, so what it spends 
 the engine's rate (bench_collection.py measures that end to end; this isolates the runner's part). It
 writes synthetic records for a fast endpoint (one request name, latencies around 1 ms) in each engine's raw
 format, `--per-poll` at a time, and after each write does what `run_engine` does per poll: the reader's
-poll, the Parquet store, the live view, the live metrics exporter, then `gc.freeze()`. It prints the CPU
+poll, the record pipeline (run/pipeline.py: Parquet store, SLO tracker, live view, live metrics exporter),
+then `gc.freeze()`. It prints the CPU
 time (process time) per record, median of `--repeats`:
 
 - Locust lines: one JSON array per request (RECORD_FIELDS order), as the Locust runtime writes them;
@@ -36,6 +37,7 @@ from scenariokit.results.store import RecordStore
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.live import LiveView
 from scenariokit.run.orchestrate import RunOptions, apply_overrides
+from scenariokit.run.pipeline import runner_pipeline
 
 T0 = 1.8e9
 SCENARIO = """\
@@ -80,6 +82,7 @@ def run_once(lines: list[bytes], per_poll: int, records_per_line: int, k6: bool,
         raw.mkdir()
         reader = K6RecordReader(raw) if k6 else RecordLinesReader(raw)
         store, view, exporter = RecordStore(work), LiveView(scenario, quiet=True), LiveExporter(scenario)
+        pipeline, _ = runner_pipeline(scenario, store, view, exporter)  # as run_engine builds it
         step = max(1, per_poll // records_per_line)
         seen = 0
         began = time.process_time()
@@ -88,17 +91,15 @@ def run_once(lines: list[bytes], per_poll: int, records_per_line: int, k6: bool,
                 out.write(b"".join(lines[i : i + step]))
                 out.flush()
                 records = reader.poll()
-                store.append(records)
-                view.add(records)
-                exporter.add(records)
-                exporter.tick(view.all_records, reader.started_unix)
+                pipeline.add(records)
+                exporter.tick(reader.started_unix)
                 seen += len(records)
                 if freeze:
                     gc.freeze()
-        store.close()
+        pipeline.close()
         spent = time.process_time() - began
         gc.unfreeze()
-        assert seen == len(view.all_records) and reader.skipped == 0
+        assert seen == view.total and reader.skipped == 0
         return spent / seen * 1e6
 
 
