@@ -23,7 +23,7 @@ import pytest
 from scenariokit.cli import main
 from scenariokit.processes import signal_group
 from scenariokit.results import health
-from scenariokit.run.generator import GeneratorHealth, ProcessCpu
+from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, ProcessCpu, embedded_target
 from tests.support.nginx import Nginx, have_nginx
 
 T0 = 1_800_000_000.0
@@ -115,6 +115,42 @@ def test_a_process_outside_the_tree_but_in_the_group_is_counted() -> None:
         leader.wait()
 
 
+BUSY = "while True:\n    pass\n"
+
+
+def test_a_restarted_target_is_followed_to_its_new_pid() -> None:
+    """The supervisor's pid changes when it restarts the target: the new server is primed, then counted."""
+    engine = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    first, second = (subprocess.Popen([sys.executable, "-c", BUSY], start_new_session=True) for _ in range(2))
+    try:
+        current = [first.pid]
+        record = GeneratorHealth(engine.pid, 1, True, target_pid_now=lambda: current[0])
+        sampler = GeneratorSampler(record, every_s=1.0)
+        sampler.poll(0.0, T0)  # primes the engine and the first target
+        for step, pid in ((1, first.pid), (2, second.pid), (3, second.pid)):
+            time.sleep(0.3)
+            current[0] = pid
+            sampler.poll(float(step), T0 + step)
+        cores = [sample["target_cores"] for sample in record.samples]
+        assert cores[0] > 0.1 and cores[1] == 0.0 and cores[2] > 0.1, cores  # the restart: primed, then read
+        assert record.as_dict()["target_pids"] == [first.pid, second.pid]
+    finally:
+        for process in (engine, first, second):
+            process.kill()
+            process.wait()
+
+
+class Supervisor:
+    def __init__(self, embedded: bool) -> None:
+        self.embedded, self.pid = embedded, 4321
+
+
+def test_only_an_embedded_target_is_sampled() -> None:
+    assert embedded_target(None) is None and embedded_target(Supervisor(embedded=False)) is None
+    found = embedded_target(Supervisor(embedded=True))
+    assert found is not None and found() == 4321
+
+
 # --- the generator's samples and the judgments on them ----------------------------------------------
 
 
@@ -127,8 +163,8 @@ def generator_json(
 ) -> dict[str, Any]:
     """generator.json as the runner writes it, from each second's per-pid shares of one core (and the
     embedded target's cores each second, when the runner started it)."""
-    target_pid = None if target_cores is None else 200
-    record = GeneratorHealth(leader, capacity, one_core_each, host_cores=2, target_pid=target_pid)
+    record = GeneratorHealth(leader, capacity, one_core_each, host_cores=2)
+    record.target_pids = [] if target_cores is None else [200]
     for i, shares in enumerate(per_second):
         record.add(T0 + i, shares, len(shares), runner_cores=0.05, target_cores=target_cores)
     return json.loads(json.dumps(record.as_dict()))  # as read back from the file

@@ -3,14 +3,16 @@
 A saturated generator measures itself, so the run keeps what each engine process used: the engine's leader
 (which leads its own process group), everything in that group, and everything under it in the process tree
 (`run --processes N` forks Locust's workers from its master). When the runner started the target itself (the
-embedded server), its process tree (the server and its model workers, which restart) is sampled the same way:
-on one host the target's CPU is what a pegged host's split names. What is written to `generator.json` is read
+embedded server), its process group and tree (the server and its model workers, which restart) are sampled the
+same way, and a target the supervisor restarts is followed to its new pid: on one host the target's CPU is
+what a pegged host's split names. What is written to `generator.json` is read
 back and judged by `results/health.py` (docs/results-format.md).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +91,9 @@ class GeneratorHealth:
     host_cores: int = field(default_factory=lambda: os.cpu_count() or 1)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
-    target_pid: int | None = None  # the embedded target's server, which the runner started; None if external
+    # the embedded target's server pid now (the supervisor's: a restart changes it); None for an external one
+    target_pid_now: Callable[[], int | None] | None = field(default=None, repr=False, compare=False)
+    target_pids: list[int] = field(default_factory=list)  # each pid the target had, in order
 
     def add(
         self,
@@ -117,7 +121,8 @@ class GeneratorHealth:
         raw = {
             "format": 3,
             "leader_pid": self.leader_pid,
-            "target_pid": self.target_pid,
+            "target_pid": self.target_pids[0] if self.target_pids else None,
+            "target_pids": self.target_pids,
             "capacity_cores": self.capacity_cores,
             "host_cores": self.host_cores,
             "process_core_limit": 1.0 if self.one_core_each else None,
@@ -126,6 +131,15 @@ class GeneratorHealth:
             "samples": self.samples,
         }
         return generator_facts(raw) | raw
+
+
+def embedded_target(supervisor: Any) -> Callable[[], int | None] | None:
+    """Where the sampler reads the embedded target's pid now (run/target.py's supervisor: a restart gives it
+    a new one); None without a target the runner started, and for a target started by a command, whose
+    work may run outside its process tree (a container)."""
+    if supervisor is None or not getattr(supervisor, "embedded", False):
+        return None
+    return lambda: supervisor.pid
 
 
 class GeneratorSampler:
@@ -139,19 +153,31 @@ class GeneratorSampler:
         # the runner shares the host with the engine: its own CPU tells who else took the cores
         self._runner = psutil.Process()
         # the embedded target too (its group and tree, like the engine's: workers that restart are new pids)
-        self.target = None if health.target_pid is None else ProcessCpu(health.target_pid)
+        self.target: ProcessCpu | None = None
 
     def poll(self, now_monotonic: float, now_unix: float) -> None:
         if self._last is None:  # the first reading primes every process found so far
             self.cpu.read()
             self._runner.cpu_percent(None)
-            if self.target is not None:
-                self.target.read()
+            self._target_cores()
             self._last = now_monotonic
             return
         if now_monotonic - self._last >= self.every_s:
             shares = self.cpu.read()
             runner = self._runner.cpu_percent(None) / 100.0
-            target = None if self.target is None else sum(self.target.read().values())
-            self.health.add(now_unix, shares, self.cpu.count, runner, target)
+            self.health.add(now_unix, shares, self.cpu.count, runner, self._target_cores())
             self._last = now_monotonic
+
+    def _target_cores(self) -> float | None:
+        """The target's processes' cores since the previous reading; None for a target the runner did not
+        start. A restarted target is a new leader: read afresh (its first reading primes it, and is 0)."""
+        if self.health.target_pid_now is None:
+            return None
+        pid = self.health.target_pid_now()
+        if pid is None:  # stopped by the supervisor (a chaos kill) and not started again yet
+            self.target = None
+            return 0.0
+        if self.target is None or self.target.leader_pid != pid:
+            self.target = ProcessCpu(pid)
+            self.health.target_pids.append(pid)
+        return sum(self.target.read().values())
