@@ -124,7 +124,7 @@ class SloTracker:
             return
         if self.origin_unix is None:
             self.origin_unix = min(r.t for r in batch)
-        chosen = {key: self._select(key, batch) for key in self.scopes}
+        chosen = {key: self.select(key, batch) for key in self.scopes}
         values: dict[tuple[ScopeKey, str], np.ndarray] = {}
         for key, scope in self.scopes.items():
             records = chosen[key]
@@ -148,7 +148,8 @@ class SloTracker:
     def close(self) -> None:
         """Nothing to flush: the tracker holds counts only."""
 
-    def _select(self, key: ScopeKey, batch: Sequence[RequestRecord]) -> Sequence[RequestRecord]:
+    def select(self, key: ScopeKey, batch: Sequence[RequestRecord]) -> Sequence[RequestRecord]:
+        """The batch's records in the scope: its request names, started inside its window."""
         names, window = key
         origin = self.origin_unix or 0.0
         # no window is [0, inf): a record that started before the origin is in no scope (RunData.select)

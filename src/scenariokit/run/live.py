@@ -55,6 +55,7 @@ class LiveView:
         # the last WINDOW_S of starts and latencies, one pair of arrays per poll: at thousands of requests
         # a second, sorting records twice a second would cost the engine beside us its cores
         self.recent: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self.newest = -math.inf  # the latest start seen
         self.tracker: SloTracker | None = None
         self._slo_row = ""
         self._next_slo_row = 0.0
@@ -79,6 +80,8 @@ class LiveView:
         if records:
             starts = np.fromiter((r.t for r in records), float, len(records))
             self.recent.append((starts, np.fromiter((r.latency for r in records), float, len(records))))
+            self.newest = max(self.newest, float(starts.max()))
+            self._prune()  # here, not only when drawn: a quiet run draws nothing and must not pile up
         self.total += len(records)
         self.errors += sum(1 for r in records if not r.ok)
 
@@ -96,11 +99,14 @@ class LiveView:
         """The latencies of the requests that started in the last WINDOW_S before the newest start."""
         if not self.recent:
             return np.empty(0)
-        oldest = max(float(starts.max()) for starts, _ in self.recent) - WINDOW_S
-        while self.recent and self.recent[0][0].max() < oldest:
-            self.recent.popleft()
+        oldest = self.newest - WINDOW_S
         starts = np.concatenate([starts for starts, _ in self.recent])
         return np.concatenate([latencies for _, latencies in self.recent])[starts >= oldest]
+
+    def _prune(self) -> None:
+        """Drops the polls whose requests all started before the window."""
+        while self.recent and self.recent[0][0].max() < self.newest - WINDOW_S:
+            self.recent.popleft()
 
     def _stats(self) -> tuple[float, float | None]:
         latencies = self._window()
