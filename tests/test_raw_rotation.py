@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
+from scenariokit.compile.ir import Scenario
+from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines.k6.reader import K6RecordReader, punch_hole
 from scenariokit.engines.records import (
     RAW_ROTATE_BYTES,
@@ -33,7 +35,13 @@ from scenariokit.engines.records import (
     rotated_key,
 )
 from scenariokit.results import store
-from scenariokit.results.store import RecordStore, load_records
+from scenariokit.results.store import (
+    PARQUET_BYTES_PER_PART,
+    PARQUET_BYTES_PER_RECORD,
+    RecordStore,
+    load_records,
+)
+from scenariokit.run.disk_use import disk_estimate
 from tests.support.engines import needs_k6
 from tests.support.loopback import LoopbackServer
 from tests.test_signals import Tree, running, until
@@ -198,7 +206,20 @@ def run_rotating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str, r
         sent = server.count("/a")  # the runner's own probes of the target go elsewhere
     summary = json.loads((run_dir / "summary.json").read_text())
     reader = json.loads((run_dir / "raw" / "reader.json").read_text())
+    assert_within_the_estimate(load_scenario(path).scenario, run_dir, seen["peak"])
     return code, summary, reader, seen, sent, run_dir
+
+
+def assert_within_the_estimate(scenario: Scenario, run_dir: Path, raw_peak: int) -> None:
+    """The disk-use constants hold on a real run folder: the Parquet parts take no more than `plan`
+    estimates for their records and parts, and not under half of it (the constants are not padding);
+    the raw folder's peak stays within the estimate's bound."""
+    parts = list((run_dir / "records").glob("part-*.parquet"))
+    stored = sum(p.stat().st_size for p in parts)
+    estimated = len(load_records(run_dir)) * PARQUET_BYTES_PER_RECORD + len(parts) * PARQUET_BYTES_PER_PART
+    print(f"parquet: {stored} bytes in {len(parts)} parts, estimated {estimated}")
+    assert estimated / 2 < stored <= estimated
+    assert raw_peak <= disk_estimate(scenario).raw_bound_bytes
 
 
 @pytest.mark.engine

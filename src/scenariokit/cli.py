@@ -62,10 +62,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from scenariokit.compile.plan import render_plan
+    from scenariokit.run.disk_use import describe, disk_estimate
 
     loaded = load_scenario(Path(args.file), data_root(args))
     print_diagnostics(loaded.warnings)
     render_plan(loaded.scenario, out)
+    for line in describe(disk_estimate(loaded.scenario, args.processes)):
+        out.print(f"  {line}", highlight=False)
     return ExitCode.OK
 
 
@@ -282,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="build", help="output folder (default: build)")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("plan", help="dry run: show the load curve, durations and expected requests")
+    p = sub.add_parser("plan", help="dry run: show the load curve, durations, expected requests, disk use")
     p.add_argument("file", metavar="FILE")
     add_data_root(p)
+    p.add_argument("--processes", type=positive_int, default=1, help="Locust worker processes, as for `run`")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a scenario: start the engine, measure, judge the SLOs")

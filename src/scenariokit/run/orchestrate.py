@@ -49,6 +49,7 @@ from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.store import RecordStore
+from scenariokit.run.disk_use import disk_estimate
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
 from scenariokit.run.live import LiveView
@@ -395,7 +396,10 @@ def disk_problem(run_dir: Path, need: int) -> str | None:
             probe.unlink()
         return f"the run folder {run_dir} cannot be written: {exc.strerror or exc}"
     if free < need:
-        return f"{free / 2**20:.1f} MiB free for the run folder {run_dir}; a run needs {need >> 20} MiB"
+        return (
+            f"{free / 2**20:.1f} MiB free for the run folder {run_dir}; this run needs about "
+            f"{need >> 20} MiB (its records, raw files and report: `scenariokit plan` shows the estimate)"
+        )
     return None
 
 
@@ -668,7 +672,8 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
         print(f"error: the run folder could not be made: {exc}", file=sys.stderr)
         return ExitCode.RUN_ERROR
     try:
-        if (problem := disk_problem(run_dir, MIN_FREE_BYTES)) is not None:
+        need = MIN_FREE_BYTES + int(disk_estimate(scenario, options.processes).total_bytes)
+        if (problem := disk_problem(run_dir, need)) is not None:
             print(f"error: {problem}; nothing was sent", file=sys.stderr)
             return ExitCode.RUN_ERROR
         started = time.time()
