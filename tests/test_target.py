@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import sys
 import textwrap
 import threading
@@ -102,6 +104,9 @@ def test_kill_and_restart_on_the_same_port_while_load_goes_on(cold_server: Targe
     sup.note_workers()
     workers = json.loads((sup.folder / "workers.jsonl").read_text().splitlines()[-1])["workers"]
     assert workers[0]["up"] and workers[0]["restarts"] == 0
+    os.kill(sup.pid, signal.SIGKILL)  # not through the supervisor: the target died, the run must see it
+    sup.process.wait(10)  # type: ignore[union-attr]
+    assert sup.exited()
 
 
 @pytest.mark.engine

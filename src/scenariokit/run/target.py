@@ -112,8 +112,7 @@ class TargetSupervisor:
     def restart(self, cancelled: Callable[[], bool] = lambda: False) -> TargetStart:
         """Stops the target if it still runs (SIGKILL: a restart is not a drain) and starts it again on the
         same port."""
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
+        self.kill()  # also when it died on its own: what is left of its group goes, its log is closed
         return self._start("restart", cancelled)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
