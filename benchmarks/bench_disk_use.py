@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -95,18 +96,25 @@ def run_one(engine: str, rate: int, seconds: int, tmp: Path) -> None:
             code = scenariokit_main(["run", str(path), "--out", str(run_dir), "--quiet", "--force"])
         stop.set()
         thread.join()
+        sent = server.count("/a") + server.count("/b")  # the runner's own probes go elsewhere
     estimate = disk_estimate(load_scenario(path).scenario, processes=1)
     records = len(load_records(run_dir))
     parquet = sum(p.stat().st_size for p in (run_dir / "records").glob("part-*.parquet"))
     parts = len(list((run_dir / "records").glob("part-*.parquet")))
     per_record, per_part = part_overhead(run_dir)
     monitor = folder_bytes(run_dir / "monitor")
+    dropped = json.loads((run_dir / "raw" / "reader.json").read_text())["dropped"]
     print(f"{engine}: exit {code}, {records:,} records in {parts} parts, {parquet:,} Parquet bytes")
     print(
-        f"  Parquet: {parquet / records:.1f} bytes/record as written; refit {per_record:.1f} + {per_part:,.0f}/part"
+        f"  requests: {sent:,} served, {records:,} stored + {dropped:,} dropped of {rate * seconds:,} planned"
     )
     print(
-        f"  raw: peak {seen['peak']:,} bytes of {seen['written']:,} written; bound {estimate.raw_bound_bytes:,}"
+        f"  Parquet: {parquet / records:.1f} bytes/record as written; "
+        f"refit {per_record:.1f} + {per_part:,.0f}/part"
+    )
+    print(
+        f"  raw: peak {seen['peak']:,} bytes of {seen['written']:,} written; "
+        f"bound {estimate.raw_bound_bytes:,.0f}"
     )
     print(f"  monitor: {monitor:,} bytes, {monitor / seconds:,.0f}/s of run")
     print(f"  folder {folder_bytes(run_dir):,} bytes on disk; estimate {estimate.total_bytes:,.0f} in total")

@@ -24,7 +24,7 @@ PART_SECONDS = 5.0
 PART_ROWS = 100_000
 # Disk use (run/disk_use.py): measured on real run folders by benchmarks/bench_disk_use.py and checked on
 # one by tests/test_raw_rotation.py (docs/performance.md, "Disk use")
-PARQUET_BYTES_PER_RECORD = 24
+PARQUET_BYTES_PER_RECORD = 26
 PARQUET_BYTES_PER_PART = 4_500
 SCHEMA = pa.schema(
     [
