@@ -20,6 +20,7 @@ from scenariokit.results.metrics import (
     per_stage,
     sample_stats,
     summarize,
+    timeline,
 )
 from scenariokit.results.slo import judge
 from scenariokit.results.store import RecordStore, load_records
@@ -122,3 +123,13 @@ def test_an_empty_run_folder_streams_to_nothing(tmp_path: Path) -> None:
     streamed = stream.stream_run(tmp_path, SLOS, STAGES, "k6", T0, None)
     assert streamed.records == 0 and streamed.last_end is None and streamed.overall["requests"] == 0
     assert {v.status for v in streamed.verdicts} <= {"inconclusive", "not_measured"}
+
+
+def test_the_streamed_timeline_equals_the_in_memory_one(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream, "BATCH_ROWS", 10_000)
+    monkeypatch.setattr(stream, "SPILL_SECONDS", 45)  # several spill files, one second split across batches
+    records = load_records(run_dir)
+    data = RunData(records, T0, T0 + 361.0, STAGES)
+    assert stream.stream_timeline(run_dir, T0, data.duration_s) == timeline(data)
