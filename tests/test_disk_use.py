@@ -17,7 +17,13 @@ from scenariokit.cli import main
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines.records import RAW_ROTATE_BYTES
 from scenariokit.results.store import PARQUET_BYTES_PER_PART, PARQUET_BYTES_PER_RECORD
-from scenariokit.run.disk_use import FIXED_BYTES, MONITOR_BYTES_PER_S, disk_estimate
+from scenariokit.run.disk_use import (
+    FIXED_BYTES,
+    ITL_BYTES_PER_GAP,
+    MONITOR_BYTES_PER_S,
+    STREAM_TOKENS,
+    disk_estimate,
+)
 from tests.support.loopback import LoopbackServer
 from tests.test_disk import mount_allowed
 
@@ -59,6 +65,26 @@ def test_a_worker_process_adds_its_own_raw_files(tmp_path: Path) -> None:
     scenario = load_scenario(scenario_file(tmp_path, 1000, "1h")).scenario
     one, four = disk_estimate(scenario, 1), disk_estimate(scenario, 4)
     assert four.raw_bound_bytes - one.raw_bound_bytes == 3 * 2 * RAW_ROTATE_BYTES
+
+
+STREAMED = """\
+version: 1
+name: chat
+target: {{kind: openai-chat, base_url: "http://127.0.0.1:9", model: m}}
+load: {{model: open, curve: "hold(10, 1h)", expected_latency: 1s}}
+requests:
+  a: {{prompt: "hi", stream: {stream}{tokens}}}
+"""
+
+
+@pytest.mark.parametrize(("tokens", "gaps"), [(", max_tokens: 16", 15), ("", STREAM_TOKENS - 1)])
+def test_a_streamed_answer_adds_its_token_gaps(tmp_path: Path, tokens: str, gaps: int) -> None:
+    sizes = {}
+    for stream in ("false", "true"):
+        path = tmp_path / f"{stream}.yaml"
+        path.write_text(STREAMED.format(stream=stream, tokens=tokens))
+        sizes[stream] = disk_estimate(load_scenario(path).scenario).records_bytes
+    assert sizes["true"] - sizes["false"] == pytest.approx(36_000 * gaps * ITL_BYTES_PER_GAP)
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     loaded = load_scenario(Path(args.file), data_root(args))
     print_diagnostics(loaded.warnings)
     render_plan(loaded.scenario, out)
-    for line in describe(disk_estimate(loaded.scenario, args.processes)):
+    for line in describe(disk_estimate(loaded.scenario, args.processes), loaded.scenario):
         out.print(f"  {line}", highlight=False)
     return ExitCode.OK
 

@@ -23,6 +23,8 @@ from scenariokit.results.store import (
     PART_SECONDS,
 )
 
+ITL_BYTES_PER_GAP = 8  # a streamed answer's inter-token gaps: float64s that do not compress
+STREAM_TOKENS = 256  # the gaps of a streamed request without `max_tokens`: a guess, stated in `plan`
 RAW_BYTES_PER_RECORD = 150  # Locust's JSON line, the larger of the two engines' (k6's batches: 46)
 RAW_UNSTORED_S = 2 * PART_SECONDS  # raw lines read but not in a part yet, with the flush and poll delays
 MONITOR_BYTES_PER_S = 2_000  # host, target and GPU samples, generator.json
@@ -59,6 +61,11 @@ def disk_estimate(scenario: Scenario, processes: int = 1) -> DiskEstimate:
         requests = 0.0
     parts = math.ceil(max(duration / PART_SECONDS, requests / PART_ROWS)) + 1
     records = requests * PARQUET_BYTES_PER_RECORD + parts * PARQUET_BYTES_PER_PART
+    if requests > 0:  # a streamed answer's record holds a gap per token after the first
+        records += sum(
+            count * _gaps(scenario, name) * ITL_BYTES_PER_GAP
+            for name, count in plan.expected_requests.items()
+        )
     peak_rate = requests / duration * _peak_share(scenario) if duration > 0 else 0.0
     # per process, the file being written (up to a rotation step and a flush) and one read whole
     # awaiting a part; and the lines read since the last part, at the peak rate
@@ -66,6 +73,16 @@ def disk_estimate(scenario: Scenario, processes: int = 1) -> DiskEstimate:
     return DiskEstimate(
         duration, requests, records, min(raw, requests * RAW_BYTES_PER_RECORD), duration * MONITOR_BYTES_PER_S
     )
+
+
+def _gaps(scenario: Scenario, name: str) -> int:
+    """The inter-token gaps a request's record holds: none unless it streams a chat answer."""
+    request = next(r for r in scenario.requests if r.name == name)
+    if not request.stream:
+        return 0
+    body = request.json_body if isinstance(request.json_body, dict) else {}
+    tokens = body.get("max_tokens")
+    return (tokens if isinstance(tokens, int) and tokens > 0 else STREAM_TOKENS) - 1
 
 
 def _peak_share(scenario: Scenario) -> float:
@@ -79,11 +96,13 @@ def mib(value: float) -> str:
     return f"{value / 2**20:,.1f} MiB" if value < 2**30 else f"{value / 2**30:,.2f} GiB"
 
 
-def describe(estimate: DiskEstimate) -> list[str]:
+def describe(estimate: DiskEstimate, scenario: Scenario) -> list[str]:
     """`plan`'s lines about disk use."""
+    streamed = any(r.stream for r in scenario.requests)
+    gaps = f", a streamed answer {ITL_BYTES_PER_GAP} more a token after the first" if streamed else ""
     return [
         f"disk: about {mib(estimate.per_hour_bytes)} per hour, {mib(estimate.total_bytes)} in total "
         f"(records {mib(estimate.records_bytes)} for {estimate.requests:,.0f} requests at "
-        f"{PARQUET_BYTES_PER_RECORD} bytes each, raw/ at most {mib(estimate.raw_bound_bytes)}, "
+        f"{PARQUET_BYTES_PER_RECORD} bytes each{gaps}, raw/ at most {mib(estimate.raw_bound_bytes)}, "
         f"monitor {mib(estimate.monitor_bytes)}, summaries and report {mib(FIXED_BYTES)})",
     ]
