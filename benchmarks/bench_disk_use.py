@@ -12,6 +12,7 @@ the loopback server (tests/support/loopback.py; a GET answered at once), the raw
 - the raw folder's peak (the most its record files held at once: sizes, or allocated blocks where less)
   against what was written, and the bound `disk_estimate` allows;
 - the monitor's bytes per second of run (MONITOR_BYTES_PER_S in run/disk_use.py);
+- at the end, Parquet bytes per inter-token gap of a streamed answer (ITL_BYTES_PER_GAP);
 - the run folder's size against `disk_estimate`'s total for the same plan.
 
 Only 127.0.0.1 is sent to; each run is bounded by `--seconds` plus start-up.
@@ -24,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the loopback ser
 
 from scenariokit.cli import main as scenariokit_main
 from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines.records import RequestRecord
 from scenariokit.results.store import RecordStore, load_records
 from scenariokit.run.disk_use import disk_estimate
 from tests.support.loopback import LoopbackServer
@@ -67,6 +70,42 @@ def part_overhead(run_dir: Path) -> tuple[float, float]:
     (small_parts, small), (big_parts, big) = sizes[100], sizes[10_000]
     per_part = (small - big) / max(small_parts - big_parts, 1)
     return (big - big_parts * per_part) / len(records), per_part
+
+
+def gap_bytes(records: int = 20_000) -> None:
+    """Parquet bytes per inter-token gap (ITL_BYTES_PER_GAP): synthetic streamed records with 16 and 64
+    log-normal gaps each, against the same records with none."""
+    rng = random.Random(1)
+
+    def size(gaps: int) -> int:
+        rows = [
+            RequestRecord(
+                1.8e9 + i * 0.0137 + rng.random() * 0.01,
+                "m",
+                "hold",
+                200,
+                True,
+                None,
+                rng.lognormvariate(-1, 0.5),
+                None,
+                0.01,
+                0.2,
+                tuple(rng.lognormvariate(-4, 0.3) for _ in range(gaps)) if gaps else None,
+                gaps + 1,
+                512,
+                8.0,
+            )
+            for i in range(records)
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            store = RecordStore(Path(tmp))
+            store.pending = rows
+            store.flush()
+            return sum(p.stat().st_size for p in (Path(tmp) / "records").glob("*.parquet"))
+
+    base = size(0)
+    for gaps in (16, 64):
+        print(f"streamed answers, {gaps} gaps: {(size(gaps) - base) / records / gaps:.1f} bytes a gap")
 
 
 def sample_raw(raw: Path, seen: dict[str, int], stop: threading.Event) -> None:
@@ -132,6 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for engine in args.engines:
             run_one(engine, args.rate, args.seconds, Path(tmp))
+    gap_bytes()
 
 
 if __name__ == "__main__":
