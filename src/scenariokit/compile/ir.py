@@ -381,11 +381,16 @@ def integer_weights(weights: list[float], max_total: int = 10_000) -> list[int]:
 # --- SLOs -----------------------------------------------------------------------------------------
 
 SloMetric = Literal[
-    "latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations"
-]
+    "latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations",
+    "latency_trend", "error_rate_trend", "throughput_trend", "memory_growth",
+]  # fmt: skip
 # Time metrics are judged in seconds; error_rate as a fraction; throughput in requests/s;
 # dropped_iterations as a count.
 TIME_METRICS = frozenset({"latency", "ttfb", "ttft", "itl", "tpot"})
+# Soak metrics: a slope per hour fitted over the run's steady part (results/trend.py). latency_trend and
+# throughput_trend are relative to the level at the part's start (a fraction per hour: 10%/h = 0.1),
+# error_rate_trend is absolute (fraction points per hour), memory_growth the target's RSS in bytes per hour.
+TREND_METRICS = frozenset({"latency_trend", "error_rate_trend", "throughput_trend", "memory_growth"})
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scenariokit.compile.ir import TIME_METRICS, Slo, Stage, Window
+from scenariokit.compile.ir import TIME_METRICS, TREND_METRICS, Slo, Stage, Window
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE, quantile_ranks
 from scenariokit.results.metrics import (
@@ -107,7 +107,8 @@ class SloTracker:
         engine: str | None = None,
         origin_unix: float | None = None,
     ) -> None:
-        self.slos = tuple(slos)
+        # soak trends are fitted on the whole series after the run (results/trend.py), not kept live
+        self.slos = tuple(slo for slo in slos if slo.metric not in TREND_METRICS)
         self.stages = stages
         self.confidence = confidence
         self.engine = engine
@@ -204,8 +205,8 @@ class SloTracker:
 
     def errors_of(self, slo: Slo) -> tuple[int, int]:
         """Errors and requests in the SLO's scope so far."""
-        scope = self.scopes[scope_key(slo)]
-        return scope.errors, scope.requests
+        scope = self.scopes.get(scope_key(slo))  # none for a soak trend (not tracked live)
+        return (scope.errors, scope.requests) if scope is not None else (0, 0)
 
     def verdicts(self, now_unix: float) -> list[Verdict]:
         """Every SLO's verdict on the records so far (engine capabilities checked when one is named)."""

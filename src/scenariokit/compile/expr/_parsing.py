@@ -180,7 +180,7 @@ def _describe(names: Iterable[str], lark: Lark) -> str:
     bare = set(by_base) - {"BAD_QUANTITY"}
     if {"DURATION", "RATE", "PERCENT", "NUMBER"} <= bare:
         phrases.append("a value")
-        bare -= {"DURATION", "RATE", "PERCENT", "NUMBER"}
+        bare -= {"DURATION", "RATE", "PERCENT", "NUMBER", "GROWTH"}
     for name in sorted(bare):
         if name in _TERMINAL_NAMES:
             phrases.append(_TERMINAL_NAMES[name])

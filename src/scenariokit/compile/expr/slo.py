@@ -2,6 +2,7 @@
 
     slo        = measure comparison threshold [for NAME {, NAME}] [during window]   (clauses in any order)
     measure    = STATISTIC(TIME_METRIC) | error_rate | throughput | dropped_iterations
+               | STATISTIC(latency_trend) | error_rate_trend | throughput_trend | memory_growth
     STATISTIC  = p<N> (0 < N <= 100, e.g. p50, p99, p99.9) | median | mean (or avg) | min | max
     TIME_METRIC= latency | ttfb | ttft | itl | tpot
     comparison = < | <= | > | >=
@@ -10,9 +11,13 @@
 
 The threshold's unit must fit the metric: a duration for time metrics (`500ms`), a percentage or a
 fraction for error_rate (`0.5%`, `0.005`), a rate for throughput (`50/s`), a count for
-dropped_iterations (`0`). `==`, `=` and `!=` are refused with a fix (`dropped_iterations <= 0`): an SLO is
-a bound, and an equality on a measured float never holds reliably. Request names after `for` and stage
-labels after `during` are not checked here; the caller knows which exist.
+dropped_iterations (`0`); a growth per hour (or day) for the soak metrics, fitted over the run's steady
+part (results/trend.py): `p95(latency_trend) < 10%/h` (the per-bucket p95's slope relative to its level at
+the start), `throughput_trend > -5%/h`, `error_rate_trend < 0.1%/h` (points of error rate per hour) and
+`memory_growth < 5MB/h` (the target's RSS). `==`, `=` and `!=` are refused with a fix
+(`dropped_iterations <= 0`): an SLO is a bound, and an equality on a measured float never holds reliably.
+Request names after `for` and stage labels after `during` are not checked here; the caller knows which
+exist.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from scenariokit.compile.expr._parsing import ValueTransformer, whole
 from scenariokit.compile.expr.errors import ExprError, blank_span, guarded
 from scenariokit.compile.expr.quantity import fraction
 from scenariokit.compile.expr.units import KIND_NAMES, Quantity
-from scenariokit.compile.ir import TIME_METRICS, Slo, SloMetric, Window
+from scenariokit.compile.ir import TIME_METRICS, TREND_METRICS, Slo, SloMetric, Window
 
 METRICS: tuple[str, ...] = (
     "latency",
@@ -42,7 +47,13 @@ METRICS: tuple[str, ...] = (
     "error_rate",
     "throughput",
     "dropped_iterations",
+    "latency_trend",
+    "error_rate_trend",
+    "throughput_trend",
+    "memory_growth",
 )
+# metrics that take a statistic: the time metrics, and the trend of a latency percentile
+_WITH_STATISTIC = TIME_METRICS | {"latency_trend"}
 STATISTICS: tuple[str, ...] = ("p50", "p90", "p95", "p99", "p99.9", "median", "mean", "min", "max")
 _NAMED_STATISTICS = {"median": "median", "mean": "mean", "avg": "mean", "min": "min", "max": "max"}
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
@@ -200,7 +211,7 @@ class _SloTransformer(ValueTransformer):
         stat, metric_token = children
         metric = self._metric(metric_token)
         start = stat.start_pos or 0
-        if metric not in TIME_METRICS:
+        if metric not in _WITH_STATISTIC:
             raise self.error(
                 f"{metric} takes no statistic",
                 start,
@@ -239,7 +250,7 @@ class _SloTransformer(ValueTransformer):
                 f"e.g. {name}(latency) < 500ms",
             )
         metric = self._metric(token)
-        if metric in TIME_METRICS:
+        if metric in _WITH_STATISTIC:
             raise self.error(
                 f"{metric} needs a statistic",
                 start,
@@ -306,6 +317,13 @@ class _SloTransformer(ValueTransformer):
             seen.add(clause.kind)
             requests = clause.requests or requests
             window = clause.window or window
+            if clause.kind == "for" and measure.metric == "memory_growth":
+                raise self.error(
+                    "memory_growth is the target's, not a request's",
+                    clause.start,
+                    clause.end,
+                    "remove `for ...`: the target's RSS grows with every request it serves",
+                )
         start, end = whole(self.text)
         return Slo(
             text=self.text.strip(),
@@ -334,6 +352,12 @@ class _SloTransformer(ValueTransformer):
 
     def _threshold(self, metric: SloMetric, q: Quantity) -> float:
         mismatch = f"{metric} is {_NATURE[metric]}, not {KIND_NAMES[q.kind]}"
+        if metric in TREND_METRICS:
+            return self._growth(metric, q, mismatch)
+        if q.kind in ("percent_growth", "byte_growth"):
+            trend = {"error_rate": "error_rate_trend", "throughput": "throughput_trend"}.get(metric)
+            trend = trend or "p95(latency_trend)"  # the one time metric with a trend
+            raise self.error(mismatch, q.start, q.end, f"for a growth per hour write {trend} < {q.text}")
         if metric in TIME_METRICS:
             if q.kind == "duration":
                 return q.value
@@ -358,19 +382,44 @@ class _SloTransformer(ValueTransformer):
             raise self.error(f"{metric} is a count: `{q.text}` is not a whole number", q.start, q.end)
         return q.value
 
+    def _growth(self, metric: SloMetric, q: Quantity, mismatch: str) -> float:
+        """A soak metric's limit: a growth per hour (stored per hour: 10%/h -> 0.1, 5MB/h -> 5e6)."""
+        want = "byte_growth" if metric == "memory_growth" else "percent_growth"
+        example = "5MB/h" if metric == "memory_growth" else "10%/h"
+        if q.kind != want:
+            raise self.error(mismatch, q.start, q.end, f"{metric} is a growth per hour: write e.g. {example}")
+        # only throughput may be asked not to fall faster than a rate (`throughput_trend > -5%/h`)
+        if q.value < 0 and metric != "throughput_trend":
+            raise self.error(
+                f"`{q.text}` is negative: {metric} limits growth, and a limit below 0 asks it to shrink",
+                q.start,
+                q.end,
+                f"write e.g. {metric} < {example}",
+            )
+        return q.value
+
 
 _NATURE: dict[str, str] = {
     **{m: "a time" for m in TIME_METRICS},
     "error_rate": "a fraction",
     "throughput": "a rate",
     "dropped_iterations": "a count",
+    "latency_trend": "a relative growth per hour",
+    "error_rate_trend": "a growth per hour",
+    "throughput_trend": "a relative growth per hour",
+    "memory_growth": "a growth in bytes per hour",
 }
 
 
 def _example_bound(metric: str) -> str:
-    return {"error_rate": "< 1%", "throughput": ">= 50/s", "dropped_iterations": "<= 0"}.get(
-        metric, "< 500ms"
-    )
+    return {
+        "error_rate": "< 1%",
+        "throughput": ">= 50/s",
+        "dropped_iterations": "<= 0",
+        "error_rate_trend": "< 0.1%/h",
+        "throughput_trend": "> -5%/h",
+        "memory_growth": "< 5MB/h",
+    }.get(metric, "< 500ms")
 
 
 def _example(measure: _Measure) -> str:

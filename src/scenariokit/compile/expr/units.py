@@ -29,14 +29,33 @@ RATE_UNITS: dict[str, float] = {"s": 1.0, "sec": 1.0, "m": 1 / 60, "min": 1 / 60
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|min|h|m|s)")
 _UNIT_AFTER_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(.*)", re.S)
 
-QuantityKind = Literal["duration", "rate", "percent", "number"]
+# A growth's amount (`5MB/h`: decimal kB, MB, GB; binary KiB, MiB, GiB) and its time (`/h` or `/d`).
+BYTE_UNITS: dict[str, float] = {
+    "B": 1.0,
+    "kB": 1e3,
+    "KB": 1e3,
+    "MB": 1e6,
+    "GB": 1e9,
+    "KiB": 1024.0,
+    "MiB": 1024.0**2,
+    "GiB": 1024.0**3,
+}
+GROWTH_PER: dict[str, float] = {"h": 1.0, "d": 1 / 24}  # to per hour
+_GROWTH = re.compile(r"(\d+(?:\.\d+)?)(%|[A-Za-z]+)/(h|d)")
+
+QuantityKind = Literal["duration", "rate", "percent", "number", "percent_growth", "byte_growth"]
 KIND_NAMES: dict[QuantityKind, str] = {
     "duration": "a duration",
     "rate": "a rate",
     "percent": "a percentage",
     "number": "a plain number",
+    "percent_growth": "a relative growth",
+    "byte_growth": "a memory growth",
 }
-UNITS_HELP = "durations take us, ms, s, m or h (`1m30s`); rates /s, /m or /h (`50/s`); percentages % (`0.5%`)"
+UNITS_HELP = (
+    "durations take us, ms, s, m or h (`1m30s`); rates /s, /m or /h (`50/s`); percentages % (`0.5%`); "
+    "growths %/h or bytes per hour or day (`10%/h`, `5MB/h`, `1GiB/d`)"
+)
 
 
 class UnitError(ValueError):
@@ -85,13 +104,29 @@ def quantity(token_type: str, text: str, start: int = 0) -> Quantity:
         result = Quantity("percent", float(body[:-1]) / 100, text, start, end)
     elif kind == "NUMBER":
         result = Quantity("number", float(body), text, start, end)
+    elif kind == "GROWTH":
+        result = _growth(text, start, end)
     else:
         raise AssertionError(token_type)
     if not math.isfinite(result.value):
         raise UnitError(f"`{text}` is too large")
-    if negative and result.value != 0:
+    # a growth may be negative (`throughput_trend > -5%/h`): the SLO knows whether that means anything
+    if negative and result.value != 0 and kind != "GROWTH":
         raise UnitError(f"`{text}` is negative", "durations, rates, levels and thresholds are never below 0")
     return result
+
+
+def _growth(text: str, start: int, end: int) -> Quantity:
+    """`10%/h` -> 0.1 per hour; `5MB/h` -> 5e6 bytes per hour; `-2%/d` -> -0.02/24 per hour."""
+    match = _GROWTH.fullmatch(text.lstrip("-"))
+    assert match is not None, text  # the lexer's GROWTH pattern
+    number, amount, per = match.groups()
+    sign = -1.0 if text.startswith("-") else 1.0
+    if amount == "%":
+        return Quantity("percent_growth", sign * float(number) / 100 * GROWTH_PER[per], text, start, end)
+    return Quantity(
+        "byte_growth", sign * float(number) * BYTE_UNITS[amount] * GROWTH_PER[per], text, start, end
+    )
 
 
 def _duration_value(body: str) -> float:

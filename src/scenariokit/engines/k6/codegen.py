@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from scenariokit.compile.diagnostics import Diagnostic, Severity
 from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import (
+    TREND_METRICS,
     DataRef,
     Distribution,
     EnvRef,
@@ -234,6 +235,8 @@ def _statistic(slo: Slo) -> str:
 
 def threshold_for(slo: Slo, scenario: Scenario) -> tuple[list[tuple[str, str]], str | None]:
     """[(threshold key, condition)] for one SLO, or why it cannot be a k6 threshold."""
+    if slo.metric in TREND_METRICS:  # a slope over the run: scenariokit fits it after the run, no warning
+        return [], None
     if slo.metric in UNMEASURABLE:
         return [], (
             f"k6 reads whole responses and cannot measure {UNMEASURABLE[slo.metric]}; "
