@@ -10,6 +10,7 @@ every 0.5 s make both happen many times in a few seconds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import pytest
 from scenariokit.cli import main
 from scenariokit.compile.ir import Scenario
 from scenariokit.compile.pipeline import load_scenario
+from scenariokit.engines.k6 import reader as k6_reader
 from scenariokit.engines.k6.reader import K6RecordReader, punch_hole
 from scenariokit.engines.records import (
     RAW_ROTATE_BYTES,
@@ -149,6 +151,26 @@ def test_the_k6_reader_frees_its_file_in_steps_of_the_rotation_size(
     assert [r.t for r in reader.poll()] == [300.0] and reader.skipped == 0
 
 
+def test_a_file_system_without_holes_keeps_k6_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(path: Path, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setenv("SCENARIOKIT_RAW_ROTATE_BYTES", str(ROTATE))
+    monkeypatch.setattr(k6_reader, "punch_hole", refuse)
+    path = tmp_path / "records-k6.jsonl"
+    reader = K6RecordReader(tmp_path)
+    for i in range(200):
+        append(path, line(float(i)))
+    assert len(reader.poll()) == 200
+    reader.release()
+    assert reader.free_error is not None and "raw/records-k6.jsonl grows" in reader.free_error
+    append(path, line(300.0))
+    assert [r.t for r in reader.poll()] == [300.0]  # reading goes on; the file is whole
+    assert path.read_text().count("\n") == 201
+
+
 # --- real engines: the raw folder stays bounded while every record lands in Parquet -------------------
 
 OPEN = """\
@@ -230,7 +252,7 @@ def test_locust_rotates_and_the_raw_folder_stays_bounded(
     print(f"locust raw: {seen}, {len(load_records(run_dir))} records")
     assert code == 0, summary.get("exit_detail")
     stored = load_records(run_dir)
-    assert reader["skipped_lines"] == 0
+    assert reader["skipped_lines"] == 0 and reader["raw_free_error"] is None
     # every request that reached the server is in Parquet, bar those in flight when Locust stopped
     assert 0 <= sent - len(stored) <= 6 and len(stored) > 1000
     assert len(stored) + reader["dropped"] == pytest.approx(2000, abs=5)  # the curve's 250/s x 8 s
@@ -251,7 +273,7 @@ def test_k6_console_file_is_freed_in_place_with_no_record_lost(
     print(f"k6 raw: {seen}, allocated at the end {allocated(raw)}")
     assert code == 0, summary.get("exit_detail")
     stored = load_records(run_dir)
-    assert reader["skipped_lines"] == 0
+    assert reader["skipped_lines"] == 0 and reader["raw_free_error"] is None
     assert len(stored) == sent > 2000  # k6 writes every request it sent before it exits
     assert seen["written"] == raw.stat().st_size  # k6 appended at the end all along: no gap, no overlap
     assert seen["peak"] < seen["written"] / 2, seen  # the file grew, its blocks did not

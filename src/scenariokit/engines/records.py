@@ -152,6 +152,7 @@ class RecordLinesReader:
         self.started_unix: float | None = None  # the engine's test start, from its marker line
         self.read_whole: list[Path] = []  # rotated files read to their end, deleted by `release`
         self.retired: set[Path] = set()  # files read whole: never tailed again
+        self.free_error: str | None = None  # why raw bytes could not be freed (reader.json)
 
     def poll(self) -> list[RequestRecord]:
         paths = sorted(p for p in self.results_dir.glob("records-*.jsonl") if p not in self.retired)
@@ -172,7 +173,10 @@ class RecordLinesReader:
         """Every record read so far is durably stored (the store calls this after writing a part): the
         rotated files read whole can go."""
         for path in self.read_whole:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only folder: the file stays, the run goes on
+                self.free_error = f"{path.name}: {exc.strerror or exc}"
         self.read_whole = []
 
     def _read(self, tail: _LineTail) -> list[RequestRecord]:

@@ -584,6 +584,7 @@ def run_engine(
         "dropped": reader.dropped,
         "dropped_times": reader.dropped_times,
         "started_unix": reader.started_unix,
+        "raw_free_error": getattr(reader, "free_error", None),  # why raw files could not be freed
     }
     with keeping_on(state):
         (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")

@@ -43,7 +43,6 @@ class K6RecordReader(RecordLinesReader):
         self.records_path = raw_dir / "records-k6.jsonl"
         self.free_every = raw_rotate_bytes()
         self.freed = 0  # bytes at the head of records_path already handed back to the file system
-        self.free_error: str | None = None  # why freeing stopped (a file system without hole punching)
 
     def release(self) -> None:
         """k6 owns its console file and appends to it (O_APPEND, internal/js/console.go), so it cannot be
