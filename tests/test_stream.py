@@ -12,7 +12,8 @@ import pytest
 from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.ir import Stage
 from scenariokit.engines.records import RequestRecord
-from scenariokit.results import stream
+from scenariokit.results import seconds, stream
+from scenariokit.results.analysis import analyse, level_groups
 from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
     RunData,
@@ -102,6 +103,7 @@ def test_the_streamed_summary_equals_the_in_memory_one(
     data = RunData(records, T0, ended, STAGES, dropped)
     streamed = stream.stream_run(run_dir, SLOS, STAGES, "locust", T0, ended, dropped, 0.95)
     assert streamed.records == RECORDS and streamed.last_end == max(r.end for r in records)
+    assert stream.last_end(run_dir, 0.0) == streamed.last_end
     assert streamed.overall == summarize(records, data.duration_s)
     assert streamed.by_request == per_name(data)
     assert streamed.by_stage == per_stage(data)
@@ -125,11 +127,18 @@ def test_an_empty_run_folder_streams_to_nothing(tmp_path: Path) -> None:
     assert {v.status for v in streamed.verdicts} <= {"inconclusive", "not_measured"}
 
 
-def test_the_streamed_timeline_equals_the_in_memory_one(
+def test_the_streamed_timeline_and_analysis_equal_the_in_memory_ones(
     run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stream, "BATCH_ROWS", 10_000)
-    monkeypatch.setattr(stream, "SPILL_SECONDS", 45)  # several spill files, one second split across batches
+    monkeypatch.setattr(seconds, "SPILL_SECONDS", 45)  # several spill files, one second split across batches
     records = load_records(run_dir)
     data = RunData(records, T0, T0 + 361.0, STAGES)
-    assert stream.stream_timeline(run_dir, T0, data.duration_s) == timeline(data)
+    groups = level_groups(STAGES, data.duration_s)
+    streamed = stream.stream_run(run_dir, (), STAGES, "locust", T0, T0 + 361.0, groups=groups)
+    assert streamed.seconds.timeline == timeline(data)
+    frame = RunData([], T0, T0 + 361.0, STAGES)  # the run's clock and stages, its records streamed
+    target = [{"t": T0 + s, "outcome": "refused"} for s in range(100, 110)]
+    ours = analyse(frame, "open", target, [], [], {}, streamed.seconds)
+    theirs = analyse(data, "open", target, [], [], {})
+    assert ours == theirs and len(ours.levels) == 12 and ours.signals

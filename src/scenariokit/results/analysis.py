@@ -10,15 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from scenariokit.compile.ir import Stage, StageTable
-from scenariokit.engines.records import RequestRecord
 from scenariokit.results.health import SATURATED_CPU, saturated_points
-from scenariokit.results.metrics import RunData, sample_stats, timeline
+from scenariokit.results.metrics import RunData
+from scenariokit.results.seconds import RequestSeconds, request_seconds
 
 MAX_LEVELS = 12  # a ramp is binned into at most this many levels
 MIN_LEVEL_SECONDS = 2  # a level held for less than this is too short to read
@@ -56,35 +55,36 @@ class Level:
     p99: float | None
 
 
-def load_levels(data: RunData) -> list[Level]:
-    """Group the run's seconds by intended level (exact on holds and steps, binned on ramps)."""
-    planned = sum(s.duration_s for s in data.stages)
-    seconds = max(1, math.ceil(min(data.duration_s, planned) - 1e-6))  # the tail after the curve is no level
-    table = StageTable.of(data.stages)
-    intended = [table.level_at(s + 0.5) for s in range(seconds)]
-    groups = _bin_levels(intended)
-    per_second: list[list[RequestRecord]] = [[] for _ in range(seconds)]
-    for r in data.records:
-        i = math.floor(data.offset(r.t))
-        if 0 <= i < seconds:
-            per_second[i].append(r)
-    busy = [row["concurrency"] for row in timeline(data)]
+def level_groups(stages: Sequence[Stage], duration_s: float) -> dict[float, list[int]]:
+    """The run's seconds by intended level (exact on holds and steps, binned on ramps)."""
+    planned = sum(s.duration_s for s in stages)
+    seconds = max(1, math.ceil(min(duration_s, planned) - 1e-6))  # the tail after the curve is no level
+    table = StageTable.of(tuple(stages))
+    return _bin_levels([table.level_at(s + 0.5) for s in range(seconds)])
+
+
+def seconds_of(data: RunData) -> RequestSeconds:
+    """The per-second view the analysis reads, from records in memory (results/stream.py streams it)."""
+    groups = level_groups(data.stages, data.duration_s)
+    return request_seconds([data.records], data.started_unix, data.duration_s, groups)
+
+
+def load_levels(data: RunData, seconds: RequestSeconds | None = None) -> list[Level]:
+    """Throughput, errors and latency at each intended level."""
+    view = seconds or seconds_of(data)
+    busy = [row["concurrency"] for row in view.timeline]
     levels = []
-    for level, indexes in sorted(groups.items()):
-        if len(indexes) < MIN_LEVEL_SECONDS or level <= 0:
+    for (level, indexes), totals in sorted(zip(view.groups.items(), view.levels, strict=True)):
+        if len(indexes) < MIN_LEVEL_SECONDS or level <= 0 or not totals.requests:
             continue
-        records = [r for i in indexes for r in per_second[i]]
-        if not records:
-            continue
-        ok = [r for r in records if r.ok]
-        latency = sample_stats(r.corrected_latency for r in ok)
+        latency = totals.ok_latency  # of the ok requests
         levels.append(
             Level(
                 level=level,
                 seconds=len(indexes),
-                requests=len(records),
-                throughput=len(ok) / len(indexes),
-                error_rate=1 - len(ok) / len(records),
+                requests=totals.requests,
+                throughput=totals.ok / len(indexes),
+                error_rate=1 - totals.ok / totals.requests,
                 achieved_concurrency=sum(float(busy[i] or 0.0) for i in indexes) / len(indexes),
                 p50=latency.percentiles.get("p50"),
                 p95=latency.percentiles.get("p95"),
@@ -298,8 +298,10 @@ def distress_signals(
     host: list[dict[str, Any]],
     gpu: list[dict[str, Any]],
     generator: dict[str, Any],
+    seconds: RequestSeconds | None = None,
 ) -> list[Signal]:
     """Every component that showed sustained distress, earliest first."""
+    view = seconds or seconds_of(data)
     found: list[tuple[str, float | None, str]] = []
     rel = data.offset
 
@@ -310,7 +312,7 @@ def distress_signals(
         kv = _series(target, name)
         at = first_sustained((rel(t), v >= 0.9) for t, v in kv)
         found.append(("target: KV cache", at, f"{name} at or above 90%"))
-    found.append(("target: down", target_down_at(data, target), "/metrics stopped answering"))
+    found.append(("target: down", target_down_at(data, target, view), "/metrics stopped answering"))
 
     cpu = [(rel(s["t"]), s["cpu_percent"] >= CPU_SATURATED) for s in host]
     found.append(("host: CPU", first_sustained(cpu), f"all cores at or above {CPU_SATURATED:.0f}%"))
@@ -323,7 +325,7 @@ def distress_signals(
     gen_points = [(rel(t), flag) for t, flag in saturated_points(generator)]
     found.append(("load generator: CPU", first_sustained(gen_points), "the engine's own CPU saturated"))
 
-    found += _request_signals(data)
+    found += _request_signals(view)
     signals = [
         Signal(component, at, level_at(data.stages, at), detail)
         for component, at, detail in found
@@ -356,11 +358,13 @@ def scrape_outcomes(target: list[dict[str, Any]]) -> list[tuple[float, str]]:
     return out
 
 
-def target_down_at(data: RunData, target: list[dict[str, Any]]) -> float | None:
+def target_down_at(
+    data: RunData, target: list[dict[str, Any]], seconds: RequestSeconds | None = None
+) -> float | None:
     """When the target went down: the first 2 s of scrapes that failed to connect or answer, in seconds
     where no request got an ok response (a target that answers requests is up, whatever its /metrics
     does)."""
-    answered = {math.floor(data.offset(r.t)) for r in data.records if r.ok}
+    answered = (seconds or seconds_of(data)).answered
     points = [
         (data.offset(t), outcome in SCRAPE_FAILED and math.floor(data.offset(t)) not in answered)
         for t, outcome in scrape_outcomes(target)
@@ -387,25 +391,16 @@ def _gpu_points(gpu: list[dict[str, Any]], rel: Any) -> list[tuple[str, float | 
     ]
 
 
-def _request_signals(data: RunData) -> list[tuple[str, float | None, str]]:
-    """Errors by kind and a latency climb, from the per-second records."""
-    seconds = max(1, math.ceil(data.duration_s))
-    buckets: list[list[RequestRecord]] = [[] for _ in range(seconds)]
-    for r in data.records:
-        i = math.floor(data.offset(r.t))
-        if 0 <= i < seconds:
-            buckets[i].append(r)
+def _request_signals(view: RequestSeconds) -> list[tuple[str, float | None, str]]:
+    """Errors by kind and a latency climb, from the per-second view of the requests."""
+    seconds = len(view.timeline)
+    sent = [int(row["sent"] or 0) for row in view.timeline]
     out: list[tuple[str, float | None, str]] = []
-    kinds = Counter(r.error_kind for r in data.records if not r.ok)
-    for kind, count in kinds.most_common():
-        points = [
-            (float(i), bool(b) and sum(1 for r in b if r.error_kind == kind) / len(b) >= ERROR_DISTRESS)
-            for i, b in enumerate(buckets)
-        ]
+    for kind, count in view.kinds:
+        errors = view.kind_seconds.get(kind, [0] * seconds)
+        points = [(float(i), sent[i] > 0 and errors[i] / sent[i] >= ERROR_DISTRESS) for i in range(seconds)]
         out.append((f"errors: {kind}", first_sustained(points, 2), f"{count:,} responses of this kind"))
-    ok_latencies = [
-        sample_stats(r.corrected_latency for r in b if r.ok).percentiles.get("p95") for b in buckets
-    ]
+    ok_latencies = view.ok_p95
     early = [v for v in ok_latencies[: max(3, seconds // 5)] if v is not None]
     if early:
         baseline = sorted(early)[len(early) // 2]
@@ -446,11 +441,14 @@ def analyse(
     host: list[dict[str, Any]],
     gpu: list[dict[str, Any]],
     generator: dict[str, Any],
+    seconds: RequestSeconds | None = None,
 ) -> Analysis:
+    """`seconds`: the per-second view when streamed (results/stream.py); else made from `data.records`."""
     unit = "users" if load_model == "closed" else "req/s"
-    levels = load_levels(data)
+    view = seconds or seconds_of(data)
+    levels = load_levels(data, view)
     knee = find_knee(levels, unit)
-    signals = distress_signals(data, target, host, gpu, generator)
+    signals = distress_signals(data, target, host, gpu, generator, view)
     return Analysis(
         unit, levels, knee, signals, suggest(levels, knee, signals, data, unit), target_scrape_note(target)
     )

@@ -20,7 +20,6 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,13 @@ from scenariokit.compile.ir import TIME_METRICS, Slo, Stage, StageTable
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE, quantile_ranks
 from scenariokit.results.metrics import (
-    HDR_GRID,
-    MICROS,
     TIME_METRIC_VALUES,
     SampleStats,
-    _spread_busy_time,
     hdr_indexes,
     micros_up,
     window_intervals,
 )
+from scenariokit.results.seconds import RequestSeconds, SecondTable
 from scenariokit.results.slo import Facts, Verdict, is_extreme, unmeasured, verdict_of
 from scenariokit.results.tracker import Distribution, SloTracker, scope_key
 
@@ -112,13 +109,17 @@ class StreamedRun:
     by_stage: list[dict[str, object]]
     time_metrics: dict[str, SampleStats]
     verdicts: list[Verdict]
+    seconds: RequestSeconds  # the timeline and what the analysis reads per second
 
 
 class _Pass:
     """The first pass's accumulators."""
 
-    def __init__(self, slos: Sequence[Slo], stages: tuple[Stage, ...], started: float, c: float) -> None:
+    def __init__(
+        self, slos: Sequence[Slo], stages: tuple[Stage, ...], started: float, c: float, seconds: SecondTable
+    ) -> None:
         self.started = started
+        self.seconds = seconds
         self.tracker = SloTracker(slos, stages, c, origin_unix=started)
         self.overall = RowTotals()
         self.by_name: dict[str, RowTotals] = defaultdict(RowTotals)
@@ -134,6 +135,7 @@ class _Pass:
         self.records += len(batch)
         self.last_end = max(self.last_end or -math.inf, max(r.end for r in batch))
         self.tracker.add(batch)
+        self.seconds.add(batch)
         self.overall.add(batch)
         names: dict[str, list[RequestRecord]] = defaultdict(list)
         for r in batch:
@@ -156,13 +158,17 @@ def stream_run(
     ended: float | None,
     dropped_times: Sequence[float] = (),
     confidence: float = DEFAULT_CONFIDENCE,
+    groups: dict[float, list[int]] | None = None,
 ) -> StreamedRun:
-    """The summary's figures over the run folder's records; `ended` None: the last request's end."""
-    first = _Pass(slos, stages, started, confidence)
-    for batch in record_batches(run_dir):
-        first.add(batch)
-    ended = ended if ended is not None else (first.last_end if first.last_end is not None else started)
+    """The summary's figures over the run folder's records; `ended` None: the last request's end (one
+    more pass, over two columns). `groups`: the analysis's load levels (analysis.level_groups)."""
+    ended = ended if ended is not None else last_end(run_dir, started)
     duration = max(0.0, ended - started)
+    with tempfile.TemporaryDirectory(prefix="scenariokit-seconds-") as spill:
+        first = _Pass(slos, stages, started, confidence, SecondTable(started, duration, Path(spill), groups))
+        for batch in record_batches(run_dir):
+            first.add(batch)
+        per_second = first.seconds.result()
     exact = exact_order_statistics(run_dir, first.tracker, confidence)
     verdicts = []
     for i, slo in enumerate(slos):
@@ -190,7 +196,23 @@ def stream_run(
         by_stage=by_stage,
         time_metrics={name: dist.stats() for name, dist in first.metrics.items()},
         verdicts=verdicts,
+        seconds=per_second,
     )
+
+
+def last_end(run_dir: Path, default: float) -> float:
+    """The latest request end (start + latency) among the stored records; `default` when there is none."""
+    latest = -math.inf
+    for part in sorted((run_dir / "records").glob("part-*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS, columns=["t", "latency"]):
+            columns = batch.to_pydict()
+            latest = max(
+                latest,
+                max(
+                    (t + lat for t, lat in zip(columns["t"], columns["latency"], strict=True)), default=latest
+                ),
+            )
+    return latest if latest > -math.inf else default
 
 
 def _facts(
@@ -257,103 +279,3 @@ def exact_order_statistics(
             found.append(float(samples[rank - below - 1]))
         out[i] = (found[0], found[1])
     return out
-
-
-# --- the per-second table ----------------------------------------------------------------------------
-
-SPILL_SECONDS = 600  # the timeline's percentiles are computed this many seconds at a time
-
-
-class SecondTable:
-    """`metrics.timeline`'s rows without a histogram per second: counts and busy time per second in arrays
-    (a day is 86,400 rows of a few numbers), and each request's histogram bucket spilled to a file per
-    SPILL_SECONDS of the run, read back one file at a time to take each second's nearest-rank percentiles.
-    Memory: the arrays plus one file's (second, bucket) pairs, bounded by the rate, not the run's length."""
-
-    def __init__(self, started: float, duration_s: float, spill: Path) -> None:
-        self.started = started
-        self.seconds = max(1, math.ceil(duration_s))
-        self.spill = spill
-        self.sent = np.zeros(self.seconds, dtype=np.int64)
-        self.ok = np.zeros(self.seconds, dtype=np.int64)
-        self.low = np.full(self.seconds, math.inf)
-        self.high = np.full(self.seconds, -math.inf)
-        self.busy = [0.0] * self.seconds  # a list: _spread_busy_time adds in the records' order, as timeline
-
-    def add(self, batch: Sequence[RequestRecord]) -> None:
-        if not batch:
-            return
-        second = np.floor(np.fromiter((r.t - self.started for r in batch), float, len(batch))).astype(
-            np.int64
-        )
-        latency = np.fromiter((r.corrected_latency for r in batch), float, len(batch))
-        ok = np.fromiter((r.ok for r in batch), bool, len(batch))
-        for r in batch:
-            _spread_busy_time(self.busy, r.t - self.started, r.end - self.started)
-        inside = (second >= 0) & (second < self.seconds)
-        second, latency, ok = second[inside], latency[inside], ok[inside]
-        np.add.at(self.sent, second, 1)
-        np.add.at(self.ok, second, ok.astype(np.int64))
-        np.minimum.at(self.low, second, latency)
-        np.maximum.at(self.high, second, latency)
-        buckets = hdr_indexes(micros_up(latency))
-        chunk = second // SPILL_SECONDS
-        for c in np.unique(chunk):
-            pairs = np.stack([second[chunk == c], buckets[chunk == c]], axis=1).astype(np.int32)
-            with (self.spill / f"{int(c):06d}.i32").open("ab") as out:
-                out.write(pairs.tobytes())
-
-    def percentiles(self, wanted: Sequence[float] = (50.0, 95.0, 99.0)) -> dict[str, np.ndarray]:
-        """Per second and percentile, `sample_stats`' value (NaN for a second with no request)."""
-        out = {f"p{p:g}": np.full(self.seconds, np.nan) for p in wanted}
-        for path in sorted(self.spill.glob("*.i32")):
-            pairs = np.fromfile(path, dtype=np.int32).reshape(-1, 2)
-            order = np.lexsort((pairs[:, 1], pairs[:, 0]))  # by second, then by bucket
-            second, bucket = pairs[order, 0], pairs[order, 1]
-            present = np.unique(second)
-            counts = self.sent[present]
-            starts = np.searchsorted(second, present, side="left")
-            for p in wanted:
-                ranks = np.maximum(1, np.ceil(p / 100 * counts - 1e-9)).astype(np.int64)  # _nearest_rank
-                values = bucket_tops()[bucket[starts + ranks - 1]] / MICROS
-                out[f"p{p:g}"][present] = np.minimum(
-                    self.high[present], np.maximum(self.low[present], values)
-                )
-        return out
-
-    def rows(self) -> list[dict[str, float | int | None]]:
-        """Equal to `metrics.timeline` over the same records."""
-        at = self.percentiles()
-        rows = []
-        for i in range(self.seconds):
-            sent, ok = int(self.sent[i]), int(self.ok[i])
-            rows.append(
-                {
-                    "second": i,
-                    "sent": sent,
-                    "ok": ok,
-                    "errors": sent - ok,
-                    "concurrency": self.busy[i],
-                    **{name: (None if sent == 0 else float(values[i])) for name, values in at.items()},
-                }
-            )
-        return rows
-
-
-@cache
-def bucket_tops() -> np.ndarray:
-    """Each histogram bucket's highest equivalent value, in microseconds (what `_nearest_rank` reports)."""
-    grid = HDR_GRID
-    return np.array(
-        [grid.get_highest_equivalent_value(grid.get_value_from_index(i)) for i in range(grid.counts_len)],
-        dtype=np.int64,
-    )
-
-
-def stream_timeline(run_dir: Path, started: float, duration_s: float) -> list[dict[str, float | int | None]]:
-    """`metrics.timeline` over the run folder's records, a batch at a time."""
-    with tempfile.TemporaryDirectory(prefix="scenariokit-timeline-") as spill:
-        table = SecondTable(started, duration_s, Path(spill))
-        for batch in record_batches(run_dir):
-            table.add(batch)
-        return table.rows()
