@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,23 +18,20 @@ from pydantic import BaseModel, Field, field_validator
 
 from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.ir import Stage
+from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
-from scenariokit.results.analysis import Analysis, analyse
+from scenariokit.results.analysis import Analysis, analyse, level_groups
 from scenariokit.results.coldstart import TargetStartsOut, target_starts
 from scenariokit.results.coldstart import markdown_lines as target_starts_markdown
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.health import REASONS, TrustFact, caveat, junit_trust, trust_facts
 from scenariokit.results.metrics import (
-    TIME_METRIC_VALUES,
     RunData,
     SampleStats,
-    per_name,
-    per_stage,
-    sample_stats,
-    summarize,
 )
-from scenariokit.results.slo import LEGACY_STATUSES, Verdict, judge
-from scenariokit.results.store import load_records, read_samples
+from scenariokit.results.slo import LEGACY_STATUSES, Verdict
+from scenariokit.results.store import read_samples
+from scenariokit.results.stream import last_end, record_batches, stream_run
 
 EXIT_REASONS = (
     "completed",
@@ -316,20 +314,23 @@ def rebuild_summary(
         Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
     )
     reader = _read_json(run_dir / "raw" / "reader.json")
-    records = load_records(run_dir)
     started = meta.get("engine_started_unix") or meta["started_unix"]
-    ended = meta.get("ended_unix") or max((r.end for r in records), default=started)
-    data = RunData(records, started, ended, stages, [float(t) for t in reader.get("dropped_times", [])])
+    ended = meta.get("ended_unix") or last_end(run_dir, started)
+    dropped = [float(t) for t in reader.get("dropped_times", [])]
+    data = RunData([], started, ended, stages, dropped)  # the run's clock and stages; records are streamed
     slos = tuple(parse_slo(text) for text in meta.get("slos", []))
     level = confidence if confidence is not None else float(meta.get("confidence", DEFAULT_CONFIDENCE))
-    verdicts = judge(slos, data, meta["engine"], level)
-    verdict = judged(verdicts, bool(records))
+    # the records are read a batch at a time (results/stream.py): memory does not grow with the run
+    groups = level_groups(stages, data.duration_s)
+    streamed = stream_run(run_dir, slos, stages, meta["engine"], started, ended, dropped, level, groups)
+    verdicts = streamed.verdicts
+    verdict = judged(verdicts, streamed.records > 0)
     generator = _read_json(run_dir / "generator.json")
     host = read_samples(run_dir, "host.jsonl")
     trust = trust_facts(generator, host, (started, ended))  # judged on the engine's window only
-    notes = _notes(meta, reader, trust, records)
+    notes = _notes(meta, reader, trust, streamed.records)
     exit_code = exit_code_of(meta.get("exit_reason", "completed"), verdict, strict, allow_inconclusive)
-    overall_row = summarize(data.records, data.duration_s)
+    overall_row = streamed.overall
     analysis = analyse(
         data,
         meta.get("load_model", "closed"),
@@ -337,6 +338,7 @@ def rebuild_summary(
         host,
         read_samples(run_dir, "gpu.jsonl"),
         generator,
+        streamed.seconds,
     )
     return Summary(
         scenario=meta["scenario_name"],
@@ -355,24 +357,25 @@ def rebuild_summary(
         exit_code=int(exit_code),
         verdicts=[VerdictOut(**asdict(v)) for v in verdicts],
         overall=RowOut(**_row(overall_row)),
-        time_metrics={
-            name: _dist(sample_stats(v for r in records for v in fn(r)))
-            for name, fn in TIME_METRIC_VALUES.items()
-        },
-        by_request={name: RowOut(**_row(row)) for name, row in per_name(data).items()},
-        by_stage=[StageOut(**_row(row)) for row in per_stage(data)],
+        time_metrics={name: _dist(stats) for name, stats in streamed.time_metrics.items()},
+        by_request={name: RowOut(**_row(row)) for name, row in streamed.by_request.items()},
+        by_stage=[StageOut(**_row(row)) for row in streamed.by_stage],
         dropped_iterations=len(data.dropped_times),
         generator=generator,
         trust=[TrustOut(**asdict(fact)) for fact in trust],
         analysis=AnalysisOut.of(analysis),
         notes=notes,
-        target_starts=target_starts(run_dir, records),
+        target_starts=target_starts(run_dir, _all_records(run_dir)),
     )
 
 
-def _notes(
-    meta: dict[str, Any], reader: dict[str, Any], trust: list[TrustFact], records: list[Any]
-) -> list[str]:
+def _all_records(run_dir: Path) -> Iterator[RequestRecord]:
+    """The stored records, read only if iterated (a run whose target the runner did not start never is)."""
+    for batch in record_batches(run_dir):
+        yield from batch
+
+
+def _notes(meta: dict[str, Any], reader: dict[str, Any], trust: list[TrustFact], records: int) -> list[str]:
     notes = []
     reason = meta.get("exit_reason", "completed")
     if reason != "completed":
