@@ -22,10 +22,13 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from scenariokit.compile.ir import Stage, StageTable
+from scenariokit.engines.records import RequestRecord
 from scenariokit.results.health import generator_samples
-from scenariokit.results.metrics import RunData, timeline
+from scenariokit.results.metrics import RunData
+from scenariokit.results.seconds import RequestSeconds, request_seconds
 from scenariokit.results.slo import show
-from scenariokit.results.store import load_records, read_samples
+from scenariokit.results.store import read_samples
+from scenariokit.results.stream import record_batches
 from scenariokit.results.summary import Summary, VerdictOut, write_summary
 
 REPORT_NAME = "report.html"
@@ -39,17 +42,18 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
     stages = tuple(
         Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
     )
-    data = RunData(load_records(run_dir), summary.started_unix, summary.ended_unix, stages)
+    data = RunData([], summary.started_unix, summary.ended_unix, stages)  # the clock; records are streamed
+    seconds = request_seconds(record_batches(run_dir), data.started_unix, data.duration_s)
     target = read_samples(run_dir, "target.jsonl")
     host = read_samples(run_dir, "host.jsonl")
     gpu = read_samples(run_dir, "gpu.jsonl")
     gpu_info = _read_json(run_dir / "monitor" / "gpu.json")
     unit = summary.analysis.unit
     figures = {
-        "load": load_figure(data, unit),
-        "latency": latency_figure(data, summary),
-        "histogram": histogram_figure(data),
-        "errors": errors_figure(data),
+        "load": load_figure(data, unit, seconds.timeline),
+        "latency": latency_figure(data, summary, seconds.timeline),
+        "histogram": histogram_figure(run_dir),
+        "errors": errors_figure(data, seconds),
         "server": server_figure(data, target),
         "host": host_figure(data, host, gpu, summary.generator),
         "capacity": capacity_figure(summary),
@@ -149,8 +153,7 @@ def _stage_bands(fig: go.Figure, stages: tuple[Stage, ...]) -> None:
         )
 
 
-def load_figure(data: RunData, unit: str) -> go.Figure:
-    rows = timeline(data)
+def load_figure(data: RunData, unit: str, rows: list[dict[str, Any]]) -> go.Figure:
     seconds = [row["second"] for row in rows]
     table = StageTable.of(data.stages)
     intended = [table.level_at(float(s) + 0.5) for s in seconds]
@@ -168,8 +171,7 @@ def load_figure(data: RunData, unit: str) -> go.Figure:
     return fig
 
 
-def latency_figure(data: RunData, summary: Summary) -> go.Figure:
-    rows = timeline(data)
+def latency_figure(data: RunData, summary: Summary, rows: list[dict[str, Any]]) -> go.Figure:
     seconds = [row["second"] for row in rows]
     fig = go.Figure()
     for p in ("p50", "p95", "p99"):
@@ -189,20 +191,32 @@ def latency_figure(data: RunData, summary: Summary) -> go.Figure:
     return fig
 
 
-def histogram_figure(data: RunData) -> go.Figure | None:
-    """Pre-binned on log-spaced edges: the page stays small whatever the number of requests."""
+def _ok_latencies_ms(batch: list[RequestRecord]) -> dict[str, np.ndarray]:
     by_name: dict[str, list[float]] = defaultdict(list)
-    for r in data.records:
+    for r in batch:
         if r.ok:
             by_name[r.name].append(r.corrected_latency * 1000)
-    everything = [v for values in by_name.values() for v in values]
-    if not everything:
+    return {name: np.asarray(values) for name, values in by_name.items()}
+
+
+def histogram_figure(run_dir: Path) -> go.Figure | None:
+    """Pre-binned on log-spaced edges: the page stays small whatever the number of requests. Two passes
+    over the stored records (the extremes, then the counts), a batch at a time."""
+    count, low, high = 0, math.inf, -math.inf
+    for batch in record_batches(run_dir):
+        for values in _ok_latencies_ms(batch).values():
+            count, low, high = count + len(values), min(low, values.min()), max(high, values.max())
+    if not count:
         return None
-    low, high = max(0.01, min(everything)), max(everything)
-    edges = np.geomspace(low, high * 1.0001, num=min(60, max(10, int(math.sqrt(len(everything))))))
+    low, high = max(0.01, float(low)), float(high)
+    edges = np.geomspace(low, high * 1.0001, num=min(60, max(10, int(math.sqrt(count)))))
+    by_name: dict[str, np.ndarray] = {}
+    for batch in record_batches(run_dir):
+        for name, values in _ok_latencies_ms(batch).items():
+            counts, _ = np.histogram(values, bins=edges)
+            by_name[name] = by_name.get(name, 0) + counts
     fig = go.Figure()
-    for name, values in sorted(by_name.items()):
-        counts, _ = np.histogram(values, bins=edges)
+    for name, counts in sorted(by_name.items()):
         centers = np.sqrt(edges[:-1] * edges[1:])
         fig.add_bar(x=centers.tolist(), y=counts.tolist(), name=name, opacity=0.7,
                     width=(edges[1:] - edges[:-1]).tolist())  # fmt: skip
@@ -213,13 +227,9 @@ def histogram_figure(data: RunData) -> go.Figure | None:
     return fig
 
 
-def errors_figure(data: RunData) -> go.Figure | None:
-    seconds = max(1, math.ceil(data.duration_s))
-    by_kind: dict[str, list[int]] = defaultdict(lambda: [0] * seconds)
-    for r in data.records:
-        i = math.floor(data.offset(r.t))
-        if not r.ok and 0 <= i < seconds and r.error_kind is not None:
-            by_kind[r.error_kind][i] += 1
+def errors_figure(data: RunData, view: RequestSeconds) -> go.Figure | None:
+    seconds = len(view.timeline)
+    by_kind = {kind: counts for kind, counts in view.kind_seconds.items() if kind is not None}
     if not by_kind:
         return None
     fig = go.Figure()
