@@ -85,7 +85,15 @@ class Judgement:
 
 
 def unit_of(metric: str) -> str:
-    return {"error_rate": "ratio", "throughput": "1/s", "dropped_iterations": "count"}.get(metric, "s")
+    return {
+        "error_rate": "ratio",
+        "throughput": "1/s",
+        "dropped_iterations": "count",
+        "latency_trend": "ratio/h",  # soak trends (results/trend.py): relative growth per hour
+        "throughput_trend": "ratio/h",
+        "error_rate_trend": "ratio/h",  # error-rate points per hour
+        "memory_growth": "B/h",
+    }.get(metric, "s")
 
 
 def show(value: float, unit: str) -> str:
@@ -95,6 +103,11 @@ def show(value: float, unit: str) -> str:
         return f"{value:.3%}"
     if unit == "1/s":
         return f"{value:.2f}/s"
+    if unit == "ratio/h":
+        return f"{value * 100:+.3g}%/h"
+    if unit == "B/h":
+        scale, prefix = next((u for u in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if abs(value) >= u[0]), (1, ""))
+        return f"{value / scale:+.3g}{prefix}B/h"
     return f"{value:g}"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,7 @@ from scenariokit.results.metrics import (
 from scenariokit.results.slo import LEGACY_STATUSES, Verdict
 from scenariokit.results.store import read_samples
 from scenariokit.results.stream import last_end, record_batches, stream_run
+from scenariokit.results.trend import TrendOut, is_trend, judge_trend
 
 EXIT_REASONS = (
     "completed",
@@ -41,6 +43,7 @@ EXIT_REASONS = (
     "aborted",
     "interrupted",
     "disk_full",
+    "running",  # a checkpoint taken while the run went on (run/checkpoint.py)
 )
 # reasons that keep a run from being judged as planned: exit 3 whatever the SLOs say of what was measured
 RUN_ERRORS = ("engine_crashed", "engine_hung", "target_down", "interrupted", "disk_full")
@@ -227,6 +230,9 @@ class Summary(BaseModel):
     target_starts: TargetStartsOut | None = Field(
         None, description="the target the runner started: each start timed, and the first requests' penalty"
     )
+    trends: list[TrendOut] = Field(
+        default_factory=list, description="soak SLOs: each one's per-bucket series and fitted slope"
+    )
 
     def verdict_lines(self) -> list[str]:
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
@@ -317,13 +323,21 @@ def rebuild_summary(
     started = meta.get("engine_started_unix") or meta["started_unix"]
     ended = meta.get("ended_unix") or last_end(run_dir, started)
     dropped = [float(t) for t in reader.get("dropped_times", [])]
-    data = RunData([], started, ended, stages, dropped)  # the run's clock and stages; records are streamed
     slos = tuple(parse_slo(text) for text in meta.get("slos", []))
     level = confidence if confidence is not None else float(meta.get("confidence", DEFAULT_CONFIDENCE))
-    # the records are read a batch at a time (results/stream.py): memory does not grow with the run
-    groups = level_groups(stages, data.duration_s)
-    streamed = stream_run(run_dir, slos, stages, meta["engine"], started, ended, dropped, level, groups)
-    verdicts = streamed.verdicts
+    # the records are streamed a batch at a time (results/stream.py): memory does not grow with the run
+    plain = tuple(s for s in slos if not is_trend(s))
+    groups = level_groups(stages, max(0.0, ended - started))
+    streamed = stream_run(run_dir, plain, stages, meta["engine"], started, ended, dropped, level, groups)
+    data = RunData([], started, ended, stages, dropped)  # the run's clock and stages
+    # soak slopes (results/trend.py): one streamed pass each, holding one bucket's values at a time
+    trends = {
+        i: judge_trend(slo, _all_records(run_dir), run_dir, started, data.duration_s, stages, level)
+        for i, slo in enumerate(slos)
+        if is_trend(slo)
+    }
+    judged_now = list(streamed.verdicts)
+    verdicts = [trends[i].verdict if i in trends else judged_now.pop(0) for i in range(len(slos))]
     verdict = judged(verdicts, streamed.records > 0)
     generator = _read_json(run_dir / "generator.json")
     host = read_samples(run_dir, "host.jsonl")
@@ -366,6 +380,7 @@ def rebuild_summary(
         analysis=AnalysisOut.of(analysis),
         notes=notes,
         target_starts=target_starts(run_dir, _all_records(run_dir)),
+        trends=[t.out for t in trends.values()],
     )
 
 
@@ -394,9 +409,17 @@ def _notes(meta: dict[str, Any], reader: dict[str, Any], trust: list[TrustFact],
 
 
 def write_summary(run_dir: Path, summary: Summary) -> None:
-    (run_dir / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
-    (run_dir / "summary.md").write_text(markdown(summary))
-    (run_dir / "junit.xml").write_text(junit_xml(summary))
+    write_atomic(run_dir / "summary.json", summary.model_dump_json(indent=2) + "\n")
+    write_atomic(run_dir / "summary.md", markdown(summary))
+    write_atomic(run_dir / "junit.xml", junit_xml(summary))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A temporary file renamed over `path`: a kill mid-write leaves the previous file whole (a soak's
+    checkpoint, run/checkpoint.py)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _ms(x: float | None) -> str:

@@ -1,0 +1,282 @@
+"""Soak verdicts (results/trend.py): the slope's autocorrelation-robust interval on synthetic series (a
+planted slope inside it; flat runs flagged no more often than the stated 5%), the steady part, the RSS
+series, and real soaks: a planted leak in the embedded server, latency that grows on a loopback server."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from scenariokit.cli import main
+from scenariokit.compile.expr import parse_slo
+from scenariokit.compile.ir import Stage
+from scenariokit.engines.records import RequestRecord
+from scenariokit.results.store import load_records
+from scenariokit.results.trend import (
+    bucket_width,
+    fit_trend,
+    judge_trend,
+    steady_part,
+    target_rss,
+)
+from tests.support.loopback import LoopbackServer
+
+ROOT = Path(__file__).resolve().parents[1]
+C = 0.95
+RUNS = 20
+# the most flat runs out of 20 a 5% false-positive rate flags with 95% probability: P(X > 3) = 1.6%
+ALLOWED_FIRES = int(binom.ppf(0.95, RUNS, 1 - C))
+
+
+def ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
+    """Stationary AR(1) noise: a slow bucket is followed by a slow bucket."""
+    z = rng.normal(0, sd * math.sqrt(1 - phi**2), n)
+    e = np.empty(n)
+    e[0] = rng.normal(0, sd)
+    for i in range(1, n):
+        e[i] = phi * e[i - 1] + z[i]
+    return e
+
+
+def latency_records(
+    rng: np.random.Generator, growth_per_h: float, n_buckets: int = 40
+) -> list[RequestRecord]:
+    """20 requests a 15 s bucket over 10 minutes after a 60 s warm-up; each bucket's latency level is
+    50 ms x (1 + growth x hours) x an autocorrelated factor (sd 8%, phi 0.5), each request lognormal
+    around it (sd 30%): a p95 per bucket as noisy as a real one."""
+    out = []
+    factors = 1 + ar1(rng, n_buckets, 0.5, 0.08)
+    for i in range(n_buckets):
+        for _ in range(20):
+            offset = 60 + (i + rng.random()) * 15
+            level = 0.050 * (1 + growth_per_h * (offset - 60) / 3600) * factors[i]
+            latency = float(level * rng.lognormal(0, 0.3))
+            out.append(
+                RequestRecord(
+                    t=offset, name="a", stage="soak", status=200, ok=True, error=None, latency=latency
+                )
+            )
+    return out
+
+
+STAGES = (Stage("ramp", "warm", 60, 0, 5), Stage("hold", "soak", 600, 5, 5))
+
+
+def judge_latency(records: list[RequestRecord], text: str = "p95(latency_trend) < 10%/h") -> object:
+    return judge_trend(parse_slo(text), records, Path("/nonexistent"), 0.0, 660.0, STAGES, C)
+
+
+def write_rss(run_dir: Path, rss: np.ndarray, every_s: float = 1.0, start: float = 0.0) -> None:
+    (run_dir / "monitor").mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps(
+            {
+                "t": start + i * every_s,
+                "scrape": "ok",
+                "metrics": {
+                    "process_resident_memory_bytes": 70e6,
+                    'scenariokit_worker_resident_memory_bytes{worker="0"}': float(v),
+                },
+            }
+        )
+        for i, v in enumerate(rss)
+    ]
+    (run_dir / "monitor" / "target.jsonl").write_text("\n".join(lines) + "\n")
+
+
+# --- synthetic series --------------------------------------------------------------------------------
+
+
+def test_the_binomial_bound_the_flat_runs_are_held_to() -> None:
+    assert ALLOWED_FIRES == 3 and binom.sf(ALLOWED_FIRES, RUNS, 1 - C) < 0.05
+
+
+def test_flat_latency_runs_are_called_decaying_no_more_often_than_the_stated_rate() -> None:
+    rng = np.random.default_rng(16)
+    fires = sum(judge_latency(latency_records(rng, 0.0)).out.direction == "rising" for _ in range(RUNS))
+    assert fires <= ALLOWED_FIRES, f"{fires} of {RUNS} flat runs called decaying"
+
+
+def test_flat_memory_runs_are_called_leaking_no_more_often_than_the_stated_rate(tmp_path: Path) -> None:
+    """600 one-second scrapes of a flat RSS with an allocator's wander: AR(1), phi 0.9, sd 2 MB."""
+    rng = np.random.default_rng(61)
+    slo = parse_slo("memory_growth < 5MB/h")
+    fires = 0
+    for run in range(RUNS):
+        write_rss(tmp_path / str(run), 600e6 + ar1(rng, 660, 0.9, 2e6))
+        trend = judge_trend(slo, [], tmp_path / str(run), 0.0, 660.0, STAGES, C)
+        fires += trend.out.direction == "rising"
+    assert fires <= ALLOWED_FIRES, f"{fires} of {RUNS} flat runs called leaking"
+
+
+def test_a_planted_latency_growth_is_flagged_and_inside_the_interval() -> None:
+    """+600%/h (the p95 doubles in 10 minutes) over 20 runs: each flagged, and the interval (two one-sided
+    95% bounds: 90% coverage) holds the planted slope at least as often as 90% gives with 99% probability."""
+    rng = np.random.default_rng(7)
+    inside = 0
+    for _ in range(RUNS):
+        trend = judge_latency(latency_records(rng, 6.0))
+        v = trend.verdict
+        assert trend.out.direction == "rising" and v.status == "fail", v.explanation
+        inside += v.low <= 6.0 <= v.high
+    assert inside >= binom.ppf(0.01, RUNS, 0.90), f"the planted +600%/h inside {inside} of {RUNS} intervals"
+
+
+def test_a_planted_leak_is_flagged_with_the_rate_inside_its_interval(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    planted = 36e6  # bytes per hour: 10 kB a second
+    t = np.arange(660.0)
+    write_rss(tmp_path, 600e6 + planted * t / 3600 + ar1(rng, 660, 0.9, 2e6))
+    trend = judge_trend(parse_slo("memory_growth < 5MB/h"), [], tmp_path, 0.0, 660.0, STAGES, C)
+    v = trend.verdict
+    assert v.status == "fail" and trend.out.direction == "rising"
+    assert v.low <= planted <= v.high, (v.low, v.high)
+    assert "+36MB/h" in v.explanation or "MB/h" in v.explanation
+
+
+def test_too_few_buckets_is_inconclusive_and_says_how_many() -> None:
+    rng = np.random.default_rng(1)
+    records = [r for r in latency_records(rng, 0.0) if r.t < 60 + 15 * 5]  # 5 buckets of 15 s
+    v = judge_latency(records).verdict
+    assert v.status == "inconclusive" and "needs 8" in v.explanation
+
+
+def test_fit_needs_points_and_time() -> None:
+    assert fit_trend(np.arange(5.0), np.ones(5), C) is None
+    assert fit_trend(np.zeros(10), np.arange(10.0), C) is None
+    exact = fit_trend(np.arange(20.0) * 60, 100 + np.arange(20.0), C)  # +1 a minute: +60 an hour
+    assert exact is not None and math.isclose(exact.slope, 60.0) and math.isclose(exact.level, 100.0)
+
+
+@pytest.mark.parametrize(
+    ("length_s", "width"), [(30, 1.0), (600, 15.0), (1800, 45.0), (86400, 60.0), (0, 1.0)]
+)
+def test_bucket_width_adapts_to_the_length(length_s: float, width: float) -> None:
+    assert bucket_width(length_s) == width
+
+
+def test_steady_part_leaves_out_the_warm_up_and_the_ramp_down() -> None:
+    stages = (Stage("ramp", "r", 60, 0, 3), Stage("hold", "soak", 600, 3, 3), Stage("ramp", "down", 30, 3, 0))
+    assert steady_part(None, stages, 690) == (60.0, 660.0)
+    assert steady_part(parse_slo("memory_growth < 1MB/h during soak").window, stages, 690) == (60.0, 660.0)
+    assert steady_part(None, stages[:1], 60) == (0.0, 60.0)  # one stage: all of it
+    assert steady_part(None, stages, 300) == (60.0, 300.0)  # a run stopped early
+
+
+def test_target_rss_sums_the_workers_and_the_main_process() -> None:
+    assert target_rss({"process_resident_memory_bytes": 1.0}) == 1.0
+    both = {
+        "process_resident_memory_bytes": 1.0,
+        'scenariokit_worker_resident_memory_bytes{worker="0"}': 2.0,
+        'scenariokit_worker_resident_memory_bytes{worker="1"}': 4.0,
+    }
+    assert target_rss(both) == 7.0
+    assert target_rss({"scenariokit_requests_total": 3.0}) is None
+
+
+# --- real soaks -----------------------------------------------------------------------------------------
+
+LEAK_SCENARIO = """\
+version: 1
+name: leak
+target:
+  kind: openai-chat
+  base_url: embedded
+  model: classify
+  timeout: 20s
+  embedded: {{workers: 1{fault}}}
+load:
+  curve: ramp(0, 3, 3s) -> hold(20s) as soak
+  think_time: constant(50ms)
+data:
+  images: {{source: builtin:text-cards, count: 4}}
+requests:
+  identify: {{prompt: "Name the main object.", image: "{{images}}", max_tokens: 16}}
+slo:
+  - memory_growth < 5MB/h
+"""
+LEAK_BYTES = 100 * 1024  # 1 MiB per 10 requests; whole pages, which is what RSS counts
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("leak", [True, False], ids=["leak", "no-leak"])
+def test_a_soak_flags_a_planted_leak_at_its_rate_and_not_without_it(tmp_path: Path, leak: bool) -> None:
+    """The planted rate: 100 KiB times the requests the worker served in the steady part, per hour. The
+    server's own growth (allocator, caches) comes on top, a few percent of the planted rate at most."""
+    fault = ', fault: "leak=100KiB"' if leak else ""
+    path = tmp_path / "leak.yaml"
+    path.write_text(LEAK_SCENARIO.format(fault=fault))
+    out = tmp_path / "run"
+    code = main(["run", str(path), "--engine", "k6", "--out", str(out), "--quiet"])
+    summary = json.loads((out / "summary.json").read_text())
+    (verdict,) = summary["verdicts"]
+    (trend,) = summary["trends"]
+    if not leak:
+        assert trend["direction"] is None, verdict["explanation"]
+        assert verdict["low"] <= 0 <= verdict["high"]
+        return
+    origin = summary["started_unix"]
+    served = sum(1 for r in load_records(out) if r.ok and trend["start_s"] <= r.t - origin < trend["end_s"])
+    planted = LEAK_BYTES * served / (trend["end_s"] - trend["start_s"]) * 3600
+    assert code == 1 and verdict["status"] == "fail" and trend["direction"] == "rising"
+    assert verdict["low"] <= planted <= verdict["high"], (planted, verdict["low"], verdict["high"])
+
+
+LATENCY_SCENARIO = """\
+version: 1
+name: decay
+target: {{kind: http, base_url: "{url}"}}
+load: {{curve: "ramp(0, 4, 2s) -> hold(15s) as soak", think_time: constant(20ms)}}
+requests:
+  a: {{path: /a}}
+slo:
+  - p50(latency_trend) < 100%/h
+"""
+
+
+@pytest.mark.engine
+@pytest.mark.solo
+def test_latency_made_to_grow_is_flagged_with_the_planted_slope_inside(tmp_path: Path) -> None:
+    """The loopback server's delay grows by 2 ms a second (from 40 ms). The planted slope is what its
+    sleeps achieved (a loaded machine oversleeps), fitted on the requests of the steady part, in seconds
+    per hour; the median's bounds in seconds per hour are the relative bounds times the fitted level."""
+    path = tmp_path / "decay.yaml"
+    with LoopbackServer(delay_s=0.040) as server:
+        path.write_text(LATENCY_SCENARIO.format(url=server.url))
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def grow() -> None:
+            while not stop.wait(0.1):
+                server.delay_s = 0.040 + 0.002 * (time.monotonic() - started)
+
+        thread = threading.Thread(target=grow, daemon=True)
+        thread.start()
+        try:
+            code = main(["run", str(path), "--engine", "k6", "--out", str(tmp_path / "run"), "--quiet"])
+        finally:
+            stop.set()
+            thread.join()
+        served = server.served()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (verdict,) = summary["verdicts"]
+    (trend,) = summary["trends"]
+    assert code == 1 and verdict["status"] == "fail" and trend["direction"] == "rising"
+    steady = [
+        s for s in served if trend["start_s"] <= s.started_unix - summary["started_unix"] < trend["end_s"]
+    ]
+    planted = np.polyfit([s.started_unix for s in steady], [s.slept_s for s in steady], 1)[0] * 3600
+    assert 0.9 * 7.2 < planted < 1.1 * 7.2  # 2 ms a second
+    low, high = verdict["low"] * trend["level"], verdict["high"] * trend["level"]
+    # what the server slept is not all of the latency measured: the client's and the loopback's part (about
+    # 1 ms) moves with the machine's load. The interval is for the latency measured, a few hundredths of a
+    # second wide here, so the planted slope is held to it give or take 1 ms of such drift over the part
+    drift = 0.001 / ((trend["end_s"] - trend["start_s"]) / 3600)
+    assert low - drift <= planted <= high + drift, (planted, low, high, drift)
