@@ -142,6 +142,25 @@ def confidence_flag(args: argparse.Namespace) -> float | None:
     return value
 
 
+def checkpoint_flag(args: argparse.Namespace) -> float:
+    """--checkpoint as typed: a duration up to a week (`0s`: no checkpoints), else exit 2 naming the flag."""
+    from scenariokit.compile.expr import parse_duration
+    from scenariokit.compile.limits import MAX_RUN_S
+    from scenariokit.run.checkpoint import DEFAULT_EVERY_S
+
+    if args.checkpoint is None:
+        return DEFAULT_EVERY_S
+    span = Span("--checkpoint", 1, 1)
+    try:
+        value = float(parse_duration(args.checkpoint, span))
+    except ExprError as exc:
+        raise ScenarioError([exc.diagnostic]) from None
+    if not 0 <= value <= MAX_RUN_S:
+        hint = "e.g. --checkpoint 10m (0s: none)"
+        raise ScenarioError([Diagnostic(span, f"--checkpoint {args.checkpoint} is out of range", hint)])
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from scenariokit.results.confidence import DEFAULT_CONFIDENCE
     from scenariokit.run.orchestrate import RunOptions, run_scenario
@@ -165,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_inconclusive=args.allow_inconclusive,
         confidence=DEFAULT_CONFIDENCE if confidence is None else confidence,
         allow_exec=args.allow_exec,
+        checkpoint_s=checkpoint_flag(args),
     )
     return run_scenario(Path(args.file), options)
 
@@ -307,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="--out may hold a previous run: delete it first (never a folder a run is writing into)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="DURATION",
+        help="rewrite summary.json and summary.md this often while the run goes, so that a long run killed "
+        "midway keeps a summary (default 10m; 0s: never)",
     )
     p.add_argument(
         "--allow-exec",

@@ -49,6 +49,8 @@ from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.store import RecordStore
+from scenariokit.run.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
+from scenariokit.run.checkpoint import Checkpoint
 from scenariokit.run.disk_use import disk_estimate
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
@@ -91,6 +93,7 @@ class RunOptions:
     allow_inconclusive: bool = False  # exit 0 instead of 4 when nothing could be judged
     confidence: float = DEFAULT_CONFIDENCE  # of each bound an SLO verdict is decided by (run.json)
     allow_exec: bool = False  # the scenario may run programs (target.start_command): decisions.md
+    checkpoint_s: float = DEFAULT_CHECKPOINT_S  # summary.json rewritten this often during the run; 0: never
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -605,11 +608,14 @@ def poll_engine(
     sampler = GeneratorSampler(run.health)
     sampler.poll(time.monotonic(), time.time())  # primes the processes there are so far
     tracker = run.exporter.tracker
+    # a soak killed late keeps the summary of what it measured (run/checkpoint.py)
+    checkpoint = Checkpoint(run.store.dir.parent, options.checkpoint_s, run.store.flush)
     while True:
         records = run.reader.poll()
         if tracker.origin_unix is None:  # windows are on the engine's clock, once its start is known
             tracker.origin_unix = run.reader.started_unix
         run.pipeline.add(records)
+        checkpoint.tick()
         state.records += len(records)
         run.exporter.tick(run.reader.started_unix)
         sampler.poll(time.monotonic(), time.time())
