@@ -1,6 +1,7 @@
 """Benchmark: the runner's memory over a long run, then `scenariokit report` on its run folder.
 
     python benchmarks/bench_long_run.py [--records 50000000] [--per-poll 1000] [--out DIR] [--no-report]
+    python benchmarks/bench_long_run.py --report-only RUN_DIR
 
 Feeds the runner's record pipeline (run/pipeline.py `runner_pipeline`, exactly what `run_engine` builds:
 the Parquet store, the SLO tracker, the live view, the live metrics exporter, the abort judge) with
@@ -162,7 +163,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="the run folder (default: a temporary one, deleted)")
     parser.add_argument("--no-report", action="store_true", help="skip `scenariokit report`")
     parser.add_argument("--report-timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--report-only", type=Path, metavar="RUN_DIR", help="only `scenariokit report` RUN_DIR"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        report(args.report_only, args.report_timeout)
+        return
     with tempfile.TemporaryDirectory() as name:
         work = Path(name)
         source = work / "scenario.yaml"
