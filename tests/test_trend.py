@@ -227,6 +227,7 @@ def test_a_soak_flags_a_planted_leak_at_its_rate_and_not_without_it(tmp_path: Pa
     planted = LEAK_BYTES * served / (trend["end_s"] - trend["start_s"]) * 3600
     assert code == 1 and verdict["status"] == "fail" and trend["direction"] == "rising"
     assert verdict["low"] <= planted <= verdict["high"], (planted, verdict["low"], verdict["high"])
+    assert 'id="plot-trends"' in (out / "report.html").read_text()  # the series and its fitted line
 
 
 LATENCY_SCENARIO = """\

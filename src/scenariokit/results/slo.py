@@ -103,11 +103,11 @@ def show(value: float, unit: str) -> str:
         return f"{value:.3%}"
     if unit == "1/s":
         return f"{value:.2f}/s"
-    if unit == "ratio/h":
-        return f"{value * 100:+.3g}%/h"
+    if unit == "ratio/h":  # no exponents: +3,250%/h, +12.5%/h, +0.0123%/h
+        return f"{value * 100:+,.0f}%/h" if abs(value) >= 1 else f"{value * 100:+.3g}%/h"
     if unit == "B/h":
         scale, prefix = next((u for u in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if abs(value) >= u[0]), (1, ""))
-        return f"{value / scale:+.3g}{prefix}B/h"
+        return f"{value / scale:+.3g}{prefix}B/h" if abs(value) < 1e12 else f"{value / 1e9:+,.0f}GB/h"
     return f"{value:g}"
 
 

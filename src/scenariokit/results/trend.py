@@ -16,10 +16,10 @@ autocorrelation, judged against a growth-per-hour limit (`p95(latency_trend) < 1
   is sqrt(omega / Sxx), omega the residuals' long-run variance by equal-weighted cosines (EWC: Lazarus,
   Lewis, Stock and Watson 2018, "HAR inference: recommendations for practice") with nu = 0.4 n^(2/3)
   cosines, each made orthogonal to the fitted line; the bounds use Student's t on nu degrees of freedom,
-  one-sided at the run's confidence each (as every other SLO bound). Measured on 1,000 flat AR(1) series
-  of 40 buckets a case (/tmp/fp2.py, variant C): a 95% lower bound above 0 in 5.1% (white noise), 6.1%
-  (phi 0.5), 8.4% (phi 0.8) of them; 4.8% at 1,440 buckets, phi 0.5. Strong autocorrelation in few
-  buckets costs a few points of false alarms: no estimator does much better at n = 40.
+  one-sided at the run's confidence each (as every other SLO bound). Flat AR(1) series, 1,000 a case
+  (benchmarks/bench_trend.py): called rising in 5.3% (white noise), 5.4% (phi 0.5), 7.9% (phi 0.8) at
+  40 buckets, 4.2% at 1,440 buckets (phi 0.5). Strong autocorrelation in few buckets costs a few points of
+  false alarms; more buckets, or a longer run, bring it back to the nominal 5%.
 - The value: the slope per hour; for latency_trend and throughput_trend relative to the fitted level at
   the steady part's start (`+10%/h`: the p95 grows by a tenth of its starting value each hour), its
   bounds the slope's bounds over that level (the level's own uncertainty is not carried).

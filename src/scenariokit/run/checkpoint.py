@@ -7,14 +7,12 @@ the records polled so far, flushed into a Parquet part first), marked `exit_reas
 that says when it was taken; the run's own summary replaces it at the end. Both are written atomically (a
 temporary file renamed over the old one), so a kill mid-write leaves the previous summary whole.
 
-Cost: the rebuild reads every stored record, so each checkpoint takes what `scenariokit report` takes on
-the run so far, on the poll loop's thread (records wait in the engine's raw file meanwhile; nothing is
-lost): 6.9 s and a 740 MB peak for a million records on this 2-core machine (a run folder of 1,000,000
-synthetic records, `rebuild_summary` timed). That grows with the run: at 1,000 requests a second, hour 3
-holds 10.8 million records. So a checkpoint that took longer than a tenth of the interval pushes the next
-one out to ten times its own cost (the loop spends at most a tenth of its time on them), and until the
-summary is built from the streamed path (results/stream.py) in bounded memory, checkpoints of very large
-runs cost what their final summary costs.
+Cost: each checkpoint is a `rebuild_summary` of the run so far (streamed from the Parquet parts), on the
+poll loop's thread (records wait in the engine's raw file meanwhile; nothing is lost): 14.9 s and a 682 MB
+peak for a run folder of 1,000,000 synthetic records over 35 s with four soak SLOs, on this loaded 2-core
+machine (benchmarks/bench_trend.py). Time grows with the run, so a checkpoint that took more than a tenth
+of the interval pushes the next one out to ten times its own cost: the loop spends at most a tenth of its
+time on checkpoints.
 """
 
 from __future__ import annotations
