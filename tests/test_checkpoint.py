@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from scenariokit.cli import main
 from scenariokit.results.store import load_records
 from scenariokit.run.checkpoint import RUNNING, Checkpoint
 from tests.support.loopback import LoopbackServer
@@ -74,3 +75,23 @@ def test_checkpoints_keep_their_time_and_never_stop_the_run(
     assert not broken.tick(now=broken.next) and broken.failed
     assert "checkpoints stop" in capsys.readouterr().err
     assert not broken.tick(now=1e12)  # said once, never retried
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1e400", "unknown unit `e400`"),
+        ("10", "needs a unit"),
+        ("=-5m", "negative"),
+        ("200h", "out of range"),
+        ("", "empty duration"),
+        ("5MB/h", "unknown unit `MB/h`"),  # a growth is no duration
+    ],
+)
+def test_hostile_checkpoint_flags_are_exit_2_naming_the_flag(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = ["--checkpoint" + value] if value.startswith("=") else ["--checkpoint", value]
+    assert main(["run", "scenarios/smoke.yaml", *flag]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and message in err, err
