@@ -141,6 +141,16 @@ def test_a_planted_leak_is_flagged_with_the_rate_inside_its_interval(tmp_path: P
     assert "+36MB/h" in v.explanation or "MB/h" in v.explanation
 
 
+def test_no_error_in_any_bucket_is_no_proof_of_a_flat_error_rate() -> None:
+    """800 requests, none failed: the per-bucket rates are all 0, but 800 requests only bound the error
+    rate below 0.37%, so the slope's interval keeps that much room (a binomial floor on the noise)."""
+    records = latency_records(np.random.default_rng(3), 0.0)
+    tight = judge_latency(records, "error_rate_trend < 0.01%/h").verdict
+    assert tight.status == "inconclusive" and tight.low < 0 < tight.high, tight.explanation
+    loose = judge_latency(records, "error_rate_trend < 200%/h").verdict
+    assert loose.status == "pass", loose.explanation
+
+
 def test_too_few_buckets_is_inconclusive_and_says_how_many() -> None:
     rng = np.random.default_rng(1)
     records = [r for r in latency_records(rng, 0.0) if r.t < 60 + 15 * 5]  # 5 buckets of 15 s

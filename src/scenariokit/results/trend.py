@@ -43,6 +43,7 @@ from scipy import stats
 
 from scenariokit.compile.ir import TREND_METRICS, Slo, Stage, Window
 from scenariokit.engines.records import RequestRecord
+from scenariokit.results.confidence import share_bounds
 from scenariokit.results.metrics import TIME_METRIC_VALUES, window_intervals
 from scenariokit.results.slo import Verdict, decide, level, show, unit_of
 
@@ -69,9 +70,10 @@ class Fit:
     dof: int  # nu: the long-run variance's degrees of freedom
 
 
-def fit_trend(t_s: np.ndarray, y: np.ndarray, c: float) -> Fit | None:
+def fit_trend(t_s: np.ndarray, y: np.ndarray, c: float, noise_floor: float = 0.0) -> Fit | None:
     """OLS slope of y on t (seconds) per hour, with an EWC autocorrelation-robust t interval; None when
-    there are too few points or no spread in time."""
+    there are too few points or no spread in time. `noise_floor`: the least variance a point has, whatever
+    the residuals show (an error rate of 0 in every bucket is no proof of a flat 0)."""
     n = len(y)
     if n < MIN_BUCKETS:
         return None
@@ -91,7 +93,7 @@ def fit_trend(t_s: np.ndarray, y: np.ndarray, c: float) -> Fit | None:
     cosines -= (cosines @ basis) @ basis.T
     cosines /= np.linalg.norm(cosines, axis=1)[:, None]
     lam = cosines @ residuals
-    omega = float(lam @ lam) / nu  # the residuals' long-run variance (spectral density at 0 x 2 pi)
+    omega = max(float(lam @ lam) / nu, noise_floor)  # the residuals' long-run variance (2 pi f(0))
     se = math.sqrt(omega / sxx)
     q = float(stats.t.ppf(c, nu))
     return Fit(slope, intercept, slope - q * se, slope + q * se, n, nu)
@@ -138,25 +140,24 @@ OPEN_S = 120.0  # records arrive as they complete: a bucket stays open this long
 
 def request_series(
     slo: Slo, records: Iterable[RequestRecord], origin: float, part: tuple[float, float], width: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket mid offsets, one value a bucket) of the SLO's requests in `part`, in one pass. Records come
-    in the order they completed, nearly by start: a bucket is closed (reduced to its value) once a record
-    starts OPEN_S after its end, so memory holds about OPEN_S of latencies, not the run's. A record later
-    than that for a closed bucket is left out (a request slower than OPEN_S)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bucket mid offsets, one value a bucket, requests a bucket) of the SLO's requests in `part`, in one
+    pass. Records come in the order they completed, nearly by start: a bucket is closed (reduced to its
+    value) once a record starts OPEN_S after its end, so memory holds about OPEN_S of latencies, not the
+    run's. A record later than that for a closed bucket is left out (a request slower than OPEN_S)."""
     start, end = part
     whole = int((end - start) // width)  # buckets the window does not cut
     open_buckets: dict[int, list[float]] = {}
     oks: dict[int, int] = defaultdict(int)
-    points: list[tuple[float, float]] = []
+    points: list[tuple[float, float, int]] = []
     closed_below = 0
     read = TIME_METRIC_VALUES["latency"]
 
     def close(i: int) -> None:
         values, ok = open_buckets.pop(i), oks.pop(i, 0)
         if i < whole and len(values) >= MIN_PER_BUCKET:
-            points.append(
-                (start + (i + 0.5) * width, bucket_value(slo.metric, slo.statistic, values, ok, width))
-            )
+            value = bucket_value(slo.metric, slo.statistic, values, ok, width)
+            points.append((start + (i + 0.5) * width, value, len(values)))
 
     for r in records:
         offset = r.t - origin
@@ -178,7 +179,8 @@ def request_series(
             closed_below = limit
     for j in sorted(open_buckets):
         close(j)
-    return _arrays(sorted(points))
+    points.sort()
+    return (*_arrays([(t, y) for t, y, _ in points]), np.array([n for *_, n in points], float))
 
 
 def target_rss(metrics: dict[str, float]) -> float | None:
@@ -224,6 +226,16 @@ def _arrays(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
 # --- the verdict -----------------------------------------------------------------------------------
 
 
+def binomial_floor(rates: np.ndarray, sizes: np.ndarray, c: float) -> float:
+    """The least variance of a bucket's error rate: p(1 - p) / n at the upper bound p of the run's error
+    rate (buckets with no error in a run with none still allow a rate below that bound)."""
+    if not len(sizes):
+        return 0.0
+    errors = round(float(rates @ sizes))
+    _, p_high = share_bounds(errors, int(sizes.sum()), c)
+    return p_high * (1 - p_high) / float(sizes.mean())
+
+
 class TrendOut(BaseModel):
     """One soak SLO's series and fitted line, for the report's plot and for readers who refit."""
 
@@ -259,9 +271,11 @@ def judge_trend(
     width = bucket_width(part[1] - part[0])
     if slo.metric == "memory_growth":
         t, y = memory_series(run_dir, origin, part, width)
+        floor = 0.0
     else:
-        t, y = request_series(slo, records, origin, part, width)
-    fit = fit_trend(t, y, c)
+        t, y, sizes = request_series(slo, records, origin, part, width)
+        floor = binomial_floor(y, sizes, c) if slo.metric == "error_rate_trend" else 0.0
+    fit = fit_trend(t, y, c, floor)
     out = TrendOut(
         slo=slo.text, metric=slo.metric, bucket_s=width, start_s=part[0], end_s=part[1], t=list(t), y=list(y)
     )
