@@ -274,7 +274,7 @@ def scenariokit_trial(
     if runner:
         # the runner's own path: engine + reader polling into Parquet, live exporter, host/target monitor
         view, options = LiveView(scenario, quiet=True), RunOptions(engine=engine, quiet=True)
-        state = monitored_run(scenario, driver, script, url, run_dir, None, options, view, {})
+        state = monitored_run(scenario, driver, script, url, run_dir, None, options, view, None)
         if state.exit_reason != "completed":
             raise RuntimeError(f"monitored_run: {state.exit_reason} {state.detail}; see {run_dir / 'logs'}")
     launch = driver.launch(

@@ -52,3 +52,11 @@ def test_summary_schema_is_in_sync_with_the_model() -> None:
         "schemas/summary.schema.json is stale: "
         "regenerate it from scenariokit.results.summary.summary_schema_text()"
     )
+
+
+def test_run_schema_is_in_sync_with_the_model() -> None:
+    from scenariokit.results.runfolder import run_schema_text
+
+    assert (ROOT / "schemas" / "run.schema.json").read_text() == run_schema_text(), (
+        "schemas/run.schema.json is stale: regenerate it from scenariokit.results.runfolder.run_schema_text()"
+    )

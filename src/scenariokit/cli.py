@@ -190,17 +190,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from scenariokit.results.compare import CorruptRun, NotARun, check_run
+    from scenariokit.results.compare import check_run
     from scenariokit.results.report import write_reports
-    from scenariokit.results.summary import rebuild_summary
+    from scenariokit.results.runfolder import CorruptRun, NotARun
 
     run_dir = Path(args.run_dir)
     confidence = confidence_flag(args)  # None: the run's own (run.json)
     try:
-        check_run(run_dir)
-        summary = rebuild_summary(
-            run_dir, strict=args.strict, allow_inconclusive=args.allow_inconclusive, confidence=confidence
-        )
+        summary = check_run(run_dir).summary(args.strict, args.allow_inconclusive, confidence)
     except NotARun as exc:
         return fail(f"error: {exc}", ExitCode.INVALID_SCENARIO)
     except CorruptRun as exc:
@@ -236,7 +233,8 @@ def _share(text: str) -> float:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
-    from scenariokit.results.compare import CorruptRun, NotARun, Thresholds, compare_runs, markdown
+    from scenariokit.results.compare import Thresholds, compare_runs, markdown
+    from scenariokit.results.runfolder import CorruptRun, NotARun
 
     try:
         thresholds = Thresholds(

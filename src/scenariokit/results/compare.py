@@ -23,13 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy.stats import fisher_exact, mannwhitneyu
 
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.metrics import sample_stats
-from scenariokit.results.store import load_records
+from scenariokit.results.runfolder import RunFolder
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_MAX_SAMPLES = 20_000  # a larger run is subsampled (seeded) before resampling
@@ -79,58 +77,23 @@ class Comparison:
         return json.dumps(body, indent=2)
 
 
-class NotARun(ValueError):
-    """The path is not a run folder at all (exit 2: the command line is wrong)."""
-
-
-class CorruptRun(ValueError):
-    """A run folder whose stored data cannot be read (exit 3): the message says which file and why."""
-
-
-RUN_KEYS = ("scenario_name", "scenario_path", "scenario_sha256", "engine", "started_unix", "stages")
-
-
-def check_run(run_dir: Path) -> dict[str, object]:
-    """run.json, read and checked for what a summary needs; records/ present, each part's footer readable
-    (a part cut short loses its footer). Raises NotARun or CorruptRun."""
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise NotARun(f"{run_dir} is not a run folder (no run.json)")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
-        raise CorruptRun(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(meta, dict) or (missing := [k for k in RUN_KEYS if k not in meta]):
-        what = "not an object" if not isinstance(meta, dict) else "without " + ", ".join(missing)
-        raise CorruptRun(f"{path} is {what}: not the run.json a run writes")
-    if not isinstance(meta["stages"], list):
-        raise CorruptRun(f"{path}: `stages` is not a list")
-    if not (run_dir / "records").is_dir():
-        raise CorruptRun(f"{run_dir} has no records/ folder: its measurements are gone")
-    for part in sorted((run_dir / "records").glob("part-*.parquet")):
-        try:
-            pq.read_metadata(part)
-        except (pa.ArrowException, OSError) as exc:
-            raise CorruptRun(f"{part} is not a readable Parquet part ({exc})") from None
-    return meta
-
-
-def load_run(run_dir: Path) -> tuple[dict[str, object], list[RequestRecord]]:
-    meta = check_run(run_dir)
-    try:
-        return meta, load_records(run_dir)
-    except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
-        raise CorruptRun(f"{run_dir}/records holds unreadable data ({type(exc).__name__}: {exc})") from None
+def check_run(run_dir: Path) -> RunFolder:
+    """The run folder, its run.json validated (results/runfolder.py), records/ present and each part's
+    footer readable. Raises NotARun or CorruptRun."""
+    folder = RunFolder(run_dir)
+    folder.check_records()
+    return folder
 
 
 def compare_runs(base_dir: Path, new_dir: Path, thresholds: Thresholds = Thresholds()) -> Comparison:
-    base_meta, base = load_run(base_dir)
-    new_meta, new = load_run(new_dir)
+    base_folder, new_folder = check_run(base_dir), check_run(new_dir)
+    base, new = base_folder.all_records(), new_folder.all_records()  # rank tests need every sample at once
+    base_meta, new_meta = base_folder.meta, new_folder.meta
     warnings = []
-    if base_meta.get("scenario_sha256") != new_meta.get("scenario_sha256"):
+    if base_meta.scenario_sha256 != new_meta.scenario_sha256:
         warnings.append("the runs come from different scenario files: differences may be the scenario's")
-    if base_meta.get("engine") != new_meta.get("engine"):
-        warnings.append(f"different engines: {base_meta.get('engine')} vs {new_meta.get('engine')}")
+    if base_meta.engine != new_meta.engine:
+        warnings.append(f"different engines: {base_meta.engine} vs {new_meta.engine}")
     names = sorted({r.name for r in base} & {r.name for r in new})
     diffs: list[MetricDiff] = []
     for scope in ["all", *names]:

@@ -8,7 +8,6 @@ or as JSON data, never as markup.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -25,10 +24,9 @@ from scenariokit.compile.ir import Stage, StageTable
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.health import generator_samples
 from scenariokit.results.metrics import RunData
+from scenariokit.results.runfolder import RunFolder
 from scenariokit.results.seconds import RequestSeconds, request_seconds
 from scenariokit.results.slo import show
-from scenariokit.results.store import read_samples
-from scenariokit.results.stream import record_batches
 from scenariokit.results.summary import Summary, VerdictOut, write_summary
 
 REPORT_NAME = "report.html"
@@ -38,21 +36,20 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def write_html_report(run_dir: Path, summary: Summary) -> Path:
-    meta = json.loads((run_dir / "run.json").read_text())
-    stages = tuple(
-        Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
-    )
+    folder = RunFolder(run_dir)
+    meta = folder.meta
+    stages = tuple(meta.stages)
     data = RunData([], summary.started_unix, summary.ended_unix, stages)  # the clock; records are streamed
-    seconds = request_seconds(record_batches(run_dir), data.started_unix, data.duration_s)
-    target = read_samples(run_dir, "target.jsonl")
-    host = read_samples(run_dir, "host.jsonl")
-    gpu = read_samples(run_dir, "gpu.jsonl")
-    gpu_info = _read_json(run_dir / "monitor" / "gpu.json")
+    seconds = request_seconds(folder.records(), data.started_unix, data.duration_s)
+    target = folder.samples("target.jsonl")
+    host = folder.samples("host.jsonl")
+    gpu = folder.samples("gpu.jsonl")
+    gpu_info = folder.gpu_info
     unit = summary.analysis.unit
     figures = {
         "load": load_figure(data, unit, seconds.timeline),
         "latency": latency_figure(data, summary, seconds.timeline),
-        "histogram": histogram_figure(run_dir),
+        "histogram": histogram_figure(folder),
         "errors": errors_figure(data, seconds),
         "server": server_figure(data, target),
         "host": host_figure(data, host, gpu, summary.generator),
@@ -85,13 +82,6 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
     path = run_dir / REPORT_NAME
     path.write_text(html, encoding="utf-8")
     return path
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
 
 
 def _interval(v: VerdictOut) -> str:
@@ -199,11 +189,11 @@ def _ok_latencies_ms(batch: list[RequestRecord]) -> dict[str, np.ndarray]:
     return {name: np.asarray(values) for name, values in by_name.items()}
 
 
-def histogram_figure(run_dir: Path) -> go.Figure | None:
+def histogram_figure(folder: RunFolder) -> go.Figure | None:
     """Pre-binned on log-spaced edges: the page stays small whatever the number of requests. Two passes
     over the stored records (the extremes, then the counts), a batch at a time."""
     count, low, high = 0, math.inf, -math.inf
-    for batch in record_batches(run_dir):
+    for batch in folder.records():
         for values in _ok_latencies_ms(batch).values():
             count, low, high = count + len(values), min(low, values.min()), max(high, values.max())
     if not count:
@@ -211,7 +201,7 @@ def histogram_figure(run_dir: Path) -> go.Figure | None:
     low, high = max(0.01, float(low)), float(high)
     edges = np.geomspace(low, high * 1.0001, num=min(60, max(10, int(math.sqrt(count)))))
     by_name: dict[str, np.ndarray] = {}
-    for batch in record_batches(run_dir):
+    for batch in folder.records():
         for name, values in _ok_latencies_ms(batch).items():
             counts, _ = np.histogram(values, bins=edges)
             by_name[name] = by_name.get(name, 0) + counts

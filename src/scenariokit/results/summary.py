@@ -17,8 +17,6 @@ from xml.etree import ElementTree as ET
 
 from pydantic import BaseModel, Field, field_validator
 
-from scenariokit.compile.expr import parse_slo
-from scenariokit.compile.ir import Stage
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse, level_groups
@@ -30,9 +28,9 @@ from scenariokit.results.metrics import (
     RunData,
     SampleStats,
 )
+from scenariokit.results.runfolder import RunFolder, RunMeta
 from scenariokit.results.slo import LEGACY_STATUSES, Verdict
-from scenariokit.results.store import read_samples
-from scenariokit.results.stream import last_end, record_batches, stream_run
+from scenariokit.results.stream import stream_run
 from scenariokit.results.trend import TrendOut, is_trend, judge_trend
 
 EXIT_REASONS = (
@@ -279,13 +277,6 @@ def _row(values: dict[str, Any]) -> dict[str, Any]:
     return values | {"latency": _dist(values["latency"])}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
 def judged(verdicts: list[Verdict], measured: bool) -> str:
     """pass, fail or inconclusive. An SLO the engine cannot measure is said so in its verdict and does not
     make the run inconclusive (../shared/notes/decisions.md); one its bounds cannot decide does."""
@@ -312,61 +303,64 @@ def exit_code_of(
 
 
 def rebuild_summary(
-    run_dir: Path, strict: bool = False, allow_inconclusive: bool = False, confidence: float | None = None
+    run: Path | RunFolder,
+    strict: bool = False,
+    allow_inconclusive: bool = False,
+    confidence: float | None = None,
 ) -> Summary:
-    """`confidence` re-judges at another level than the run's (run.json), e.g. `report --confidence`."""
-    meta = _read_json(run_dir / "run.json")
-    stages = tuple(
-        Stage(s["kind"], s["label"], s["duration_s"], s["start"], s["end"]) for s in meta["stages"]
-    )
-    reader = _read_json(run_dir / "raw" / "reader.json")
-    started = meta.get("engine_started_unix") or meta["started_unix"]
-    ended = meta.get("ended_unix") or last_end(run_dir, started)
+    """`confidence` re-judges at another level than the run's (run.json), e.g. `report --confidence`.
+    Raises NotARun or CorruptRun (results/runfolder.py) for a folder whose run.json is missing or wrong."""
+    folder = run if isinstance(run, RunFolder) else RunFolder(run)
+    run_dir, meta = folder.path, folder.meta
+    stages = tuple(meta.stages)
+    reader = folder.reader_facts
+    started = meta.clock_start
+    ended = folder.last_end()
     dropped = [float(t) for t in reader.get("dropped_times", [])]
-    slos = tuple(parse_slo(text) for text in meta.get("slos", []))
-    level = confidence if confidence is not None else float(meta.get("confidence", DEFAULT_CONFIDENCE))
+    slos = tuple(meta.slos)  # IR values with their spans: nothing is re-parsed
+    level = confidence if confidence is not None else meta.confidence
     # the records are streamed a batch at a time (results/stream.py): memory does not grow with the run
     plain = tuple(s for s in slos if not is_trend(s))
     groups = level_groups(stages, max(0.0, ended - started))
-    streamed = stream_run(run_dir, plain, stages, meta["engine"], started, ended, dropped, level, groups)
+    streamed = stream_run(run_dir, plain, stages, meta.engine, started, ended, dropped, level, groups)
     data = RunData([], started, ended, stages, dropped)  # the run's clock and stages
     # soak slopes (results/trend.py): one streamed pass each, holding one bucket's values at a time
     trends = {
-        i: judge_trend(slo, _all_records(run_dir), run_dir, started, data.duration_s, stages, level)
+        i: judge_trend(slo, _all_records(folder), run_dir, started, data.duration_s, stages, level)
         for i, slo in enumerate(slos)
         if is_trend(slo)
     }
     judged_now = list(streamed.verdicts)
     verdicts = [trends[i].verdict if i in trends else judged_now.pop(0) for i in range(len(slos))]
     verdict = judged(verdicts, streamed.records > 0)
-    generator = _read_json(run_dir / "generator.json")
-    host = read_samples(run_dir, "host.jsonl")
+    generator = folder.generator
+    host = folder.samples("host.jsonl")
     trust = trust_facts(generator, host, (started, ended))  # judged on the engine's window only
     notes = _notes(meta, reader, trust, streamed.records)
-    exit_code = exit_code_of(meta.get("exit_reason", "completed"), verdict, strict, allow_inconclusive)
+    exit_code = exit_code_of(meta.exit_reason, verdict, strict, allow_inconclusive)
     overall_row = streamed.overall
     analysis = analyse(
         data,
-        meta.get("load_model", "closed"),
-        read_samples(run_dir, "target.jsonl"),
+        meta.load_model,
+        folder.samples("target.jsonl"),
         host,
-        read_samples(run_dir, "gpu.jsonl"),
+        folder.samples("gpu.jsonl"),
         generator,
         streamed.seconds,
     )
     return Summary(
-        scenario=meta["scenario_name"],
-        scenario_path=meta["scenario_path"],
-        scenario_sha256=meta["scenario_sha256"],
-        git_commit=meta.get("git_commit"),
-        engine=meta["engine"],
-        engine_version=meta.get("engine_version", ""),
-        base_url=meta.get("base_url", ""),
+        scenario=meta.scenario_name,
+        scenario_path=meta.scenario_path,
+        scenario_sha256=meta.scenario_sha256,
+        git_commit=meta.git_commit,
+        engine=meta.engine,
+        engine_version=meta.engine_version,
+        base_url=meta.base_url,
         started_unix=started,
         ended_unix=ended,
         duration_s=data.duration_s,
-        exit_reason=meta.get("exit_reason", "completed"),
-        exit_detail=meta.get("exit_detail", ""),
+        exit_reason=meta.exit_reason,
+        exit_detail=meta.exit_detail,
         verdict=verdict,
         exit_code=int(exit_code),
         verdicts=[VerdictOut(**asdict(v)) for v in verdicts],
@@ -379,22 +373,22 @@ def rebuild_summary(
         trust=[TrustOut(**asdict(fact)) for fact in trust],
         analysis=AnalysisOut.of(analysis),
         notes=notes,
-        target_starts=target_starts(run_dir, _all_records(run_dir)),
+        target_starts=target_starts(run_dir, _all_records(folder)),
         trends=[t.out for t in trends.values()],
     )
 
 
-def _all_records(run_dir: Path) -> Iterator[RequestRecord]:
+def _all_records(folder: RunFolder) -> Iterator[RequestRecord]:
     """The stored records, read only if iterated (a run whose target the runner did not start never is)."""
-    for batch in record_batches(run_dir):
+    for batch in folder.records():
         yield from batch
 
 
-def _notes(meta: dict[str, Any], reader: dict[str, Any], trust: list[TrustFact], records: int) -> list[str]:
+def _notes(meta: RunMeta, reader: dict[str, Any], trust: list[TrustFact], records: int) -> list[str]:
     notes = []
-    reason = meta.get("exit_reason", "completed")
+    reason = meta.exit_reason
     if reason != "completed":
-        notes.append(f"The run did not complete: {reason}. {meta.get('exit_detail', '')}".strip())
+        notes.append(f"The run did not complete: {reason}. {meta.exit_detail}".strip())
     notes += [fact.detail for fact in trust]  # a saturated generator, a pegged host
     if reader.get("skipped_lines"):
         notes.append(

@@ -48,6 +48,7 @@ from scenariokit.engines.base import Engine, LaunchPlan
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.runfolder import RUN_FORMAT, HostInfo, RunMeta, write_run_meta
 from scenariokit.results.store import RecordStore
 from scenariokit.run.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
 from scenariokit.run.checkpoint import Checkpoint
@@ -351,32 +352,33 @@ def write_run_metadata(
     base_url: str,
     started: float,
     confidence: float = DEFAULT_CONFIDENCE,
-) -> dict[str, Any]:
+) -> RunMeta:
     shutil.copyfile(source, run_dir / "scenario.yaml")
-    meta = {
-        "scenariokit_version": __version__,
-        "scenario_name": scenario.name,
-        "slos": [slo.text for slo in scenario.slos],
-        "confidence": confidence,  # `scenariokit report` re-judges at this level unless told another
-        "scenario_path": scenario.source_path,
-        "scenario_sha256": scenario.source_sha256,
-        "git_commit": git_commit(source.resolve()),
-        "engine": scenario.engine,
-        "engine_version": engine.version(),
-        "base_url": base_url,
-        "embedded_target": scenario.target.is_embedded,
-        "started_unix": started,
-        "planned_duration_s": scenario.load.duration_s,
-        "load_model": scenario.load.model,
-        "stages": [dataclasses.asdict(s) | {"span": None} for s in scenario.load.stages],
-        "host": {
-            "hostname": platform.node(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-    }
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta = RunMeta(
+        format=RUN_FORMAT,
+        scenariokit_version=__version__,
+        scenario_name=scenario.name,
+        slos=list(scenario.slos),  # as compiled, with their spans: `report` judges them without re-parsing
+        confidence=confidence,  # `scenariokit report` re-judges at this level unless told another
+        scenario_path=scenario.source_path,
+        scenario_sha256=scenario.source_sha256,
+        git_commit=git_commit(source.resolve()),
+        engine=scenario.engine,
+        engine_version=engine.version(),
+        base_url=base_url,
+        embedded_target=scenario.target.is_embedded,
+        started_unix=started,
+        planned_duration_s=scenario.load.duration_s,
+        load_model=scenario.load.model,
+        stages=list(scenario.load.stages),
+        host=HostInfo(
+            hostname=platform.node(),
+            platform=platform.platform(),
+            cpus=os.cpu_count(),
+            python=platform.python_version(),
+        ),
+    )
+    write_run_meta(run_dir, meta)
     return meta
 
 
@@ -687,7 +689,7 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
         meta = write_run_metadata(
             run_dir, scenario, path, engine, scenario.target.base_url, started, options.confidence
         )
-        meta["engine_processes"] = options.processes
+        meta.engine_processes = options.processes
         view = LiveView(scenario, quiet=options.quiet)
         state = RunState(started_unix=started, reserve=hold_reserve(run_dir))
         try:
@@ -711,14 +713,14 @@ def measure(
     run_dir: Path,
     options: RunOptions,
     view: LiveView,
-    meta: dict[str, Any],
+    meta: RunMeta,
     state: RunState,
 ) -> None:
     """Starts the target, checks it answers, and runs the engine against it; `state` says how it ended."""
     SIGNALS.check()
     try:
         with target_for(scenario, run_dir) as (base_url, handle):
-            meta["base_url"] = base_url
+            meta.base_url = base_url
             if (reason := target_is_up(base_url)) is not None:
                 state.exit_reason = "target_down"
                 state.detail = f"target {base_url} is not reachable at start: {reason}"
@@ -744,7 +746,7 @@ def monitored_run(
     handle: Any,
     options: RunOptions,
     view: LiveView,
-    meta: dict[str, Any],
+    meta: RunMeta | None,
     state: RunState | None = None,
 ) -> RunState:
     """The engine run inside the watchers: host/target sampler, live metrics endpoint, and Prometheus
@@ -755,20 +757,23 @@ def monitored_run(
 
     exporter = LiveExporter(scenario, options.confidence)
     with ExitStack() as stack:
-        meta["live_metrics_url"] = exporter.start()
+        live_metrics_url = exporter.start()
         stack.callback(exporter.stop)
         interval_s = scenario.monitoring.interval_s
+        prometheus_url = None
         if uses_prometheus(scenario, options):
-            meta["prometheus_url"] = stack.enter_context(
-                PrometheusServer(run_dir, base_url, meta["live_metrics_url"], interval_s)
+            prometheus_url = stack.enter_context(
+                PrometheusServer(run_dir, base_url, live_metrics_url, interval_s)
             ).url
+        if meta is not None:  # None: a benchmark's run without a run folder's metadata
+            meta.live_metrics_url, meta.prometheus_url = live_metrics_url, prometheus_url
         stack.enter_context(view)
         stack.enter_context(Monitor(run_dir, base_url, interval_s))
         run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state)
     return state
 
 
-def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView) -> int:
+def finish(run_dir: Path, meta: RunMeta, state: RunState, options: RunOptions, view: LiveView) -> int:
     """Writes the summaries and the report. A signal that came while the run stopped, or comes while they
     are written, marks the run interrupted (and then they are written again)."""
     if SIGNALS.received is not None and state.exit_reason != "interrupted":
@@ -792,20 +797,15 @@ def finish(run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOpt
     return code
 
 
-def write_results(
-    run_dir: Path, meta: dict[str, Any], state: RunState, options: RunOptions, view: LiveView
-) -> int:
+def write_results(run_dir: Path, meta: RunMeta, state: RunState, options: RunOptions, view: LiveView) -> int:
     from scenariokit.results.report import write_reports
     from scenariokit.results.summary import rebuild_summary
 
-    meta |= {
-        "ended_unix": time.time(),
-        "exit_reason": state.exit_reason,
-        "exit_detail": state.detail,
-        "engine_returncode": state.engine_returncode,
-        "engine_started_unix": state.engine_started_unix,  # stage windows are measured from here
-    }
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta.ended_unix = time.time()
+    meta.exit_reason, meta.exit_detail = state.exit_reason, state.detail
+    meta.engine_returncode = state.engine_returncode
+    meta.engine_started_unix = state.engine_started_unix  # stage windows are measured from here
+    write_run_meta(run_dir, meta)
     summary = rebuild_summary(run_dir, strict=options.strict, allow_inconclusive=options.allow_inconclusive)
     problems = write_reports(run_dir, summary)
     view.print_verdict(summary, run_dir, problems)
