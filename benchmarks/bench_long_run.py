@@ -116,23 +116,23 @@ def feed(scenario: object, run_dir: Path, total: int, per_poll: int) -> list[tup
 
 def write_run_files(run_dir: Path, scenario: object, source: Path, total: int) -> None:
     """The run.json and reader.json a run writes, for `scenariokit report`."""
-    import dataclasses
+    from scenariokit.results.runfolder import RUN_FORMAT, RunMeta, write_run_meta
 
     load = scenario.load  # type: ignore[attr-defined]
-    meta = {
-        "scenario_name": "bench-long-run",
-        "scenario_path": str(source),
-        "scenario_sha256": "0" * 64,
-        "engine": "locust",
-        "started_unix": T0,
-        "engine_started_unix": T0,
-        "ended_unix": T0 + DAY_S,
-        "exit_reason": "completed",
-        "load_model": load.model,
-        "slos": [slo.text for slo in scenario.slos],  # type: ignore[attr-defined]
-        "stages": [dataclasses.asdict(s) | {"span": None} for s in load.stages],
-    }
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = RunMeta(
+        format=RUN_FORMAT,
+        scenario_name="bench-long-run",
+        scenario_path=str(source),
+        scenario_sha256="0" * 64,
+        engine="locust",
+        started_unix=T0,
+        engine_started_unix=T0,
+        ended_unix=T0 + DAY_S,
+        load_model=load.model,
+        slos=list(scenario.slos),  # type: ignore[attr-defined]
+        stages=list(load.stages),
+    )
+    write_run_meta(run_dir, meta)  # as the runner writes it
     (run_dir / "raw" / "reader.json").write_text(json.dumps({"started_unix": T0, "dropped_times": []}) + "\n")
     print(f"records: {total:,} in {len(list((run_dir / 'records').glob('part-*.parquet')))} parts")
 
