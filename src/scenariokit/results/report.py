@@ -54,6 +54,7 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         "server": server_figure(data, target),
         "host": host_figure(data, host, gpu, summary.generator),
         "capacity": capacity_figure(summary),
+        "trends": trends_figure(summary),
     }
     plots = {
         name: fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}", config=PLOT_CONFIG)
@@ -323,6 +324,32 @@ def capacity_figure(summary: Summary) -> go.Figure | None:
     _layout(fig, f"Capacity: throughput and latency at each load level ({a.unit})", "ok/s", a.unit)
     fig.update_yaxes(title_text="latency ms", secondary_y=True, showgrid=False)
     fig.update_layout(hovermode="closest")
+    return fig
+
+
+TREND_UNITS = {"latency_trend": ("ms", 1000.0), "error_rate_trend": ("%", 100.0),
+               "throughput_trend": ("ok/s", 1.0), "memory_growth": ("MB", 1e-6)}  # fmt: skip
+
+
+def trends_figure(summary: Summary) -> go.Figure | None:
+    """Soak SLOs: each one's per-bucket values and the fitted line (results/trend.py), one row each."""
+    if not summary.trends:
+        return None
+    fig = make_subplots(rows=len(summary.trends), cols=1, shared_xaxes=True,
+                        subplot_titles=[t.slo for t in summary.trends])  # fmt: skip
+    for row, trend in enumerate(summary.trends, start=1):
+        name, scale = TREND_UNITS[trend.metric]
+        points = [y * scale for y in trend.y]
+        fig.add_scatter(x=trend.t, y=points, name=f"per {trend.bucket_s:g}s, {name}", mode="markers",
+                        marker={"color": COLORS["ok"], "size": 4}, row=row, col=1)  # fmt: skip
+        if trend.slope_per_h is not None and trend.level is not None and trend.t:
+            ends = [trend.t[0], trend.t[-1]]
+            line = [(trend.level + trend.slope_per_h * (x - ends[0]) / 3600) * scale for x in ends]
+            fig.add_scatter(x=ends, y=line, name=f"fit ({trend.direction or 'no trend shown'})", mode="lines",
+                            line={"color": COLORS["p99"], "dash": "dash"}, row=row, col=1)  # fmt: skip
+        fig.update_yaxes(title_text=name, row=row, col=1)
+    _layout(fig, "Soak trends: per-bucket values and the fitted slope", "")
+    fig.update_layout(height=PLOT_HEIGHT * max(1, len(summary.trends)) * 0.7)
     return fig
 
 

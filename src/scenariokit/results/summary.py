@@ -29,7 +29,7 @@ from scenariokit.results.metrics import (
     SampleStats,
 )
 from scenariokit.results.runfolder import RunFolder, RunMeta
-from scenariokit.results.slo import LEGACY_STATUSES, Verdict
+from scenariokit.results.slo import LEGACY_STATUSES, Verdict, show
 from scenariokit.results.stream import stream_run
 from scenariokit.results.trend import TrendOut, is_trend, judge_trend
 
@@ -441,7 +441,7 @@ def markdown(s: Summary) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for v in s.verdicts:
-        measured = "—" if v.value is None else f"{v.value:.6g} {v.unit}"
+        measured = "—" if v.value is None else _measured(v)
         margin = "—" if v.margin_percent is None else f"{v.margin_percent:+.0f}%"
         lines.append(
             f"| `{v.slo}` | {v.status} | {measured} | {interval_text(v)} | {share_text(v)} | "
@@ -509,6 +509,15 @@ def markdown(s: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+GROWTH_UNITS = ("ratio/h", "B/h")  # soak trends (results/trend.py): shown as %/h and MB/h, not raw numbers
+
+
+def _measured(v: VerdictOut) -> str:
+    return (
+        show(v.value, v.unit) if v.unit in GROWTH_UNITS and v.value is not None else f"{v.value:.6g} {v.unit}"
+    )
+
+
 def _bound(x: float | None) -> str:
     return "?" if x is None else f"{x:.4g}"
 
@@ -520,6 +529,8 @@ def interval_text(v: VerdictOut) -> str:
         return "—"
     if v.low == v.high and v.share is None:  # min, max, a count: facts of the samples, no bound
         return "exact"
+    if v.unit in GROWTH_UNITS and v.low is not None and v.high is not None:
+        return f"[{show(v.low, v.unit)}, {show(v.high, v.unit)}] ({v.confidence:.4g})"
     return f"[{_bound(v.low)}, {_bound(v.high)}] {v.unit} ({v.confidence:.4g})"
 
 
