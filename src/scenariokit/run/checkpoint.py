@@ -8,7 +8,7 @@ that says when it was taken; the run's own summary replaces it at the end. Both 
 temporary file renamed over the old one), so a kill mid-write leaves the previous summary whole.
 
 Cost: each checkpoint is a `rebuild_summary` of the run so far (streamed from the Parquet parts), on the
-poll loop's thread (records wait in the engine's raw file meanwhile; nothing is lost): 14.9 s and a 682 MB
+poll loop's thread (records wait in the engine's raw file meanwhile; nothing is lost): 14.0 s and a 688 MB
 peak for a run folder of 1,000,000 synthetic records over 35 s with four soak SLOs, on this loaded 2-core
 machine (benchmarks/bench_trend.py). Time grows with the run, so a checkpoint that took more than a tenth
 of the interval pushes the next one out to ten times its own cost: the loop spends at most a tenth of its
