@@ -202,6 +202,7 @@ def external(tmp_path: Path, command: list[str], port: int, ready_timeout: str =
     return path
 
 
+@pytest.mark.engine  # reaches `scenariokit run`, which would start one past the checks
 def test_start_command_without_allow_exec_is_exit_2_before_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,6 +238,7 @@ def test_start_command_with_allow_exec_starts_and_times_the_target(tmp_path: Pat
     assert summary["target_starts"]["time_to_ready_s"] == start["time_to_ready_s"]
 
 
+@pytest.mark.engine  # reaches `scenariokit run`, which would start one past the checks
 def test_a_command_that_never_becomes_ready_is_exit_3_with_its_output_kept(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "import time; print('still loading', flush=True); time.sleep(60)"]
     out = tmp_path / "run"
