@@ -157,7 +157,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
     ),
     ("slo-duplicate", GOOD + "  - p99(latency) < 500ms\n", 14, 5, "repeats SLO #1", "k6"),
     # soak SLOs (results/trend.py): growths per hour, positioned like every other threshold
-    ("soak-unknown-unit", replace("p99(latency) < 500ms", "memory_growth < 5XB/h"), 13, 21, "`XB/h`", "5MB/h"),
+    ("soak-bad-unit", replace("p99(latency) < 500ms", "memory_growth < 5XB/h"), 13, 21, "`XB/h`", "5MB/h"),
     ("soak-no-time", replace("p99(latency) < 500ms", "memory_growth < 5MB"), 13, 21, "`MB`", "per hour"),
     ("soak-1e400", replace("p99(latency) < 500ms", "memory_growth < 1e400MB/h"), 13, 21, "`e400MB/h`", None),
     (

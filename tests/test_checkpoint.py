@@ -77,6 +77,7 @@ def test_checkpoints_keep_their_time_and_never_stop_the_run(
     assert not broken.tick(now=1e12)  # said once, never retried
 
 
+@pytest.mark.engine  # reaches `scenariokit run`, which would start one past the flag checks
 @pytest.mark.parametrize(
     ("value", "message"),
     [
