@@ -46,6 +46,14 @@ def with_body(line: str) -> str:
     )
 
 
+METRICS_URL = "http://127.0.0.1:9100/metrics"
+
+
+def with_targets(*rows: str) -> str:
+    """GOOD plus `monitoring.targets` with one flow mapping a row, the first on line 16 from column 7."""
+    return GOOD + "monitoring:\n  targets:\n" + "".join(f"    - {row}\n" for row in rows)
+
+
 # (id, scenario text, line, column, message fragment, hint fragment or None)
 CASES: list[tuple[str, str, int, int, str, str | None]] = [
     ("tab-indent", replace("  think_time:", "\tthink_time:"), 6, 1, "invalid YAML", "tabs"),
@@ -322,6 +330,79 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         14,
         "unknown key `promethus`",
         "did you mean `prometheus`?",
+    ),
+    # monitoring.targets: only http(s) with a host, no credentials (they would be kept in run.json), no CR/LF
+    # (request splitting), a closed set of roles, file names that cannot leave monitor/targets/, at most 16
+    (
+        "monitor-file-url",
+        with_targets('{url: "file:///etc/passwd", role: node}'),
+        16,
+        14,
+        "not an http(s) URL",
+        "http://127.0.0.1:9100/metrics",
+    ),
+    (
+        "monitor-credentials",
+        with_targets('{url: "http://user:secret@127.0.0.1:9100/metrics", role: node}'),
+        16,
+        14,
+        "holds credentials",
+        None,
+    ),
+    (
+        "monitor-crlf",
+        with_targets('{url: "http://127.0.0.1:9100/metrics\\r\\nX-Injected: 1", role: node}'),
+        16,
+        14,
+        "control character",
+        None,
+    ),
+    ("monitor-port", with_targets('{url: "http://127.0.0.1:99999/m", role: node}'), 16, 14, "port", None),
+    (
+        "monitor-role",
+        with_targets(f'{{url: "{METRICS_URL}", role: gpu}}'),
+        16,
+        52,
+        "`gpu` is not allowed",
+        "dcgm",
+    ),
+    (
+        "monitor-name-escape",
+        with_targets(f'{{url: "{METRICS_URL}", role: node, name: ../../etc}}'),
+        16,
+        64,
+        "should match pattern",
+        None,
+    ),
+    (
+        "monitor-names-twice",
+        with_targets(
+            f'{{url: "{METRICS_URL}", role: node, name: a}}',
+            f'{{url: "{METRICS_URL}", role: process, name: a}}',
+        ),
+        17,
+        67,
+        "two monitoring targets are named `a`",
+        "its own `name`",
+    ),
+    (
+        "monitor-name-as-default",
+        with_targets(
+            f'{{url: "{METRICS_URL}", role: node, name: process-2}}',
+            f'{{url: "{METRICS_URL}", role: process}}',
+        ),
+        17,
+        7,
+        "named `process-2`",
+        None,
+    ),
+    (
+        "monitor-17-targets",
+        with_targets(*[f'{{url: "{METRICS_URL}", role: node, name: n{i}}}' for i in range(17)]),
+        16,
+        5,
+        "longer than 16 items",
+        None,
     ),
     (
         "weight-infinite",

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from scenariokit.compile.ir import EnvRef, JsonTemplate, LiteralText, Monitoring, Scenario, Template
+from scenariokit.compile.ir import (
+    EnvRef,
+    JsonTemplate,
+    LiteralText,
+    Monitoring,
+    MonitorTarget,
+    Scenario,
+    Template,
+)
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.run.orchestrate import RunOptions, uses_prometheus
 from scenariokit.run.prometheus import config as prometheus_config
@@ -236,6 +244,18 @@ def test_monitoring_section_lowers_to_the_ir(tmp_path: Path) -> None:
     assert scenario_from(tmp_path, CHAT).monitoring == Monitoring(prometheus=False, interval_s=1.0)
     s = scenario_from(tmp_path, CHAT + "monitoring: {prometheus: true, interval: 500ms}\n")
     assert s.monitoring == Monitoring(prometheus=True, interval_s=0.5)
+
+
+def test_monitoring_targets_lower_with_their_roles_and_default_names(tmp_path: Path) -> None:
+    section = (
+        "monitoring:\n  targets:\n"
+        "    - {url: http://127.0.0.1:9100/metrics, role: node}\n"
+        "    - {url: https://model-host:8001/metrics, role: process, name: server}\n"
+    )
+    assert scenario_from(tmp_path, CHAT + section).monitoring.targets == (
+        MonitorTarget(name="node-1", url="http://127.0.0.1:9100/metrics", role="node"),
+        MonitorTarget(name="server", url="https://model-host:8001/metrics", role="process"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -460,11 +460,23 @@ EMBEDDED_DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True)
+class MonitorTarget:
+    """One endpoint of `monitoring.targets`: scraped on the monitor's tick into
+    `monitor/targets/<name>.jsonl`; `name` is already safe as a file name ([a-z0-9-])."""
+
+    name: str
+    url: str
+    role: Literal["vllm", "dcgm", "node", "process"]
+
+
+@dataclass(frozen=True)
 class Monitoring:
-    """The `monitoring:` section: a Prometheus server or not, and the sampling interval."""
+    """The `monitoring:` section: a Prometheus server or not, the sampling interval, and the endpoints
+    scraped besides the target's own /metrics."""
 
     prometheus: bool = False
     interval_s: float = 1.0
+    targets: tuple[MonitorTarget, ...] = ()
 
 
 @dataclass(frozen=True)

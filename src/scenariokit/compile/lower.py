@@ -16,6 +16,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scenariokit.compile import expr
 from scenariokit.compile.datasets import DataBudget, DataRoot, DatasetError, load_dataset
@@ -29,6 +30,7 @@ from scenariokit.compile.ir import (
     JsonTemplate,
     LoadProfile,
     Monitoring,
+    MonitorTarget,
     RequestTemplate,
     Scenario,
     Slo,
@@ -64,6 +66,24 @@ def control_name(char: str) -> str:
     """`CR (U+000D)`: how a message names a control character (never the text around it)."""
     short = {"\r": "CR ", "\n": "LF ", "\0": "NUL "}.get(char, "the control character ")
     return f"{short}(U+{ord(char):04X})"
+
+
+def monitor_url_problem(url: str) -> str | None:
+    """Why a `monitoring.targets` URL cannot be scraped, or None. Any host is the user's choice; a scheme
+    other than http(s), credentials (they would sit in run.json and every log) and control characters
+    (a CR/LF would split the request line) are refused."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "holds a control character (CR, LF, ...)"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "holds credentials (user:password@); they would be kept in the run folder"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        return "has a port that is not a number from 0 to 65535"
+    return None
 
 
 class Lowerer:
@@ -204,7 +224,30 @@ class Lowerer:
                 f"a sampling interval of {spec.interval} is out of range",
                 "use 100ms to 1m; 1s suits most runs",
             )
-        return Monitoring(prometheus=spec.prometheus, interval_s=interval)
+        return Monitoring(prometheus=spec.prometheus, interval_s=interval, targets=self._monitor_targets())
+
+    def _monitor_targets(self) -> tuple[MonitorTarget, ...]:
+        out: list[MonitorTarget] = []
+        seen: set[str] = set()
+        for i, spec in enumerate(self.spec.monitoring.targets):
+            path: tuple[str | int, ...] = ("monitoring", "targets", i)
+            problem = monitor_url_problem(spec.url)
+            if problem:
+                self.bag.error(
+                    self.source.text((*path, "url")),
+                    f"this monitoring URL {problem}",  # not echoed: it may hold a password
+                    "an http(s) URL such as http://127.0.0.1:9100/metrics",
+                )
+            name = spec.name or f"{spec.role}-{i + 1}"
+            if name in seen:  # two targets writing one file would interleave their samples
+                self.bag.error(
+                    self.source.text((*path, "name") if spec.name else path),
+                    f"two monitoring targets are named `{name}`",
+                    "give each target its own `name`",
+                )
+            seen.add(name)
+            out.append(MonitorTarget(name=name, url=spec.url, role=spec.role))
+        return tuple(out)
 
     def _target(self) -> Target:
         spec = self.spec.target

@@ -224,6 +224,35 @@ class RequestSpec(Strict):
     timeout: Expr | None = Field(None, description="Overrides the target's timeout. " + DURATION_HELP)
 
 
+MAX_MONITOR_TARGETS = 16
+
+
+class MonitorTargetSpec(Strict):
+    """An endpoint scraped on the run's clock besides the target's own /metrics (`monitor/targets/`)."""
+
+    url: str = Field(
+        ...,
+        min_length=1,
+        max_length=2000,
+        description="An http(s) URL of Prometheus text, such as `http://127.0.0.1:9100/metrics`; no "
+        "credentials in it.",
+    )
+    role: Literal["vllm", "dcgm", "node", "process"] = Field(
+        ...,
+        description="What the endpoint exports, which decides the series kept: `process` (process_*; their "
+        "summed `process_resident_memory_bytes` is what `memory_growth` reads), `node` (node_*), `vllm` "
+        "(vllm:*), `dcgm` (DCGM_*).",
+    )
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="Its file's name under `monitor/targets/` (lower-case letters, digits, `-`); "
+        "`<role>-<n>` when left out.",
+    )
+
+
 class MonitoringSpec(Strict):
     """What is watched during the run, besides the requests: the target's /metrics and the host are always
     sampled into the run folder; a Prometheus server can be added."""
@@ -237,6 +266,12 @@ class MonitoringSpec(Strict):
         "1s",
         description="How often the target and the host are sampled (and Prometheus scrapes), 100ms to 1m. "
         + DURATION_HELP,
+    )
+    targets: list[MonitorTargetSpec] = Field(
+        default_factory=list,
+        max_length=MAX_MONITOR_TARGETS,
+        description=f"At most {MAX_MONITOR_TARGETS} more endpoints scraped on the same tick (exporters of "
+        "the model server's processes, the node, the GPUs).",
     )
 
 

@@ -7,8 +7,10 @@ autocorrelation, judged against a growth-per-hour limit (`p95(latency_trend) < 1
   error rate, the ok requests per second; memory_growth: the target's resident memory from the monitor's
   scrapes of its /metrics (`monitor/target.jsonl`): the embedded server's workers
   (`scenariokit_worker_resident_memory_bytes`, summed) plus its main process, or any target's
-  `process_resident_memory_bytes`, averaged per bucket. Buckets with fewer than MIN_PER_BUCKET samples are
-  left out, so are buckets the window cuts.
+  `process_resident_memory_bytes`, averaged per bucket; when `monitoring.targets` lists `process`-role
+  endpoints (monitor/targets.json), their `process_resident_memory_bytes` summed instead (each averaged per
+  bucket, then added), and the verdict's rule names the source. Buckets with fewer than MIN_PER_BUCKET
+  samples are left out, so are buckets the window cuts.
 - The steady part: the SLO's `during` window; without one, the run without its first stage (the warm-up:
   a ramp from 0, models loading, caches filling) and without a last stage that ramps down to 0.
 - The fit: ordinary least squares of value on time. Successive buckets are correlated (a slow minute is
@@ -33,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,29 +195,75 @@ def target_rss(metrics: dict[str, float]) -> float | None:
     return sum(workers) + (main or 0.0)
 
 
+def process_targets(run_dir: Path) -> list[str]:
+    """The `process`-role endpoints of `monitoring.targets` that the monitor listed in the run folder."""
+    listing = run_dir / "monitor" / "targets.json"
+    try:
+        entries = json.loads(listing.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no listed targets, or a listing cut by a crash
+        return []
+    return [e["name"] for e in entries if isinstance(e, dict) and e.get("role") == "process"]
+
+
+def memory_source(run_dir: Path) -> tuple[list[Path], str]:
+    """Where the target's RSS comes from: the `process`-role targets' summed
+    `process_resident_memory_bytes` when the scenario lists any, else the target's own /metrics; and the
+    words the verdict's rule says it with."""
+    names = process_targets(run_dir)
+    if names:
+        paths = [run_dir / "monitor" / "targets" / f"{n}.jsonl" for n in names]
+        listed = ", ".join(f"monitor/targets/{n}.jsonl" for n in names)
+        return paths, f"{PROCESS_RSS} summed over the process targets ({listed})"
+    return [run_dir / "monitor" / "target.jsonl"], "the target's RSS (monitor/target.jsonl)"
+
+
+def _bucket_sums(
+    path: Path,
+    origin: float,
+    part: tuple[float, float],
+    width: float,
+    rss_of: Callable[[dict[str, float]], float | None],
+) -> dict[int, list[float]]:
+    """Sum and count of one scrape file's RSS per bucket, read line by line."""
+    start, end = part
+    sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
+    if not path.exists():
+        return sums
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                sample = json.loads(line)
+            except ValueError:  # a line cut by a crash
+                continue
+            offset = float(sample.get("t", 0)) - origin
+            rss = rss_of(sample.get("metrics") or {})
+            if rss is None or not start <= offset < end:
+                continue
+            bucket = sums[int((offset - start) // width)]
+            bucket[0] += rss
+            bucket[1] += 1
+    return sums
+
+
 def memory_series(
     run_dir: Path, origin: float, part: tuple[float, float], width: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket mid offsets, mean RSS a bucket) from monitor/target.jsonl, read line by line."""
+    """(bucket mid offsets, mean RSS a bucket): the sum over the sources (memory_source) of each one's mean
+    in the bucket; a bucket that misses one source is left out, since the sum would drop by its RSS."""
+    paths, _ = memory_source(run_dir)
+    listed = bool(process_targets(run_dir))
+    rss_of: Callable[[dict[str, float]], float | None] = (
+        (lambda metrics: metrics.get(PROCESS_RSS)) if listed else target_rss
+    )
+    per_source = [_bucket_sums(p, origin, part, width, rss_of) for p in paths]
     start, end = part
-    sums: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
-    path = run_dir / "monitor" / "target.jsonl"
-    if path.exists():
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    sample = json.loads(line)
-                except ValueError:  # a line cut by a crash
-                    continue
-                offset = float(sample.get("t", 0)) - origin
-                rss = target_rss(sample.get("metrics") or {})
-                if rss is None or not start <= offset < end:
-                    continue
-                bucket = sums[int((offset - start) // width)]
-                bucket[0] += rss
-                bucket[1] += 1
     whole = int((end - start) // width)
-    points = [(start + (i + 0.5) * width, s / k) for i, (s, k) in sorted(sums.items()) if i < whole and k]
+    common = set.intersection(*(set(s) for s in per_source)) if per_source else set()
+    points = [
+        (start + (i + 0.5) * width, sum(s[i][0] / s[i][1] for s in per_source))
+        for i in sorted(common)
+        if i < whole
+    ]
     return _arrays(points)
 
 
@@ -269,8 +317,10 @@ def judge_trend(
 ) -> Trend:
     part = steady_part(slo.window, stages, length_s)
     width = bucket_width(part[1] - part[0])
+    source = ""
     if slo.metric == "memory_growth":
         t, y = memory_series(run_dir, origin, part, width)
+        source = memory_source(run_dir)[1]
         floor = 0.0
     else:
         t, y, sizes = request_series(slo, records, origin, part, width)
@@ -281,7 +331,7 @@ def judge_trend(
     )
     relative = slo.metric in RELATIVE
     if fit is None or (relative and fit.level <= 0):
-        what = "an RSS series (monitor/target.jsonl)" if slo.metric == "memory_growth" else "requests"
+        what = f"an RSS series ({source})" if slo.metric == "memory_growth" else "requests"
         why = (
             f"inconclusive: {len(y)} buckets of {width:g}s with {what} in the steady part "
             f"{part[0]:g}s..{part[1]:g}s; a trend needs {MIN_BUCKETS}"
@@ -306,6 +356,7 @@ def judge_trend(
         f"OLS slope of {len(y)} buckets of {width:g}s over {part[0]:g}s..{part[1]:g}s, "
         f"{'relative to the level at the start, ' if relative else ''}EWC autocorrelation-robust t bounds "
         f"on {fit.dof} df: pass when the worse bound holds the limit, fail when the better one breaks it"
+        + (f"; memory from {source}" if source else "")
     )
     return Trend(_verdict(slo, status, value, low, high, fit.n, explanation, c, rule), out)
 

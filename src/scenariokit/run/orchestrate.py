@@ -768,7 +768,7 @@ def monitored_run(
         if meta is not None:  # None: a benchmark's run without a run folder's metadata
             meta.live_metrics_url, meta.prometheus_url = live_metrics_url, prometheus_url
         stack.enter_context(view)
-        stack.enter_context(Monitor(run_dir, base_url, interval_s))
+        stack.enter_context(Monitor(run_dir, base_url, interval_s, scenario.monitoring.targets))
         run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state)
     return state
 
