@@ -609,9 +609,23 @@ def poll_engine(
     """Polls the engine's records into the store and the live outputs until the run ends; says why."""
     sampler = GeneratorSampler(run.health)
     sampler.poll(time.monotonic(), time.time())  # primes the processes there are so far
-    tracker = run.exporter.tracker
     # a soak killed late keeps the summary of what it measured (run/checkpoint.py)
     checkpoint = Checkpoint(run.store.dir.parent, options.checkpoint_s, run.store.flush)
+    try:
+        _poll_until_done(run, target_handle, state, max_run_s, sampler, checkpoint)
+    finally:  # a checkpoint still running is killed before the final summary, which must win
+        checkpoint.stop()
+
+
+def _poll_until_done(
+    run: EngineRun,
+    target_handle: Any,
+    state: RunState,
+    max_run_s: float,
+    sampler: GeneratorSampler,
+    checkpoint: Checkpoint,
+) -> None:
+    tracker = run.exporter.tracker
     while True:
         records = run.reader.poll()
         if tracker.origin_unix is None:  # windows are on the engine's clock, once its start is known
