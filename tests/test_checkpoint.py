@@ -201,3 +201,46 @@ def test_a_tick_only_flushes_and_starts_and_a_busy_checkpoint_is_skipped(
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["exit_reason"] == RUNNING
     assert summary["overall"]["requests"] == len(load_records(folder))
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("to_group", [False, True], ids=["SIGTERM-runner", "SIGINT-group"])
+def test_a_signal_to_the_runner_stops_a_running_checkpoint(tmp_path: Path, to_group: bool) -> None:
+    """SIGTERM to the runner, or a terminal's Ctrl-C (SIGINT to its whole process group, the child in it)."""
+    path, out = tmp_path / "long.yaml", tmp_path / "run"
+    with LoopbackServer(delay_s=0.005) as server:
+        path.write_text(SCENARIO.format(url=server.url))
+        argv = [sys.executable, "-m", "scenariokit", "run", str(path), "--engine", "k6", "--out", str(out)]
+        runner = subprocess.Popen(
+            [*argv, "--quiet", "--checkpoint", "1s"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, DELAY_ENV: str(SLOW_S)},
+            start_new_session=True,
+        )
+        try:
+            child = _first_checkpoint_child(runner.pid, deadline_s=40)
+            if to_group:
+                os.killpg(runner.pid, signal.SIGINT)
+            else:
+                runner.send_signal(signal.SIGTERM)
+            _, err = runner.communicate(timeout=30)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait(10)
+    assert runner.returncode == 3, err  # interrupted: a run error
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err
+    assert json.loads((out / "summary.json").read_text())["exit_reason"] == "interrupted"
+
+
+def _first_checkpoint_child(pid: int, deadline_s: float) -> psutil.Process:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.Error):
+                if "scenariokit.run.checkpoint" in child.cmdline():
+                    return child
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint child started")

@@ -14,9 +14,10 @@ happens there while the loop keeps polling. A checkpoint that falls due while th
 is skipped, not queued; one whose rebuild took more than a tenth of the interval pushes the next one out
 to ten times its cost, so at most a tenth of the time goes to checkpoints. `stop()` kills a running child
 and waits for it: the runner calls it when its poll loop ends, before it writes the final summary, so a
-late checkpoint can never overwrite the run's own summary. The child is in the runner's process group and
-ignores SIGINT (a terminal's Ctrl-C reaches the whole group; the runner stops it itself); SIGTERM to the
-runner ends its poll loop, and so the child. A child that fails is said once on stderr and checkpoints stop.
+late checkpoint can never overwrite the run's own summary. The child has its own process group, so a
+terminal's Ctrl-C (SIGINT to the runner's group) reaches only the runner, which ends its poll loop and so
+the child, as SIGTERM to the runner does; a runner killed by SIGKILL leaves it to finish its checkpoint.
+A child that fails is said once on stderr and checkpoints stop.
 
 `SCENARIOKIT_CHECKPOINT_DELAY_S` (test-only) makes the child sleep that long between its rebuild and its
 writes: a slow checkpoint without a large store (tests/test_checkpoint.py).
@@ -25,7 +26,6 @@ writes: a slow checkpoint without a large store (tests/test_checkpoint.py).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -81,6 +81,7 @@ class Checkpoint:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,  # one line at most: why it failed
             env=_child_env(),
+            process_group=0,  # out of a terminal's Ctrl-C, which would reach it mid-start; stop() ends it
         )
         self.started = now
         self.next = now + self.every_s
@@ -149,7 +150,6 @@ def write(run_dir: Path) -> None:
 
 
 def child_main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the runner stops us itself
     if hasattr(os, "nice"):
         os.nice(10)  # the poll loop and the engine come first
     try:
