@@ -456,5 +456,10 @@ def test_the_same_scenario_at_two_requests_a_second_is_trusted(tmp_path: Path) -
     code, summary, generator, md = run_against_nginx(tmp_path, GENTLE)
     assert code == 0
     assert generator["max_processes"] == 3 and len(workers_seen(generator)) == 2
-    assert summary["trust"] == [] and not generator["saturated"], summary["trust"]
-    assert "trustworthy" not in md
+    assert not generator["saturated"]
+    # CI hosts are shared: a neighbour may peg the host, and then the verdict must say so, but never blame
+    # the generator, which sends 2 requests a second
+    reasons = {fact["reason"] for fact in summary["trust"]}
+    assert reasons <= {"host_cpu_pegged"}, summary["trust"]
+    assert all("mostly the load generator" not in fact["detail"] for fact in summary["trust"])
+    assert ("trustworthy" in md) == bool(summary["trust"])

@@ -445,7 +445,8 @@ def test_gauges_read_zero_after_a_burst_of_mixed_requests(server: ServerHandle) 
         futures += [pool.submit(disconnecting_request, server, good[i % 4], 0.05 * i) for i in range(6)]
         results = [f.result() for f in futures]
     statuses = sorted(r.status_code for r in results if r is not None)
-    assert set(statuses) <= {200, 400, 429} and 400 in statuses and 200 in statuses
+    # 503: a request that waited past its 5 s budget, which a loaded CI host can make happen; never a 500
+    assert set(statuses) <= {200, 400, 429, 503} and 400 in statuses and 200 in statuses
     time.sleep(1.0)  # idle: every abandoned call has left its worker
     assert gauges(server) == {}
     names = {key.partition("{")[0] for key in metric_values(server)}
