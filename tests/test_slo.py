@@ -142,7 +142,9 @@ def test_overall() -> None:
     assert [v.status for v in verdicts] == ["pass", "inconclusive"]
     assert overall(verdicts) == "inconclusive" and overall(verdicts[:1]) == "pass"
     assert overall([*verdicts, verdict("p99(latency) < 1ms")]) == "fail"
-    assert overall([]) == "pass"
+    assert overall([]) == "pass" and overall([], measured=False) == "inconclusive"
+    unmeasurable = judge_one(parse_slo("p95(ttft) < 1s"), DATA, "k6")  # said in its verdict, decides nothing
+    assert unmeasurable.status == "not_measured" and overall([verdicts[0], unmeasurable]) == "pass"
 
 
 def test_certainly_lost_only_when_no_outcome_can_rescue_the_slo() -> None:

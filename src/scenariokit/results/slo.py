@@ -13,8 +13,8 @@ confidence c (../shared/notes/decisions.md, results/confidence.py), never on a p
 - min and max by the observed samples, exactly (they say nothing about samples not taken), and
   dropped_iterations, a count, exactly.
 
-The overall verdict is fail when any SLO fails, inconclusive when none fails but some could not be
-judged, and pass otherwise.
+The overall verdict (`overall`) is fail when any SLO fails, inconclusive when none fails but some could
+not be decided, and pass otherwise; an SLO the engine cannot measure leaves it as it is.
 """
 
 from __future__ import annotations
@@ -487,10 +487,13 @@ def judge(
     return [judge_one(slo, data, engine, confidence) for slo in slos]
 
 
-def overall(verdicts: list[Verdict]) -> Literal["pass", "fail", "inconclusive"]:
+def overall(verdicts: list[Verdict], measured: bool = True) -> Literal["pass", "fail", "inconclusive"]:
+    """pass, fail or inconclusive. An SLO the engine cannot measure is said so in its verdict and does not
+    make the run inconclusive (../shared/notes/decisions.md); one its bounds cannot decide does, and so does
+    a run that measured nothing."""
     if any(v.status == "fail" for v in verdicts):
         return "fail"
-    if any(v.status in ("inconclusive", "not_measured") for v in verdicts):
+    if not measured or any(v.status == "inconclusive" for v in verdicts):
         return "inconclusive"
     return "pass"
 

@@ -29,7 +29,7 @@ from scenariokit.results.metrics import (
     SampleStats,
 )
 from scenariokit.results.runfolder import RunFolder, RunMeta
-from scenariokit.results.slo import LEGACY_STATUSES, Verdict, show
+from scenariokit.results.slo import LEGACY_STATUSES, overall, show
 from scenariokit.results.stream import stream_run
 from scenariokit.results.trend import TrendOut, is_trend, judge_trend
 
@@ -277,16 +277,6 @@ def _row(values: dict[str, Any]) -> dict[str, Any]:
     return values | {"latency": _dist(values["latency"])}
 
 
-def judged(verdicts: list[Verdict], measured: bool) -> str:
-    """pass, fail or inconclusive. An SLO the engine cannot measure is said so in its verdict and does not
-    make the run inconclusive (../shared/notes/decisions.md); one its bounds cannot decide does."""
-    if any(v.status == "fail" for v in verdicts):
-        return "fail"
-    if not measured or any(v.status == "inconclusive" for v in verdicts):
-        return "inconclusive"
-    return "pass"
-
-
 def exit_code_of(
     reason: str, verdict: str, strict: bool = False, allow_inconclusive: bool = False
 ) -> ExitCode:
@@ -332,7 +322,7 @@ def rebuild_summary(
     }
     judged_now = list(streamed.verdicts)
     verdicts = [trends[i].verdict if i in trends else judged_now.pop(0) for i in range(len(slos))]
-    verdict = judged(verdicts, streamed.records > 0)
+    verdict = overall(verdicts, streamed.records > 0)
     generator = folder.generator
     host = folder.samples("host.jsonl")
     trust = trust_facts(generator, host, (started, ended))  # judged on the engine's window only
