@@ -164,7 +164,8 @@ def test_the_poll_loop_never_waits_and_the_final_summary_wins(slow_run: SlowRun)
     assert slow_run.wall_s < SLOW_S - 5, slow_run.wall_s
     assert not any(psutil.pid_exists(pid) for pid in slow_run.children)  # killed before the final summary
     summary = json.loads((slow_run.out / "summary.json").read_text())
-    assert summary["exit_reason"] == "completed" and not summary["notes"][0].startswith("Checkpoint")
+    assert summary["exit_reason"] == "completed"
+    assert not any(note.startswith("Checkpoint") for note in summary["notes"])  # a quiet host leaves no notes
     assert summary["overall"]["requests"] == len(load_records(slow_run.out)) > 0
     assert not list(slow_run.out.glob(".*.tmp"))
 
