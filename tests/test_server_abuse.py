@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scenariokit.compile.cards import text_cards
 from scenariokit.ports import free_port
+from scenariokit_server.app import url_allowed
 from scenariokit_server.engine import backoff_s
 from scenariokit_server.launcher import ServerHandle, start_server
 
@@ -240,6 +241,7 @@ def chunked_past_cap(path: str) -> Send:
 # --- the table -------------------------------------------------------------------------------------
 
 CHAT, OCR, IDENTIFY, MODERATE = "/v1/chat/completions", "/api/v1/ocr", "/api/v1/identify", "/api/v1/moderate"
+GUIDE_OCR, GUIDE_IDENTIFY = "/api/ocr", "/api/identify"
 DEEP = b"[" * 100_000 + b"]" * 100_000  # 200 KB: json.loads raises RecursionError
 BIG = f"Content-Type: application/json\r\nContent-Length: {64 * 2**20}"  # 64 MB announced, 4 KB sent
 SLOW = "Content-Type: application/json\r\nContent-Length: 1000"  # 10 bytes sent, then nothing
@@ -306,6 +308,41 @@ ROWS = [
     Row("moderate: threshold NaN", post(MODERATE, b'{"threshold": NaN, "image_base64": "AA=="}'), 400, 1.0),
     Row("moderate: 0 x 0 image", post(MODERATE, {"image_base64": b64(NO_PIXELS)}), 400, 1.0),
     Row("admin: fault latency infinite", post("/admin/fault", {"latency": "inf"}), 400, 1.0),
+    # the reference guide's routes (issue 19): the same handlers, limits and error format
+    Row("guide identify: image_url empty", post(GUIDE_IDENTIFY, {"image_url": ""}), 400, 1.0),
+    Row("guide identify: wrong field", post(GUIDE_IDENTIFY, {"wrong_field": "test"}), 400, 1.0),
+    Row("guide ocr: image_url empty", post(GUIDE_OCR, {"image_url": ""}), 400, 1.0),
+    Row("guide ocr: wrong field", post(GUIDE_OCR, {"wrong_field": "test"}), 400, 1.0),
+    Row(
+        "guide identify: a host not allowed (never contacted)",
+        post(GUIDE_IDENTIFY, {"image_url": "https://example.com/test1.jpg"}),
+        400,
+        0.5,
+    ),
+    Row("guide ocr: image_url a file URL", post(GUIDE_OCR, {"image_url": "file:///etc/passwd"}), 400, 1.0),
+    Row(
+        "guide ocr: image_url with a bad port",
+        post(GUIDE_OCR, {"image_url": "http://127.0.0.1:99999/a"}),
+        400,
+        1.0,
+    ),
+    Row("guide ocr: decompression bomb as base64", post(GUIDE_OCR, {"image_base64": b64(BOMB)}), 400, 1.0),
+    Row("guide ocr: image_base64 not base64", post(GUIDE_OCR, {"image_base64": "%%%"}), 400, 1.0),
+    Row(
+        "guide identify: allowed host drips",
+        post(GUIDE_IDENTIFY, lambda host: {"image_url": f"{host}/drip.png"}),
+        504,
+        3.0,
+    ),
+    Row(
+        "guide ocr: allowed host answers 404",
+        post(GUIDE_OCR, lambda host: {"image_url": f"{host}/x.png"}),
+        502,
+        2.0,
+    ),
+    Row("guide ocr: JSON nested 100,000 deep", post(GUIDE_OCR, DEEP), 400, 1.0),
+    Row("guide identify: 64 MB Content-Length, 4 KB sent", raw(GUIDE_IDENTIFY, BIG, b"{" * 4096), 413, 1.0),
+    Row("guide identify: GET", get(GUIDE_IDENTIFY), 405, 1.0),
 ]
 
 
@@ -352,6 +389,53 @@ def test_hostile_requests_get_their_status_in_time_and_the_server_stays_healthy(
         server, "scenariokit_request_failures_total", model_name="", reason="body_too_large", status="413"
     )
     assert refused >= 2  # the two chat rows; the OCR row is counted under its model
+
+
+def test_the_guides_routes_read_a_card_by_url_and_by_base64(server: ServerHandle, image_host: str) -> None:
+    """/api/ocr and /api/identify (the reference guide's paths) answer what /api/v1/* answers."""
+    by_url = {"image_url": f"{image_host}/card.png"}
+    for body in (by_url, {"image_base64": b64(CARD.png)}):
+        ocr = httpx.post(server.base_url + GUIDE_OCR, json=body, timeout=30)
+        assert ocr.status_code == 200, ocr.text
+        assert " ".join(ocr.json()["text"].split()) == CARD.text
+        identify = httpx.post(server.base_url + GUIDE_IDENTIFY, json={**body, "threshold": 0}, timeout=30)
+        assert identify.status_code == 200, identify.text
+        assert identify.json()["model"] == "classify" and len(identify.json()["labels"]) == 5
+
+
+def test_an_image_url_off_the_allowed_hosts_is_refused_before_any_connection(server: ServerHandle) -> None:
+    """`localhost` is not an allowed host (127.0.0.1 is): a listener there must see no connection at all,
+    so nothing off the allowed hosts is ever contacted, whatever the body says."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.5)
+        url = f"http://localhost:{listener.getsockname()[1]}/card.png"
+        for path in (GUIDE_OCR, GUIDE_IDENTIFY, OCR):
+            answer = httpx.post(server.base_url + path, json={"image_url": url}, timeout=10)
+            assert answer.status_code == 400 and answer.json()["error"]["param"] == "image_url"
+        with pytest.raises(TimeoutError):
+            listener.accept()
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "expected"),
+    [
+        ("http://127.0.0.1:8090/a.png", ("127.0.0.1:8090",), True),
+        ("http://127.0.0.1:8091/a.png", ("127.0.0.1:8090",), False),
+        ("http://127.0.0.1/a.png", ("127.0.0.1:8090",), False),
+        ("http://127.0.0.1/a.png", ("127.0.0.1:80",), True),
+        ("https://127.0.0.1:9/a.png", ("127.0.0.1",), True),
+        ("http://127.0.0.1:8090@example.com/a.png", ("127.0.0.1:8090",), False),
+        ("http://example.com/a.png", ("127.0.0.1",), False),
+        ("ftp://127.0.0.1:8090/a.png", ("127.0.0.1:8090",), False),
+        ("http://127.0.0.1:99999/a.png", ("127.0.0.1",), False),
+        ("http://[::1:8090/a.png", ("127.0.0.1",), False),
+        ("", ("127.0.0.1",), False),
+    ],
+)
+def test_an_allowed_host_may_name_its_port(url: str, allowed: tuple[str, ...], expected: bool) -> None:
+    assert url_allowed(url, allowed) is expected
 
 
 @pytest.mark.solo  # times a budget

@@ -386,14 +386,27 @@ async def image_from_url(url: Any, settings: Settings, param: str) -> bytes:
         if not header.startswith("data:image/") or not header.endswith(";base64"):
             raise ApiError(400, "only `data:image/...;base64,` URLs are accepted", param=param)
         return decode_base64(payload, param)
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https") and parsed.hostname in settings.allowed_url_hosts:
+    if url_allowed(url, settings.allowed_url_hosts):
         return await fetch_image(url, settings, param)
     raise ApiError(
         400,
         "image URLs must be data: URLs (this server fetches http(s) only from hosts allowed at start-up)",
         param=param,
     )
+
+
+def url_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    """An http(s) URL whose host is allowed: an entry `host` allows any port of it, `host:port` that
+    port only (the runner allows its own image server's port on 127.0.0.1 and nothing else). Decided
+    from the URL's text, before any connection."""
+    try:
+        parsed = urlparse(url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return False
+    return parsed.hostname in allowed or f"{parsed.hostname}:{port}" in allowed
 
 
 async def fetch_image(url: str, settings: Settings, param: str) -> bytes:
@@ -448,6 +461,18 @@ async def fetch_image(url: str, settings: Settings, param: str) -> bytes:
             reason="image_host",
         ) from None
     return b"".join(chunks)
+
+
+async def image_of(body: dict[str, Any], settings: Settings) -> bytes:
+    """A REST body's image: `image_url` (a data: URL, or http(s) from an allowed host) or `image_base64`.
+    An empty URL and a body with neither field are 400 before anything is fetched."""
+    if "image_url" in body:
+        if body["image_url"] == "":
+            raise ApiError(400, "`image_url` is empty", param="image_url")
+        return await image_from_url(body["image_url"], settings, "image_url")
+    if "image_base64" in body:
+        return decode_base64(body["image_base64"], "image_base64")
+    raise ApiError(400, "give `image_url` or `image_base64`", param="image_url")
 
 
 def checked(data: bytes, param: str, settings: Settings) -> bytes:
@@ -724,7 +749,7 @@ class Server:
         started, deadline = time.perf_counter(), self.deadline()
         request.state.model = "ocr"
         body = await json_body(request, self.settings)
-        data = checked(decode_base64(body.get("image_base64"), "image_base64"), "image_base64", self.settings)
+        data = checked(await image_of(body, self.settings), "image", self.settings)
         lines, model_s = await self.recognize(request, "ocr", data, deadline)
         self.metrics.e2e.labels("ocr").observe(time.perf_counter() - started)
         self.metrics.success.labels("ocr", "stop").inc()
@@ -754,13 +779,8 @@ class Server:
         threshold = body.get("threshold", 0.5)
         if not isinstance(threshold, int | float) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
             raise ApiError(400, "`threshold` must be a number from 0 to 1", param="threshold")
-        if "image_url" in body:
-            data = await image_from_url(body["image_url"], self.settings, "image_url")
-        elif "image_base64" in body:
-            data = decode_base64(body["image_base64"], "image_base64")
-        else:
-            raise ApiError(400, "give `image_url` or `image_base64`", param="image_url")
-        lines, model_s = await self.recognize(request, model, checked(data, "image", self.settings), deadline)
+        data = checked(await image_of(body, self.settings), "image", self.settings)
+        lines, model_s = await self.recognize(request, model, data, deadline)
         self.metrics.e2e.labels(model).observe(time.perf_counter() - started)
         self.metrics.success.labels(model, "stop").inc()
         labels = [
@@ -876,6 +896,9 @@ def build_app(settings: Settings) -> Starlette:
             Route("/api/v1/ocr", guarded(server.rest_ocr), methods=["POST"]),
             Route("/api/v1/identify", guarded(server.rest_identify), methods=["POST"]),
             Route("/api/v1/moderate", guarded(server.rest_moderate), methods=["POST"]),
+            # the reference guide's paths (docs/model-server.md): the same handlers, limits and errors
+            Route("/api/ocr", guarded(server.rest_ocr), methods=["POST"]),
+            Route("/api/identify", guarded(server.rest_identify), methods=["POST"]),
             Route("/admin/fault", guarded(server.admin_fault), methods=["POST"]),
         ],
         lifespan=lifespan,

@@ -116,7 +116,8 @@ def parse_args(argv: Sequence[str] | None, prog: str = "scenariokit_server") -> 
         "--allow-url-host",
         action="append",
         default=[],
-        help="a host whose http(s) image URLs may be fetched (repeatable)",
+        help="a host whose http(s) image URLs may be fetched: HOST (any port) or HOST:PORT (that port "
+        "only); repeatable",
     )
     parser.add_argument("--admin", action="store_true", help="enable POST /admin/fault")
     return parser.parse_args(argv)
