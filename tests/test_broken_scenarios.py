@@ -160,7 +160,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         replace("< 500ms", "< 500ms during spike"),
         13,
         5,
-        "no load stage is called `spike`",
+        "no load stage or fault is called `spike`",
         None,
     ),
     ("slo-duplicate", GOOD + "  - p99(latency) < 500ms\n", 14, 5, "repeats SLO #1", "k6"),

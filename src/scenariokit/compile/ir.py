@@ -395,8 +395,13 @@ TREND_METRICS = frozenset({"latency_trend", "error_rate_trend", "throughput_tren
 
 @dataclass(frozen=True)
 class Window:
-    """An SLO time window: a named stage (`during spike`) or seconds from the start (`during 1m..2m`)."""
+    """An SLO time window: a name (`during spike`), or seconds from the start (`during 1m..2m`).
 
+    The name is a stage label or kind, or a fault name: one namespace. `during X` is the union of X's
+    intervals; `after X` (`after` true) runs from each end of X to X's next start or the run's end, and
+    `after X for 30s` (`length_s`) only the first 30 s of each of those."""
+
+    "success_rate", "goodput", "recovery_time",
     stage: str | None = None
     start_s: float | None = None
     end_s: float | None = None
@@ -405,6 +410,9 @@ class Window:
 @dataclass(frozen=True)
 class Slo:
     text: str
+# success_rate is the mirror of error_rate (a fraction of requests); goodput a rate like throughput, of the
+# requests that succeeded and met every latency SLO covering them; recovery_time (seconds) is measured per
+# occurrence of the fault named in `Slo.subject`, from the run's per-second figures (results/recovery.py).
     metric: SloMetric
     # For time metrics: p50, p95, p99, p99.9, mean, median, min, max. None for rate-like metrics.
     statistic: str | None
@@ -414,6 +422,8 @@ class Slo:
     window: Window | None = None
     span: Span = UNKNOWN_SPAN
 
+    after: bool = False
+    length_s: float | None = None
     @property
     def percentile(self) -> float | None:
         if self.statistic and self.statistic.startswith("p"):
@@ -427,6 +437,7 @@ class Slo:
             case "<":
                 return value < self.threshold
             case "<=":
+    subject: str | None = None  # recovery_time: the fault whose recovery is measured
                 return value <= self.threshold
             case ">":
                 return value > self.threshold

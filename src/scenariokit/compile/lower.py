@@ -587,9 +587,7 @@ class Lowerer:
                 continue
             seen[key] = i
             self._check_slo_names(slo, by_name, path)
-            if slo.window and slo.window.stage and slo.window.stage not in labels:
-                hint = did_you_mean(slo.window.stage, labels) or f"stages: {', '.join(sorted(labels))}"
-                self.bag.error(self.source.text(path), f"no load stage is called `{slo.window.stage}`", hint)
+            self._check_window_names(slo, labels, path)
             if slo.window and slo.window.start_s is not None and slo.window.start_s >= load.duration_s:
                 self.bag.error(
                     self.source.text(path), f"this window starts after the run ends ({load.duration_s:g}s)"
@@ -622,8 +620,9 @@ class Lowerer:
 
 
 def _slo_key(slo: Slo) -> str:
-    window = (slo.window.stage, slo.window.start_s, slo.window.end_s) if slo.window else None
-    return repr((slo.metric, slo.statistic, slo.op, slo.threshold, tuple(sorted(slo.requests)), window))
+    window = dataclasses.astuple(slo.window) if slo.window else None
+    requests = tuple(sorted(slo.requests))
+    return repr((slo.metric, slo.statistic, slo.op, slo.threshold, requests, window, slo.subject))
 
 
 def _names(fields: list[str]) -> str:
@@ -637,3 +636,21 @@ def lower(
     `root` (default: the scenario's folder)."""
     lowerer = Lowerer(spec, doc, source_path, root or DataRoot.of(Path(source_path).parent))
     return lowerer.lower(), lowerer.bag.warnings
+    def _fault_names(self) -> list[str]:
+        """The scenario's fault names (the `faults:` section), in order: windows share their namespace."""
+        return [fault.name for fault in getattr(self.spec, "faults", None) or ()]
+
+    def _check_window_names(self, slo: Slo, labels: set[str], path: Path_) -> None:
+        """`during X` / `after X` name a stage or a fault; `recovery_time(X)` a fault."""
+        faults = self._fault_names()
+        name = slo.window.stage if slo.window else None
+        if name is not None and name not in labels and name not in faults:
+            known = sorted(labels) + faults
+            hint = did_you_mean(name, known) or f"stages and faults: {', '.join(known)}"
+            self.bag.error(self.source.text(path), f"no load stage or fault is called `{name}`", hint)
+        if slo.subject is not None and slo.subject not in faults:
+            hint = did_you_mean(slo.subject, faults) or (
+                f"faults: {', '.join(faults)}" if faults else "the scenario has no `faults:` section"
+            )
+            self.bag.error(self.source.text(path), f"no fault is called `{slo.subject}`", hint)
+

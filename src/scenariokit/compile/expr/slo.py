@@ -1,29 +1,35 @@
 """SLO expressions -> `ir.Slo`.
 
     slo        = measure comparison threshold [for NAME {, NAME}] [during window]   (clauses in any order)
-    measure    = STATISTIC(TIME_METRIC) | error_rate | throughput | dropped_iterations
+    measure    = STATISTIC(TIME_METRIC) | error_rate | success_rate | throughput | max(throughput)
+               | goodput | dropped_iterations | recovery_time(FAULT)
                | STATISTIC(latency_trend) | error_rate_trend | throughput_trend | memory_growth
     STATISTIC  = p<N> (0 < N <= 100, e.g. p50, p99, p99.9) | median | mean (or avg) | min | max
     TIME_METRIC= latency | ttfb | ttft | itl | tpot
     comparison = < | <= | > | >=
-    window     = LABEL                      a curve stage label or kind: `during spike`
-               | [DURATION] .. [DURATION]   seconds from the start: `during 1m..2m30s`, `during 5m..`
+    window     = during NAME                a stage label or kind, or a fault: `during spike`, `during kill`
+               | during [DURATION] .. [DURATION]  seconds from the start: `during 1m..2m30s`, `during 5m..`
+               | after NAME [for DURATION]  from each end of the stage or fault to its next start or the
+                                            run's end; `for 30s`: only the first 30 s of each
 
 The threshold's unit must fit the metric: a duration for time metrics (`500ms`), a percentage or a
 fraction for error_rate (`0.5%`, `0.005`), a rate for throughput (`50/s`), a count for
 dropped_iterations (`0`); a growth per hour (or day) for the soak metrics, fitted over the run's steady
 part (results/trend.py): `p95(latency_trend) < 10%/h` (the per-bucket p95's slope relative to its level at
 the start), `throughput_trend > -5%/h`, `error_rate_trend < 0.1%/h` (points of error rate per hour) and
-`memory_growth < 5MB/h` (the target's RSS). `==`, `=` and `!=` are refused with a fix
-(`dropped_iterations <= 0`): an SLO is a bound, and an equality on a measured float never holds reliably.
-Request names after `for` and stage labels after `during` are not checked here; the caller knows which
-exist.
+`memory_growth < 5MB/h` (the target's RSS). `success_rate > 99.5%` mirrors error_rate; `goodput >= 40/s`
+is the rate of requests that succeeded and met every latency SLO covering them; `max(throughput) >= 5000/s`
+the best sustained ok rate (results/slo.py says over what); `recovery_time(kill) < 10s` a duration per
+occurrence of the fault `kill` (results/recovery.py), over all requests, so it takes no `for` or window.
+`==`, `=` and `!=` are refused with a fix (`dropped_iterations <= 0`): an SLO is a bound, and an equality
+on a measured float never holds reliably. Request names after `for`, and stage and fault names after
+`during`, `after` and in `recovery_time(...)`, are not checked here; the caller knows which exist.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from lark import Token
@@ -51,6 +57,9 @@ METRICS: tuple[str, ...] = (
     "error_rate_trend",
     "throughput_trend",
     "memory_growth",
+    "success_rate",
+    "goodput",
+    "recovery_time",
 )
 # metrics that take a statistic: the time metrics, and the trend of a latency percentile
 _WITH_STATISTIC = TIME_METRICS | {"latency_trend"}
@@ -139,7 +148,6 @@ _EXAMPLES: _parsing.Examples = [
         [
             "latency < 1s for",
             "latency < 1s for ,",
-            "latency < 1s for 1s",
             "latency < 1s for (",
         ],
     ),
@@ -157,12 +165,36 @@ _EXAMPLES: _parsing.Examples = [
         ["latency < 1s for a b", "latency < 1s for a 1s"],
     ),
     (
-        ("`during` needs a stage label or a time range: during spike, during 1m..2m", None),
+        ("`during` needs a stage or fault name or a time range: during spike, during 1m..2m", None),
         [
             "latency < 1s during",
             "latency < 1s during ,",
             "latency < 1s during (",
             "latency < 1s during <",
+        ],
+    ),
+    (
+        ("`after` needs a stage or fault name: after kill, after kill for 30s", None),
+        [
+            "latency < 1s after",
+            "latency < 1s after ,",
+            "latency < 1s after (",
+            "latency < 1s after 1s",
+            "latency < 1s after <",
+            "latency < 1s after ..",
+        ],
+    ),
+    (
+        (
+            "{token} is out of place: after the threshold come `for <requests>`, `during <window>` and "
+            "`after <window> [for <duration>]`",
+            "e.g. error_rate < 1% after kill for 30s",
+        ),
+        [
+            "latency < 1s after x y",
+            "latency < 1s after x (",
+            "latency < 1s after x ..",
+            "latency < 1s after x,",
         ],
     ),
     (
@@ -182,15 +214,17 @@ _EXAMPLES: _parsing.Examples = [
 class _Measure:
     metric: SloMetric
     statistic: str | None
+    subject: str | None = None  # recovery_time(<fault>)
 
 
 @dataclass(frozen=True)
 class _Clause:
-    kind: str  # "for" | "during"
+    kind: str  # "for" | "during" | "after" | "length" (the `for 30s` of an `after` window)
     start: int
     end: int
     requests: tuple[str, ...] = ()
     window: Window | None = None
+    length_s: float | None = None
 
 
 class _SloTransformer(ValueTransformer):
@@ -209,8 +243,12 @@ class _SloTransformer(ValueTransformer):
 
     def statistic(self, children: list[Token]) -> _Measure:
         stat, metric_token = children
-        metric = self._metric(metric_token)
         start = stat.start_pos or 0
+        if str(stat) == "recovery_time":  # its argument is a fault's name, checked by the caller
+            return _Measure("recovery_time", None, subject=str(metric_token))
+        metric = self._metric(metric_token)
+        if metric == "throughput" and str(stat) == "max":
+            return _Measure("throughput", "max")
         if metric not in _WITH_STATISTIC:
             raise self.error(
                 f"{metric} takes no statistic",
@@ -250,6 +288,13 @@ class _SloTransformer(ValueTransformer):
                 f"e.g. {name}(latency) < 500ms",
             )
         metric = self._metric(token)
+        if metric == "recovery_time":
+            raise self.error(
+                "recovery_time needs the fault it recovers from",
+                start,
+                start + len(name),
+                "e.g. recovery_time(kill) < 10s",
+            )
         if metric in _WITH_STATISTIC:
             raise self.error(
                 f"{metric} needs a statistic",
@@ -275,6 +320,19 @@ class _SloTransformer(ValueTransformer):
     def stage_window(self, meta: Meta, children: list[Token]) -> _Clause:
         (label,) = children
         return _Clause("during", meta.start_pos, meta.end_pos, window=Window(stage=str(label)))
+
+    @v_args(meta=True)
+    def after_window(self, meta: Meta, children: list[Token]) -> _Clause:
+        (name,) = children
+        return _Clause("after", meta.start_pos, meta.end_pos, window=Window(stage=str(name), after=True))
+
+    @v_args(meta=True)
+    def window_length(self, meta: Meta, children: list[Quantity]) -> _Clause:
+        (q,) = children
+        length = self.duration(q, "an `after` window's length")
+        if length <= 0:
+            raise self.error(f"`{q.text}`: a window lasts more than 0 s", q.start, q.end, "e.g. for 30s")
+        return _Clause("length", meta.start_pos, meta.end_pos, length_s=length)
 
     @v_args(meta=True)
     def time_window(self, meta: Meta, children: list[Any]) -> _Clause:
@@ -303,27 +361,24 @@ class _SloTransformer(ValueTransformer):
         measure, op_token, threshold, *clauses = children
         op = self._operator(measure, op_token)
         value = self._threshold(measure.metric, threshold)
+        clauses = self._lengths_joined(clauses)
         requests: tuple[str, ...] = ()
         window: Window | None = None
         seen: set[str] = set()
         for clause in clauses:
-            if clause.kind in seen:
+            key = "during" if clause.kind == "after" else clause.kind  # one window per SLO
+            if key in seen:
+                words = "a window" if key == "during" else f"`{clause.kind}`"
                 raise self.error(
-                    f"`{clause.kind}` is given twice",
+                    f"{words} is given twice",
                     clause.start,
                     clause.end,
-                    "for: list every request once (for a, b); during: one window per SLO",
+                    "for: list every request once (for a, b); during or after: one window per SLO",
                 )
-            seen.add(clause.kind)
+            seen.add(key)
             requests = clause.requests or requests
             window = clause.window or window
-            if clause.kind == "for" and measure.metric == "memory_growth":
-                raise self.error(
-                    "memory_growth is the target's, not a request's",
-                    clause.start,
-                    clause.end,
-                    "remove `for ...`: the target's RSS grows with every request it serves",
-                )
+            self._check_scope(measure, clause)
         start, end = whole(self.text)
         return Slo(
             text=self.text.strip(),
@@ -334,7 +389,44 @@ class _SloTransformer(ValueTransformer):
             requests=requests,
             window=window,
             span=self.at(start, end),
+            subject=measure.subject,
         )
+
+    def _lengths_joined(self, clauses: list[_Clause]) -> list[_Clause]:
+        """`after X` followed by `for 30s` is one window; a length anywhere else is an error."""
+        out: list[_Clause] = []
+        for clause in clauses:
+            if clause.kind != "length":
+                out.append(clause)
+                continue
+            before = out[-1] if out else None
+            if before is None or before.kind != "after" or before.window is None or before.window.length_s:
+                raise self.error(
+                    "a length bounds an `after` window: write it right after the window",
+                    clause.start,
+                    clause.end,
+                    "e.g. error_rate < 1% after kill for 30s (for with names lists requests)",
+                )
+            window = replace(before.window, length_s=clause.length_s)
+            out[-1] = _Clause("after", before.start, clause.end, window=window)
+        return out
+
+    def _check_scope(self, measure: _Measure, clause: _Clause) -> None:
+        """Metrics that no request name or window can narrow."""
+        if clause.kind == "for" and measure.metric == "memory_growth":
+            raise self.error(
+                "memory_growth is the target's, not a request's",
+                clause.start,
+                clause.end,
+                "remove `for ...`: the target's RSS grows with every request it serves",
+            )
+        if measure.metric == "recovery_time":
+            raise self.error(
+                "recovery_time is measured over all requests, from each end of its fault",
+                clause.start,
+                clause.end,
+                f"remove `{clause.kind} ...`: e.g. recovery_time({measure.subject}) < 10s",
+            )
 
     def _operator(self, measure: _Measure, token: Token) -> Any:
         op, start = str(token), token.start_pos or 0
@@ -365,16 +457,20 @@ class _SloTransformer(ValueTransformer):
             fix = f"{n}ms" if q.kind == "number" and float(n) >= 10 else f"{n}s"
             message = f"{metric} is a time: `{q.text}` needs a unit" if q.kind == "number" else mismatch
             raise self.error(message, q.start, q.end, f"{metric} is a time: write {fix}")
-        if metric == "error_rate":
+        if metric in ("error_rate", "success_rate"):
             if q.kind in ("percent", "number"):
-                return fraction(self, q, "an error rate")
-            raise self.error(mismatch, q.start, q.end, "write e.g. error_rate < 0.5% (or 0.005)")
-        if metric == "throughput":
+                return fraction(self, q, "an error rate" if metric == "error_rate" else "a success rate")
+            bound = "< 0.5% (or 0.005)" if metric == "error_rate" else "> 99.5% (or 0.995)"
+            raise self.error(mismatch, q.start, q.end, f"write e.g. {metric} {bound}")
+        if metric == "recovery_time":
+            if q.kind == "duration":
+                return q.value
+            fix = f"{q.number_text}s" if q.kind == "number" else "10s"
+            raise self.error(mismatch, q.start, q.end, f"recovery_time is a time: write {fix}")
+        if metric in ("throughput", "goodput"):
             if q.kind == "rate":
                 return q.value
-            hint = (
-                f"throughput is a rate: write {q.number_text}/s" if q.kind == "number" else "write e.g. 50/s"
-            )
+            hint = f"{metric} is a rate: write {q.number_text}/s" if q.kind == "number" else "write e.g. 50/s"
             raise self.error(mismatch, q.start, q.end, hint)
         if q.kind != "number":
             raise self.error(mismatch, q.start, q.end, "write e.g. dropped_iterations <= 0")
@@ -402,7 +498,10 @@ class _SloTransformer(ValueTransformer):
 _NATURE: dict[str, str] = {
     **{m: "a time" for m in TIME_METRICS},
     "error_rate": "a fraction",
+    "success_rate": "a fraction",
     "throughput": "a rate",
+    "goodput": "a rate",
+    "recovery_time": "a time",
     "dropped_iterations": "a count",
     "latency_trend": "a relative growth per hour",
     "error_rate_trend": "a growth per hour",
@@ -414,7 +513,10 @@ _NATURE: dict[str, str] = {
 def _example_bound(metric: str) -> str:
     return {
         "error_rate": "< 1%",
+        "success_rate": "> 99%",
         "throughput": ">= 50/s",
+        "goodput": ">= 40/s",
+        "recovery_time": "< 10s",
         "dropped_iterations": "<= 0",
         "error_rate_trend": "< 0.1%/h",
         "throughput_trend": "> -5%/h",

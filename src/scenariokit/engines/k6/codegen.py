@@ -242,9 +242,17 @@ def threshold_for(slo: Slo, scenario: Scenario) -> tuple[list[tuple[str, str]], 
             f"k6 reads whole responses and cannot measure {UNMEASURABLE[slo.metric]}; "
             "this SLO will be reported as not measured"
         )
+    if slo.metric in ("recovery_time", "goodput", "success_rate") or (slo.metric, slo.statistic) == (
+        "throughput",
+        "max",
+    ):
+        return [], None  # per-second, per-request or per-fault figures: scenariokit judges them, no warning
     window = slo.window
     if window is not None and window.stage is None:
         return [], "k6 thresholds hold over the whole test, not a time window; scenariokit judges it"
+    stage_names = {s.label for s in scenario.load.stages} | {s.kind for s in scenario.load.stages}
+    if window is not None and (window.after or window.stage not in stage_names):
+        return [], "k6 cannot filter on a fault's window or an `after` window; scenariokit judges it"
     if slo.metric == "dropped_iterations" and (slo.requests or window is not None):
         return [], "k6 counts dropped iterations for the whole test only; scenariokit judges it"
     if slo.metric == "throughput" and window is not None:
