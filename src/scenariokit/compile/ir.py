@@ -7,6 +7,7 @@ came from the scenario keeps the `Span` it came from, so a backend can still poi
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +222,19 @@ class Dataset:
     records: tuple[Mapping[str, str], ...]
     pick: Literal["random", "sequential"] = "random"
     span: Span = UNKNOWN_SPAN
+    served: bool = False  # `serve: http`: the runner serves its images (`url` is each one's path there)
+
+    def served_files(self) -> dict[str, tuple[bytes, str]]:
+        """What the runner's image server answers: each record's `url` path -> (image bytes, MIME type)."""
+        if not self.served:
+            return {}
+        return {r["url"]: (base64.b64decode(r["base64"]), r["mime"]) for r in self.records}
+
+
+# The origin of the runner's image server, read by the engine when a request renders `{name.url}` of a
+# served data set (`${env:SCENARIOKIT_DATA_URL}` + the image's path): set by `scenariokit run`, or by hand
+# for a compiled script run elsewhere.
+DATA_URL_ENV = "SCENARIOKIT_DATA_URL"
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -315,7 +329,9 @@ class Expect:
 @dataclass(frozen=True)
 class RequestTemplate:
     """One kind of request, as sent: `headers` are all it sends (the target's merged in, see
-    merge_headers), and each of its strings is `Text`."""
+    merge_headers), and each of its strings is `Text`. `name` is its records' name: the entry's, or for a
+    step of a flow `<entry>.<step>` (`flow` then names the entry). `weight` is the weight of the mix's
+    entry that sends it (a step's is its flow's: each pick of the flow sends each step once)."""
 
     name: str
     weight: float
@@ -330,6 +346,7 @@ class RequestTemplate:
     expect: Expect = field(default_factory=Expect)
     timeout_s: float = 60.0
     span: Span = UNKNOWN_SPAN
+    flow: str | None = None  # the entry whose step it is (None: an entry of its own)
 
     @property
     def templates(self) -> tuple[Template, ...]:
@@ -342,6 +359,35 @@ class RequestTemplate:
     def datasets(self) -> tuple[str, ...]:
         """The data sets its templates read, in order of first use: one record of each per request."""
         return tuple(dict.fromkeys(d for t in self.templates for d in t.datasets))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of the weighted mix: what a user does when the mix picks it. A plain entry is a task of
+    one step; a flow (`steps:`) sends its steps in order, one after the other, in the same user, the next
+    when the one before has its answer (judged on its own: a failed step does not stop the next). The
+    weight picks the task once; in an open model one arrival runs the whole task. Think time comes between
+    tasks, never between steps. A task's steps read one record of each data set they use, shared by all
+    of them (a later step can send what an earlier one sent)."""
+
+    name: str
+    weight: float
+    steps: tuple[RequestTemplate, ...]
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def is_flow(self) -> bool:
+        return any(step.flow is not None for step in self.steps)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The data sets its steps read, in order of first use: one record of each per pick."""
+        return tuple(dict.fromkeys(d for step in self.steps for d in step.datasets))
+
+    @property
+    def timeout_s(self) -> float:
+        """The longest a pick can take: its steps' timeouts together."""
+        return sum(step.timeout_s for step in self.steps)
 
 
 # Headers as sent: (name, value), one per name in any case.
@@ -383,6 +429,7 @@ def integer_weights(weights: list[float], max_total: int = 10_000) -> list[int]:
 SloMetric = Literal[
     "latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations",
     "latency_trend", "error_rate_trend", "throughput_trend", "memory_growth",
+    "success_rate", "goodput", "recovery_time",
 ]  # fmt: skip
 # Time metrics are judged in seconds; error_rate as a fraction; throughput in requests/s;
 # dropped_iterations as a count.
@@ -391,6 +438,9 @@ TIME_METRICS = frozenset({"latency", "ttfb", "ttft", "itl", "tpot"})
 # throughput_trend are relative to the level at the part's start (a fraction per hour: 10%/h = 0.1),
 # error_rate_trend is absolute (fraction points per hour), memory_growth the target's RSS in bytes per hour.
 TREND_METRICS = frozenset({"latency_trend", "error_rate_trend", "throughput_trend", "memory_growth"})
+# success_rate is the mirror of error_rate (a fraction of requests); goodput a rate like throughput, of the
+# requests that succeeded and met every latency SLO covering them; recovery_time (seconds) is measured per
+# occurrence of the fault named in `Slo.subject`, from the run's per-second figures (results/recovery.py).
 
 
 @dataclass(frozen=True)
@@ -401,18 +451,16 @@ class Window:
     intervals; `after X` (`after` true) runs from each end of X to X's next start or the run's end, and
     `after X for 30s` (`length_s`) only the first 30 s of each of those."""
 
-    "success_rate", "goodput", "recovery_time",
     stage: str | None = None
     start_s: float | None = None
     end_s: float | None = None
+    after: bool = False
+    length_s: float | None = None
 
 
 @dataclass(frozen=True)
 class Slo:
     text: str
-# success_rate is the mirror of error_rate (a fraction of requests); goodput a rate like throughput, of the
-# requests that succeeded and met every latency SLO covering them; recovery_time (seconds) is measured per
-# occurrence of the fault named in `Slo.subject`, from the run's per-second figures (results/recovery.py).
     metric: SloMetric
     # For time metrics: p50, p95, p99, p99.9, mean, median, min, max. None for rate-like metrics.
     statistic: str | None
@@ -421,9 +469,8 @@ class Slo:
     requests: tuple[str, ...] = ()
     window: Window | None = None
     span: Span = UNKNOWN_SPAN
+    subject: str | None = None  # recovery_time: the fault whose recovery is measured
 
-    after: bool = False
-    length_s: float | None = None
     @property
     def percentile(self) -> float | None:
         if self.statistic and self.statistic.startswith("p"):
@@ -437,13 +484,52 @@ class Slo:
             case "<":
                 return value < self.threshold
             case "<=":
-    subject: str | None = None  # recovery_time: the fault whose recovery is measured
                 return value <= self.threshold
             case ">":
                 return value > self.threshold
             case ">=":
                 return value >= self.threshold
         raise AssertionError(self.op)
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+# Faults by where they act: the target's process (kill-target), the runner's TCP proxy between the engine
+# and the target (network), the embedded server's admin endpoint (server-side).
+NETWORK_FAULTS = frozenset({"latency", "bandwidth", "reset", "hang", "drop", "packet-loss"})
+SERVER_FAULTS = frozenset({"server-latency", "server-errors", "stall-worker"})
+FaultParam = Union[float, int, str, tuple[str, ...]]  # noqa: UP007
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault of `faults:`, planned: the seconds from the run's start at which each occurrence begins
+    (a schedule expanded at compile time, a random one drawn from its seed), how long each lasts, and the
+    kind's parameters in SI units under the names the runner and the proxy read:
+
+    kill-target {signal, instance, exec}; latency {delay_s, jitter_s}; bandwidth {bytes_per_s};
+    reset, hang, drop {share}; packet-loss {share, stall_s}; server-latency {delay_s};
+    server-errors {share}; stall-worker {}.
+    """
+
+    name: str
+    kind: str
+    times: tuple[float, ...]
+    duration_s: float
+    params: Mapping[str, FaultParam] = field(default_factory=dict)
+    span: Span = UNKNOWN_SPAN
+
+    @property
+    def network(self) -> bool:
+        return self.kind in NETWORK_FAULTS
+
+    @property
+    def server_side(self) -> bool:
+        return self.kind in SERVER_FAULTS
+
+    def windows(self) -> list[tuple[float, float]]:
+        """[start_s, end_s) of each planned occurrence, from the run's start."""
+        return [(t, t + self.duration_s) for t in self.times]
 
 
 # --- the whole scenario ---------------------------------------------------------------------------
@@ -465,6 +551,11 @@ class Target:
     @property
     def is_embedded(self) -> bool:
         return self.base_url == "embedded"
+
+    @property
+    def instances(self) -> int:
+        """Embedded servers the runner starts (`target.embedded.instances`), each on its own port."""
+        return int(dict(self.embedded_options).get("instances", 1)) if self.is_embedded else 1
 
 
 EMBEDDED_DEFAULT_URL = "http://127.0.0.1:8000"
@@ -504,6 +595,14 @@ class Scenario:
     seed: int = 0
     description: str = ""
     monitoring: Monitoring = Monitoring()
+    faults: tuple[Fault, ...] = ()
+    # The weighted mix, as lower builds it; `requests` holds every task's steps, in order (see `mix`).
+    tasks: tuple[Task, ...] = ()
+
+    @property
+    def mix(self) -> tuple[Task, ...]:
+        """The weighted mix: `tasks`, or (a scenario without flows) one task per request."""
+        return self.tasks or tuple(Task(r.name, r.weight, (r,), r.span) for r in self.requests)
 
     @property
     def default_base_url(self) -> str:

@@ -43,6 +43,20 @@ MAX_STAGES = 10_000
 MAX_TIME_S = 3600.0  # a timeout, an expected latency, a think time
 MAX_WEIGHT = 1_000_000.0
 
+# --- flows: an entry's `steps:` (model.py, lower.py) ------------------------------------------------
+MAX_STEPS = 50  # requests one user sends in order for one pick of the mix; a flow is a task, not a script
+# A step's name: the record's name is `<entry>.<step>`, which an SLO's `for` must be able to write (its
+# NAME allows `-` and `.` between word characters); no `.`, so the record name splits one way only.
+STEP_NAME_PATTERN = r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*$"
+MAX_STEP_NAME_CHARS = 64
+
 # --- the target's start command (model.py; run only under --allow-exec) ------------------------------
 MAX_COMMAND_ARGS = 256  # far above a real server's command line
 MAX_COMMAND_ARG_CHARS = 4096
+
+# --- faults (model.py, lower.py) ------------------------------------------------------------------
+MAX_FAULTS = 100  # entries in `faults:`
+# planned occurrences, all faults together: an `every: 1s` over a week would otherwise plan 604,800
+MAX_FAULT_OCCURRENCES = 1000
+MAX_FAULT_DELAY_S = 60.0  # an added latency, its jitter, a packet-loss stall (the server's own bound too)
+MAX_EMBEDDED_INSTANCES = 8  # embedded servers behind the round-robin proxy: each loads its models

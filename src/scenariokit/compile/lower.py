@@ -16,16 +16,19 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from scenariokit.compile import expr
-from scenariokit.compile.datasets import DataBudget, DataRoot, DatasetError, load_dataset
+from scenariokit.compile.datasets import DataBudget, DataRoot, DatasetError, LoadedData, load_dataset
 from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
+from scenariokit.compile.faults import FaultLowerer
 from scenariokit.compile.ir import (
+    DATA_URL_ENV,
     NO_THINK_TIME,
     Dataset,
     Distribution,
     Expect,
+    Fault,
     Headers,
     JsonTemplate,
     LoadProfile,
@@ -36,6 +39,7 @@ from scenariokit.compile.ir import (
     Slo,
     Stage,
     Target,
+    Task,
     Template,
     Text,
     as_text,
@@ -51,7 +55,14 @@ from scenariokit.compile.limits import (
     MAX_USERS,
     MIN_RUN_S,
 )
-from scenariokit.compile.model import CHAT_FIELDS, REST_FIELDS, RequestSpec, ScenarioSpec, TargetSpec
+from scenariokit.compile.model import (
+    CHAT_FIELDS,
+    REST_FIELDS,
+    RequestFields,
+    RequestSpec,
+    ScenarioSpec,
+    TargetSpec,
+)
 from scenariokit.compile.parse import Document, Path_
 
 STREAM_METRICS = frozenset({"ttft", "itl", "tpot"})
@@ -96,6 +107,8 @@ class Lowerer:
         self.bag = DiagnosticBag()
         self.datasets: dict[str, Dataset] = {}
         self.target_headers: Headers = ()
+        self.faults: tuple[Fault, ...] = ()
+        self.flows: dict[str, tuple[str, ...]] = {}  # a flow's name -> its steps' record names
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -131,7 +144,17 @@ class Lowerer:
         except expr.ExprError as exc:
             self.bag.items.append(exc.diagnostic)
             return text
-        return as_text([self._resolved(part) for part in parts], span)
+        return as_text([p for part in parts for p in self._served(self._resolved(part))], span)
+
+    def _served(self, part: expr.TemplatePart) -> list[expr.TemplatePart]:
+        """`{name.url}` of a served data set renders as the image server's origin (read from the
+        environment when the request is made: the runner binds its port only then) and the image's path."""
+        if not isinstance(part, expr.DataRef) or part.field != "url":
+            return [part]
+        dataset = self.datasets.get(part.dataset)
+        if dataset is None or not dataset.served:
+            return [part]
+        return [expr.EnvRef(DATA_URL_ENV, part.span), part]
 
     def _resolved(self, part: expr.TemplatePart) -> expr.TemplatePart:
         if not isinstance(part, expr.DataRef):
@@ -194,8 +217,13 @@ class Lowerer:
         target = self._target()
         load = self._load()
         self._data()
-        requests = tuple(self._request(name, spec) for name, spec in self.spec.requests.items())
+        tasks = tuple(self._task(name, spec) for name, spec in self.spec.requests.items())
+        requests = tuple(step for task in tasks for step in task.steps)
+        self._check_record_names(tasks)
+        self.flows = {task.name: tuple(s.name for s in task.steps) for task in tasks if task.is_flow}
         self._check_weights(requests)
+        # before the SLOs: a fault's name is a window (`during outage`), in one namespace with stage labels
+        self.faults = FaultLowerer(self.spec, self.source, self.bag).lower(load)
         slos = self._slos(requests, load)
         monitoring = self._monitoring()
         self.bag.raise_if_errors()
@@ -212,6 +240,8 @@ class Lowerer:
             seed=self.spec.seed,
             description=self.spec.description,
             monitoring=monitoring,
+            faults=self.faults,
+            tasks=tasks,
         )
 
     def _monitoring(self) -> Monitoring:
@@ -405,6 +435,12 @@ class Lowerer:
                 src_path = (*path, "source") if options else path
                 self.bag.error(self.source.text(src_path), str(exc), exc.hint)
                 continue
+            served = options is not None and options.serve == "http"
+            if served:
+                with_urls = self._with_urls(name, loaded, path)
+                if with_urls is None:
+                    continue
+                loaded = with_urls
             self.datasets[name] = Dataset(
                 name=name,
                 source=source,
@@ -413,11 +449,73 @@ class Lowerer:
                 records=loaded.records,
                 pick=options.pick if options else "random",
                 span=self.source.value(path),
+                served=served,
             )
 
-    def _request(self, name: str, spec: RequestSpec) -> RequestTemplate:
+    def _with_urls(self, name: str, loaded: LoadedData, path: Path_) -> LoadedData | None:
+        """`serve: http`: each image record gets `url`, its path on the runner's image server
+        (`/<set>/<id>/<file>`: the id keeps two CSV rows' files of one name apart)."""
+        span = self.source.text((*path, "serve"))
+        if not {"base64", "mime", "file"} <= set(loaded.fields):
+            self.bag.error(
+                span, f"data set `{name}` has no images to serve", "`serve: http` serves image sets"
+            )
+            return None
+        if "url" in loaded.fields:
+            self.bag.error(
+                span, f"data set `{name}` has a `url` column already", "rename the column, or drop `serve`"
+            )
+            return None
+        records = tuple({**r, "url": f"/{name}/{r['id']}/{quote(r['file'])}"} for r in loaded.records)
+        return dataclasses.replace(loaded, fields=(*loaded.fields, "url"), records=records)
+
+    def _task(self, name: str, spec: RequestSpec) -> Task:
+        """An entry of the mix: a request, or a flow of steps (records `<entry>.<step name or 1-based
+        position>`), which has no request fields of its own."""
         path: Path_ = ("requests", name)
-        given = spec.model_fields_set
+        span = self.source.key(path)
+        if spec.steps is None:
+            return Task(name, spec.weight, (self._request(name, spec, path, spec.weight),), span)
+        for key in sorted(spec.model_fields_set - {"weight", "steps"}):
+            field = RequestSpec.model_fields[key]
+            self.bag.error(
+                self.source.key((*path, field.alias or key)),
+                f"`{name}` is a flow (it has `steps:`): `{field.alias or key}` belongs in a step",
+                "move it into each step that sends it; a flow holds only `weight` and `steps`",
+            )
+        steps: list[RequestTemplate] = []
+        seen: dict[str, int] = {}
+        for i, step in enumerate(spec.steps):
+            step_path: Path_ = (*path, "steps", i)
+            label = step.name or str(i + 1)
+            if label in seen:
+                self.bag.error(
+                    self.source.text((*step_path, "name")) if step.name else self.source.key(step_path),
+                    f"flow `{name}` has two steps named `{label}` (steps {seen[label] + 1} and {i + 1})",
+                    "give each step its own `name` (a step without one is named by its position)",
+                )
+            seen.setdefault(label, i)
+            steps.append(self._request(f"{name}.{label}", step, step_path, spec.weight, flow=name))
+        return Task(name, spec.weight, tuple(steps), span)
+
+    def _check_record_names(self, tasks: tuple[Task, ...]) -> None:
+        """Records are told apart by name: a step's `<entry>.<step>` must not be another entry's name."""
+        entries = {task.name: task for task in tasks}
+        for task in tasks:
+            for step in task.steps:
+                other = entries.get(step.name)
+                if step.flow is not None and other is not None:
+                    self.bag.error(
+                        step.span,
+                        f"step `{step.name}` has the name of the request `{other.name}`: their records "
+                        "could not be told apart",
+                        "rename the step or the request",
+                    )
+
+    def _request(
+        self, name: str, spec: RequestFields, path: Path_, weight: float, flow: str | None = None
+    ) -> RequestTemplate:
+        given = spec.model_fields_set - {"name"}
         chat_fields = sorted(given & CHAT_FIELDS - {"stream"} | ({"stream"} if spec.stream else set()))
         rest_fields = sorted(given & REST_FIELDS)
         timeout = self._expr(
@@ -431,7 +529,7 @@ class Lowerer:
         headers = self._headers(spec.headers, (*path, "headers"))
         expect = self._expect(spec, path)
         common = dict(
-            name=name, weight=spec.weight, expect=expect, timeout_s=timeout, span=self.source.key(path)
+            name=name, weight=weight, expect=expect, timeout_s=timeout, span=self.source.key(path), flow=flow
         )
         if spec.raw is not None:
             if chat_fields or rest_fields:
@@ -457,7 +555,7 @@ class Lowerer:
             )
         return self._rest(spec, path, headers, common)
 
-    def _expect(self, spec: RequestSpec, path: Path_) -> Expect:
+    def _expect(self, spec: RequestFields, path: Path_) -> Expect:
         if spec.expect is None:
             return Expect()
         status = spec.expect.status
@@ -466,7 +564,7 @@ class Lowerer:
         text = None if contains is None else self._text(contains, (*path, "expect", "contains"))
         return Expect(status=codes, contains=text, span=self.source.value((*path, "expect")))
 
-    def _chat(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+    def _chat(self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
         model = spec.model or self.spec.target.model
         if model is None:
             self.bag.error(
@@ -511,14 +609,14 @@ class Lowerer:
             **common,
         )
 
-    def _rest(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+    def _rest(self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
         if spec.path is None:
             self.bag.error(
-                self.source.key(path), f"request `{path[-1]}` needs a `path`", "e.g. `path: /api/v1/identify`"
+                self.source.key(path), f"request `{common['name']}` needs a `path`", "e.g. `path: /api/v1/identify`"
             )
         return self._http(spec.method, spec.path or "/", spec.json_body, spec.body, path, headers, common)
 
-    def _raw(self, spec: RequestSpec, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+    def _raw(self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
         raw = spec.raw
         assert raw is not None
         default_path = self.spec.target.chat_path if self.spec.target.kind == "openai-chat" else None
@@ -577,6 +675,7 @@ class Lowerer:
             slo: Slo | None = self._expr(expr.parse_slo, text, path)
             if slo is None:
                 continue
+            slo = self._flow_steps(slo)
             key = _slo_key(slo)
             if key in seen:
                 self.bag.error(
@@ -600,6 +699,31 @@ class Lowerer:
             self._check_stream_metric(slo, by_name, path)
             result.append(slo)
         return tuple(result)
+
+    def _fault_names(self) -> list[str]:
+        """The scenario's fault names (the `faults:` section), in order: windows share their namespace."""
+        return [fault.name for fault in getattr(self.spec, "faults", None) or ()]
+
+    def _check_window_names(self, slo: Slo, labels: set[str], path: Path_) -> None:
+        """`during X` / `after X` name a stage or a fault; `recovery_time(X)` a fault."""
+        faults = self._fault_names()
+        name = slo.window.stage if slo.window else None
+        if name is not None and name not in labels and name not in faults:
+            known = sorted(labels) + faults
+            hint = did_you_mean(name, known) or f"stages and faults: {', '.join(known)}"
+            self.bag.error(self.source.text(path), f"no load stage or fault is called `{name}`", hint)
+        if slo.subject is not None and slo.subject not in faults:
+            hint = did_you_mean(slo.subject, faults) or (
+                f"faults: {', '.join(faults)}" if faults else "the scenario has no `faults:` section"
+            )
+            self.bag.error(self.source.text(path), f"no fault is called `{slo.subject}`", hint)
+
+    def _flow_steps(self, slo: Slo) -> Slo:
+        """`for <flow>` scopes every step of the flow: the SLO names their records (`<flow>.<step>`)."""
+        if not any(name in self.flows for name in slo.requests):
+            return slo
+        steps = (step for name in slo.requests for step in self.flows.get(name, (name,)))
+        return dataclasses.replace(slo, requests=tuple(dict.fromkeys(steps)))
 
     def _check_slo_names(self, slo: Slo, by_name: dict[str, RequestTemplate], path: Path_) -> None:
         for name in slo.requests:
@@ -636,21 +760,3 @@ def lower(
     `root` (default: the scenario's folder)."""
     lowerer = Lowerer(spec, doc, source_path, root or DataRoot.of(Path(source_path).parent))
     return lowerer.lower(), lowerer.bag.warnings
-    def _fault_names(self) -> list[str]:
-        """The scenario's fault names (the `faults:` section), in order: windows share their namespace."""
-        return [fault.name for fault in getattr(self.spec, "faults", None) or ()]
-
-    def _check_window_names(self, slo: Slo, labels: set[str], path: Path_) -> None:
-        """`during X` / `after X` name a stage or a fault; `recovery_time(X)` a fault."""
-        faults = self._fault_names()
-        name = slo.window.stage if slo.window else None
-        if name is not None and name not in labels and name not in faults:
-            known = sorted(labels) + faults
-            hint = did_you_mean(name, known) or f"stages and faults: {', '.join(known)}"
-            self.bag.error(self.source.text(path), f"no load stage or fault is called `{name}`", hint)
-        if slo.subject is not None and slo.subject not in faults:
-            hint = did_you_mean(slo.subject, faults) or (
-                f"faults: {', '.join(faults)}" if faults else "the scenario has no `faults:` section"
-            )
-            self.bag.error(self.source.text(path), f"no fault is called `{slo.subject}`", hint)
-

@@ -27,9 +27,14 @@ from scenariokit.compile.limits import (
     MAX_COMMAND_ARG_CHARS,
     MAX_COMMAND_ARGS,
     MAX_DATASET_NAME_CHARS,
+    MAX_EMBEDDED_INSTANCES,
     MAX_EXPR_CHARS,
+    MAX_FAULTS,
+    MAX_STEP_NAME_CHARS,
+    MAX_STEPS,
     MAX_USERS,
     MAX_WEIGHT,
+    STEP_NAME_PATTERN,
 )
 from scenariokit.engines import DEFAULT_ENGINE, engine_names
 
@@ -88,6 +93,13 @@ class EmbeddedOptions(Strict):
     max_in_flight: int | None = Field(None, ge=1, description="Requests processed at once.")
     max_queue: int | None = Field(None, ge=0, description="Requests allowed to wait; more get 429/503.")
     fault: str | None = Field(None, description="Fault hook, e.g. `latency=200ms,error_rate=0.1`.")
+    instances: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EMBEDDED_INSTANCES,
+        description="Servers started on ports of their own behind a round-robin proxy (default 1); a "
+        "`kill-target` fault with `instance: random` kills one of them.",
+    )
 
 
 class TargetSpec(Strict):
@@ -163,6 +175,11 @@ class DatasetSpec(Strict):
     count: int | None = Field(None, ge=1, le=10_000, description="Records to generate (builtin sets).")
     seed: int = Field(0, description="Seed for generated sets.")
     pick: Literal["random", "sequential"] = "random"
+    serve: Literal["http"] | None = Field(
+        None,
+        description="`http`: `scenariokit run` serves the set's images on 127.0.0.1 for the run (and lets "
+        "only that origin through to the embedded server); `{name.url}` renders each image's URL there.",
+    )
 
 
 class ExpectSpec(Strict):
@@ -191,20 +208,13 @@ class RawSpec(Strict):
     body: str | None = None
 
 
-class RequestSpec(Strict):
-    """One kind of request in the weighted mix.
+class RequestFields(Strict):
+    """What one request sends and expects (a request entry, or one step of a flow).
 
     Chat targets take `prompt`/`image`/`max_tokens`/`stream`; REST targets take `method`/`path`/`json`.
     `raw` sends a request exactly as written on either kind.
     """
 
-    weight: float = Field(
-        1.0,
-        ge=0,
-        le=MAX_WEIGHT,
-        allow_inf_nan=False,
-        description="Relative share of the mix (a non-negative number).",
-    )
     # chat form
     prompt: str | None = None
     image: str | None = Field(None, description="An image reference such as `{images}` (a data: URL).")
@@ -222,6 +232,39 @@ class RequestSpec(Strict):
     raw: RawSpec | None = None
     expect: ExpectSpec | None = None
     timeout: Expr | None = Field(None, description="Overrides the target's timeout. " + DURATION_HELP)
+
+
+class StepSpec(RequestFields):
+    """One request of a flow: every field of a request entry but `weight` (the flow's) and `steps` (flows
+    do not nest)."""
+
+    name: str | None = Field(
+        None,
+        max_length=MAX_STEP_NAME_CHARS,
+        pattern=STEP_NAME_PATTERN,
+        description="The step's name: its records are named `<entry>.<name>` (default: its 1-based "
+        "position, `<entry>.1`). Letters, digits and `_`, joined by single `-`; unique in the flow.",
+    )
+
+
+class RequestSpec(RequestFields):
+    """One entry of the weighted mix: a request, or with `steps:` a flow of requests sent in order."""
+
+    weight: float = Field(
+        1.0,
+        ge=0,
+        le=MAX_WEIGHT,
+        allow_inf_nan=False,
+        description="Relative share of the mix (a non-negative number); a flow's counts once per flow.",
+    )
+    steps: list[StepSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description=f"A flow: up to {MAX_STEPS} requests one user sends in order, one after the other, for "
+        "one pick of the mix (one arrival in an open model). Each step has its own expectation and record; "
+        "a failed step does not stop the next. The entry then has no request fields of its own.",
+    )
 
 
 MAX_MONITOR_TARGETS = 16
@@ -275,6 +318,79 @@ class MonitoringSpec(Strict):
     )
 
 
+FAULT_KINDS = (
+    "kill-target",
+    "latency",
+    "bandwidth",
+    "reset",
+    "hang",
+    "drop",
+    "packet-loss",
+    "server-latency",
+    "server-errors",
+    "stall-worker",
+)
+# A fault's name is a window name (`during X`, `after X`), written like a stage label.
+WINDOW_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*([-.][A-Za-z0-9_]+)*$"
+
+
+class RandomTimeSpec(Strict):
+    """One start time drawn uniformly between two times, from the seed (the same every run)."""
+
+    between: list[Expr] = Field(
+        ..., min_length=2, max_length=2, description="Earliest and latest start, e.g. `[1m, 9m]`."
+    )
+    seed: int | None = Field(None, description="Seed of the draw (default: the scenario's `seed`).")
+
+
+class FaultSpec(Strict):
+    """One fault injected on schedule: a kind, its parameters, when, and for how long (docs/chaos.md)."""
+
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        pattern=WINDOW_NAME_PATTERN,
+        description="Its window name in SLOs (`during outage`, `after outage`): unique, and not a stage's.",
+    )
+    kind: Literal[FAULT_KINDS] = Field(  # type: ignore[valid-type]
+        ...,
+        description="`kill-target`; network faults through the runner's proxy: `latency`, `bandwidth`, "
+        "`reset`, `hang`, `drop`, `packet-loss`; the embedded server's own: `server-latency`, "
+        "`server-errors`, `stall-worker`.",
+    )
+    at: Expr | None = Field(None, description="Start once, this long after the run's start. " + DURATION_HELP)
+    every: Expr | None = Field(None, description="Start every this long (first at `from`, default `every`).")
+    from_: Expr | None = Field(None, alias="from", description="With `every`: the first start.")
+    random: RandomTimeSpec | None = Field(None, description="Start once at a seeded random time.")
+    duration: Expr | None = Field(
+        None,
+        description="How long the fault lasts; for `kill-target` how long the target stays down before it is "
+        "restarted (default 0s: at once). " + DURATION_HELP,
+    )
+    # kill-target
+    signal: Literal["SIGKILL", "SIGTERM"] | None = Field(None, description="kill-target: default SIGKILL.")
+    instance: Literal["random"] | Annotated[int, Field(ge=0)] | None = Field(
+        None, description="kill-target on several embedded instances: `random` (seeded, default) or an index."
+    )
+    exec_: list[CommandArg] | None = Field(
+        None,
+        alias="exec",
+        min_length=1,
+        max_length=MAX_COMMAND_ARGS,
+        description="kill-target on an external target: an argv list (no shell) run with `--allow-exec`.",
+        examples=[["kubectl", "delete", "pod", "-l", "app=vllm"]],
+    )
+    # network and server-side faults
+    delay: Expr | None = Field(None, description="latency, server-latency: added time, e.g. `200ms`.")
+    jitter: Expr | None = Field(None, description="latency: spread around `delay` (default 0s).")
+    rate: Expr | None = Field(None, description="bandwidth: bytes per second each way, e.g. `100KB/s`.")
+    share: Expr | None = Field(
+        None, description="reset, hang, drop, packet-loss, server-errors: the share affected, e.g. `10%`."
+    )
+    stall: Expr | None = Field(None, description="packet-loss: the stall per lost packet (default 200ms).")
+
+
 DataEntry = Annotated[str | DatasetSpec, Field(description="A source string, or a mapping with options.")]
 
 
@@ -322,6 +438,11 @@ class ScenarioSpec(Strict):
     )
     seed: int = Field(0, description="Seed for request and data selection.")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    faults: list[FaultSpec] = Field(
+        default_factory=list,
+        max_length=MAX_FAULTS,
+        description=f"At most {MAX_FAULTS} faults injected on schedule during the run (docs/chaos.md).",
+    )
 
 
 # Fields a request may use per form; used for "did you mean" and form checks in lowering.

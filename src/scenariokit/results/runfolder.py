@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scenariokit.compile.expr import ExprError, parse_slo
-from scenariokit.compile.ir import Slo, Stage
+from scenariokit.compile.ir import Fault, Slo, Stage
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.store import load_records, read_samples
@@ -84,6 +84,10 @@ class RunMeta(BaseModel):
     stages: list[Stage] = Field(description="the planned load curve, as the IR's stages")
     slos: list[Slo] = Field(
         default_factory=list, description="the scenario's SLOs, as the IR's, each with its span in the file"
+    )
+    faults: list[Fault] = Field(
+        default_factory=list,
+        description="the planned faults, as the IR's (times from the run's start); faults.jsonl has what ran",
     )
     host: HostInfo | None = None
     started_unix: float = Field(description="when the runner started (before the target and the engine)")

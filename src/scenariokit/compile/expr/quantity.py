@@ -58,6 +58,21 @@ def parse_fraction(text: str, span: Span = UNKNOWN_SPAN) -> float:
     return fraction(_QuantityTransformer(text, span), q)
 
 
+@guarded
+def parse_byte_rate(text: str, span: Span = UNKNOWN_SPAN) -> float:
+    """`100KB/s`, `1.5MiB/s`, `500B/s` -> bytes per second (decimal kB, MB, GB; binary KiB, MiB, GiB)."""
+    q = _quantity(text, span, "bandwidth", "100KB/s, 1MiB/s")
+    if q.kind == "byte_rate":
+        return q.value
+    t = _QuantityTransformer(text, span)
+    raise t.error(
+        f"expected a bandwidth, got {KIND_NAMES[q.kind]} `{q.text}`",
+        q.start,
+        q.end,
+        "bandwidths are bytes per second: 100KB/s, 1MiB/s, 500B/s",
+    )
+
+
 def fraction(t: ValueTransformer, q: Quantity, what: str = "a fraction") -> float:
     if q.kind not in ("percent", "number"):
         raise t.error(
@@ -72,4 +87,4 @@ def fraction(t: ValueTransformer, q: Quantity, what: str = "a fraction") -> floa
     return q.value
 
 
-__all__ = ["fraction", "parse_duration", "parse_fraction", "parse_rate"]
+__all__ = ["fraction", "parse_byte_rate", "parse_duration", "parse_fraction", "parse_rate"]

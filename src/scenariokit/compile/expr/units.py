@@ -43,7 +43,9 @@ BYTE_UNITS: dict[str, float] = {
 GROWTH_PER: dict[str, float] = {"h": 1.0, "d": 1 / 24}  # to per hour
 _GROWTH = re.compile(r"(\d+(?:\.\d+)?)(%|[A-Za-z]+)/(h|d)")
 
-QuantityKind = Literal["duration", "rate", "percent", "number", "percent_growth", "byte_growth"]
+QuantityKind = Literal[
+    "duration", "rate", "percent", "number", "percent_growth", "byte_growth", "byte_rate"
+]
 KIND_NAMES: dict[QuantityKind, str] = {
     "duration": "a duration",
     "rate": "a rate",
@@ -51,10 +53,12 @@ KIND_NAMES: dict[QuantityKind, str] = {
     "number": "a plain number",
     "percent_growth": "a relative growth",
     "byte_growth": "a memory growth",
+    "byte_rate": "a bandwidth",
 }
 UNITS_HELP = (
     "durations take us, ms, s, m or h (`1m30s`); rates /s, /m or /h (`50/s`); percentages % (`0.5%`); "
-    "growths %/h or bytes per hour or day (`10%/h`, `5MB/h`, `1GiB/d`)"
+    "growths %/h or bytes per hour or day (`10%/h`, `5MB/h`, `1GiB/d`); bandwidths bytes per second "
+    "(`100KB/s`)"
 )
 
 
@@ -106,6 +110,10 @@ def quantity(token_type: str, text: str, start: int = 0) -> Quantity:
         result = Quantity("number", float(body), text, start, end)
     elif kind == "GROWTH":
         result = _growth(text, start, end)
+    elif kind == "BYTE_RATE":
+        amount = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]+)/(?:s|sec)", body)
+        assert amount is not None, text  # the lexer's BYTE_RATE pattern
+        result = Quantity("byte_rate", float(amount.group(1)) * BYTE_UNITS[amount.group(2)], text, start, end)
     else:
         raise AssertionError(token_type)
     if not math.isfinite(result.value):
