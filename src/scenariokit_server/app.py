@@ -794,13 +794,23 @@ class Server:
                 404, "the admin API is off: start with --admin", "NotFoundError", reason="not_found"
             )
         body = await json_body(request, self.settings)
+        # the body is the whole fault state: what it leaves out is off (a stalled worker is resumed)
+        stall = body.pop("stall_worker", False)
+        if not isinstance(stall, bool):
+            raise ApiError(400, "stall_worker must be true or false", param="stall_worker")
         try:
             self.settings.fault = Fault.parse(",".join(f"{k}={v}" for k, v in body.items()))
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         fault = self.settings.fault
+        stalled = self.pool.stall(stall) if self.pool is not None else None
         return JSONResponse(
-            {"latency_s": fault.latency_s, "error_rate": fault.error_rate, "leak_bytes": fault.leak_bytes}
+            {
+                "latency_s": fault.latency_s,
+                "error_rate": fault.error_rate,
+                "leak_bytes": fault.leak_bytes,
+                "stalled_worker_pid": stalled,
+            }
         )
 
 

@@ -287,6 +287,7 @@ class ModelPool:
         self.threads = ThreadPoolExecutor(max_workers=2 * self.workers, thread_name_prefix="model-pipe")
         self.closing = False
         self._restarts: set[asyncio.Task[None]] = set()
+        self.stalled_pid: int | None = None  # a worker stopped by the stall-worker fault
 
     @property
     def healthy(self) -> bool:
@@ -412,10 +413,25 @@ class ModelPool:
     def status(self) -> list[dict[str, Any]]:
         return [{"index": w.index, "pid": w.pid, "up": w.up, "restarts": w.restarts} for w in self.slots]
 
+    def stall(self, stalled: bool) -> int | None:
+        """A chaos fault: SIGSTOP the first worker (it stays "up": a hung worker, not a dead one, so calls
+        handed to it wait until their deadline), or SIGCONT it. The stalled process's pid, or None."""
+        worker = self.slots[0]
+        pid = worker.pid if worker.process is not None and worker.process.is_alive() else None
+        if stalled and pid is not None:
+            os.kill(pid, signal.SIGSTOP)
+            self.stalled_pid = pid
+        elif not stalled and self.stalled_pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # it died while stopped (and was restarted)
+                os.kill(self.stalled_pid, signal.SIGCONT)
+            self.stalled_pid = None
+        return self.stalled_pid
+
     def close(self) -> None:
         """Stop every worker. uvicorn calls this after in-flight requests have finished; a call that was
         abandoned (its client left) may still be running, and is cut short."""
         self.closing = True
+        self.stall(False)  # a stopped process would not act on SIGTERM before the grace ran out
         for task in self._restarts:
             task.cancel()
         for worker in self.slots:
