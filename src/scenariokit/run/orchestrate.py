@@ -39,7 +39,7 @@ import httpx
 
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
-from scenariokit.compile.ir import EnvRef, Scenario, Template
+from scenariokit.compile.ir import DATA_URL_ENV, EnvRef, Scenario, Template
 from scenariokit.compile.limits import HEADER_VALUE_FORBIDDEN, MAX_USERS
 from scenariokit.compile.lower import control_name
 from scenariokit.compile.pipeline import load_scenario
@@ -55,6 +55,7 @@ from scenariokit.run.checkpoint import Checkpoint
 from scenariokit.run.disk_use import disk_estimate
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
+from scenariokit.run.images import allowed_host, serving_images
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
 from scenariokit.run.pipeline import AbortJudge, RecordPipeline, runner_pipeline
@@ -371,6 +372,7 @@ def write_run_metadata(
         planned_duration_s=scenario.load.duration_s,
         load_model=scenario.load.model,
         stages=list(scenario.load.stages),
+        faults=list(scenario.faults),
         host=HostInfo(
             hostname=platform.node(),
             platform=platform.platform(),
@@ -449,9 +451,10 @@ def keeping_on(state: RunState) -> Iterator[None]:
 # --- target ---------------------------------------------------------------------------------------
 
 
-def target_config(scenario: Scenario) -> TargetConfig | None:
+def target_config(scenario: Scenario, image_origin: str | None = None) -> TargetConfig | None:
     """What the supervisor starts: the embedded server, an external target's start command, or nothing
-    (a target that runs already)."""
+    (a target that runs already). The embedded server may fetch image URLs from the runner's image server
+    (run/images.py) and from nowhere else."""
     target = scenario.target
     if not target.is_embedded and target.start_command is None:
         return None
@@ -461,14 +464,17 @@ def target_config(scenario: Scenario) -> TargetConfig | None:
         embedded_options=target.embedded_options,
         start_command=target.start_command,
         ready_timeout_s=target.ready_timeout_s,
+        server_args=("--allow-url-host", allowed_host(image_origin)) if image_origin else (),
     )
 
 
 @contextmanager
-def target_for(scenario: Scenario, run_dir: Path) -> Iterator[tuple[str, TargetSupervisor | None]]:
+def target_for(
+    scenario: Scenario, run_dir: Path, image_origin: str | None = None
+) -> Iterator[tuple[str, TargetSupervisor | None]]:
     """Yields (base_url, supervisor-or-None): the supervisor starts (and times) the target when the
     scenario asks for one; at the end it notes the server's own worker restarts and stops it."""
-    if (config := target_config(scenario)) is None:
+    if (config := target_config(scenario, image_origin)) is None:
         yield scenario.target.base_url, None
         return
     with TargetSupervisor(config, run_dir) as supervisor:
@@ -501,6 +507,7 @@ class RunState:
     engine_returncode: int | None = None
     engine_started_unix: float | None = None
     reserve: Path | None = None  # space held back for the last records and the summary (hold_reserve)
+    data_url: str | None = None  # the runner's image server (run/images.py), for `{name.url}`
 
     def interrupted(self) -> None:
         self.exit_reason, self.detail = "interrupted", SIGNALS.detail()
@@ -538,6 +545,8 @@ def run_engine(
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
     plan = LaunchPlan(script, base_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open")
     launch = engine.launch(plan)
+    if state.data_url is not None:  # `{name.url}` of a served data set renders from it
+        launch.env[DATA_URL_ENV] = state.data_url
     reader = engine.reader(raw_dir, launch)
     store = RecordStore(run_dir, on_durable=reader.release)  # raw bytes go once their part is on disk
     pipeline, judge = runner_pipeline(
@@ -733,7 +742,11 @@ def measure(
     """Starts the target, checks it answers, and runs the engine against it; `state` says how it ended."""
     SIGNALS.check()
     try:
-        with target_for(scenario, run_dir) as (base_url, handle):
+        with (
+            serving_images(scenario, run_dir / "logs") as image_origin,
+            target_for(scenario, run_dir, image_origin) as (base_url, handle),
+        ):
+            state.data_url = image_origin
             meta.base_url = base_url
             if (reason := target_is_up(base_url)) is not None:
                 state.exit_reason = "target_down"

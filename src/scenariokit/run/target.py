@@ -64,6 +64,7 @@ class TargetConfig:
     embedded_options: tuple[tuple[str, int | str], ...] = ()
     start_command: tuple[str, ...] | None = None
     ready_timeout_s: float = 60.0
+    server_args: tuple[str, ...] = ()  # more flags for the embedded server (the runner's image origin)
 
 
 class TargetSupervisor:
@@ -151,6 +152,7 @@ class TargetSupervisor:
     def _spawn(self) -> ServerHandle:
         if self.embedded:
             extra = ["--no-warm-up"] if self.config.mode == "cold" else []
+            extra += self.config.server_args
             options: dict[str, Any] = dict(self.config.embedded_options)
             return spawn_server(self.port, extra_args=extra, log_path=self._log_path, **options)
         assert self.config.start_command is not None
