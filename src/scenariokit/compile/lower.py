@@ -377,7 +377,8 @@ class Lowerer:
                 "remove `think_time`, or use `model: closed`",
             )
         peak = max((max(s.start, s.end) for s in stages), default=0.0)
-        concurrency = peak * latency  # Little's law: users busy = arrival rate x time in system
+        # Little's law: users busy = arrival rate x time in system (an arrival of a flow sends its steps)
+        concurrency = peak * latency * steps_per_pick(self.spec)
         if spec.max_users is None and concurrency * MAX_USERS_FACTOR > MAX_USERS:
             self.bag.error(
                 self.source.text(("load", "expected_latency")),
@@ -564,7 +565,9 @@ class Lowerer:
         text = None if contains is None else self._text(contains, (*path, "expect", "contains"))
         return Expect(status=codes, contains=text, span=self.source.value((*path, "expect")))
 
-    def _chat(self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+    def _chat(
+        self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]
+    ) -> RequestTemplate:
         model = spec.model or self.spec.target.model
         if model is None:
             self.bag.error(
@@ -609,10 +612,14 @@ class Lowerer:
             **common,
         )
 
-    def _rest(self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]) -> RequestTemplate:
+    def _rest(
+        self, spec: RequestFields, path: Path_, headers: Any, common: dict[str, Any]
+    ) -> RequestTemplate:
         if spec.path is None:
             self.bag.error(
-                self.source.key(path), f"request `{common['name']}` needs a `path`", "e.g. `path: /api/v1/identify`"
+                self.source.key(path),
+                f"request `{common['name']}` needs a `path`",
+                "e.g. `path: /api/v1/identify`",
             )
         return self._http(spec.method, spec.path or "/", spec.json_body, spec.body, path, headers, common)
 
@@ -741,6 +748,13 @@ class Lowerer:
                 f"{slo.metric} is measured only on streamed chat requests, and none is selected",
                 "add `stream: true` to a chat request, or measure `latency` instead",
             )
+
+
+def steps_per_pick(spec: ScenarioSpec) -> float:
+    """The requests one pick of the mix sends, on average over the weights (1 without flows)."""
+    weights = [(r.weight, len(r.steps or (r,))) for r in spec.requests.values()]
+    total = sum(w for w, _ in weights)
+    return sum(w * n for w, n in weights) / total if total > 0 else 1.0
 
 
 def _slo_key(slo: Slo) -> str:

@@ -25,19 +25,24 @@ class Plan:
     pre_allocated_users: int
     max_users: int
     sparkline: str
+    requests_per_pick: float = 1.0  # a flow's pick sends its steps
 
 
 def make_plan(scenario: Scenario, width: int = 60) -> Plan:
     load = scenario.load
-    per_request_s = load.expected_latency_s + load.think_time.mean_s
+    mix = scenario.mix
+    weight_sum = sum(t.weight for t in mix) or 1.0
+    # a pick of the mix sends every step of its task (a flow's steps one after the other), then thinks
+    steps_per_pick = sum(t.weight * len(t.steps) for t in mix) / weight_sum
+    per_pick_s = steps_per_pick * load.expected_latency_s + load.think_time.mean_s
     if load.model == "open":
-        total = load.level_integral()
-        needed = load.peak * load.expected_latency_s
+        picks = load.level_integral()  # one arrival runs one task
+        needed = load.peak * load.expected_latency_s * steps_per_pick  # as lower sizes the pool
     else:
-        total = load.level_integral() / per_request_s if per_request_s > 0 else math.inf
+        picks = load.level_integral() / per_pick_s if per_pick_s > 0 else math.inf
         needed = load.peak
-    weight_sum = sum(r.weight for r in scenario.requests) or 1.0
-    expected = {r.name: total * r.weight / weight_sum for r in scenario.requests}
+    # each request is sent once per pick of its task (r.weight is its task's weight)
+    expected = {r.name: picks * r.weight / weight_sum for r in scenario.requests}
     return Plan(
         duration_s=load.duration_s,
         peak=load.peak,
@@ -47,6 +52,7 @@ def make_plan(scenario: Scenario, width: int = 60) -> Plan:
         pre_allocated_users=load.pre_allocated_users,
         max_users=load.max_users,
         sparkline=sparkline(scenario, width),
+        requests_per_pick=steps_per_pick,
     )
 
 
@@ -81,15 +87,17 @@ def render_plan(scenario: Scenario, console: Console) -> None:
         )
     console.print(table)
     if load.model == "open":
+        steps = f" x {plan.requests_per_pick:.3g} requests an arrival" if plan.requests_per_pick != 1 else ""
         console.print(
             f"  Little's law: {plan.peak:g}/s x {format_duration(load.expected_latency_s)} expected "
-            f"latency = {plan.users_needed_at_peak:.1f} users busy at peak"
+            f"latency{steps} = {plan.users_needed_at_peak:.1f} users busy at peak"
         )
         console.print(
             f"  k6 ramping-arrival-rate: preAllocatedVUs={plan.pre_allocated_users}, maxVUs={plan.max_users}"
         )
     else:
-        per_user = 1 / (load.expected_latency_s + load.think_time.mean_s)
+        n = plan.requests_per_pick  # a flow's steps go back to back, think time after the last
+        per_user = n / (n * load.expected_latency_s + load.think_time.mean_s)
         console.print(
             f"  each user sends about {per_user:.2f} requests/s (expected latency "
             f"{format_duration(load.expected_latency_s)} + mean think "

@@ -166,7 +166,7 @@ GRACE_MARGIN_S = 2
 def graceful_stop(scenario: Scenario) -> str:
     """Long enough for a request in flight at the end to finish or time out and its VU to write its
     records, so none is cut unjudged or unwritten."""
-    longest = max((r.timeout_s for r in scenario.requests), default=30.0)
+    longest = max((task.timeout_s for task in scenario.mix), default=30.0)  # a flow's steps one by one
     return format_duration(math.ceil(longest) + GRACE_MARGIN_S)
 
 
@@ -370,8 +370,10 @@ def js_json(value: JsonTemplate) -> str:
 
 def request_lines(request: RequestTemplate) -> list[str]:
     headers = ", ".join(f"{js_key(name)}: {js_text(value)}" for name, value in request.headers)
+    flow = [] if request.flow is None else [f"flow: {js_literal(request.flow)}"]
     return [
         f"name: {js_literal(request.name)}",
+        *flow,
         f"weight: {number(request.weight)}",
         f"method: {js_literal(request.method)}",
         f"path: {js_text(request.path)}",
@@ -439,6 +441,7 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
         ],
         "requests": [request_lines(r) for r in scenario.requests],
         "templated": any(r.templates for r in scenario.requests),
+        "flows": any(task.is_flow for task in scenario.mix),
         "scenario_key": "load" if scenario.load.model == "closed" else "arrivals",
         "executor": executor,
         "thresholds": [

@@ -150,10 +150,20 @@ def wait_time_code(think: Distribution) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class RequestView:
+    """A request's constant: `CONST = sk.Request(fields...)`."""
+
     const: str
+    fields: list[str]
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A `@task(weight)` method sending one request, or a flow's steps in order (`sk.send(A, B, ...)`)."""
+
     method: str
     weight: int
-    fields: list[str]
+    flow: bool
+    call: str  # the arguments of `self.sk.send(...)`
 
 
 def request_fields(request: RequestTemplate) -> list[str]:
@@ -195,18 +205,36 @@ def compile_locust(scenario: Scenario, files_dir: Path) -> CompiledScript:
     return CompiledScript("locust", entry, files)
 
 
+def task_views(scenario: Scenario, open_arg: str) -> tuple[list[RequestView], list[TaskView]]:
+    """A constant per request (every step of a flow included) and a task method per entry of the mix.
+    A task of one request keeps the names it always had: its method from its name, its constant the
+    method's upper case; a step's constant comes from its record name (`<entry>.<step>`)."""
+    methods: set[str] = set()
+    consts: set[str] = set()
+    weights = integer_weights([task.weight for task in scenario.mix])
+    requests: list[RequestView] = []
+    tasks: list[TaskView] = []
+    for task, weight in zip(scenario.mix, weights, strict=True):
+        method = python_identifier(task.name, methods, _RESERVED)
+        names: list[str] = []
+        for step in task.steps:
+            base = method if not task.is_flow else python_identifier(step.name, set(), _RESERVED)
+            names.append(python_identifier(base.upper(), consts, _RESERVED_CONSTS))
+            requests.append(RequestView(names[-1], request_fields(step)))
+        if len(names) == 1:
+            call = f"{names[0]}{open_arg}"
+        else:  # one argument a line: a flow of many steps stays readable
+            args = [*names, *([open_arg.removeprefix(", ")] if open_arg else [])]
+            call = "".join(f"\n            {arg}," for arg in args) + "\n        "
+        tasks.append(TaskView(method, weight, task.is_flow, call))
+    return requests, tasks
+
+
 def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
     load = scenario.load
     wait_import, wait_time = wait_time_code(load.think_time)
-    methods: set[str] = set()
-    consts: set[str] = set()
-    weights = integer_weights([r.weight for r in scenario.requests])
-    requests = []
-    for request, weight in zip(scenario.requests, weights, strict=True):
-        method = python_identifier(request.name, methods, _RESERVED)
-        const = python_identifier(method.upper(), consts, _RESERVED_CONSTS)
-        requests.append(RequestView(const, method, weight, request_fields(request)))
     open_model = load.model == "open"
+    requests, tasks = task_views(scenario, ", open_model=True" if open_model else "")
     unit = "requests/s" if open_model else "users"
     return {
         "header": [comment_safe(line) for line in header_lines(scenario)],
@@ -226,6 +254,7 @@ def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
         ],
         "failures": [repr((f.kind, f.exceptions, f.fragments)) for f in FAILURES],
         "requests": requests,
+        "tasks": tasks,
         "templated": any(r.templates for r in scenario.requests),
         "user_class": class_name(scenario.name, "User"),
         "shape_class": class_name(scenario.name, "Shape"),
@@ -233,6 +262,5 @@ def template_context(scenario: Scenario, entry: str) -> dict[str, Any]:
         f"{load.duration_s:g}s, peak {load.peak:g} {unit}.",
         "wait_time": "constant(0)" if open_model else wait_time,
         "open_model": open_model,
-        "open_arg": ", open_model=True" if open_model else "",
         "timeout": repr(max((r.timeout_s for r in scenario.requests), default=60.0)),
     }

@@ -336,7 +336,8 @@ function hotPath(runner) {
     let lastKey = null; // the outcome of this kind's last request, and its index in the VU's table
     let lastOutcome = -1;
 
-    return function send() {
+    // `row`: a flow's one record of each data set its steps read (undefined: draw this request's own)
+    return function send(row) {
       const startedMs = now();
       if (startedMs >= stageEndMs) enterStage(startedMs);
       let sent = fixed;
@@ -345,7 +346,7 @@ function hotPath(runner) {
       else {
         let params = req.fixedParams;
         if (sent === null) {
-          sent = runner.render(req, runner.row(req));
+          sent = runner.render(req, row === undefined ? runner.row(spec.datasets) : row);
           params = Object.assign({}, req.params, { headers: sent.headers });
         }
         res = Runner.request(req, sent, params);
@@ -399,16 +400,54 @@ function hotPath(runner) {
   }
 
   const senders = runner.requests.map(sender);
-  if (senders.length === 1) return senders[0];
+  const tasks = runner.tasks.map((task) => (task.steps.length === 1 ? senders[task.steps[0]] : flow(task)));
+  if (tasks.length === 1) return tasks[0];
   return function iterate() {
-    return senders[runner.pickIndex()]();
+    return tasks[runner.pickIndex()]();
   };
+
+  // A flow: its steps in order in this iteration, each sent when the one before has its answer and
+  // judged on its own (a failed step does not stop the next), all reading one record of each data set.
+  function flow(task) {
+    const steps = task.steps.map((i) => senders[i]);
+    const datasets = task.datasets;
+    return function sendFlow() {
+      const row = datasets.length > 0 ? runner.row(datasets) : NO_ROW;
+      let ok = true;
+      for (let i = 0; i < steps.length; i++) ok = steps[i](row) && ok;
+      return ok;
+    };
+  }
+}
+
+// The entries of the mix, from the script's requests: a request, or the steps of a flow (requests with the
+// same `flow`, in order; each carries the flow's weight), as indices into `requests`. `cumulative` is the
+// sum of the weights up to and including the entry's (see pickIndex).
+export function tasksOf(requests) {
+  const tasks = [];
+  const byFlow = new Map();
+  let total = 0;
+  requests.forEach((req, i) => {
+    const spec = req.spec;
+    const known = spec.flow === undefined ? undefined : byFlow.get(spec.flow);
+    if (known !== undefined) {
+      known.steps.push(i);
+      for (const name of spec.datasets) if (known.datasets.indexOf(name) === -1) known.datasets.push(name);
+      return;
+    }
+    total += Math.max(0, spec.weight);
+    const task = { steps: [i], datasets: spec.datasets.slice(), cumulative: total };
+    if (spec.flow !== undefined) byFlow.set(spec.flow, task);
+    tasks.push(task);
+  });
+  return tasks;
 }
 
 // scenario: {name, baseUrl, seed, thinkTime: {kind, ...params}, stages: [{label, kind, start, end, from, to}],
 //            failures: [[kind, codes, fragments]], emit: {ok, successes, ttfb}}
-// requests: [{name, weight, method, path, headers, json, body, datasets, chat, stream, expectStatus,
-//             expectContains, timeout}]; data: {name: {pick, records}}. See the generated script.
+// requests: [{name, [flow,] weight, method, path, headers, json, body, datasets, chat, stream, expectStatus,
+//             expectContains, timeout}] (a flow's steps carry its name in `flow`: see tasksOf);
+// data: {name: {pick, records}}. See the generated script.
 //
 // A request sent thousands of times a second makes every step of sending it count (see hotPath):
 // anything that does not depend on the data record or the moment is prepared once here (per VU: each VU
@@ -438,6 +477,8 @@ export class Runner {
     this.stageIndex = 0;
     this.stageEndMs = -Infinity; // unix ms when the current stage window ends; see currentStage
     this.requests = requests.map((req) => this.prepare(req));
+    this.tasks = tasksOf(this.requests); // the mix's entries: what pickIndex draws
+    this.total = this.tasks.length > 0 ? this.tasks[this.tasks.length - 1].cumulative : 0;
     this.setResponseCallbacks(this.requests);
     for (const req of this.requests) {
       req.fixedParams = Runner.sendParams(req);
@@ -448,7 +489,6 @@ export class Runner {
   }
 
   prepare(req) {
-    this.total += Math.max(0, req.weight);
     // k6 converts a request's params on every request (docs/performance.md, settings table), so a key is
     // set only where it differs from the script's defaults: the body is read only
     // when it is judged (the script sets discardResponseBodies), the timeout in ms (k6's default is 60 s),
@@ -469,7 +509,6 @@ export class Runner {
       ...Runner.caller(req),
       expected: req.expectStatus,
       anyOk: req.expectStatus.length === 0, // no `expect.status`: any 2xx
-      cumulative: this.total,
       headerNames: Object.keys(req.headers), // the request's headers are all it sends
       envSecrets: envValues([req.path, req.headers, req.json, req.body, req.expectContains], []),
       fixed: null,
@@ -521,12 +560,12 @@ export class Runner {
     return this.rng();
   }
 
-  // The index of one request, drawn by weight.
+  // The index of one entry of the mix (a request or a flow), drawn by weight.
   pickIndex() {
-    const requests = this.requests;
+    const tasks = this.tasks;
     const x = this.random() * this.total;
-    for (let i = 0; i < requests.length; i++) if (x < requests[i].cumulative) return i;
-    return requests.length - 1;
+    for (let i = 0; i < tasks.length; i++) if (x < tasks[i].cumulative) return i;
+    return tasks.length - 1;
   }
 
   // The index of the stage window the scenario is in at `nowMs`: the first one not yet over, or after the
@@ -541,10 +580,11 @@ export class Runner {
     return i;
   }
 
-  // One record of each data set the request reads, shared by all its references.
-  row(req) {
+  // One record of each named data set: for a request, shared by all its references; for a flow, by all
+  // its steps.
+  row(names) {
     const row = Object.create(null);
-    for (const name of req.spec.datasets) {
+    for (const name of names) {
       const records = this.data[name].records;
       const n = records.length;
       const index = this.data[name].pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(this.random() * n);
@@ -566,8 +606,9 @@ export class Runner {
     return { url, headers, body, contains };
   }
 
-  // One iteration (one request, drawn by weight, sent, judged and recorded) is `this.iterate`, made by
-  // hotPath in the constructor.
+  // One iteration (one entry of the mix drawn by weight: a request, or a flow's steps in order; each sent,
+  // judged and recorded) is `this.iterate`, made by hotPath in the constructor. In an open model an
+  // iteration is one arrival, so a flow is one arrival too.
 
   // A request that needs more than its URL: a body, params, or a method with no function of its own.
   static request(req, sent, params) {

@@ -593,7 +593,13 @@ class Client:
         self.user = user
         self.rng = scenario.user_rng()
 
-    def send(self, request: Request, open_model: bool = False) -> None:
+    def send(self, *steps: Request, open_model: bool = False) -> None:
+        """One task: a request, or a flow's steps in order, each sent when the one before has its answer
+        and judged on its own (a failed step does not stop the next, as a failed request does not end a
+        Locust task). In an open model the task is one arrival: the first step carries its intended
+        start; a later step's intended start is its own (it starts when the step before ends, as a real
+        client's would), so a late arrival's delay is counted once. One record of each data set the
+        steps read is drawn for the whole task."""
         intended = None
         if open_model:
             intended = self.scenario.next_arrival()
@@ -601,11 +607,13 @@ class Client:
                 gevent.sleep(1.0)  # the schedule is over; the shape ends the run
                 return
             gevent.sleep(max(0.0, intended - time.time()))
-        if request.datasets:
-            sent = Sent.of(request, self.scenario.row(self.rng, request.datasets))
-        else:  # the same every time: rendered once
-            sent = self.scenario.fixed(request)
-        self._send(request, sent, intended)
+        names = tuple(dict.fromkeys(name for step in steps for name in step.datasets))
+        row = self.scenario.row(self.rng, names) if names else {}
+        for request in steps:
+            # a request that reads no data is the same every time: rendered once
+            sent = Sent.of(request, row) if request.datasets else self.scenario.fixed(request)
+            self._send(request, sent, intended)
+            intended = None
 
     def _send(self, request: Request, sent: Sent, intended: float | None) -> None:
         kwargs: dict[str, Any] = {"headers": sent.headers}
