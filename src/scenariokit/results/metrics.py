@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from scenariokit.compile.ir import Stage, StageTable, Window
 from scenariokit.engines.records import RequestRecord
+
+if TYPE_CHECKING:
+    from scenariokit.results.recovery import Occurrence
 
 MICROS = 1_000_000
 HIST_MAX_US = 3600 * MICROS
@@ -140,14 +144,45 @@ def stage_intervals(stages: tuple[Stage, ...], name: str) -> list[tuple[float, f
     return StageTable.of(stages).intervals(name)
 
 
+# a fault's occurrences as [start, end) offsets from the run's start, by fault name (results/recovery.py
+# reads them from faults.jsonl)
+FaultSpans = Mapping[str, Sequence[tuple[float, float]]]
+NO_FAULTS: FaultSpans = {}
+
+
+def fault_spans(found: Sequence[Occurrence]) -> dict[str, list[tuple[float, float]]]:
+    """Each fault's occurrences as [start, end) offsets, by name."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for o in found:
+        spans.setdefault(o.name, []).append((o.start_s, max(o.start_s, o.end_s)))
+    return spans
+
+
 def window_intervals(
-    window: Window | None, stages: tuple[Stage, ...], run_length: float
+    window: Window | None, stages: tuple[Stage, ...], run_length: float, faults: FaultSpans = NO_FAULTS
 ) -> list[tuple[float, float]]:
+    """[start, end) offsets of an SLO's window. A name is a fault's (its occurrences) or a stage's: one
+    namespace, so never both. `after X` runs from each end of X to X's next start, the last one to the
+    end of the run (inf: every reader clips at the run's length), or only its first `length_s` seconds."""
     if window is None:
         return [(0.0, math.inf)]
     if window.stage is not None:
-        return stage_intervals(stages, window.stage)
+        name = window.stage
+        spans = list(faults[name]) if name in faults else stage_intervals(stages, name)
+        return after_spans(spans, window.length_s) if window.after else spans
     return [(window.start_s or 0.0, window.end_s if window.end_s is not None else math.inf)]
+
+
+def after_spans(spans: Sequence[tuple[float, float]], length_s: float | None) -> list[tuple[float, float]]:
+    """From each end to the next start (the last: to inf), cut to `length_s` when given."""
+    ordered = sorted(spans)
+    out = []
+    for i, (_, end) in enumerate(ordered):
+        following = ordered[i + 1][0] if i + 1 < len(ordered) else math.inf
+        stop = min(following, end + length_s) if length_s is not None else following
+        if stop > end:
+            out.append((end, stop))
+    return out
 
 
 @dataclass
@@ -159,6 +194,12 @@ class RunData:
     ended_unix: float
     stages: tuple[Stage, ...]
     dropped_times: list[float] = field(default_factory=list)
+    occurrences: Sequence[Occurrence] = ()  # the run's applied fault occurrences (results/recovery.py)
+
+    @property
+    def faults(self) -> FaultSpans:
+        """Each fault's occurrences as [start, end) offsets: what `during <fault>` selects."""
+        return fault_spans(self.occurrences)
 
     @property
     def duration_s(self) -> float:
@@ -171,7 +212,7 @@ class RunData:
         self, names: tuple[str, ...] = (), window: Window | None = None
     ) -> tuple[list[RequestRecord], float]:
         """Records of the named requests that started inside the window, and the window's measured length."""
-        intervals = window_intervals(window, self.stages, self.duration_s)
+        intervals = window_intervals(window, self.stages, self.duration_s, self.faults)
         chosen = [
             r
             for r in self.records
@@ -181,7 +222,7 @@ class RunData:
         return chosen, length
 
     def dropped_in(self, window: Window | None) -> int:
-        intervals = window_intervals(window, self.stages, self.duration_s)
+        intervals = window_intervals(window, self.stages, self.duration_s, self.faults)
         return sum(1 for t in self.dropped_times if any(a <= self.offset(t) < b for a, b in intervals))
 
 

@@ -8,10 +8,14 @@ confidence c (../shared/notes/decisions.md, results/confidence.py), never on a p
   for `<=`, at or under for `>`, under for `>=`), which the SLO allows up to 1 - P/100 (P/100 for `>`
   and `>=`): fail when the share's lower bound (Clopper-Pearson) exceeds that, pass when its upper bound
   is below it, inconclusive otherwise. The point value stays the exact nearest-rank percentile;
-- error_rate by the same bounds on errors of requests; throughput by Garwood's exact Poisson bounds on
-  the ok count over the window's length; a mean by Student's t;
-- min and max by the observed samples, exactly (they say nothing about samples not taken), and
-  dropped_iterations, a count, exactly.
+- error_rate by the same bounds on errors of requests, success_rate (its mirror) on the ok requests;
+  throughput by Garwood's exact Poisson bounds on the ok count over the window's length, goodput likewise
+  on the good count (a request is good when it succeeded and its own value met every latency SLO covering
+  it: no `for`, or `for` its name, and its start inside the SLO's window); a mean by Student's t;
+- min and max by the observed samples, exactly (they say nothing about samples not taken),
+  dropped_iterations, a count, exactly; max(throughput), the best mean ok rate over 10 consecutive whole
+  seconds inside the window, exactly, as the observed fact it is; and recovery_time(<fault>) per occurrence
+  of the fault (results/recovery.py), exactly, the worst occurrence deciding.
 
 The overall verdict (`overall`) is fail when any SLO fails, inconclusive when none fails but some could
 not be decided, and pass otherwise; an SLO the engine cannot measure leaves it as it is.
@@ -20,9 +24,9 @@ not be decided, and pass otherwise; an SLO the engine cannot measure leaves it a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -37,7 +41,20 @@ from scenariokit.results.confidence import (
     share_bounds,
     smallest_n,
 )
-from scenariokit.results.metrics import TIME_METRIC_VALUES, RunData, sample_stats
+from scenariokit.results.metrics import (
+    NO_FAULTS,
+    TIME_METRIC_VALUES,
+    FaultSpans,
+    RunData,
+    sample_stats,
+    window_intervals,
+)
+from scenariokit.results.recovery import SUSTAIN_S, best_sustained, seconds_inside
+
+if TYPE_CHECKING:
+    from scenariokit.compile.ir import Stage
+    from scenariokit.engines.records import RequestRecord
+    from scenariokit.results.recovery import Recovery
 
 Status = Literal["pass", "fail", "inconclusive", "not_measured"]
 Decision = Literal["pass", "fail", "inconclusive"]
@@ -87,7 +104,9 @@ class Judgement:
 def unit_of(metric: str) -> str:
     return {
         "error_rate": "ratio",
+        "success_rate": "ratio",
         "throughput": "1/s",
+        "goodput": "1/s",
         "dropped_iterations": "count",
         "latency_trend": "ratio/h",  # soak trends (results/trend.py): relative growth per hour
         "throughput_trend": "ratio/h",
@@ -305,17 +324,38 @@ def rate_hint(slo: Slo, errors: int, n: int, c: float) -> str:
     return f"about {needed:,} requests at the rate observed ({pct(observed)}) would decide at {level(c)}"
 
 
+def judge_success_rate(slo: Slo, ok: int, n: int, c: float) -> Judgement:
+    """The mirror of the error rate: Clopper-Pearson bounds on the ok requests' share."""
+    low, high = share_bounds(ok, n, c)
+    status = decide(slo.op, slo.threshold, low, high)
+    limit = show(slo.threshold, "ratio")
+    rule = (
+        f"Clopper-Pearson bounds of the success rate at {level(c)} decide: pass when the worse bound holds "
+        f"{slo.op} {limit}, fail when the better one breaks it"
+    )
+    words = (
+        f"{status}: {ok:,} ok of {n:,} requests; the rate is between {pct(low)} and {pct(high)} "
+        f"({level(c)} bounds), against {slo.op} {limit}"
+    )
+    return Judgement(status, words, rule, ok, low, high)
+
+
+GOODPUT_WORDS = "good requests (ok, and each within every latency SLO covering it)"
+
+
 def judge_throughput(slo: Slo, ok: int, length: float, c: float) -> Judgement:
+    what = "good" if slo.metric == "goodput" else "ok"
     low_count, high_count = poisson_bounds(ok, c)
     low, high = low_count / length, high_count / length
     status = decide(slo.op, slo.threshold, low, high)
     limit = show(slo.threshold, "1/s")
     rule = (
-        f"Garwood's exact Poisson bounds of the ok count over the window ({length:g} s) at {level(c)} "
+        f"Garwood's exact Poisson bounds of the {what} count over the window ({length:g} s) at {level(c)} "
         f"decide: pass when the worse bound holds {slo.op} {limit}, fail when the better one breaks it"
     )
+    counted = GOODPUT_WORDS if what == "good" else "ok requests"
     words = (
-        f"{status}: {ok:,} ok requests in {length:g} s; the rate is between {show(low, '1/s')} and "
+        f"{status}: {ok:,} {counted} in {length:g} s; the rate is between {show(low, '1/s')} and "
         f"{show(high, '1/s')} ({level(c)} bounds), against {slo.op} {limit}"
     )
     if status == "inconclusive" and ok > 0:
@@ -331,6 +371,21 @@ def judge_throughput(slo: Slo, ok: int, length: float, c: float) -> Judgement:
         else:
             words += f"; at this rate, a window of about {needed / rate:.0f} s would decide at {level(c)}"
     return Judgement(status, words, rule, ok, low, high)
+
+
+def judge_sustained(slo: Slo, best: float, first: int, seconds: int) -> Judgement:
+    """max(throughput): the best 10 s of the run, an observed fact judged exactly."""
+    holds = slo.holds(best)
+    rule = (
+        f"the best mean ok rate over {SUSTAIN_S} consecutive whole seconds inside the window (of the "
+        "observed per-second counts) decides, exactly: an observed fact, like a maximum"
+    )
+    words = (
+        f"{'pass' if holds else 'fail'}: the best {SUSTAIN_S} s (seconds {first}–{first + SUSTAIN_S} of "
+        f"{seconds:,} whole seconds in the window) averaged {show(best, '1/s')}, "
+        f"{'within' if holds else 'beyond'} the {slo.op} {show(slo.threshold, '1/s')} limit"
+    )
+    return Judgement("pass" if holds else "fail", words, rule, None, best, best)
 
 
 def judge_dropped(slo: Slo, dropped: int) -> Judgement:
@@ -365,12 +420,64 @@ class Facts:
     stdev: float = math.nan  # a mean's spread
     q_low: float | None = None  # a percentile's own order-statistic bounds (shown, not deciding)
     q_high: float | None = None
-    length: float = 0.0  # throughput: the window's measured length, seconds
+    length: float = 0.0  # throughput and goodput: the window's measured length, seconds
+    first_s: int | None = None  # max(throughput): the first second of the best run of seconds
 
 
-def facts_of(slo: Slo, data: RunData, c: float) -> Facts:
-    """The SLO's facts over its requests and window of a run's records."""
+@dataclass(frozen=True)
+class GoodputRule:
+    """Which requests count towards goodput: ok, and each of its own values within every latency SLO
+    that covers it (no `for`, or `for` its name; its start inside the SLO's window). The DistServe and
+    guidellm definition; a request without a value of a metric (no TTFT on k6) is not held to it."""
+
+    covering: tuple[tuple[Slo, tuple[tuple[float, float], ...]], ...]
+
+    @classmethod
+    def of(
+        cls, slos: Sequence[Slo], stages: tuple[Stage, ...], faults: FaultSpans = NO_FAULTS
+    ) -> GoodputRule:
+        latency = [s for s in slos if s.metric in TIME_METRICS]
+        return cls(tuple((s, tuple(window_intervals(s.window, stages, math.inf, faults))) for s in latency))
+
+    def good(self, r: RequestRecord, offset: float) -> bool:
+        if not r.ok:
+            return False
+        for slo, intervals in self.covering:
+            if slo.requests and r.name not in slo.requests:
+                continue
+            if not any(a <= offset < b for a, b in intervals):
+                continue
+            if not all(slo.holds(v) for v in TIME_METRIC_VALUES[slo.metric](r)):
+                return False
+        return True
+
+
+def is_sustained(slo: Slo) -> bool:
+    return slo.metric == "throughput" and slo.statistic == "max"
+
+
+def sustained_facts(ok_per_second: np.ndarray, inside: np.ndarray) -> Facts:
+    """max(throughput)'s facts from the per-second ok counts of the run's whole seconds."""
+    found = best_sustained(ok_per_second, inside)
+    seconds = int(inside.sum())
+    if found is None:
+        return Facts(None, seconds)
+    return Facts(found[0], seconds, first_s=found[1])
+
+
+def facts_of(slo: Slo, data: RunData, c: float, every: Sequence[Slo] = ()) -> Facts:
+    """The SLO's facts over its requests and window of a run's records (`every`: the scenario's SLOs,
+    whose latency ones say which requests are good for goodput)."""
     records, length = data.select(slo.requests, slo.window)
+    if is_sustained(slo):
+        whole = math.floor(data.duration_s)
+        counts = np.zeros(whole, dtype=np.int64)
+        for r in records:
+            second = math.floor(data.offset(r.t))
+            if r.ok and 0 <= second < whole:
+                counts[second] += 1
+        intervals = window_intervals(slo.window, data.stages, data.duration_s, data.faults)
+        return sustained_facts(counts, seconds_inside(whole, intervals))
     if slo.metric in TIME_METRICS:
         values = [v for r in records for v in TIME_METRIC_VALUES[slo.metric](r)]
         dist = sample_stats(values, [slo.percentile] if slo.percentile else [])
@@ -389,9 +496,16 @@ def facts_of(slo: Slo, data: RunData, c: float) -> Facts:
     if slo.metric == "error_rate":
         errors = sum(1 for r in records if not r.ok)
         return Facts(errors / len(records) if records else None, len(records), errors)
+    if slo.metric == "success_rate":
+        ok = sum(1 for r in records if r.ok)
+        return Facts(ok / len(records) if records else None, len(records), ok)
     if slo.metric == "throughput":
         ok = sum(1 for r in records if r.ok)
         return Facts(ok / length if length > 0 else None, ok, ok, length=length)
+    if slo.metric == "goodput":
+        rule = GoodputRule.of(every, data.stages, data.faults)
+        good = sum(1 for r in records if rule.good(r, data.offset(r.t)))
+        return Facts(good / length if length > 0 else None, good, good, length=length)
     dropped = data.dropped_in(slo.window)
     return Facts(float(dropped), len(records) + dropped, dropped)
 
@@ -404,8 +518,10 @@ def is_extreme(slo: Slo) -> bool:
 def decide_facts(slo: Slo, facts: Facts, c: float) -> Judgement | None:
     """The one decision rule per kind of SLO (None when there is nothing to judge on)."""
     unit = unit_of(slo.metric)
-    if facts.value is None or (facts.samples == 0 and slo.metric != "throughput"):
+    if facts.value is None or (facts.samples == 0 and slo.metric not in ("throughput", "goodput")):
         return None
+    if is_sustained(slo):
+        return judge_sustained(slo, facts.value, facts.first_s or 0, facts.samples)
     if slo.metric in TIME_METRICS:
         if is_extreme(slo):
             return judge_extreme(slo, facts.value, facts.samples, unit)
@@ -414,20 +530,79 @@ def decide_facts(slo: Slo, facts: Facts, c: float) -> Judgement | None:
         return judge_percentile(slo, facts.k, facts.samples, facts.q_low, facts.q_high, c, unit)
     if slo.metric == "error_rate":
         return judge_error_rate(slo, facts.k, facts.samples, c)
-    if slo.metric == "throughput":
+    if slo.metric == "success_rate":
+        return judge_success_rate(slo, facts.k, facts.samples, c)
+    if slo.metric in ("throughput", "goodput"):
         return judge_throughput(slo, facts.k, facts.length, c)
     return judge_dropped(slo, facts.k)
 
 
-def measure(slo: Slo, data: RunData, c: float) -> tuple[float | None, int, Judgement | None]:
+def measure(
+    slo: Slo, data: RunData, c: float, every: Sequence[Slo] = ()
+) -> tuple[float | None, int, Judgement | None]:
     """The SLO's point value over its requests and window, the samples behind it, and the judgement
     (None when there is nothing to judge on)."""
-    facts = facts_of(slo, data, c)
+    facts = facts_of(slo, data, c, every)
     return facts.value, facts.samples, decide_facts(slo, facts, c)
 
 
-def judge_one(slo: Slo, data: RunData, engine: str, confidence: float = DEFAULT_CONFIDENCE) -> Verdict:
-    return unmeasured(slo, engine, confidence) or verdict_of(slo, facts_of(slo, data, confidence), confidence)
+def judge_one(
+    slo: Slo,
+    data: RunData,
+    engine: str,
+    confidence: float = DEFAULT_CONFIDENCE,
+    every: Sequence[Slo] = (),
+) -> Verdict:
+    if slo.metric == "recovery_time":
+        from scenariokit.results.metrics import timeline
+        from scenariokit.results.recovery import recoveries
+
+        found = [o for o in data.occurrences if o.name == slo.subject]
+        return judge_recovery(slo, list(recoveries(found, timeline(data)).values()), confidence)
+    facts = facts_of(slo, data, confidence, every)
+    return unmeasured(slo, engine, confidence) or verdict_of(slo, facts, confidence)
+
+
+def judge_recovery(slo: Slo, found: Sequence[Recovery], confidence: float = DEFAULT_CONFIDENCE) -> Verdict:
+    """recovery_time(<fault>): each occurrence's recovery, an observed fact, judged exactly; the worst
+    occurrence decides (one never recovered by the run's end fails)."""
+    unit = "s"
+    policy = found[0].occurrence.policy.text() if found else "no occurrence"
+    rule = (
+        "each occurrence's recovery time, from the fault's end to the first of the held seconds back within "
+        f"the band, decides exactly (an observed fact per occurrence; the worst decides): {policy}"
+    )
+
+    def verdict(status: Status, value: float | None, words: str) -> Verdict:
+        margin = None if value is None else slo.threshold - value
+        percent = None if margin is None or not slo.threshold else margin / slo.threshold * 100
+        low_high = (value, value) if value is not None else (None, None)
+        return Verdict(slo.text, slo.metric, status, value, slo.threshold, unit, len(found), margin, percent,
+                       words, confidence, rule, None, *low_high)  # fmt: skip
+
+    if not found:
+        return verdict("inconclusive", None, f"inconclusive: the fault `{slo.subject}` never took effect")
+    lost = [r for r in found if r.seconds is None and r.steady_error_rate is not None]
+    if lost:
+        worst = max(lost, key=lambda r: r.run_left_s)
+        words = f"fail: not recovered by the end of the run ({worst.run_left_s:.0f}s after the fault)"
+        if len(found) > 1:
+            words += f", occurrence {worst.occurrence.index + 1} of {len(found)}"
+        return verdict("fail", worst.run_left_s, words)
+    if any(r.steady_error_rate is None for r in found):
+        why = "no whole second before the fault to take a steady state from (it starts with the run)"
+        return verdict("inconclusive", None, f"inconclusive: {why}")
+    worst = max(found, key=lambda r: r.seconds or 0.0)
+    value = worst.seconds or 0.0
+    holds = slo.holds(value)
+    took = show(value, unit) if value else "at once (0s)"
+    words = (
+        f"{'pass' if holds else 'fail'}: recovered {took} after the fault ended, "
+        f"{'within' if holds else 'beyond'} the {slo.op} {show(slo.threshold, unit)} limit"
+    )
+    if len(found) > 1:
+        words += f" (the worst of {len(found)} occurrences: #{worst.occurrence.index + 1})"
+    return verdict("pass" if holds else "fail", value, words)
 
 
 def unmeasured(slo: Slo, engine: str, confidence: float = DEFAULT_CONFIDENCE) -> Verdict | None:
@@ -484,7 +659,7 @@ def verdict_of(slo: Slo, facts: Facts, confidence: float = DEFAULT_CONFIDENCE) -
 def judge(
     slos: tuple[Slo, ...], data: RunData, engine: str, confidence: float = DEFAULT_CONFIDENCE
 ) -> list[Verdict]:
-    return [judge_one(slo, data, engine, confidence) for slo in slos]
+    return [judge_one(slo, data, engine, confidence, slos) for slo in slos]
 
 
 def overall(verdicts: list[Verdict], measured: bool = True) -> Literal["pass", "fail", "inconclusive"]:

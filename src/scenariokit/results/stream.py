@@ -30,13 +30,24 @@ from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE, quantile_ranks
 from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
+    FaultSpans,
     SampleStats,
+    fault_spans,
     hdr_indexes,
     micros_up,
     window_intervals,
 )
+from scenariokit.results.recovery import Occurrence, recoveries
 from scenariokit.results.seconds import RequestSeconds, SecondTable
-from scenariokit.results.slo import Facts, Verdict, is_extreme, unmeasured, verdict_of
+from scenariokit.results.slo import (
+    Facts,
+    GoodputRule,
+    Verdict,
+    is_extreme,
+    judge_recovery,
+    unmeasured,
+    verdict_of,
+)
 from scenariokit.results.tracker import Distribution, SloTracker, scope_key
 
 BATCH_ROWS = 65_536
@@ -99,6 +110,24 @@ class RowTotals:
 
 
 @dataclass
+class FaultTotals:
+    """The requests started during one fault occurrence: counts, error kinds, and those never answered."""
+
+    requests: int = 0
+    errors: int = 0
+    lost: int = 0  # sent in the window and never answered (no response: status 0)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    def add(self, records: Sequence[RequestRecord]) -> None:
+        self.requests += len(records)
+        for r in records:
+            if not r.ok:
+                self.errors += 1
+                self.kinds[r.error_kind or "other"] += 1
+            self.lost += r.status == 0
+
+
+@dataclass
 class StreamedRun:
     """What the summary reads besides analysis: rows, time-metric distributions and verdicts."""
 
@@ -110,17 +139,30 @@ class StreamedRun:
     time_metrics: dict[str, SampleStats]
     verdicts: list[Verdict]
     seconds: RequestSeconds  # the timeline and what the analysis reads per second
+    good: int = 0  # requests that met every latency SLO covering them (slo.GoodputRule)
+    faults: list[FaultTotals] = field(default_factory=list)  # one per occurrence, in `occurrences`' order
 
 
 class _Pass:
     """The first pass's accumulators."""
 
     def __init__(
-        self, slos: Sequence[Slo], stages: tuple[Stage, ...], started: float, c: float, seconds: SecondTable
+        self,
+        slos: Sequence[Slo],
+        stages: tuple[Stage, ...],
+        started: float,
+        c: float,
+        seconds: SecondTable,
+        occurrences: Sequence[Occurrence] = (),
     ) -> None:
         self.started = started
         self.seconds = seconds
-        self.tracker = SloTracker(slos, stages, c, origin_unix=started)
+        spans = fault_spans(occurrences)
+        self.tracker = SloTracker(slos, stages, c, origin_unix=started, faults=spans)
+        self.goodput = GoodputRule.of(slos, stages, spans)
+        self.good = 0
+        self.occurrences = occurrences
+        self.faults = [FaultTotals() for _ in occurrences]
         self.overall = RowTotals()
         self.by_name: dict[str, RowTotals] = defaultdict(RowTotals)
         self.windows = StageTable.of(stages).windows
@@ -144,6 +186,9 @@ class _Pass:
             self.by_name[name].add(records)
         for stage, totals in zip(self.windows, self.by_stage, strict=True):
             totals.add([r for r in batch if stage.start_s <= r.t - self.started < stage.end_s])
+        self.good += sum(1 for r in batch if self.goodput.good(r, r.t - self.started))
+        for o, fault in zip(self.occurrences, self.faults, strict=True):
+            fault.add([r for r in batch if o.start_s <= r.t - self.started < max(o.start_s, o.end_s)])
         for name, dist in self.metrics.items():
             read = TIME_METRIC_VALUES[name]
             dist.add(np.fromiter((v for r in batch for v in read(r)), float))
@@ -159,20 +204,30 @@ def stream_run(
     dropped_times: Sequence[float] = (),
     confidence: float = DEFAULT_CONFIDENCE,
     groups: dict[float, list[int]] | None = None,
+    occurrences: Sequence[Occurrence] = (),
 ) -> StreamedRun:
     """The summary's figures over the run folder's records; `ended` None: the last request's end (one
-    more pass, over two columns). `groups`: the analysis's load levels (analysis.level_groups)."""
+    more pass, over two columns). `groups`: the analysis's load levels (analysis.level_groups);
+    `occurrences`: the run's applied faults (results/recovery.py), for fault windows and recoveries."""
     ended = ended if ended is not None else last_end(run_dir, started)
     duration = max(0.0, ended - started)
     with tempfile.TemporaryDirectory(prefix="scenariokit-seconds-") as spill:
-        first = _Pass(slos, stages, started, confidence, SecondTable(started, duration, Path(spill), groups))
+        table = SecondTable(started, duration, Path(spill), groups)
+        first = _Pass(slos, stages, started, confidence, table, occurrences)
         for batch in record_batches(run_dir):
             first.add(batch)
         per_second = first.seconds.result()
     exact = exact_order_statistics(run_dir, first.tracker, confidence)
+    found = recoveries(occurrences, per_second.timeline)
     verdicts = []
-    for i, slo in enumerate(slos):
-        facts = _facts(first.tracker, slo, started + duration, exact.get(i), dropped_times, stages, started)
+    for slo in slos:
+        if slo.metric == "recovery_time":
+            mine = [r for (name, _), r in found.items() if name == slo.subject]
+            verdicts.append(judge_recovery(slo, mine, confidence))
+            continue
+        bounds = exact.get(first.tracker.slos.index(slo)) if slo in first.tracker.slos else None
+        spans = first.tracker.faults
+        facts = _facts(first.tracker, slo, started + duration, bounds, dropped_times, stages, started, spans)
         verdicts.append(unmeasured(slo, engine, confidence) or verdict_of(slo, facts, confidence))
     by_stage = []
     for stage, totals in zip(first.windows, first.by_stage, strict=True):
@@ -197,6 +252,8 @@ def stream_run(
         time_metrics={name: dist.stats() for name, dist in first.metrics.items()},
         verdicts=verdicts,
         seconds=per_second,
+        good=first.good,
+        faults=first.faults,
     )
 
 
@@ -223,13 +280,14 @@ def _facts(
     dropped_times: Sequence[float],
     stages: tuple[Stage, ...],
     started: float,
+    faults: FaultSpans,
 ) -> Facts:
     """The tracker's facts, with the exact order statistics and the reader's drops the summary judges."""
     facts = tracker.facts(slo, end_unix)
     if bounds is not None:
         return replace(facts, q_low=bounds[0], q_high=bounds[1])
     if slo.metric == "dropped_iterations":  # as RunData.dropped_in
-        intervals = window_intervals(slo.window, stages, end_unix - started)
+        intervals = window_intervals(slo.window, stages, end_unix - started, faults)
         dropped = sum(1 for t in dropped_times if any(a <= t - started < b for a, b in intervals))
         return Facts(float(dropped), facts.samples + dropped, dropped)
     return facts

@@ -17,20 +17,23 @@ from xml.etree import ElementTree as ET
 
 from pydantic import BaseModel, Field, field_validator
 
+from scenariokit.compile.ir import TIME_METRICS
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse, level_groups
 from scenariokit.results.coldstart import TargetStartsOut, target_starts
 from scenariokit.results.coldstart import markdown_lines as target_starts_markdown
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.faults import read_fault_events
 from scenariokit.results.health import REASONS, TrustFact, caveat, junit_trust, trust_facts
 from scenariokit.results.metrics import (
     RunData,
     SampleStats,
 )
+from scenariokit.results.recovery import Occurrence, Recovery, occurrences, recoveries
 from scenariokit.results.runfolder import RunFolder, RunMeta
-from scenariokit.results.slo import LEGACY_STATUSES, overall, show
-from scenariokit.results.stream import stream_run
+from scenariokit.results.slo import LEGACY_STATUSES, Verdict, overall, show
+from scenariokit.results.stream import FaultTotals, StreamedRun, stream_run
 from scenariokit.results.trend import TrendOut, is_trend, judge_trend
 
 EXIT_REASONS = (
@@ -185,6 +188,40 @@ class AnalysisOut(BaseModel):
         )
 
 
+class FaultOut(BaseModel):
+    """One occurrence of one fault (faults.jsonl), what the requests met during it, and its recovery."""
+
+    name: str
+    kind: str
+    occurrence: int = Field(description="0, 1, ... for a fault that recurs")
+    start_s: float = Field(description="seconds from the run's start: the fault took effect")
+    end_s: float = Field(description="seconds from the run's start: the fault was lifted")
+    ready_s: float | None = Field(None, description="kill-target: the target answered ready again")
+    cut_short: bool = Field(False, description="the run ended while the fault was active")
+    requests: int = Field(description="requests started during the fault")
+    errors: int
+    errors_by_kind: dict[str, int]
+    lost: int = Field(description="requests started during the fault and never answered (no response)")
+    recovery_s: float | None = Field(
+        None,
+        description="seconds from the fault's end until the run was back in its band; null: not recovered",
+    )
+    recovered: bool | None = Field(None, description="null: no steady state before the fault to compare to")
+    slos: dict[str, str] = Field(
+        default_factory=dict,
+        description="status of each SLO scoped to this fault (during, after, recovery_time), by its text",
+    )
+
+
+class GoodputOut(BaseModel):
+    """Requests per second that succeeded and met every latency SLO covering them (DistServe's goodput)."""
+
+    value: float | None = Field(description="good requests per second over the run")
+    good: int
+    requests: int
+    latency_slos: list[str] = Field(description="the latency SLOs a request must meet to count")
+
+
 class TrustOut(BaseModel):
     """A reason not to trust the run's latency (results/health.py); it does not change the exit code."""
 
@@ -231,6 +268,10 @@ class Summary(BaseModel):
     trends: list[TrendOut] = Field(
         default_factory=list, description="soak SLOs: each one's per-bucket series and fitted slope"
     )
+    faults: list[FaultOut] = Field(
+        default_factory=list, description="each fault occurrence the run carried out (faults.jsonl), in order"
+    )
+    goodput: GoodputOut | None = Field(None, description="requests that met every latency SLO, per second")
 
     def verdict_lines(self) -> list[str]:
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
@@ -312,8 +353,9 @@ def rebuild_summary(
     # the records are streamed a batch at a time (results/stream.py): memory does not grow with the run
     plain = tuple(s for s in slos if not is_trend(s))
     groups = level_groups(stages, max(0.0, ended - started))
-    streamed = stream_run(run_dir, plain, stages, meta.engine, started, ended, dropped, level, groups)
-    data = RunData([], started, ended, stages, dropped)  # the run's clock and stages
+    found = occurrences(read_fault_events(run_dir), started)
+    streamed = stream_run(run_dir, plain, stages, meta.engine, started, ended, dropped, level, groups, found)
+    data = RunData([], started, ended, stages, dropped, found)  # the run's clock, stages and faults
     # soak slopes (results/trend.py): one streamed pass each, holding one bucket's values at a time
     trends = {
         i: judge_trend(slo, _all_records(folder), run_dir, started, data.duration_s, stages, level)
@@ -365,6 +407,52 @@ def rebuild_summary(
         notes=notes,
         target_starts=target_starts(run_dir, _all_records(folder)),
         trends=[t.out for t in trends.values()],
+        faults=fault_rows(found, streamed, verdicts, slos),
+        goodput=goodput_of(streamed, plain, data.duration_s),
+    )
+
+
+def fault_rows(
+    found: list[Occurrence], streamed: StreamedRun, verdicts: list[Verdict], slos: tuple[Any, ...]
+) -> list[FaultOut]:
+    """The fault table: one row per occurrence, with the verdicts of the SLOs scoped to its fault."""
+    recovered = recoveries(found, streamed.seconds.timeline)
+    rows = []
+    for o, totals in zip(found, streamed.faults, strict=True):
+        scoped = {
+            v.slo: v.status
+            for slo, v in zip(slos, verdicts, strict=True)
+            if slo.subject == o.name or (slo.window is not None and slo.window.stage == o.name)
+        }
+        rows.append(_fault_row(o, totals, recovered[o.name, o.index], scoped))
+    return rows
+
+
+def _fault_row(o: Occurrence, totals: FaultTotals, recovery: Recovery, scoped: dict[str, str]) -> FaultOut:
+    return FaultOut(
+        name=o.name,
+        kind=o.kind,
+        occurrence=o.index,
+        start_s=o.start_s,
+        end_s=o.end_s,
+        ready_s=o.ready_s,
+        cut_short=o.cut_short,
+        requests=totals.requests,
+        errors=totals.errors,
+        errors_by_kind=dict(totals.kinds.most_common()),
+        lost=totals.lost,
+        recovery_s=recovery.seconds,
+        recovered=None if recovery.steady_error_rate is None else recovery.seconds is not None,
+        slos=scoped,
+    )
+
+
+def goodput_of(streamed: StreamedRun, slos: tuple[Any, ...], duration_s: float) -> GoodputOut:
+    return GoodputOut(
+        value=streamed.good / duration_s if duration_s > 0 else None,
+        good=streamed.good,
+        requests=streamed.records,
+        latency_slos=[s.text for s in slos if s.metric in TIME_METRICS],
     )
 
 
@@ -494,9 +582,49 @@ def markdown(s: Summary) -> str:
             )
     if s.dropped_iterations:
         lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
+    lines += goodput_markdown(s.goodput) + faults_markdown(s.faults)
     lines += capacity_markdown(s.analysis)
     lines += target_starts_markdown(s.target_starts) if s.target_starts is not None else []
     return "\n".join(lines) + "\n"
+
+
+def goodput_markdown(g: GoodputOut | None) -> list[str]:
+    if g is None or g.value is None or not g.latency_slos:  # without a latency SLO it is the ok rate
+        return []
+    slos = ", ".join(f"`{text}`" for text in g.latency_slos)
+    return ["", f"Goodput: {g.value:.2f}/s ({g.good:,} of {g.requests:,} requests ok and within {slos})."]
+
+
+def faults_markdown(faults: list[FaultOut]) -> list[str]:
+    """The fault table: when each occurrence acted, what the requests met, and the recovery."""
+    if not faults:
+        return []
+    lines = [
+        "",
+        "## Faults",
+        "",
+        "| fault | kind | start s | end s | requests | errors | lost | recovery | SLOs |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in faults:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in f.errors_by_kind.items())
+        errors = f"{f.errors:,}" + (f" ({kinds})" if kinds else "")
+        slos = "; ".join(f"`{text}` {status}" for text, status in f.slos.items()) or "—"
+        name = f.name + (f" #{f.occurrence + 1}" if f.occurrence else "")
+        end = f"{f.end_s:.1f}" + (" (cut short)" if f.cut_short else "")
+        lines.append(
+            f"| {name} | {f.kind} | {f.start_s:.1f} | {end} | {f.requests:,} | {errors} | {f.lost:,} | "
+            f"{recovery_text(f)} | {slos} |"
+        )
+    return lines
+
+
+def recovery_text(f: FaultOut) -> str:
+    if f.recovered is None:
+        return "— (no steady state before it)"
+    if f.recovery_s is None:
+        return "not recovered by the end of the run"
+    return f"{f.recovery_s:.0f} s"
 
 
 GROWTH_UNITS = ("ratio/h", "B/h")  # soak trends (results/trend.py): shown as %/h and MB/h, not raw numbers
