@@ -17,6 +17,8 @@ ALLOWED = {
     "compile": ("scenariokit.compile", "scenariokit.engines$"),
     "engines": ("scenariokit.compile", "scenariokit.engines"),
     "results": ("scenariokit.compile", "scenariokit.engines", "scenariokit.results"),
+    # a front end beside compile/ (`scenariokit import`): it writes YAML that compile/ then reads
+    "importers": ("scenariokit.compile", "scenariokit.importers", "scenariokit.engines$"),
     # the orchestrator starts the embedded target through its launcher (and nothing else of the server)
     "run": (
         "scenariokit.compile",

@@ -268,6 +268,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """A locustfile read as a syntax tree (never run) -> scenario YAML; warnings for what was left out."""
+    from scenariokit.compile.pipeline import display_path
+    from scenariokit.importers import LoadOptions, import_locustfile
+    from scenariokit.importers.output import check_output, write_output
+
+    source, target = Path(args.locustfile), Path(args.out)
+    check_output(target, source, args.force)
+    options = LoadOptions(args.users, args.spawn_rate, args.run_time, args.host)
+    imported = import_locustfile(source, display_path(source), options)
+    print_diagnostics(imported.warnings)
+    write_output(target, imported.text)
+    flows = f" ({imported.flows} with several requests in order)" if imported.flows else ""
+    out.print(
+        f"wrote {display_path(target)}: {imported.entries} requests{flows} from {imported.classes} user "
+        f"class(es), {len(imported.warnings)} warning(s)",
+        markup=False,
+        highlight=False,
+    )
+    try:  # the importer's own check: what it wrote must load as a scenario
+        load_scenario(target)
+    except ScenarioError as exc:
+        print_diagnostics(exc.diagnostics)
+        return fail(f"error: {display_path(target)} does not validate (see above)", ExitCode.INVALID_SCENARIO)
+    out.print(f"next: scenariokit validate {display_path(target)}", markup=False, highlight=False)
+    return ExitCode.OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from scenariokit_server.cli import main as serve_main
 
@@ -369,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the comparison as Markdown to this file")
     p.add_argument("--json", help="also write the comparison as JSON to this file")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "import", help="write a scenario from a locustfile (read as text, never run); Locust's -u/-r/-t"
+    )
+    p.add_argument("locustfile", metavar="LOCUSTFILE")
+    p.add_argument("-o", "--out", required=True, help="the scenario file to write, e.g. scenario.yaml")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("-H", "--host", help="the target's base URL, as Locust's --host (default: the file's)")
+    p.add_argument("-u", "--users", help="peak number of users, as Locust's -u (default 1)")
+    p.add_argument("-r", "--spawn-rate", help="users started per second, as Locust's -r (default 1)")
+    p.add_argument("-t", "--run-time", help="total run time, as Locust's -t: 10m, 1h30m, 300s")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the scenario DSL")
     p.set_defaults(func=cmd_schema)
