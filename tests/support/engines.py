@@ -110,10 +110,13 @@ class LocustRun:
         return sum(int(d["dropped"]) for d in self.dropped)
 
 
-def run_locust(scenario: Scenario, out: Path) -> LocustRun:
-    """Runs the generated locustfile on stock Locust (one process, headless) and reads its record lines."""
+def run_locust(scenario: Scenario, out: Path, stop_timeout_s: int | None = None) -> LocustRun:
+    """Runs the generated locustfile on stock Locust (one process, headless) and reads its record lines.
+    `stop_timeout_s`: let a user finish the task it is in when the run ends (Locust's --stop-timeout, as
+    the runner's driver passes it), instead of stopping it mid-task."""
     entry = get_engine("locust").compile(scenario).write(out)
     results = out / "results"
+    stop = ["--stop-timeout", str(stop_timeout_s)] if stop_timeout_s is not None else []
     subprocess.run(
         [
             sys.executable,
@@ -129,6 +132,7 @@ def run_locust(scenario: Scenario, out: Path) -> LocustRun:
             "ERROR",
             "--exit-code-on-error",
             "0",
+            *stop,
         ],
         env={**ENV, "SCENARIOKIT_RESULTS_DIR": str(results)},
         cwd=out,

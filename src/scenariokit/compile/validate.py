@@ -64,6 +64,15 @@ _BOUND_HINTS = {
     "pre_allocated_users": f"one machine runs at most {MAX_USERS} users",
 }
 _BOUND_KINDS = frozenset({"less_than_equal", "greater_than_equal", "less_than", "greater_than"})
+# A flow's mistakes (`steps:`), by (pydantic's error kind, the key): how to write it instead.
+_FLOW_HINTS = {
+    ("extra_forbidden", "weight"): "a step is sent once per pick of its flow: put `weight` on the entry, "
+    "beside `steps:`",
+    ("extra_forbidden", "steps"): "flows do not nest: list every request of the flow as a step of its own",
+    ("too_short", "steps"): "a flow needs at least one step; a single request needs no `steps:`",
+    ("string_pattern_mismatch", "name"): "a step's name is letters, digits and `_`, joined by single `-` "
+    "(its records are `<entry>.<name>`, which an SLO's `for` names)",
+}
 
 
 def validate_spec(doc: Document) -> ScenarioSpec:
@@ -150,7 +159,8 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
         bag.error(source.key(path), f"`{path[-1]}` is not {what}", hint)
     elif kind == "extra_forbidden" and tail is not None:
         allowed = _allowed_keys(path)
-        hint = did_you_mean(str(tail), allowed) or f"allowed here: {', '.join(sorted(allowed))}"
+        hint = _flow_hint(kind, tail, path) or did_you_mean(str(tail), allowed)
+        hint = hint or f"allowed here: {', '.join(sorted(allowed))}"
         bag.error(source.key((*path, tail)), f"unknown key `{tail}`", hint)
     elif kind == "missing" and tail is not None:
         where = f"in `{_dotted(path)}`" if path else "at the top level"
@@ -179,7 +189,14 @@ def _report_one(error: Any, path: Path_, tail: str | int | None, doc: Document, 
     else:
         message = error["msg"].removeprefix("Value error, ")
         hint = _BOUND_HINTS.get(str(path[-1])) if kind in _BOUND_KINDS and path else None
+        hint = hint or (_flow_hint(kind, path[-1], path[:-1]) if path else None)
         bag.error(source.text(path), f"`{_dotted(path)}`: {message[0].lower()}{message[1:]}", hint)
+
+
+def _flow_hint(kind: str, key: str | int, parent: Path_) -> str | None:
+    """A flow's hint (_FLOW_HINTS) for `key` in the mapping at `parent`: a request entry or a step."""
+    in_flow = len(parent) >= 2 and parent[0] == "requests" and (len(parent) == 2 or parent[2] == "steps")
+    return _FLOW_HINTS.get((kind, str(key))) if in_flow else None
 
 
 def _quote_hint(value: Any, written: str) -> str | None:
