@@ -75,7 +75,7 @@ class FaultLowerer:
             seen.add(fault.name)
             times = self._times(fault, path, run_s)
             duration = self._duration(fault, path, times, run_s)
-            params = self._params(fault, path)
+            params = {**self._params(fault, path), **self._recovery(fault, (*path, "recovery"))}
             self._check_target(fault, path)
             out.append(Fault(fault.name, fault.kind, times, duration, params, self.source.value(path)))
         return tuple(out)
@@ -265,6 +265,41 @@ class FaultLowerer:
                 f"use {low * 1000:g}ms to {MAX_FAULT_DELAY_S:g}s",
             )
         return seconds
+
+    def _recovery(self, fault: FaultSpec, path: Path_) -> dict[str, FaultParam]:
+        """`recovery:` lowered to the keys results/recovery.py reads (absent: its defaults)."""
+        spec = fault.recovery
+        if spec is None:
+            return {}
+        out: dict[str, FaultParam] = {}
+        for key, text, low, high in (("steady", spec.steady, 1.0, 3600.0), ("hold", spec.hold, 1.0, 600.0)):
+            if text is not None:
+                seconds = self._seconds(text, (*path, key))
+                if not low <= seconds <= high:
+                    self.bag.error(
+                        self.source.text((*path, key)),
+                        f"`{key}` of {seconds:g}s is out of range",
+                        f"use {low:g}s to {high:g}s",
+                    )
+                out[f"recovery_{key}_s"] = seconds
+        if spec.error_rate is not None:
+            try:
+                out["recovery_error_rate"] = float(
+                    expr.parse_fraction(spec.error_rate, self.source.text((*path, "error_rate")))
+                )
+            except expr.ExprError as exc:
+                self.bag.items.append(exc.diagnostic)
+        if spec.p95 is not None:
+            factor = re.fullmatch(r"(\d+(?:\.\d+)?)x", spec.p95.strip())
+            if factor is None or not 1 <= float(factor.group(1)) <= 100:
+                self.bag.error(
+                    self.source.text((*path, "p95")),
+                    f"`p95: {spec.p95}` is not a factor from 1x to 100x",
+                    "e.g. `p95: 1.5x` (1.5 times the steady p95, plus 10 ms)",
+                )
+            else:
+                out["recovery_p95_factor"] = float(factor.group(1))
+        return out
 
     def _share(self, text: str | None, path: Path_) -> float:
         if text is None:

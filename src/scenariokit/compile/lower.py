@@ -709,7 +709,7 @@ class Lowerer:
 
     def _fault_names(self) -> list[str]:
         """The scenario's fault names (the `faults:` section), in order: windows share their namespace."""
-        return [fault.name for fault in getattr(self.spec, "faults", None) or ()]
+        return [fault.name for fault in self.spec.faults]
 
     def _check_window_names(self, slo: Slo, labels: set[str], path: Path_) -> None:
         """`during X` / `after X` name a stage or a fault; `recovery_time(X)` a fault."""

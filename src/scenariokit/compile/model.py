@@ -343,6 +343,22 @@ class RandomTimeSpec(Strict):
     seed: int | None = Field(None, description="Seed of the draw (default: the scenario's `seed`).")
 
 
+class RecoverySpec(Strict):
+    """How `recovery_time(<fault>)` reads recovery: the steady state before the fault and the band a second
+    must be back in, held for `hold` seconds in a row (docs/dsl-reference.md)."""
+
+    steady: Expr | None = Field(
+        None, description="The steady state: this long before the fault (default 30s)."
+    )
+    hold: Expr | None = Field(None, description="Seconds in a row back within the band (default 3s).")
+    error_rate: Expr | None = Field(
+        None, description="Error-rate points allowed above the steady rate (default 1%)."
+    )
+    p95: Expr | None = Field(
+        None, description="p95 allowed, as a factor of the steady p95 (default 1.5x; plus 10 ms)."
+    )
+
+
 class FaultSpec(Strict):
     """One fault injected on schedule: a kind, its parameters, when, and for how long (docs/chaos.md)."""
 
@@ -389,6 +405,11 @@ class FaultSpec(Strict):
         None, description="reset, hang, drop, packet-loss, server-errors: the share affected, e.g. `10%`."
     )
     stall: Expr | None = Field(None, description="packet-loss: the stall per lost packet (default 200ms).")
+    recovery: RecoverySpec | None = Field(
+        None,
+        description="The band `recovery_time(<fault>)` waits for: "
+        "`{steady: 30s, hold: 3s, error_rate: 1%, p95: 1.5x}`.",
+    )
 
 
 DataEntry = Annotated[str | DatasetSpec, Field(description="A source string, or a mapping with options.")]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from scenariokit.compile.ir import Slo
+from scenariokit.compile.ir import Fault, Slo
 from scenariokit.results.faults import FaultEvent
 from scenariokit.results.metrics import FaultSpans
 
@@ -80,8 +80,12 @@ class Occurrence:
     policy: RecoveryPolicy
 
 
-def occurrences(events: Sequence[FaultEvent], started: float) -> list[Occurrence]:
-    """The applied events (a fault that could not be applied has no window), on the run's clock."""
+def occurrences(
+    events: Sequence[FaultEvent], started: float, planned: Sequence[Fault] = ()
+) -> list[Occurrence]:
+    """The applied events (a fault that could not be applied has no window), on the run's clock; each
+    one's recovery band from its planned fault's `recovery:` (run.json), else from the event's params."""
+    params = {fault.name: fault.params for fault in planned}
     return [
         Occurrence(
             e.name,
@@ -91,7 +95,7 @@ def occurrences(events: Sequence[FaultEvent], started: float) -> list[Occurrence
             e.end - started,
             None if e.ready is None else e.ready - started,
             e.cut_short,
-            RecoveryPolicy.of(e.params),
+            RecoveryPolicy.of({**e.params, **params.get(e.name, {})}),
         )
         for e in events
         if e.applied

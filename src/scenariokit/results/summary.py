@@ -353,7 +353,7 @@ def rebuild_summary(
     # the records are streamed a batch at a time (results/stream.py): memory does not grow with the run
     plain = tuple(s for s in slos if not is_trend(s))
     groups = level_groups(stages, max(0.0, ended - started))
-    found = occurrences(read_fault_events(run_dir), started)
+    found = occurrences(read_fault_events(run_dir), started, meta.faults)
     streamed = stream_run(run_dir, plain, stages, meta.engine, started, ended, dropped, level, groups, found)
     data = RunData([], started, ended, stages, dropped, found)  # the run's clock, stages and faults
     # soak slopes (results/trend.py): one streamed pass each, holding one bucket's values at a time
