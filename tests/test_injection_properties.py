@@ -12,6 +12,7 @@ rendering must give it back. Each request's headers are the target's and its own
 
 from __future__ import annotations
 
+import ast
 import base64
 import copy
 import json
@@ -361,3 +362,102 @@ def test_k6_refuses_an_integer_it_would_round_at_the_request() -> None:
 def test_k6_sends_a_proto_key_as_written() -> None:
     check_k6(with_body({"__proto__": {"admin": True}, "id": 1}))
     check_k6(with_body({"a": [{"__proto__": "{{x}}"}], "__proto__": "y"}))
+
+
+# --- flows: an entry's hostile name reaches both scripts as data, its steps in order --------------------
+
+
+@st.composite
+def flow_scenarios(draw: st.DrawFn) -> dict[str, Any]:
+    """A request and a flow of 1-3 steps (named or by position), both entries with hostile names; a step's
+    own name is an identifier (the model refuses anything else)."""
+    # a request named like one of the flow's records is refused (tests/test_flows.py): not drawn here
+    names = draw(st.lists(NAMES, min_size=2, max_size=2, unique=True).filter(lambda n: "." not in n[0]))
+    labels = draw(st.lists(st.sampled_from(["", "a", "b-c", "_1"]), min_size=1, max_size=3, unique=True))
+    steps = [
+        {**({"name": label} if label else {}), "path": f"/s{i}", "json": {escape(draw(TEXT)): 1}}
+        for i, label in enumerate(labels)
+    ]
+    return {
+        "version": 1,
+        "name": "inject",
+        "target": {"kind": "http", "base_url": "http://127.0.0.1:1"},
+        "load": {"curve": "ramp(0, 1, 1s)"},
+        "requests": {names[0]: {"path": "/single"}, names[1]: {"weight": 2, "steps": steps}},
+    }
+
+
+def flow_front_end(spec: dict[str, Any], folder: Path) -> Scenario:
+    path = folder / "flow.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=False, sort_keys=False), encoding="utf-8")
+    return load_scenario(path).scenario
+
+
+def locust_tasks(source: str) -> list[tuple[int, list[str]]]:
+    """(weight, request names) of each `@task` method of a locustfile, read from its syntax tree."""
+    tree = ast.parse(source)
+    names = {
+        node.targets[0].id: ast.literal_eval(next(k.value for k in node.value.keywords if k.arg == "name"))
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        and isinstance(node.value, ast.Call) and getattr(node.value.func, "attr", "") == "Request"
+    }  # fmt: skip
+    tasks = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.decorator_list:
+            (decorator,) = node.decorator_list
+            assert isinstance(decorator, ast.Call)
+            weight = ast.literal_eval(decorator.args[0])
+            (call,) = [
+                n for n in ast.walk(node) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "send"
+            ]
+            tasks.append((weight, [names[arg.id] for arg in call.args if isinstance(arg, ast.Name)]))
+    return tasks
+
+
+def record_names(spec: dict[str, Any]) -> list[str]:
+    single, flow = spec["requests"]
+    return [single] + [
+        f"{flow}.{s.get('name') or i + 1}" for i, s in enumerate(spec["requests"][flow]["steps"])
+    ]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flow_scenarios())
+def test_a_flows_name_and_steps_stay_data_in_the_locustfile(
+    locust_loader: LocustLoader, spec: dict[str, Any]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        script = compile_scenario(flow_front_end(spec, folder), "locust")
+        script.write(folder / "build")
+        loaded = locust_loader.load(folder / "build", script.entry)  # imported: it is Python, values data
+    names = record_names(spec)
+    assert [r["name"] for r in loaded["requests"]] == names
+    assert locust_tasks(script.files[script.entry]) == [(1, names[:1]), (2, names[1:])]
+
+
+# What the runtime makes of the script's requests: the mix's entries, as indices into the requests.
+_K6_TASKS = """
+const rt = await import(RUNTIME);
+console.log(JSON.stringify(rt.tasksOf(__runner.requests.map((spec) => ({ spec })))));
+"""
+
+
+@needs_node
+@settings(max_examples=25, deadline=None)
+@given(flow_scenarios())
+def test_a_flows_name_and_steps_stay_data_in_the_k6_script(spec: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = flow_front_end(spec, Path(tmp))
+    script = compile_scenario(scenario, "k6")
+    program = runnable(script.files[script.entry]) + _K6_TASKS.replace(
+        "RUNTIME", json.dumps(runtime_module())
+    )
+    loaded, tasks = node_lines(program)
+    flow = list(spec["requests"])[1]
+    assert [(r["name"], r.get("flow")) for r in loaded["requests"]] == [
+        (name, None if i == 0 else flow) for i, name in enumerate(record_names(spec))
+    ]
+    steps = len(spec["requests"][flow]["steps"])
+    assert [(t["steps"], t["cumulative"]) for t in tasks] == [([0], 1), (list(range(1, steps + 1)), 3)]
