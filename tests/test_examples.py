@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from scenariokit.cli import main
+from scenariokit.compile.ir import Scenario
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.compile.plan import make_plan
 from scenariokit.engines import compile_scenario
@@ -48,15 +49,51 @@ def test_smoke_is_at_most_20_seconds() -> None:
     assert load_scenario(Path("scenarios/smoke.yaml")).scenario.load.duration_s <= 20
 
 
-def test_recognition_api_spawns_10000_users_at_100_per_second() -> None:
-    scenario = load_scenario(Path("scenarios/recognition-api.yaml")).scenario
+GUIDE_MIX = [
+    ("identify", 3, "POST", "/api/identify"),
+    ("ocr", 1, "POST", "/api/ocr"),
+    ("error-cases.empty-image", 1, "POST", "/api/identify"),
+    ("error-cases.wrong-field", 1, "POST", "/api/identify"),
+]
+GUIDE_SLOS = ["mean(latency) <= 300ms", "error_rate <= 0.5%", "success_rate > 99.5%"]
+
+
+def guide_mix(path: str) -> tuple[Scenario, list[tuple[str, float, str, object]]]:
+    scenario = load_scenario(Path(path)).scenario
+    requests = [(r.name, r.weight, r.method, r.path) for r in scenario.requests]
+    return scenario, requests
+
+
+def test_the_guides_fleet_scenario_spawns_10000_users_at_100_per_second() -> None:
+    scenario, requests = guide_mix("scenarios/recognition-api-fleet.yaml")
     ramp = scenario.load.stages[0]
     assert (ramp.start, ramp.end, ramp.duration_s) == (0, 10_000, 100)
-    assert [(r.name, r.weight, r.method, r.path) for r in scenario.requests] == [
-        ("identify", 3, "POST", "/api/v1/identify"),
-        ("ocr", 1, "POST", "/api/v1/ocr"),
-    ]
-    assert scenario.load.think_time.kind == "uniform"
+    assert requests == GUIDE_MIX
+    assert (scenario.load.think_time.kind, scenario.load.think_time.params) == (
+        "uniform",
+        (("low", 0.5), ("high", 2.5)),
+    )
+    assert [s.text for s in scenario.slos] == ["max(throughput) >= 5000/s", *GUIDE_SLOS]
+    plan = make_plan(scenario)
+    assert plan.peak == 10_000 and sum(plan.expected_requests.values()) > 5_000_000
+
+
+def test_the_guides_scenario_sends_its_requests_by_url_to_the_embedded_server() -> None:
+    scenario, requests = guide_mix("scenarios/recognition-api.yaml")
+    assert scenario.target.is_embedded and requests == GUIDE_MIX
+    assert (scenario.load.think_time.kind, scenario.load.think_time.params) == (
+        "uniform",
+        (("low", 0.5), ("high", 2.5)),
+    )
+    (images,) = scenario.datasets
+    assert images.served
+    identify, ocr, empty, wrong = scenario.requests
+    for request in (identify, ocr):
+        assert isinstance(request.json_body, dict) and set(request.json_body) == {"image_url"}
+        assert [type(p).__name__ for p in request.json_body["image_url"].parts] == ["EnvRef", "DataRef"]
+    assert (empty.json_body, wrong.json_body) == ({"image_url": ""}, {"wrong_field": "test"})
+    assert [s.text for s in scenario.slos][1:] == GUIDE_SLOS
+    assert scenario.load.duration_s <= 40  # the README's run
 
 
 def test_plan_of_an_open_model_uses_littles_law() -> None:

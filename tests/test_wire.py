@@ -54,6 +54,7 @@ LOAD: dict[str, list[str]] = {
     "knee-sweep": ["--users", "2"],  # no think time: two users already send hundreds of requests
     "open-arrivals": ["--rate", "10/s"],
     "recognition-api": ["--users", "30"],
+    "recognition-api-fleet": ["--users", "30"],
     "smoke": ["--users", "4"],
     "steady-soak": ["--users", "4"],
 }
@@ -95,7 +96,13 @@ def _in_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
 def weighted_requests(path: Path) -> set[str]:
     """The requests a run may send: those with a weight (default 1) above 0."""
     requests = yaml.safe_load(path.read_text(encoding="utf-8"))["requests"]
-    return {name for name, spec in requests.items() if float(spec.get("weight", 1)) > 0}
+    weighted = {name: spec for name, spec in requests.items() if float(spec.get("weight", 1)) > 0}
+    # a flow's records are its steps', named `<entry>.<step name or 1-based position>`
+    return {
+        f"{name}.{step.get('name') or i}" if "steps" in spec else name
+        for name, spec in weighted.items()
+        for i, step in enumerate(spec.get("steps") or [{}], start=1)
+    }
 
 
 def delivered(run_dir: Path) -> set[str]:

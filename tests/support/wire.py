@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -27,6 +28,7 @@ from typing import Any
 CHAT_PATH = "/v1/chat/completions"
 
 # Headers left out of a recording, each because it differs for reasons other than the scenario:
+LOOPBACK_ORIGIN = re.compile(r"http://127\.0\.0\.1:\d+(?=[/<])")
 DROPPED_HEADERS = frozenset(
     {
         "host",  # carries the recorder's port, a new free one each run
@@ -87,7 +89,8 @@ class DataValues:
         for value in self._by_length:
             if value in text:
                 text = text.replace(value, self._placeholders[value])
-        return text
+        # the runner's image server (`serve: http`) listens on a new free port each run
+        return LOOPBACK_ORIGIN.sub("http://127.0.0.1:<port>", text)
 
     def answer_for(self, value: Any) -> str | None:
         """The known text of the first data-set value found in a parsed request body (a card's image)."""
