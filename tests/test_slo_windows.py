@@ -372,3 +372,27 @@ def test_the_fault_table_reaches_summary_json_and_markdown(tmp_path: Path) -> No
 
 def test_time_metric_values_cover_what_goodput_reads() -> None:
     assert {"latency", "ttfb", "ttft", "itl", "tpot"} <= set(TIME_METRIC_VALUES)
+
+
+def test_the_report_shades_each_fault_on_every_time_plot(tmp_path: Path) -> None:
+    from scenariokit.results.report import NOT_OVER_TIME, write_reports
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    make_run(run_dir)
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["slos"] = ["p95(latency) < 300ms", "error_rate < 90% after kill for 5s"]
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    append_fault_event(
+        run_dir, FaultEvent(name="kill", kind="kill-target", planned_s=5, start=T0 + 5, end=T0 + 7)
+    )
+    summary = RunFolder(run_dir).summary()
+    write_reports(run_dir, summary)
+    html = (run_dir / "report.html").read_text()
+    plots = {chunk.split('"', 2)[1]: chunk for chunk in html.split("Plotly.newPlot(")[1:]}
+    over_time = [name for name in plots if name.removeprefix("plot-") not in NOT_OVER_TIME]
+    assert "plot-load" in over_time and "plot-latency" in over_time
+    assert all("fault: kill" in plots[name] for name in over_time), over_time
+    assert "goodput\\u002fs (ok and within the latency SLOs)" in plots["plot-load"]  # plotly escapes /
+    (row,) = summary.faults
+    assert 'id="faults"' in html and f"{row.errors:,}" in html.split('id="faults"')[1].split("</section>")[0]

@@ -26,12 +26,14 @@ from scenariokit.results.health import generator_samples
 from scenariokit.results.metrics import RunData
 from scenariokit.results.runfolder import RunFolder
 from scenariokit.results.seconds import RequestSeconds, request_seconds
-from scenariokit.results.slo import show
-from scenariokit.results.summary import Summary, VerdictOut, write_summary
+from scenariokit.results.slo import GoodputRule, show
+from scenariokit.results.summary import FaultOut, Summary, VerdictOut, recovery_text, write_summary
 
 REPORT_NAME = "report.html"
 PLOT_HEIGHT = 330
-COLORS = {"p50": "#2a9d8f", "p95": "#e9c46a", "p99": "#e76f51", "ok": "#264653", "errors": "#d62828"}
+COLORS = {"p50": "#2a9d8f", "p95": "#e9c46a", "p99": "#e76f51", "ok": "#264653", "errors": "#d62828",
+          "goodput": "#6a4c93", "fault": "#d62828"}  # fmt: skip
+NOT_OVER_TIME = frozenset({"histogram", "capacity", "trends"})  # every other plot has the run's seconds as x
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -46,8 +48,9 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
     gpu = folder.samples("gpu.jsonl")
     gpu_info = folder.gpu_info
     unit = summary.analysis.unit
+    good = goodput_seconds(folder, summary, meta.slos, data)
     figures = {
-        "load": load_figure(data, unit, seconds.timeline),
+        "load": load_figure(data, unit, seconds.timeline, good),
         "latency": latency_figure(data, summary, seconds.timeline),
         "histogram": histogram_figure(folder),
         "errors": errors_figure(data, seconds),
@@ -56,6 +59,9 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         "capacity": capacity_figure(summary),
         "trends": trends_figure(summary),
     }
+    for name, fig in figures.items():
+        if fig is not None and name not in NOT_OVER_TIME:
+            fault_bands(fig, summary.faults)
     plots = {
         name: fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{name}", config=PLOT_CONFIG)
         for name, fig in figures.items()
@@ -79,6 +85,7 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         num=_num,
         quantity=lambda value, unit: "—" if value is None else show(value, unit),
         interval=_interval,
+        recovery=recovery_text,
     )
     path = run_dir / REPORT_NAME
     path.write_text(html, encoding="utf-8")
@@ -144,7 +151,43 @@ def _stage_bands(fig: go.Figure, stages: tuple[Stage, ...]) -> None:
         )
 
 
-def load_figure(data: RunData, unit: str, rows: list[dict[str, Any]]) -> go.Figure:
+def fault_bands(fig: go.Figure, faults: list[FaultOut]) -> None:
+    """Shade each fault occurrence, named, on a plot over the run's seconds."""
+    for f in faults:
+        fig.add_vrect(
+            x0=f.start_s,
+            x1=max(f.end_s, f.start_s + 0.2),  # a kill with no downtime still shows as a line
+            fillcolor=COLORS["fault"],
+            opacity=0.15,
+            line_width=0,
+            annotation_text=f"fault: {f.name}",
+            annotation_position="top right",
+            annotation_font_size=10,
+            annotation_font_color=COLORS["fault"],
+        )
+
+
+def goodput_seconds(folder: RunFolder, summary: Summary, slos: Any, data: RunData) -> list[int] | None:
+    """Good requests (slo.GoodputRule) per second of the run, when a latency SLO makes them differ from
+    the ok ones; one more pass over the stored records."""
+    if summary.goodput is None or not summary.goodput.latency_slos:
+        return None
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for f in summary.faults:
+        spans.setdefault(f.name, []).append((f.start_s, max(f.start_s, f.end_s)))
+    rule = GoodputRule.of(tuple(slos), data.stages, spans)
+    counts = [0] * max(1, math.ceil(data.duration_s))
+    for batch in folder.records():
+        for r in batch:
+            offset = r.t - data.started_unix
+            if 0 <= offset < len(counts) and rule.good(r, offset):
+                counts[math.floor(offset)] += 1
+    return counts
+
+
+def load_figure(
+    data: RunData, unit: str, rows: list[dict[str, Any]], good: list[int] | None = None
+) -> go.Figure:
     seconds = [row["second"] for row in rows]
     table = StageTable.of(data.stages)
     intended = [table.level_at(float(s) + 0.5) for s in seconds]
@@ -155,6 +198,9 @@ def load_figure(data: RunData, unit: str, rows: list[dict[str, Any]]) -> go.Figu
                 secondary_y=True)  # fmt: skip
     fig.add_bar(x=seconds, y=[row["errors"] for row in rows], name="errors/s", marker_color=COLORS["errors"],
                 opacity=0.6, secondary_y=True)  # fmt: skip
+    if good is not None:
+        fig.add_scatter(x=seconds, y=good[: len(seconds)], name="goodput/s (ok and within the latency SLOs)",
+                        line={"color": COLORS["goodput"], "shape": "hv"}, secondary_y=True)  # fmt: skip
     fig.update_layout(barmode="stack")
     _layout(fig, "Load: intended vs achieved, and responses per second", unit)
     fig.update_yaxes(title_text="responses/s", secondary_y=True, showgrid=False)
