@@ -174,18 +174,30 @@ names = st.from_regex(r"[a-z][a-z0-9_]{0,6}(-[a-z0-9]{1,4})?", fullmatch=True).f
 def slos(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     metric = draw(
         st.sampled_from(
-            ["latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations"]
+            [
+                *("latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations"),
+                *("success_rate", "goodput", "max_throughput", "recovery_time"),
+            ]
         )
     )
     op = draw(st.sampled_from(["<", "<=", ">", ">="]))
-    if metric in TIME_METRICS:
+    subject = None
+    if metric == "recovery_time":  # takes a fault's name and no `for` or window
+        subject, threshold = draw(names), draw(st.integers(0, 600_000)) / 1000
+        text = f"recovery_time({subject}) {op} {format_duration(threshold)}"
+        fields = dict(metric=metric, statistic=None, op=op, threshold=threshold, requests=(), window=None)
+        return text, fields | {"subject": subject}
+    if metric == "max_throughput":
+        metric, statistic, threshold = "throughput", "max", float(draw(st.integers(0, 10_000)))
+        head, value = "max(throughput)", f"{threshold:g}/s"
+    elif metric in TIME_METRICS:
         statistic = draw(st.sampled_from(["p50", "p95", "p99", "p99.9", "mean", "median", "min", "max"]))
         threshold = draw(st.integers(0, 100_000)) / 1000
         head, value = f"{statistic}({metric})", format_duration(threshold)
-    elif metric == "error_rate":
+    elif metric in ("error_rate", "success_rate"):
         statistic, threshold = None, draw(st.integers(0, 1000)) / 1000
         head, value = metric, f"{plain(threshold * 100)}%"
-    elif metric == "throughput":
+    elif metric in ("throughput", "goodput"):
         statistic, threshold = None, float(draw(st.integers(0, 10_000)))
         head, value = metric, f"{threshold:g}/s"
     else:
@@ -196,9 +208,17 @@ def slos(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     if requests:
         text += " for " + ", ".join(requests)
     window: tuple[Any, ...] | None = draw(
-        st.one_of(st.none(), names.map(lambda n: (n,)), st.tuples(st.integers(0, 3600), st.integers(1, 3600)))
+        st.one_of(
+            st.none(),
+            names.map(lambda n: (n,)),
+            st.tuples(st.integers(0, 3600), st.integers(1, 3600)),
+            st.tuples(names, st.one_of(st.none(), st.integers(1, 86_400)), st.just("after")),
+        )
     )
-    if window is not None and len(window) == 2:
+    if window is not None and len(window) == 3:  # after NAME [for DURATION]
+        name, length, _ = window
+        text += f" after {name}" + ("" if length is None else f" for {format_duration(length)}")
+    elif window is not None and len(window) == 2:
         start, length = window
         text += f" during {format_duration(start)}..{format_duration(start + length)}"
     elif window is not None:
@@ -206,7 +226,7 @@ def slos(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     fields = dict(
         metric=metric, statistic=statistic, op=op, threshold=threshold, requests=requests, window=window
     )
-    return text, fields
+    return text, fields | {"subject": subject}
 
 
 @FAST
@@ -221,11 +241,15 @@ def test_generated_slos(case: tuple[str, dict[str, Any]]) -> None:
         f["requests"],
     )
     assert got.threshold == pytest.approx(f["threshold"], abs=1e-9)
+    assert got.subject == f["subject"]
     window = f["window"]
     if window is None:
         assert got.window is None
     elif len(window) == 1:
-        assert got.window is not None and got.window.stage == window[0]
+        assert got.window is not None and got.window.stage == window[0] and not got.window.after
+    elif len(window) == 3:
+        assert got.window is not None and (got.window.stage, got.window.after) == (window[0], True)
+        assert got.window.length_s == (None if window[1] is None else pytest.approx(window[1]))
     else:
         assert got.window is not None
         assert (got.window.start_s, got.window.end_s) == (
@@ -339,6 +363,12 @@ TOKENS = [
     "==",
     "for",
     "during",
+    "after",
+    "recovery_time(",
+    "recovery_time",
+    "max(throughput)",
+    "goodput",
+    "success_rate",
     "..",
     "uniform",
     "none",
