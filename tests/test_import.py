@@ -72,7 +72,7 @@ def test_the_guides_locustfile_imports_validates_and_compiles_to_both_engines(
     assert scenario["load"] == {
         "model": "closed",
         "curve": "ramp(0, 10000, 100/s) -> hold(8m20s)",
-        "think_time": "between(500ms, 2.5s)",
+        "think_time": "between(0.5s, 2.5s)",
     }
     requests = scenario["requests"]
     assert {name: r["weight"] for name, r in requests.items()} == {
@@ -86,6 +86,7 @@ def test_the_guides_locustfile_imports_validates_and_compiles_to_both_engines(
         "path": "/api/ocr",
         "json": {"image_url": "https://example.com/test2.jpg"},
     }
+    assert scenario["slo"] == ["error_rate < 1%"]  # Locust's exit 1 on any failure, as an SLO that can decide
     bodies = [step["json"] for step in requests["test_error_cases"]["steps"]]
     assert bodies == [{"image_url": ""}, {"wrong_field": "test"}]
     loaded = load_scenario(out)

@@ -102,14 +102,20 @@ def number(value: Fraction | float) -> str:
     return f"{float(value):.6f}".rstrip("0").rstrip(".")
 
 
+def seconds(value: float) -> str:
+    """Seconds as the locustfile wrote them (`0.5s`, `2.5s`) when that is exact, else `1m30s`-style."""
+    short = f"{value:g}"
+    return f"{short}s" if float(short) == value and "e" not in short else format_duration(value)
+
+
 def think_time(wait: WaitTime | None) -> tuple[str, str]:
     if wait is None:
         return "none", "no wait_time: Locust waits 0 s between a user's tasks"
     if wait.kind == "between":
-        return f"between({format_duration(wait.low)}, {format_duration(wait.high)})", wait.source
+        return f"between({seconds(wait.low)}, {seconds(wait.high)})", wait.source
     if wait.high == 0:
         return "none", wait.source
-    return f"constant({format_duration(wait.low)})", wait.source
+    return f"constant({seconds(wait.low)})", wait.source
 
 
 def request_lines(call: HttpCall, indent: str) -> list[str]:
@@ -209,9 +215,10 @@ def scenario_text(
     for entry in plan.entries:
         lines += entry_lines(entry, step_name)
     lines += [
+        "slo:",
+        "  # Locust exits 1 when any request fails; this SLO stands in for that (1%, not 0, so that a run's",
+        "  # samples can decide it). Write the service's own, e.g. mean(latency) <= 300ms, p99(latency) < 1s",
+        "  - error_rate < 1%",
         "engine: locust",
-        "# slo: Locust has no pass/fail rules; write the service's own, for example:",
-        "#   - error_rate < 0.5%",
-        "#   - p99(latency) < 500ms",
     ]
     return "\n".join(lines) + "\n"
