@@ -65,7 +65,7 @@ def load(tmp_path: Path, requests: str, extra: str = "", head: str = HEAD) -> Sc
 
 def test_a_flow_lowers_to_one_task_whose_steps_are_named_entry_dot_step(tmp_path: Path) -> None:
     scenario = load(tmp_path, GUIDE_FLOW)
-    assert [(t.name, t.weight, [s.name for s in t.steps]) for t in scenario.tasks] == [
+    assert [(t.name, t.weight, [s.name for s in t.steps]) for t in scenario.mix] == [
         ("identify", 3, ["identify"]),
         ("test_error_cases", 1, ["test_error_cases.empty_url", "test_error_cases.2"]),
     ]
@@ -74,8 +74,8 @@ def test_a_flow_lowers_to_one_task_whose_steps_are_named_entry_dot_step(tmp_path
         "test_error_cases.empty_url",
         "test_error_cases.2",
     ]
-    flow = scenario.tasks[1]
-    assert flow.is_flow and not scenario.tasks[0].is_flow
+    flow = scenario.mix[1]
+    assert flow.is_flow and not scenario.mix[0].is_flow
     assert [(s.flow, s.weight, s.expect.status, s.json_body) for s in flow.steps] == [
         ("test_error_cases", 1, (400, 422), {"image_url": ""}),
         ("test_error_cases", 1, (400, 422), {"wrong_field": "test"}),

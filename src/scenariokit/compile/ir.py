@@ -459,6 +459,36 @@ class Window:
 
 
 @dataclass(frozen=True)
+class AbortRule:
+    """`abort_when: error_rate > 20% over 10s`: the run ends at once (exit 1, summary's exit_reason
+    `aborted`) when the rate over the records of the trailing `window_s` holds the comparison. A rule is
+    checked once the run has lasted its window and the window holds `MIN_ABORT_REQUESTS` requests."""
+
+    metric: Literal["error_rate", "success_rate"]
+    op: Literal["<", "<=", ">", ">="]
+    threshold: float  # a fraction
+    window_s: float
+    text: str
+    span: Span = UNKNOWN_SPAN
+
+    def holds(self, bad: int, total: int) -> bool:
+        """Whether the rule holds on `bad` errors of `total` requests (the rate is the metric's)."""
+        errors = bad / total
+        rate = errors if self.metric == "error_rate" else 1.0 - errors
+        match self.op:
+            case "<":
+                return rate < self.threshold
+            case "<=":
+                return rate <= self.threshold
+            case ">":
+                return rate > self.threshold
+        return rate >= self.threshold
+
+
+MIN_ABORT_REQUESTS = 10  # fewer in a window say too little to end a run on
+
+
+@dataclass(frozen=True)
 class Slo:
     text: str
     metric: SloMetric
@@ -595,14 +625,22 @@ class Scenario:
     seed: int = 0
     description: str = ""
     monitoring: Monitoring = Monitoring()
+    abort_when: tuple[AbortRule, ...] = ()
     faults: tuple[Fault, ...] = ()
-    # The weighted mix, as lower builds it; `requests` holds every task's steps, in order (see `mix`).
-    tasks: tuple[Task, ...] = ()
 
-    @property
+    @cached_property
     def mix(self) -> tuple[Task, ...]:
-        """The weighted mix: `tasks`, or (a scenario without flows) one task per request."""
-        return self.tasks or tuple(Task(r.name, r.weight, (r,), r.span) for r in self.requests)
+        """The weighted mix: a task per request, but one for the steps of a flow (the requests that name it
+        in `flow`, which lower keeps together and in order). Derived from `requests`, so a scenario built
+        or changed by hand never disagrees with it."""
+        tasks: list[Task] = []
+        for r in self.requests:
+            last = tasks[-1] if tasks else None
+            if r.flow is not None and last is not None and last.is_flow and last.name == r.flow:
+                tasks[-1] = Task(last.name, last.weight, (*last.steps, r), last.span)
+            else:
+                tasks.append(Task(r.flow or r.name, r.weight, (r,), r.span))
+        return tuple(tasks)
 
     @property
     def default_base_url(self) -> str:

@@ -25,6 +25,7 @@ from scenariokit.compile.faults import FaultLowerer
 from scenariokit.compile.ir import (
     DATA_URL_ENV,
     NO_THINK_TIME,
+    AbortRule,
     Dataset,
     Distribution,
     Expect,
@@ -226,6 +227,7 @@ class Lowerer:
         self.faults = FaultLowerer(self.spec, self.source, self.bag).lower(load)
         slos = self._slos(requests, load)
         monitoring = self._monitoring()
+        abort_when = self._abort_rules(load)
         self.bag.raise_if_errors()
         return Scenario(
             name=self.spec.name,
@@ -241,8 +243,29 @@ class Lowerer:
             description=self.spec.description,
             monitoring=monitoring,
             faults=self.faults,
-            tasks=tasks,
+            abort_when=abort_when,
         )
+
+    def _abort_rules(self, load: LoadProfile) -> tuple[AbortRule, ...]:
+        """`abort_when:`, one rule or a list; a window longer than the run could never be checked."""
+        given = self.spec.abort_when
+        texts = (
+            [(given, ("abort_when",))]
+            if isinstance(given, str)
+            else [(text, ("abort_when", i)) for i, text in enumerate(given)]
+        )
+        rules: list[AbortRule] = []
+        for text, path in texts:
+            rule: AbortRule | None = self._expr(expr.parse_abort, text, path)
+            if rule is not None and rule.window_s > load.duration_s:
+                self.bag.error(
+                    self.source.text(path),
+                    f"the window of {rule.window_s:g}s is longer than the run ({load.duration_s:g}s)",
+                    "a rule is checked once the run has lasted its window: shorten it",
+                )
+            elif rule is not None:
+                rules.append(rule)
+        return tuple(rules)
 
     def _monitoring(self) -> Monitoring:
         spec = self.spec.monitoring
