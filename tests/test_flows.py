@@ -9,6 +9,7 @@ failed first step must not stop the second, and the weight must pick the flow on
 from __future__ import annotations
 
 import ast
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -390,3 +391,18 @@ def test_an_open_arrival_runs_the_whole_flow_and_is_late_once(
         # the arrival's intended start is the first step's; a later step starts when the one before ends
         assert all(r["intended"] is not None for r in firsts)
         assert all(r["intended"] is None for r in laters)
+
+
+def test_both_engines_put_the_guides_flow_on_the_wire_alike() -> None:
+    """The wire recordings of scenarios/recognition-api.yaml (tests/test_wire.py): its error-case flow's two
+    steps, as each engine sent them, are the same requests."""
+    root = Path(__file__).resolve().parents[1]
+    scenario = load_scenario(root / "scenarios" / "recognition-api.yaml").scenario
+    (flow,) = [task for task in scenario.mix if task.is_flow]
+    bodies = [step.json_body for step in flow.steps]
+    recorded = {}
+    for engine in ("locust", "k6"):
+        golden = json.loads((root / "tests" / "golden_wire" / f"recognition-api.{engine}.json").read_text())
+        sent = [r for r in golden["requests"] if r["body"].get("json") in bodies]
+        recorded[engine] = sorted(json.dumps(r, sort_keys=True) for r in sent)
+    assert len(recorded["k6"]) == len(bodies) and recorded["locust"] == recorded["k6"]
