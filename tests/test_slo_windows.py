@@ -396,3 +396,24 @@ def test_the_report_shades_each_fault_on_every_time_plot(tmp_path: Path) -> None
     assert "goodput\\u002fs (ok and within the latency SLOs)" in plots["plot-load"]  # plotly escapes /
     (row,) = summary.faults
     assert 'id="faults"' in html and f"{row.errors:,}" in html.split('id="faults"')[1].split("</section>")[0]
+
+
+def test_the_live_timeline_is_final_only_before_the_next_planned_start(tmp_path: Path) -> None:
+    from scenariokit.compile.ir import Fault
+    from scenariokit.results.recovery import LIVE_SLACK_S, live_timeline
+
+    planned = [Fault("kill", "kill-target", (5.0, 30.0), 2.0)]
+    append_fault_event(
+        tmp_path, FaultEvent(name="kill", kind="kill-target", planned_s=5, start=T0 + 5, end=T0 + 7)
+    )
+    spans, until = live_timeline(tmp_path, planned, T0, T0 + 20)
+    assert spans == {"kill": [(T0 + 5, T0 + 7)]} and until == T0 + 20
+    assert live_timeline(tmp_path, planned, T0, T0 + 40)[1] == T0 + 30 - LIVE_SLACK_S  # #2 may be active
+    event = FaultEvent(
+        name="kill", kind="kill-target", occurrence=1, planned_s=30, start=T0 + 30, end=T0 + 31
+    )
+    append_fault_event(tmp_path, event)
+    assert live_timeline(tmp_path, planned, T0, T0 + 40) == (
+        {"kill": [(T0 + 5, T0 + 7), (T0 + 30, T0 + 31)]},
+        T0 + 40,
+    )

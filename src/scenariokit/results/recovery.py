@@ -23,12 +23,13 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from scenariokit.compile.ir import Fault, Slo
-from scenariokit.results.faults import FaultEvent
+from scenariokit.results.faults import FaultEvent, read_fault_events
 from scenariokit.results.metrics import FaultSpans
 
 Row = Mapping[str, Any]  # a timeline row: second, sent, ok, errors, p95, ...
@@ -100,6 +101,25 @@ def occurrences(
         for e in events
         if e.applied
     ]
+
+
+LIVE_SLACK_S = 0.5  # a planned start this close may already have begun: the timeline is final only before it
+
+
+def live_timeline(
+    run_dir: Path, planned: Sequence[Fault], origin_unix: float, now_unix: float
+) -> tuple[dict[str, list[tuple[float, float]]], float]:
+    """What a live tracker may know during the run (SloTracker.known_faults): the occurrences ended so far
+    (faults.jsonl, unix times), and the time up to which that is final: the earliest planned start not yet
+    ended (the scheduler never starts one before its planned time), else now."""
+    events = read_fault_events(run_dir)
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for e in events:
+        if e.applied:
+            spans.setdefault(e.name, []).append((e.start, max(e.start, e.end)))
+    ended = {(e.name, e.occurrence) for e in events}
+    waiting = [origin_unix + t for f in planned for i, t in enumerate(f.times) if (f.name, i) not in ended]
+    return spans, min([now_unix, *(t - LIVE_SLACK_S for t in waiting)])
 
 
 # --- recovery -------------------------------------------------------------------------------------------

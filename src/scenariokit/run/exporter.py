@@ -14,6 +14,7 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -25,6 +26,8 @@ from scenariokit.compile.ir import Scenario
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.analysis import level_at
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.metrics import NO_FAULTS
+from scenariokit.results.recovery import live_timeline
 from scenariokit.results.tracker import SloTracker
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -37,11 +40,20 @@ class LiveExporter:
     before the exporter (one is made for the scenario when none is given: then feed it yourself)."""
 
     def __init__(
-        self, scenario: Scenario, confidence: float = DEFAULT_CONFIDENCE, tracker: SloTracker | None = None
+        self,
+        scenario: Scenario,
+        confidence: float = DEFAULT_CONFIDENCE,
+        tracker: SloTracker | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.scenario = scenario
         self.confidence = confidence  # the run's: the live status is what the verdict would say now
-        self.tracker = tracker or SloTracker(scenario.slos, scenario.load.stages, confidence, scenario.engine)
+        # with faults, their windows' times come as the run goes (faults.jsonl in `run_dir`, read each tick)
+        faults = None if scenario.faults and run_dir is not None else NO_FAULTS
+        self.run_dir = run_dir
+        self.tracker = tracker or SloTracker(
+            scenario.slos, scenario.load.stages, confidence, scenario.engine, faults=faults
+        )
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -99,6 +111,9 @@ class LiveExporter:
             self.level.set(level_at(self.scenario.load.stages, now - origin_unix))
         if now < self._next_slo or self.tracker.origin_unix is None or not self.scenario.slos:
             return
+        if self.scenario.faults and self.run_dir is not None:
+            spans, until = live_timeline(self.run_dir, self.scenario.faults, self.tracker.origin_unix, now)
+            self.tracker.known_faults(spans, until)
         for verdict in self.tracker.verdicts(now):
             self.slo.labels(verdict.slo).set(SLO_STATUS.get(verdict.status, -1.0))
         self._next_slo = now + SLO_EVERY_S

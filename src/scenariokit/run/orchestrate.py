@@ -782,7 +782,7 @@ def monitored_run(
 
     state = state if state is not None else RunState(started_unix=time.time())
 
-    exporter = LiveExporter(scenario, options.confidence)
+    exporter = LiveExporter(scenario, options.confidence, run_dir=run_dir)
     with ExitStack() as stack:
         live_metrics_url = exporter.start()
         stack.callback(exporter.stop)
