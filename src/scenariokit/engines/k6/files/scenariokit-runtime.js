@@ -471,7 +471,6 @@ export class Runner {
     this.outcomesJson = '[]';
     this.data = data;
     this.rng = null;
-    this.total = 0;
     this.startMs = null; // exec.scenario.startTime, read once: each `exec.scenario` builds a new object
     this.startWritten = false;
     this.stageIndex = 0;
