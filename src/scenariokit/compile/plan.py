@@ -107,5 +107,24 @@ def render_plan(scenario: Scenario, console: Console) -> None:
     for r in scenario.requests:
         requests.add_row(r.name, f"{r.weight:g}", f"{plan.expected_requests[r.name]:,.0f}")
     console.print(requests)
+    if scenario.faults:
+        console.print(fault_table(scenario))
     if scenario.slos:
         console.print("  SLOs: " + "; ".join(s.text for s in scenario.slos))
+
+
+def fault_table(scenario: Scenario) -> Table:
+    """The fault schedule as the runner will carry it out: planned starts from the run's start."""
+    table = Table("fault", "kind", "starts at", "lasts", "parameters", title="faults")
+    for fault in scenario.faults:
+        starts = ", ".join(format_duration(t) for t in fault.times[:8])
+        starts += f", … ({len(fault.times)} in all)" if len(fault.times) > 8 else ""
+        params = ", ".join(f"{k}={_param(v)}" for k, v in fault.params.items())
+        table.add_row(fault.name, fault.kind, starts, format_duration(fault.duration_s), params)
+    return table
+
+
+def _param(value: object) -> str:
+    if isinstance(value, tuple):
+        return "[" + " ".join(value) + "]" if value else "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)

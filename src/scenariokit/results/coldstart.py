@@ -41,6 +41,8 @@ class TargetStartOut(BaseModel):
     time_to_ready_s: float | None = Field(description="process start -> ready (/health 200, or any answer)")
     ok: bool = True
     detail: str = ""
+    instance: int = Field(0, description="which of several embedded instances (target.embedded.instances)")
+    port: int | None = Field(None, description="where it listened: a restart comes back on the same port")
 
 
 class FirstRequestsOut(BaseModel):

@@ -54,6 +54,7 @@ from scenariokit.run.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
 from scenariokit.run.checkpoint import Checkpoint
 from scenariokit.run.disk_use import disk_estimate
 from scenariokit.run.exporter import LiveExporter
+from scenariokit.run.faults import ChaosRun, FaultTargets, check_faults, fault_proxy, needs_admin
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
 from scenariokit.run.images import allowed_host, serving_images
 from scenariokit.run.live import LiveView
@@ -124,10 +125,15 @@ def apply_overrides(scenario: Scenario, options: RunOptions) -> Scenario:
             )
             check_pool(load.max_users, peak)
     load = dataclasses.replace(load, stages=stages)
+    faults = scenario.faults
+    if options.duration_s is not None and scenario.load.duration_s > 0:  # planned like the stages
+        factor = options.duration_s / scenario.load.duration_s
+        faults = tuple(dataclasses.replace(f, times=tuple(t * factor for t in f.times)) for f in faults)
     target = scenario.target
     if options.base_url:
         target = dataclasses.replace(target, base_url=options.base_url.rstrip("/"))
-    return dataclasses.replace(scenario, load=load, target=target, engine=options.engine or scenario.engine)
+    engine = options.engine or scenario.engine
+    return dataclasses.replace(scenario, load=load, target=target, engine=engine, faults=faults)
 
 
 def check_pool(max_users: int, rate: float) -> None:
@@ -464,7 +470,9 @@ def target_config(scenario: Scenario, image_origin: str | None = None) -> Target
         embedded_options=target.embedded_options,
         start_command=target.start_command,
         ready_timeout_s=target.ready_timeout_s,
-        server_args=("--allow-url-host", allowed_host(image_origin)) if image_origin else (),
+        server_args=(("--allow-url-host", allowed_host(image_origin)) if image_origin else ())
+        + (("--admin",) if needs_admin(scenario) else ()),  # server-side faults go through /admin/fault
+        instances=target.instances,
     )
 
 
@@ -540,10 +548,14 @@ def run_engine(
     view: LiveView,
     exporter: LiveExporter,
     state: RunState,
+    chaos: ChaosRun | None = None,
 ) -> None:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
-    plan = LaunchPlan(script, base_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open")
+    engine_url = chaos.engine_url if chaos is not None else base_url  # the fault proxy's, when one runs
+    plan = LaunchPlan(
+        script, engine_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open"
+    )
     launch = engine.launch(plan)
     if state.data_url is not None:  # `{name.url}` of a served data set renders from it
         launch.env[DATA_URL_ENV] = state.data_url
@@ -554,6 +566,8 @@ def run_engine(
     )
     health: GeneratorHealth | None = None
     process: subprocess.Popen[bytes] | None = None
+    # faults are planned from the engine's test start, the clock stage windows use
+    scheduler = chaos.scheduler(run_dir, lambda: reader.started_unix) if chaos and chaos.faults else None
     with (run_dir / "logs" / f"{engine.name}.log").open("wb") as log:
         try:
             SIGNALS.check()
@@ -566,6 +580,8 @@ def run_engine(
                 start_new_session=True,  # its own group: stopped whole, and out of the terminal's Ctrl-C
             )
             SIGNALS.phase = "during the run"
+            if scheduler is not None:
+                scheduler.__enter__()
             health = GeneratorHealth(
                 process.pid,
                 engine.cpu_capacity(options.processes),
@@ -581,6 +597,8 @@ def run_engine(
         finally:
             SIGNALS.phase = "while the run stopped"
             gc.unfreeze()
+            if scheduler is not None:  # the run's end: active faults are lifted and written cut short
+                scheduler.stop()
             if process is not None:
                 stop_group(process)
                 state.engine_returncode = process.returncode
@@ -684,6 +702,9 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     if (refusal := check_start_command(scenario.target.start_command, options.allow_exec)) is not None:
         print(f"error: {refusal}", file=sys.stderr)
         return ExitCode.INVALID_SCENARIO
+    if (refusal := check_faults(scenario, scenario.target.base_url, options.allow_exec)) is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return ExitCode.INVALID_SCENARIO
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
             "error: Prometheus monitoring (--monitor prometheus or `monitoring: {prometheus: true}`) needs "
@@ -752,9 +773,29 @@ def measure(
                 state.exit_reason = "target_down"
                 state.detail = f"target {base_url} is not reachable at start: {reason}"
                 return
-            monitored_run(scenario, engine, script, base_url, run_dir, handle, options, view, meta, state)
+            with fault_proxy(scenario, run_dir, base_url, handle) as (engine_url, proxy):
+                chaos = chaos_run(scenario, base_url, engine_url, handle, proxy)
+                monitored_run(
+                    scenario, engine, script, base_url, run_dir, handle, options, view, meta, state, chaos
+                )
     except ServerStartError as exc:  # the supervisor's TargetStartError: it exited, or never became ready
         state.exit_reason, state.detail = "target_down", f"the target did not start: {exc}"
+
+
+def chaos_run(
+    scenario: Scenario, base_url: str, engine_url: str, supervisor: TargetSupervisor | None, proxy: Any
+) -> ChaosRun | None:
+    """What the engine run needs for the scenario's faults (run/faults.py); None without faults or proxy."""
+    if not scenario.faults and proxy is None:
+        return None
+    targets = FaultTargets(
+        supervisor,
+        proxy,
+        base_url,
+        embedded_fault=dict(scenario.target.embedded_options).get("fault"),  # type: ignore[arg-type]
+        ready_timeout_s=scenario.target.ready_timeout_s,
+    )
+    return ChaosRun(engine_url, targets, scenario.faults, scenario.seed)
 
 
 def uses_prometheus(scenario: Scenario, options: RunOptions) -> bool:
@@ -775,6 +816,7 @@ def monitored_run(
     view: LiveView,
     meta: RunMeta | None,
     state: RunState | None = None,
+    chaos: ChaosRun | None = None,
 ) -> RunState:
     """The engine run inside the watchers: host/target sampler, live metrics endpoint, and Prometheus
     when asked for."""
@@ -796,7 +838,7 @@ def monitored_run(
             meta.live_metrics_url, meta.prometheus_url = live_metrics_url, prometheus_url
         stack.enter_context(view)
         stack.enter_context(Monitor(run_dir, base_url, interval_s, scenario.monitoring.targets))
-        run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state)
+        run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state, chaos)
     return state
 
 

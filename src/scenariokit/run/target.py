@@ -7,6 +7,10 @@ timed from the process's start to its port accepting connections to its being re
 `target/starts.jsonl` in the run folder. `restart()` brings the target back on the same port (chaos kills
 through `kill()`), and the embedded server's own worker restarts, read from its /health, go to
 `target/workers.jsonl`, so everything that restarted during a run is in its folder.
+
+Several embedded instances (`target.embedded.instances`) each run on a port of their own, behind the
+runner's round-robin proxy (run/faultproxy.py); `kill`, `restart` and `exited` take an instance's index, and
+instance 0 is the one `port`, `pid` and `base_url` name (the monitor scrapes it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -52,6 +57,20 @@ class TargetStart:
     time_to_ready_s: float | None
     ok: bool = True
     detail: str = ""
+    instance: int = 0  # which of several embedded instances
+    port: int | None = None  # where it listened (the same port after a restart)
+
+
+@dataclass
+class _Instance:
+    """One target process the supervisor runs: its port, its launcher handle, and whether we killed it."""
+
+    index: int
+    port: int = 0
+    # the launcher's handle, for an external command too: it stops a process group and closes its log
+    handle: ServerHandle | None = None
+    killed: bool = False  # by us (chaos): the run goes on, and the target is not "down"
+    log_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ class TargetConfig:
     start_command: tuple[str, ...] | None = None
     ready_timeout_s: float = 60.0
     server_args: tuple[str, ...] = ()  # more flags for the embedded server (the runner's image origin)
+    instances: int = 1  # embedded servers, each on its own port
 
 
 class TargetSupervisor:
@@ -74,14 +94,14 @@ class TargetSupervisor:
         self.config = config
         self.folder = run_dir / TARGET_DIR
         self.logs = run_dir / "logs"
-        self.port = 0
         self.starts: list[TargetStart] = []
-        # the launcher's handle, for an external command too: it stops a process group and closes its log
-        self._handle: ServerHandle | None = None
-        self._log_path = self.logs / "target.log"
-        self._killed = False  # by us (chaos): the run goes on, and the target is not "down"
+        count = config.instances if config.base_url is None else 1
+        self.instances = [_Instance(i) for i in range(count)]
+        # a chaos kill and restart run on the fault scheduler's thread, beside the poll loop's reads
+        self._lock = threading.RLock()
         if config.base_url is not None:
-            self.port = urlsplit(config.base_url).port or (443 if config.base_url.startswith("https") else 80)
+            url = config.base_url
+            self.instances[0].port = urlsplit(url).port or (443 if url.startswith("https") else 80)
 
     # --- what the runner reads ---------------------------------------------------------------------
 
@@ -90,73 +110,123 @@ class TargetSupervisor:
         return self.config.base_url is None
 
     @property
+    def port(self) -> int:
+        return self.instances[0].port
+
+    @property
+    def ports(self) -> list[int]:
+        """Every instance's port, in index order (the proxy's upstreams)."""
+        return [instance.port for instance in self.instances]
+
+    @property
     def base_url(self) -> str:
         return self.config.base_url or f"http://127.0.0.1:{self.port}"
 
+    def url_of(self, index: int) -> str:
+        return self.config.base_url or f"http://127.0.0.1:{self.instances[index].port}"
+
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
-        return self._handle.process if self._handle is not None else None
+        handle = self.instances[0].handle
+        return handle.process if handle is not None else None
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
     def exited(self) -> bool:
-        """Whether the target's process ended on its own (a kill through the supervisor is deliberate)."""
-        return self.process is not None and self.process.poll() is not None and not self._killed
+        """Whether a target process ended on its own (a kill through the supervisor is deliberate)."""
+        return any(
+            not instance.killed and instance.handle is not None and instance.handle.process.poll() is not None
+            for instance in self.instances
+        )
 
     # --- starting ----------------------------------------------------------------------------------
 
     def start(self, cancelled: Callable[[], bool] = lambda: False) -> TargetStart:
-        return self._start("start", cancelled)
+        """Starts every instance, one after the other; returns the first's start."""
+        first = self._start("start", self.instances[0], cancelled)
+        for instance in self.instances[1:]:
+            self._start("start", instance, cancelled)
+        return first
 
-    def restart(self, cancelled: Callable[[], bool] = lambda: False) -> TargetStart:
-        """Stops the target if it still runs (SIGKILL: a restart is not a drain) and starts it again on the
+    def restart(self, cancelled: Callable[[], bool] = lambda: False, instance: int = 0) -> TargetStart:
+        """Stops the instance if it still runs (SIGKILL: a restart is not a drain) and starts it again on the
         same port."""
-        self.kill()  # also when it died on its own: what is left of its group goes, its log is closed
-        return self._start("restart", cancelled)
+        self.kill(instance=instance)  # also when it died on its own: what is left of its group goes
+        return self._start("restart", self.instances[instance], cancelled)
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kills the target's whole process group (a chaos fault; the run goes on)."""
-        if self._handle is None:
-            return
-        self._killed = True
-        signal_group(self._handle.pid, sig)
-        self._handle.stop(STOP_GROUP_S)  # reaps the leader, waits for the group, closes the log
+    def kill(self, sig: int = signal.SIGKILL, instance: int = 0) -> None:
+        """Kills an instance's whole process group (a chaos fault; the run goes on)."""
+        target = self.instances[instance]
+        with self._lock:
+            if target.handle is None:
+                return
+            target.killed = True
+            handle = target.handle
+        signal_group(handle.pid, sig)
+        handle.stop(STOP_GROUP_S)  # reaps the leader, waits for the group, closes the log
 
-    def _start(self, kind: Literal["start", "restart"], cancelled: Callable[[], bool]) -> TargetStart:
-        if self.embedded and not self.port:
-            self.port = free_port()
-        self._log_path = self.logs / self._log_name(kind)
+    def _start(
+        self, kind: Literal["start", "restart"], instance: _Instance, cancelled: Callable[[], bool]
+    ) -> TargetStart:
+        if self.embedded and not instance.port:
+            instance.port = free_port()
+        instance.log_path = self.logs / self._log_name(kind, instance.index)
         started, clock = time.time(), time.monotonic()
-        handle = self._handle = self._spawn()
-        self._killed = False
+        with self._lock:  # the new process and the flag change together: exited() never sees half
+            handle = instance.handle = self._spawn(instance)
+            instance.killed = False
         try:
-            port_open_s, ready_s = self._wait_ready(handle, clock, cancelled)
+            port_open_s, ready_s = self._wait_ready(handle, instance, clock, cancelled)
         except TargetStartError as exc:
-            self._record(
-                TargetStart(started, kind, self.config.mode, handle.pid, None, None, False, str(exc))
-            )
+            self._record(self._timed(started, kind, handle, instance, None, None, str(exc)))
             raise
         handle.ready = ready_s is not None  # a ready server drains on stop; one still starting is killed
-        event = TargetStart(started, kind, self.config.mode, handle.pid, port_open_s, ready_s)
+        event = self._timed(started, kind, handle, instance, port_open_s, ready_s)
         if ready_s is not None:
             self._record(event)
         return event
 
-    def _log_name(self, kind: str) -> str:
+    def _timed(
+        self,
+        started: float,
+        kind: Literal["start", "restart"],
+        handle: ServerHandle,
+        instance: _Instance,
+        port_open_s: float | None,
+        ready_s: float | None,
+        failed: str | None = None,
+    ) -> TargetStart:
+        return TargetStart(
+            t=started,
+            kind=kind,
+            mode=self.config.mode,
+            pid=handle.pid,
+            port_open_s=port_open_s,
+            time_to_ready_s=ready_s,
+            ok=failed is None,
+            detail=failed or "",
+            instance=instance.index,
+            port=instance.port,
+        )
+
+    def _log_name(self, kind: str, index: int = 0) -> str:
         stem = "model-server" if self.embedded else "target"
-        restarts = sum(1 for s in self.starts if s.kind == "restart")
+        stem += f"-{index}" if index else ""
+        restarts = sum(1 for s in self.starts if s.kind == "restart" and s.instance == index)
         return f"{stem}.log" if kind == "start" else f"{stem}.restart-{restarts + 1}.log"
 
-    def _spawn(self) -> ServerHandle:
+    def _spawn(self, instance: _Instance) -> ServerHandle:
+        assert instance.log_path is not None
         if self.embedded:
             extra = ["--no-warm-up"] if self.config.mode == "cold" else []
             extra += self.config.server_args
             options: dict[str, Any] = dict(self.config.embedded_options)
-            return spawn_server(self.port, extra_args=extra, log_path=self._log_path, **options)
+            options.pop("instances", None)  # the supervisor's, not the server's
+            return spawn_server(instance.port, extra_args=extra, log_path=instance.log_path, **options)
         assert self.config.start_command is not None
-        log = self._log_path.open("wb")
+        log = instance.log_path.open("wb")
         try:
             # an argv list and no shell: `;`, `$(...)` and newlines in an argument reach the program as text
             process = subprocess.Popen(
@@ -170,10 +240,10 @@ class TargetSupervisor:
             log.write(f"{exc}\n".encode())
             log.close()
             raise TargetStartError(f"the start command could not run: {exc.strerror or exc}") from None
-        return ServerHandle(process, self.port, log)
+        return ServerHandle(process, instance.port, log)
 
     def _wait_ready(
-        self, handle: ServerHandle, clock: float, cancelled: Callable[[], bool]
+        self, handle: ServerHandle, instance: _Instance, clock: float, cancelled: Callable[[], bool]
     ) -> tuple[float | None, float | None]:
         """(port open, ready) in seconds from `clock`; (…, None) when cancelled. Raises TargetStartError
         when the process exits or the time runs out (the process is then stopped; its log stays)."""
@@ -181,30 +251,33 @@ class TargetSupervisor:
         deadline = clock + self.config.ready_timeout_s
         while not cancelled():
             if handle.process.poll() is not None:
-                self._fail(f"the target exited with code {handle.process.returncode} while starting")
-            if port_open_s is None and self._port_open():
+                code = handle.process.returncode
+                self._fail(instance, f"the target exited with code {code} while starting")
+            if port_open_s is None and self._port_open(instance):
                 port_open_s = time.monotonic() - clock
-            if port_open_s is not None and self._ready():
+            if port_open_s is not None and self.ready(instance.index):
                 return port_open_s, time.monotonic() - clock
             if time.monotonic() > deadline:
-                self._fail(f"the target was not ready within {self.config.ready_timeout_s:g}s")
+                self._fail(instance, f"the target was not ready within {self.config.ready_timeout_s:g}s")
             time.sleep(POLL_S)
         return port_open_s, None
 
-    def _fail(self, why: str) -> None:
-        self.kill()
-        self._killed = False
-        raise TargetStartError(f"{why} (its output: logs/{self._log_path.name})")
+    def _fail(self, instance: _Instance, why: str) -> None:
+        self.kill(instance=instance.index)
+        instance.killed = False
+        name = instance.log_path.name if instance.log_path else "target.log"
+        raise TargetStartError(f"{why} (its output: logs/{name})")
 
-    def _port_open(self) -> bool:
+    def _port_open(self, instance: _Instance) -> bool:
         host = urlsplit(self.base_url).hostname or "127.0.0.1"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.settimeout(0.5)
-            return probe.connect_ex((host, self.port)) == 0
+            return probe.connect_ex((host, instance.port)) == 0
 
-    def _ready(self) -> bool:
+    def ready(self, index: int = 0) -> bool:
         """The embedded server: /health is 200 (every worker up). Any other target: it answers HTTP."""
-        url = self.base_url + "/health" if self.embedded else self.base_url + "/"
+        base = self.url_of(index)
+        url = base + "/health" if self.embedded else base + "/"
         try:
             status = httpx.get(url, timeout=1.0).status_code
         except httpx.HTTPError:
@@ -243,9 +316,10 @@ class TargetSupervisor:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (a ready server drains its in-flight requests; one still starting stops whole at
-        once), then SIGKILL to whatever of its group remains."""
-        if self._handle is not None:
-            self._handle.stop(timeout_s)
+        once), then SIGKILL to whatever of its group remains; every instance."""
+        for instance in self.instances:
+            if instance.handle is not None:
+                instance.handle.stop(timeout_s)
 
     def __enter__(self) -> TargetSupervisor:
         return self
