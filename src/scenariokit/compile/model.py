@@ -459,6 +459,12 @@ class ScenarioSpec(Strict):
     )
     seed: int = Field(0, description="Seed for request and data selection.")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    abort_when: Expr | list[Expr] = Field(
+        default_factory=list,
+        description="Rules that end the run at once (exit 1) when they hold over their trailing window: "
+        "`error_rate > 20% over 10s`, `success_rate < 50% over 30s`; one rule or a list.",
+        examples=["error_rate > 20% over 10s"],
+    )
     faults: list[FaultSpec] = Field(
         default_factory=list,
         max_length=MAX_FAULTS,

@@ -324,7 +324,7 @@ def exit_code_of(
     """One meaning per code: 3 the run did not finish, 1 a breach, 4 nothing to judge on, 0 a pass."""
     if reason in RUN_ERRORS:
         return ExitCode.RUN_ERROR
-    if verdict == "fail":
+    if verdict == "fail" or reason == "aborted":  # decisions.md: the run's own abort rule is a breach
         return ExitCode.SLO_BREACHED
     if verdict == "inconclusive":
         if strict:

@@ -59,7 +59,7 @@ from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedde
 from scenariokit.run.images import allowed_host, serving_images
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
-from scenariokit.run.pipeline import AbortJudge, RecordPipeline, runner_pipeline
+from scenariokit.run.pipeline import AbortJudge, AbortWhen, RecordPipeline, abort_rules_sink, runner_pipeline
 from scenariokit.run.target import TargetConfig, TargetSupervisor, check_start_command
 from scenariokit_server.launcher import ServerStartError
 
@@ -535,6 +535,7 @@ class EngineRun:
     exporter: LiveExporter
     health: GeneratorHealth
     started: float
+    abort_when: AbortWhen | None = None  # the scenario's own abort rules
 
 
 def run_engine(
@@ -564,6 +565,7 @@ def run_engine(
     pipeline, judge = runner_pipeline(
         scenario, store, view, exporter, options.abort_on_fail, options.confidence
     )
+    abort_when = abort_rules_sink(pipeline, scenario)
     health: GeneratorHealth | None = None
     process: subprocess.Popen[bytes] | None = None
     # faults are planned from the engine's test start, the clock stage windows use
@@ -588,7 +590,9 @@ def run_engine(
                 one_core_each=not engine.capabilities.uses_every_core,
                 target_pid_now=embedded_target(target_handle),  # sampled beside the generator
             )
-            run = EngineRun(process, reader, store, pipeline, judge, view, exporter, health, time.time())
+            run = EngineRun(
+                process, reader, store, pipeline, judge, view, exporter, health, time.time(), abort_when
+            )
             poll_engine(run, scenario, target_handle, options, state, max_run_s)
         except KeyboardInterrupt:
             state.interrupted()
@@ -679,6 +683,9 @@ def _poll_until_done(
             return
         if run.judge is not None and (lost := run.judge.lost):
             state.exit_reason, state.detail = "aborted", f"SLO certainly lost: {lost}"
+            return
+        if run.abort_when is not None and (held := run.abort_when.held):
+            state.exit_reason, state.detail = "aborted", held
             return
         # what survives a poll (the live window, the store's open part) leaves the cyclic collector's
         # walks (docs/performance.md, settings in the code)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from scenariokit.compile.ir import Scenario
+from scenariokit.compile.ir import MIN_ABORT_REQUESTS, AbortRule, Scenario
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.slo import lost_on_counts
@@ -119,6 +120,76 @@ class AbortJudge:
         """Nothing held."""
 
 
+class _Window:
+    """One abort rule's trailing window: errors and requests per whole second of completion, with running
+    sums, so that adding a record and checking the rule cost O(1) whatever the run's length."""
+
+    def __init__(self, rule: AbortRule) -> None:
+        self.rule = rule
+        self.seconds: deque[list[int]] = deque()  # [second, errors, requests], oldest first
+        self.errors = 0
+        self.requests = 0
+
+    def add(self, second: int, error: bool) -> None:
+        # records arrive nearly in completion order: one that ends in a second older than the newest
+        # counts in the newest (a shift of at most a poll, 0.5 s), so the seconds stay in order
+        if not self.seconds or self.seconds[-1][0] < second:
+            self.seconds.append([second, 0, 0])
+        bucket = self.seconds[-1]
+        bucket[1] += error
+        bucket[2] += 1
+        self.errors += error
+        self.requests += 1
+
+    def evict(self, now_second: int) -> None:
+        """Keeps the seconds in (now - window, now]."""
+        while self.seconds and self.seconds[0][0] <= now_second - self.rule.window_s:
+            _, errors, requests = self.seconds.popleft()
+            self.errors -= errors
+            self.requests -= requests
+
+
+class AbortWhen:
+    """The scenario's `abort_when:` rules on the record pipeline. Each keeps the errors and requests of its
+    trailing window by second of completion (records' clock); a rule is checked once the run has lasted its
+    window and the window holds MIN_ABORT_REQUESTS requests. `held` names the first rule that held, with
+    what it saw."""
+
+    def __init__(self, rules: Sequence[AbortRule]) -> None:
+        self.windows = [_Window(rule) for rule in rules]
+        self.first_start: float | None = None
+        self.held: str | None = None
+
+    def add(self, batch: list[RequestRecord]) -> None:
+        if self.held is not None or not batch:
+            return
+        latest = 0.0
+        for record in batch:
+            end = record.t + record.latency
+            latest = max(latest, end)
+            if self.first_start is None or record.t < self.first_start:
+                self.first_start = record.t
+            for window in self.windows:
+                window.add(int(end), not record.ok)
+        assert self.first_start is not None
+        for window in self.windows:
+            window.evict(int(latest))
+            if latest - self.first_start < window.rule.window_s or window.requests < MIN_ABORT_REQUESTS:
+                continue
+            if window.rule.holds(window.errors, window.requests):
+                errors = window.rule.metric == "error_rate"
+                count = window.errors if errors else window.requests - window.errors
+                self.held = (
+                    f"abort_when `{window.rule.text}` held: {count:,} {'errors' if errors else 'ok'} of "
+                    f"{window.requests:,} requests ({count / window.requests:.1%}) in the "
+                    f"{window.rule.window_s:g} s to {latest - self.first_start:.1f} s"
+                )
+                return
+
+    def close(self) -> None:
+        """Nothing held."""
+
+
 def runner_pipeline(
     scenario: Scenario,
     store: RecordStore,
@@ -133,3 +204,12 @@ def runner_pipeline(
     live: list[RecordSink] = [exporter.tracker, view, exporter]
     view.tracker = exporter.tracker
     return RecordPipeline(StoreSink(store), live + ([judge] if judge else [])), judge
+
+
+def abort_rules_sink(pipeline: RecordPipeline, scenario: Scenario) -> AbortWhen | None:
+    """Adds the scenario's `abort_when:` rules to the pipeline (last: they read only the batch)."""
+    if not scenario.abort_when:
+        return None
+    sink = AbortWhen(scenario.abort_when)
+    pipeline.live.append(sink)
+    return sink

@@ -10,6 +10,7 @@ bandwidth          `100KB/s`, `1MiB/s`                        bytes per second (
 load curve         `ramp(0, 200, 1m) -> hold(3m) as steady`   `tuple[ir.Stage, ...]`
 think time         `uniform(0.5s, 2.5s)`, `none`, `1s`        `ir.Distribution`
 SLO                `p95(ttft) < 300ms for identify`           `ir.Slo`
+abort rule         `error_rate > 20% over 10s`                `ir.AbortRule`
 template           `Bearer ${env:API_KEY}`, `{images.text}`   `list[LiteralText | DataRef | EnvRef]`
 =================  =========================================  ==========================================
 
@@ -19,6 +20,7 @@ token inside the value. The grammars are `grammars/*.lark`, one LALR parser each
 `curve.py` for curve labels and `slo.py` for the SLO grammar.
 """
 
+from scenariokit.compile.expr.abort import parse_abort
 from scenariokit.compile.expr.curve import parse_curve
 from scenariokit.compile.expr.distribution import parse_distribution
 from scenariokit.compile.expr.errors import ExprError
@@ -35,6 +37,7 @@ __all__ = [
     "TemplatePart",
     "format_duration",
     "format_rate",
+    "parse_abort",
     "parse_byte_rate",
     "parse_curve",
     "parse_distribution",
