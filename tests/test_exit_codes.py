@@ -55,6 +55,9 @@ def fake_run(
         ("completed", "pass", False, False, ExitCode.OK),
         ("completed", "fail", False, False, ExitCode.SLO_BREACHED),
         ("aborted", "fail", False, False, ExitCode.SLO_BREACHED),
+        # abort_when held: a breach of the run's own rule, whatever the SLOs say of what was measured
+        ("aborted", "pass", False, False, ExitCode.SLO_BREACHED),
+        ("aborted", "inconclusive", False, True, ExitCode.SLO_BREACHED),
         ("completed", "inconclusive", False, False, ExitCode.INCONCLUSIVE),
         ("completed", "inconclusive", False, True, ExitCode.OK),
         ("completed", "inconclusive", True, False, ExitCode.SLO_BREACHED),
