@@ -417,3 +417,39 @@ def test_the_live_timeline_is_final_only_before_the_next_planned_start(tmp_path:
         {"kill": [(T0 + 5, T0 + 7), (T0 + 30, T0 + 31)]},
         T0 + 40,
     )
+
+
+def test_the_streamed_summary_judges_fault_slos_as_the_records_path(tmp_path: Path) -> None:
+    from scenariokit.results.store import RecordStore
+    from scenariokit.results.stream import stream_run
+
+    records = synthetic(6, 3000)
+    store = RecordStore(tmp_path)
+    for i in range(0, len(records), 700):
+        store.pending.extend(records[i : i + 700])
+        store.flush()
+    store.close()
+    slos = (*SLOS, parse_slo("recovery_time(kill) < 2s"), parse_slo("recovery_time(slow) < 1m"))
+    streamed = stream_run(tmp_path, slos, STAGES, "locust", T0, END, (), 0.95, None, FAULTS)
+    reference = judge(slos, RunData(records, T0, END, STAGES, occurrences=FAULTS), "locust", 0.95)
+    for ours, theirs in zip(streamed.verdicts, reference, strict=True):
+        same = ours.rule.startswith("Student")  # a mean's spread is merged batch by batch (test_stream)
+        assert (ours.status, ours.value, ours.samples, ours.k) == (
+            theirs.status,
+            theirs.value,
+            theirs.samples,
+            theirs.k,
+        ), ours.slo
+        assert same or ours.explanation == theirs.explanation, ours.slo
+    assert {v.status for v in reference[-2:]} == {"pass", "fail"}
+    inside = [r for r in records if any(o.start_s <= r.t - T0 < o.end_s for o in FAULTS[:1])]
+    assert streamed.faults[0].requests == len(inside) and streamed.faults[0].lost == sum(
+        r.status == 0 for r in inside
+    )
+
+
+def test_a_fault_name_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.format(slo="error_rate < 1%").replace("name: kill,", 'name: "ki\\r\\nll",'))
+    with pytest.raises(ScenarioError, match="faults"):
+        load_scenario(path)
