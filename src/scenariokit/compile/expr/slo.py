@@ -250,11 +250,12 @@ class _SloTransformer(ValueTransformer):
         if metric == "throughput" and str(stat) == "max":
             return _Measure("throughput", "max")
         if metric not in _WITH_STATISTIC:
+            best = ", or max(throughput) >= 50/s for the best 10 s" if metric == "throughput" else ""
             raise self.error(
-                f"{metric} takes no statistic",
+                f"{metric} takes no statistic" + (" but max" if metric == "throughput" else ""),
                 start,
                 metric_token.end_pos,
-                f"write {metric} {_example_bound(metric)}",
+                f"write {metric} {_example_bound(metric)}{best}",
             )
         name = str(stat)
         match = _PERCENTILE.fullmatch(name)
