@@ -281,9 +281,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     print_diagnostics(imported.warnings)
     write_output(target, imported.text)
     flows = f" ({imported.flows} with several requests in order)" if imported.flows else ""
+    requests = _plural(imported.entries, "request") + flows
+    classes = _plural(imported.classes, "user class", "user classes")
+    warned = _plural(len(imported.warnings), "warning")
     out.print(
-        f"wrote {display_path(target)}: {imported.entries} requests{flows} from {imported.classes} user "
-        f"class(es), {len(imported.warnings)} warning(s)",
+        f"wrote {display_path(target)}: {requests} from {classes}, {warned}",
         markup=False,
         highlight=False,
     )
@@ -294,6 +296,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         return fail(f"error: {display_path(target)} does not validate (see above)", ExitCode.INVALID_SCENARIO)
     out.print(f"next: scenariokit validate {display_path(target)}", markup=False, highlight=False)
     return ExitCode.OK
+
+
+def _plural(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
