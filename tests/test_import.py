@@ -65,7 +65,7 @@ def test_the_guides_locustfile_imports_validates_and_compiles_to_both_engines(
     flags = ["-u", "10000", "-r", "100", "-t", "10m", "--host", "http://your-service"]
     assert main(["import", str(FIXTURE), "-o", str(out), *flags]) == 0
     printed = capsys.readouterr()
-    assert "3 requests (1 with several requests in order) from 1 user class(es), 0 warning(s)" in printed.out
+    assert "3 requests (1 with several requests in order) from 1 user class, 0 warnings" in printed.out
     assert printed.err == ""
     scenario = yaml.safe_load(out.read_text(encoding="utf-8"))
     assert scenario["target"] == {"kind": "http", "base_url": "http://your-service"}
@@ -295,6 +295,21 @@ TRANSLATED: list[tuple[str, str, tuple[str, ...], Any]] = [
             "a": {"weight": 1, "method": "GET", "path": "/a"},
             "b": {"weight": 4, "method": "GET", "path": "/b"},
         },
+    ),
+    # FastHttpUser, and Locust's names through an alias and through the module
+    (
+        "from locust.contrib.fasthttp import FastHttpUser as Fast\nclass F(Fast):\n"
+        "    @task(2)\n    def a(self): self.client.head('/h')\n",
+        "",
+        ("requests", "a"),
+        {"weight": 2, "method": "HEAD", "path": "/h"},
+    ),
+    (
+        "import locust\nclass L(locust.HttpUser):\n    wait_time = locust.between(2, 4)\n"
+        "    @locust.task\n    def a(self): self.client.options('/o')\n",
+        "",
+        ("load", "think_time"),
+        "between(2s, 4s)",
     ),
     # template characters in a literal are sent as written
     (
