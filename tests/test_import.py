@@ -284,6 +284,17 @@ TRANSLATED: list[tuple[str, str, tuple[str, ...], Any]] = [
             "B_a": {"weight": 1, "method": "GET", "path": "/c"},
         },
     ),
+    # fixed_count users first (1 of -u 4), the rest by weight; a returned request is sent too
+    (
+        "class A(HttpUser):\n    fixed_count = 1\n    @task\n    def a(self): self.client.get('/a')\n"
+        "class B(HttpUser):\n    @task\n    def b(self): return self.client.get('/b')\n",
+        "-u 4",
+        ("requests",),
+        {
+            "a": {"weight": 1, "method": "GET", "path": "/a"},
+            "b": {"weight": 3, "method": "GET", "path": "/b"},
+        },
+    ),
     # a subclass inherits its base class's tasks and wait time (Locust's metaclass)
     (
         "class A(HttpUser):\n    abstract = True\n    wait_time = constant(2)\n"

@@ -279,7 +279,9 @@ class LocustReader:
         for stmt in body:
             if _is_docstring(stmt) or (isinstance(stmt, ast.Pass | ast.Return) and stmt_value_is_none(stmt)):
                 continue
-            value = stmt.value if isinstance(stmt, ast.Expr | ast.Assign | ast.AnnAssign) else None
+            value = (
+                stmt.value if isinstance(stmt, ast.Expr | ast.Assign | ast.AnnAssign | ast.Return) else None
+            )
             method = self._client_method(value, receiver)
             if method is not None and isinstance(value, ast.Call):
                 calls += self._translated(value, method)
