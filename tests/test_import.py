@@ -291,8 +291,8 @@ TRANSLATED: list[tuple[str, str, tuple[str, ...], Any]] = [
         "-u 4",
         ("requests",),
         {
-            "a": {"weight": 1, "method": "GET", "path": "/a"},
-            "b": {"weight": 3, "method": "GET", "path": "/b"},
+            "A_a": {"weight": 1, "method": "GET", "path": "/a"},
+            "B_b": {"weight": 3, "method": "GET", "path": "/b"},
         },
     ),
     # a subclass inherits its base class's tasks and wait time (Locust's metaclass)
