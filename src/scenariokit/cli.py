@@ -161,6 +161,13 @@ def checkpoint_flag(args: argparse.Namespace) -> float:
     return value
 
 
+def port_flag(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535 (argparse names the flag and exits 2 otherwise)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1 to 65535)")
+    return int(text)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from scenariokit.results.confidence import DEFAULT_CONFIDENCE
     from scenariokit.run.orchestrate import RunOptions, run_scenario
@@ -185,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         confidence=DEFAULT_CONFIDENCE if confidence is None else confidence,
         allow_exec=args.allow_exec,
         checkpoint_s=checkpoint_flag(args),
+        web_port=args.web_port if args.web else None,
     )
     return run_scenario(Path(args.file), options)
 
@@ -354,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="override the target's base_url")
     p.add_argument("--quiet", action="store_true", help="no live progress, only the verdict")
     p.add_argument("--abort-on-fail", action="store_true", help="stop early once an SLO is certainly lost")
+    p.add_argument(
+        "--web",
+        action="store_true",
+        help="run the engine with its own web UI on 127.0.0.1 (Locust's UI; k6's web dashboard) while the "
+        "run starts by itself and records as usual",
+    )
+    p.add_argument(
+        "--web-port", type=port_flag, default=8089, help="the web UI's port (default 8089, Locust's)"
+    )
     add_inconclusive_flags(p)
     p.add_argument(
         "--force",

@@ -82,6 +82,7 @@ class LaunchPlan:
     max_run_s: float  # a safety bound: the script's own curve ends the run
     processes: int = 1  # generator processes on this machine, where the engine supports them
     open_model: bool = True
+    web_port: int | None = None  # `run --web`: the engine's own web UI on 127.0.0.1 at this port
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +98,7 @@ class RunOptions:
     confidence: float = DEFAULT_CONFIDENCE  # of each bound an SLO verdict is decided by (run.json)
     allow_exec: bool = False  # the scenario may run programs (target.start_command): decisions.md
     checkpoint_s: float = DEFAULT_CHECKPOINT_S  # summary.json rewritten this often during the run; 0: never
+    web_port: int | None = None  # `--web`: the engine's own web UI on 127.0.0.1 at this port
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -555,7 +557,13 @@ def run_engine(
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
     engine_url = chaos.engine_url if chaos is not None else base_url  # the fault proxy's, when one runs
     plan = LaunchPlan(
-        script, engine_url, raw_dir, max_run_s, options.processes, scenario.load.model == "open"
+        script,
+        engine_url,
+        raw_dir,
+        max_run_s,
+        options.processes,
+        scenario.load.model == "open",
+        options.web_port,
     )
     launch = engine.launch(plan)
     if state.data_url is not None:  # `{name.url}` of a served data set renders from it
@@ -719,6 +727,9 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
         )
         return ExitCode.RUN_ERROR
     engine = get_engine(scenario.engine)
+    if options.web_port is not None and (busy := port_in_use(options.web_port)) is not None:
+        print(f"error: --web-port {options.web_port}: {busy}; nothing was sent", file=sys.stderr)
+        return ExitCode.INVALID_SCENARIO
     if options.processes > 1 and not engine.capabilities.worker_processes:
         print(f"error: --processes does not apply to {engine.name}: it runs its load in one process")
         return ExitCode.INVALID_SCENARIO
@@ -803,6 +814,16 @@ def chaos_run(
         ready_timeout_s=scenario.target.ready_timeout_s,
     )
     return ChaosRun(engine_url, targets, scenario.faults, scenario.seed)
+
+
+def port_in_use(port: int) -> str | None:
+    """Why the engine's web UI could not listen on 127.0.0.1:port, or None (asked before any load)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return f"127.0.0.1:{port} cannot be used ({exc.strerror or exc})"
+    return None
 
 
 def uses_prometheus(scenario: Scenario, options: RunOptions) -> bool:

@@ -75,6 +75,12 @@ def k6_launch(plan: LaunchPlan) -> EngineLaunch:
         argv += ["--no-summary", "--address", ""]
     env = engine_env(plan.base_url, raw_dir)
     env["SCENARIOKIT_RECORDS"] = "console"
+    if plan.web_port is not None:  # `run --web`: k6's web dashboard, on loopback only
+        env.update(
+            K6_WEB_DASHBOARD="true",
+            K6_WEB_DASHBOARD_HOST="127.0.0.1",
+            K6_WEB_DASHBOARD_PORT=str(plan.web_port),
+        )
     for key, value in k6_gc_env().items():
         env.setdefault(key, value)
     return EngineLaunch(argv, env, api)

@@ -19,7 +19,7 @@ def locust_launch(plan: LaunchPlan) -> EngineLaunch:
         "locust",
         "-f",
         str(plan.script),
-        "--headless",
+        *web_flags(plan.web_port),
         "--host",
         plan.base_url,
         "--run-time",
@@ -41,3 +41,12 @@ def locust_launch(plan: LaunchPlan) -> EngineLaunch:
         argv += ["--processes", str(plan.processes)]
         env["SCENARIOKIT_WORKERS"] = str(plan.processes)
     return EngineLaunch(argv, env)
+
+
+def web_flags(port: int | None) -> list[str]:
+    """Headless, or (`run --web`) Locust's own web UI bound to 127.0.0.1 only, with the test started at
+    once by its shape (`--autostart`, as headless does) and Locust quitting when the shape ends
+    (`--autoquit 0`), so the run records and ends as a headless one does."""
+    if port is None:
+        return ["--headless"]
+    return ["--autostart", "--autoquit", "0", "--web-host", "127.0.0.1", "--web-port", str(port)]
