@@ -413,6 +413,14 @@ WARNED: list[tuple[str, str, str]] = [
         "`verify=` is not translated",
     ),
     (
+        user(
+            "@task\ndef a(self):\n    with self.client.post('/x', json={}, catch_response=True) as r:\n"
+            "        if r.status_code != 400:\n            r.failure('no')"
+        ),
+        "7:13",
+        "Locust still counts 400 as a failure here",
+    ),
+    (
         user("@task\ndef a(self):\n    self.client.get('/x')", "wait_time = lambda self: 1"),
         "3:17",
         "wait_time of its own",

@@ -452,6 +452,13 @@ class LocustReader:
                 self.warn(stmt, "a response check not translated", CHECK_HINT)
                 continue
             expect = Expect(found.status or expect.status, found.contains or expect.contains)
+            if any(code >= 400 for code in found.status) and not _calls_success(stmt, var):
+                self.warn(
+                    stmt,
+                    f"Locust still counts {', '.join(map(str, found.status))} as a failure here (nothing "
+                    f"calls {var}.success()); the scenario expects it, as the check means",
+                    f"add `else: {var}.success()` to the locustfile to make it agree",
+                )
         return expect if expect != Expect() else None
 
 
@@ -493,6 +500,10 @@ def _check(stmt: ast.If, var: str) -> Expect | None:
             return None
         return Expect(contains=text) if text else None
     return None
+
+
+def _calls_success(stmt: ast.If, var: str) -> bool:
+    return _only_call(stmt.body, var, "success") or _only_call(stmt.orelse, var, "success")
 
 
 def _only_call(body: Sequence[ast.stmt], var: str, method: str) -> bool:
