@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,11 +145,16 @@ class TargetSupervisor:
     # --- starting ----------------------------------------------------------------------------------
 
     def start(self, cancelled: Callable[[], bool] = lambda: False) -> TargetStart:
-        """Starts every instance, one after the other; returns the first's start."""
-        first = self._start("start", self.instances[0], cancelled)
-        for instance in self.instances[1:]:
-            self._start("start", instance, cancelled)
-        return first
+        """Starts every instance, all at once (each loads its models: one after the other would add up);
+        returns the first's start. One that fails raises its TargetStartError; `stop` ends the others."""
+        if len(self.instances) == 1:
+            return self._start("start", self.instances[0], cancelled)
+        for instance in self.instances:  # ports chosen here, one by one: two threads could draw the same
+            instance.port = instance.port or free_port()
+        with ThreadPoolExecutor(len(self.instances), thread_name_prefix="target-start") as pool:
+            futures = [pool.submit(self._start, "start", i, cancelled) for i in self.instances]
+        started = [future.result() for future in futures]  # raises a failed start's error
+        return started[0]
 
     def restart(self, cancelled: Callable[[], bool] = lambda: False, instance: int = 0) -> TargetStart:
         """Stops the instance if it still runs (SIGKILL: a restart is not a drain) and starts it again on the
@@ -287,10 +293,11 @@ class TargetSupervisor:
     # --- the run folder ----------------------------------------------------------------------------
 
     def _record(self, event: TargetStart) -> None:
-        self.starts.append(event)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / STARTS_FILE).open("a") as handle:
-            handle.write(json.dumps(asdict(event)) + "\n")
+        with self._lock:  # instances start on threads of their own, and chaos restarts on the scheduler's
+            self.starts.append(event)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with (self.folder / STARTS_FILE).open("a") as handle:
+                handle.write(json.dumps(asdict(event)) + "\n")
 
     def worker_status(self) -> list[dict[str, Any]] | None:
         """The embedded server's workers as its /health names them (pid, up, restarts); None for a target
