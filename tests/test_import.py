@@ -8,6 +8,7 @@ output written. The wire comparison against stock Locust is tests/test_import_wi
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import textwrap
@@ -26,6 +27,7 @@ from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario
 from scenariokit.importers.curve import LoadOptions, load_curve
 from scenariokit.importers.emit import flow, scalar, template
+from scenariokit.importers.locust import MAX_INLINED_NODES, inline_constants
 
 FIXTURE = Path(__file__).parent / "fixtures" / "guide_locustfile.py"
 HEADER = "from locust import HttpUser, task, between, constant, constant_pacing, constant_throughput\n"
@@ -322,6 +324,17 @@ TRANSLATED: list[tuple[str, str, tuple[str, ...], Any]] = [
         ("load", "think_time"),
         "between(2s, 4s)",
     ),
+    # module constants, alone and in f-strings, are values; a name bound twice is not
+    (
+        "BASE = '/api'\nBODY = {'image_url': 'https://e/x.jpg'}\nWAIT = 2\n"
+        + user(
+            "@task\ndef a(self):\n    self.client.post(f'{BASE}/identify', json=BODY)",
+            "wait_time = constant(WAIT)",
+        ),
+        "",
+        ("requests", "a"),
+        {"weight": 1, "method": "POST", "path": "/api/identify", "json": {"image_url": "https://e/x.jpg"}},
+    ),
     # template characters in a literal are sent as written
     (
         user("@task\ndef a(self):\n    self.client.post('/x/{id}', json={'t': '${HOME} {x}'})"),
@@ -383,6 +396,12 @@ WARNED: list[tuple[str, str, str]] = [
         user("@task\ndef a(self):\n    self.grpc.call('Svc')\n    self.client.get('/y')"),
         "6:9",
         "a custom client",
+    ),
+    (
+        "P = '/a'\nP = '/b'\n"
+        + user("@task\ndef a(self):\n    self.client.get(P)\n    self.client.get('/y')"),
+        "8:25",
+        "the variable `P`",
     ),
     (
         user("@task\ndef a(self):\n    time.sleep(1)\n    self.client.get('/y')"),
@@ -653,3 +672,15 @@ def test_hostile_strings_in_a_locustfile_reach_the_scenario_as_written(tmp_path:
     rendered = [v if isinstance(v, str) else "".join(p.text for p in v.parts) for v in json_body["v"]]
     assert rendered == values
     assert os.path.getsize(out) < 4096
+
+
+def test_a_large_constant_used_many_times_does_not_multiply_the_tree() -> None:
+    """900 nodes x 1,000 uses would be 900,000 copied nodes: past the budget the names stay names."""
+    calls = "".join(f"    self.client.post('/x{i}', json=B)\n" for i in range(1000))
+    tree = ast.parse("B = [" + "0, " * 899 + "0]\n" + user("@task\ndef a(self):\n" + calls))
+    before = sum(1 for _ in ast.walk(tree))
+    inline_constants(tree)
+    grown = sum(1 for _ in ast.walk(tree)) - before
+    assert MAX_INLINED_NODES / 2 < grown <= MAX_INLINED_NODES
+    names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "B"]
+    assert 900 < len(names) < 1000  # the uses past the budget

@@ -47,8 +47,8 @@ def literal(node: ast.AST, depth: int = 0) -> Any:
         raise Untranslatable(node, f"a value nested deeper than {MAX_LITERAL_DEPTH} levels")
     if isinstance(node, ast.Constant):
         return node.value
-    if isinstance(node, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in node.values):
-        return "".join(str(v.value) for v in node.values if isinstance(v, ast.Constant))
+    if isinstance(node, ast.JoinedStr) and all(_fixed_part(v) for v in node.values):
+        return "".join(_part_text(v) for v in node.values)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         value = literal(node.operand, depth + 1)
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -68,6 +68,21 @@ def literal(node: ast.AST, depth: int = 0) -> Any:
     raise Untranslatable(
         node, f"{describe(node)} (only literal values are translated)", "write the value out"
     )
+
+
+def _fixed_part(node: ast.AST) -> bool:
+    """An f-string part known without running anything: text, or `{CONSTANT}` (a module constant the
+    reader put in place), without a format spec."""
+    if isinstance(node, ast.FormattedValue):
+        return isinstance(node.value, ast.Constant) and node.format_spec is None
+    return isinstance(node, ast.Constant)
+
+
+def _part_text(node: ast.AST) -> str:
+    if isinstance(node, ast.FormattedValue) and isinstance(node.value, ast.Constant):
+        convert = {ord("r"): repr, ord("a"): ascii}.get(node.conversion, str)
+        return convert(node.value.value)
+    return str(node.value) if isinstance(node, ast.Constant) else ""
 
 
 def string(node: ast.AST, what: str) -> str:

@@ -14,7 +14,9 @@ without it: a request that cannot be translated is left out, never guessed.
 from __future__ import annotations
 
 import ast
+import copy
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from fractions import Fraction
@@ -37,6 +39,10 @@ METHODS = frozenset(m.upper() for m in CLIENT_METHODS)
 POSITIONAL = {"post": ("data", "json"), "put": ("data",), "patch": ("data",)}
 # Keyword arguments that change nothing on the wire: left out without a warning.
 IGNORED_KWARGS = frozenset({"catch_response", "context"})
+# Module constants put in place of their names: each at most this many nodes, all uses together at most
+# MAX_INLINED_NODES (a 1 MiB file cannot grow its tree past that).
+MAX_CONSTANT_NODES = 1000
+MAX_INLINED_NODES = 50_000
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 FORM = "application/x-www-form-urlencoded"
 
@@ -84,6 +90,7 @@ class LocustReader:
         self.functions = {n.name: n for n in source.tree.body if isinstance(n, ast.FunctionDef)}
         self.users: dict[str, UserClass] = {}
         self.abstract: set[str] = set()
+        inline_constants(source.tree)
 
     @property
     def warnings(self) -> list[Diagnostic]:
@@ -460,6 +467,62 @@ class LocustReader:
                     f"add `else: {var}.success()` to the locustfile to make it agree",
                 )
         return expect if expect != Expect() else None
+
+
+def module_constants(tree: ast.Module) -> dict[str, ast.expr]:
+    """`NAME = <literal>` at the top level, for names bound nowhere else in the file (no other assignment,
+    parameter, loop variable or import), so every use of the name is that value."""
+    bindings: Counter[str] = Counter()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bindings[node.id] += 1
+        elif isinstance(node, ast.arg):
+            bindings[node.arg] += 1
+        elif isinstance(node, ast.alias):
+            bindings[(node.asname or node.name).split(".")[0]] += 1
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bindings[node.name] += 1
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            bindings.update(node.names)
+    constants: dict[str, ast.expr] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            try:
+                literals.literal(node.value)
+            except Untranslatable:
+                continue
+            if bindings[name] == 1 and sum(1 for _ in ast.walk(node.value)) <= MAX_CONSTANT_NODES:
+                constants[name] = node.value
+    return constants
+
+
+class _Inline(ast.NodeTransformer):
+    def __init__(self, constants: dict[str, ast.expr]) -> None:
+        self.constants = constants
+        self.budget = MAX_INLINED_NODES  # a big constant used many times must not multiply the tree
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        value = self.constants.get(node.id)
+        if value is None or not isinstance(node.ctx, ast.Load):
+            return node
+        self.budget -= sum(1 for _ in ast.walk(value))
+        return node if self.budget < 0 else ast.copy_location(copy.deepcopy(value), node)
+
+
+def inline_constants(tree: ast.Module) -> None:
+    """Puts module constants in place of their names (`BASE = "/api"` ... `f"{BASE}/ocr"`), so requests
+    built from them are literals. A tree too deep to walk keeps its names (they are then warned about)."""
+    constants = module_constants(tree)
+    if not constants:
+        return
+    inline = _Inline(constants)
+    try:
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef | ast.FunctionDef):
+                inline.visit(node)
+    except RecursionError:
+        pass
 
 
 CHECK_HINT = (
