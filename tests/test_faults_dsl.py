@@ -258,6 +258,7 @@ def run_refusal(
     return code, capsys.readouterr().err
 
 
+@pytest.mark.engine  # reaches `scenariokit run` (which refuses before any load)
 def test_exec_without_allow_exec_is_exit_2_before_anything_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -268,6 +269,7 @@ def test_exec_without_allow_exec_is_exit_2_before_anything_runs(
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.engine  # reaches `scenariokit run` (which refuses before any load)
 def test_a_base_url_override_to_https_with_a_network_fault_is_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
