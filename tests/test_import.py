@@ -335,6 +335,12 @@ TRANSLATED: list[tuple[str, str, tuple[str, ...], Any]] = [
         ("requests", "a"),
         {"weight": 1, "method": "POST", "path": "/api/identify", "json": {"image_url": "https://e/x.jpg"}},
     ),
+    (
+        "BASE = '/api'\n" + user("@task\ndef a(self):\n    self.client.get(BASE + '/x' + '?a=1')"),
+        "",
+        ("requests", "a", "path"),
+        "/api/x?a=1",
+    ),
     # template characters in a literal are sent as written
     (
         user("@task\ndef a(self):\n    self.client.post('/x/{id}', json={'t': '${HOME} {x}'})"),

@@ -53,6 +53,11 @@ def literal(node: ast.AST, depth: int = 0) -> Any:
         value = literal(node.operand, depth + 1)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):  # `API + "/orders"` of constants
+        left, right = literal(node.left, depth + 1), literal(node.right, depth + 1)
+        if isinstance(left, str) and isinstance(right, str):
+            return left + right
+        raise Untranslatable(node, "a computed value (only text is joined with +)", "write the value out")
     if isinstance(node, ast.List | ast.Tuple):
         return [literal(item, depth + 1) for item in node.elts]
     if isinstance(node, ast.Dict):
