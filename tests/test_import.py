@@ -690,3 +690,14 @@ def test_a_large_constant_used_many_times_does_not_multiply_the_tree() -> None:
     assert MAX_INLINED_NODES / 2 < grown <= MAX_INLINED_NODES
     names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "B"]
     assert 900 < len(names) < 1000  # the uses past the budget
+
+
+def test_the_guide_page_shows_what_the_import_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/from-locust.md's YAML is the import's output today, byte for byte."""
+    doc = (Path(__file__).parents[1] / "docs" / "from-locust.md").read_text(encoding="utf-8")
+    start = doc.index("```yaml\n# Imported from locustfile.py") + len("```yaml\n")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "locustfile.py").write_text(FIXTURE.read_text(encoding="utf-8"), encoding="utf-8")
+    argv = ["import", "locustfile.py", "-o", "recognition.yaml", "-u", "12", "-r", "4", "-t", "40s"]
+    assert main(argv) == 0
+    assert (tmp_path / "recognition.yaml").read_text(encoding="utf-8") == doc[start : doc.index("```", start)]
