@@ -132,7 +132,7 @@ class LocustReader:
             return
         user = UserClass(node.name, node.lineno)
         if parent is not None:  # Locust's metaclass adds a base class's tasks; attributes are inherited
-            user = replace(parent, name=node.name, line=node.lineno, tasks=list(parent.tasks))
+            user = replace(parent, name=node.name, line=node.lineno, tasks=[replace(t) for t in parent.tasks])
             user.on_start = list(parent.on_start)
         self.users[node.name] = user
         methods: dict[str, ast.FunctionDef] = {}
