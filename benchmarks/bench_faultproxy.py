@@ -15,7 +15,12 @@ thread spent per request.
 `--reference` adds a third trial per repeat through nginx itself as a reverse proxy (one worker, upstream
 keep-alive): what any proxy in C costs on the same host, so that a ratio below the target can be read as
 the proxy's own cost or as the host's (every proxied request costs a second loopback hop both ways, and
-an engine that already uses every core loses whatever CPU the proxy takes). Only 127.0.0.1 is ever sent to.
+an engine that already uses every core loses whatever CPU the proxy takes).
+
+`--pin` runs the engine and the target on CPU 0 only and the proxy (FaultProxy's thread, or the reference
+nginx) on CPU 1, in every trial: the proxy then has a core of its own, as on a load host with cores to
+spare, and the ratio measures what the extra hop costs the engine rather than the CPU the two share.
+Only 127.0.0.1 is ever sent to.
 """
 
 from __future__ import annotations
@@ -81,12 +86,17 @@ def thread_cpu_s(native_id: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PROXY_CPUS: set[int] | None = None  # --pin: the proxy's CPUs
+
+
 def proxied(engine: str, work: Path, url: str, users: int, seconds: int) -> tuple[float, dict[str, int]]:
     """(req/s through a FaultProxy with no fault, its counts plus `cpu_us_per_request`)."""
     parts = urlsplit(url)
     with FaultProxy([(parts.hostname or "127.0.0.1", parts.port or 80)]) as proxy:
         thread = next(t for t in threading.enumerate() if t.name == "scenariokit-faultproxy")
         assert thread.native_id is not None
+        if PROXY_CPUS is not None:
+            os.sched_setaffinity(thread.native_id, PROXY_CPUS)  # a thread id: that thread alone
         before = thread_cpu_s(thread.native_id)
         rate = trial(engine, work, f"http://127.0.0.1:{proxy.port}", users, seconds)
         counts = proxy.counts()
@@ -105,7 +115,13 @@ def nginx_proxy(tmp: Path, url: str) -> Iterator[str]:
     (root / "nginx.conf").write_text(NGINX_PROXY.format(root=root, port=port, upstream=upstream))
     nginx = shutil.which("nginx") or "nginx"
     argv = [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpus = PROXY_CPUS
+    process = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None,
+    )
     try:
         wait_for_port(port, process)
         yield f"http://127.0.0.1:{port}"
@@ -125,7 +141,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--engines", default="locust,k6")
     parser.add_argument("--reference", action="store_true", help="also through nginx as a reverse proxy")
+    parser.add_argument("--pin", action="store_true", help="engine and target on CPU 0, the proxy on CPU 1")
     args = parser.parse_args()
+    if args.pin:
+        global PROXY_CPUS
+        PROXY_CPUS = {1}
+        os.sched_setaffinity(0, {0})  # this thread: the engine and the target it starts inherit CPU 0
     engines = [name.strip() for name in args.engines.split(",") if name.strip()]
     variants = ["direct", "proxied"] + (["nginx-proxy"] if args.reference else [])
     verdict = 0
@@ -136,6 +157,8 @@ def main() -> int:
         print(
             f"target: {kind} at {url}; {args.users} users, {args.seconds} s a trial, {args.repeats} repeats"
         )
+        pinned = "engine and target on CPU 0, proxy on CPU 1" if args.pin else "not pinned"
+        print(f"{os.cpu_count()} CPUs, {pinned}")
         print(f"{'engine':<7} {'rep':>3} " + " ".join(f"{v + ' req/s':>17}" for v in variants) + "   ratios")
         for engine in engines:
             ratios: dict[str, list[float]] = {v: [] for v in variants[1:]}
