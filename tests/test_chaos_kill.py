@@ -25,6 +25,7 @@ from scenariokit.cli import main
 from scenariokit.compile.ir import Fault
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.faults import FaultEvent, read_fault_events
+from scenariokit.results.report import NOT_OVER_TIME
 from scenariokit.results.runfolder import RunFolder
 from scenariokit.run.faultproxy import FaultProxy
 from scenariokit.run.faults import FaultScheduler, FaultTargets
@@ -43,22 +44,28 @@ target:
   timeout: 5s
   embedded: {{workers: 1, instances: 1}}
 load:
-  curve: ramp(0, 3, 1s) -> hold(13s) as steady
+  curve: ramp(0, 3, 1s) -> hold(20s) as steady
   think_time: constant(100ms)
 data:
   images: {{source: builtin:text-cards, count: 2}}
 requests:
   identify: {{prompt: "Name the main object.", image: "{{images}}", max_tokens: 8}}
 faults:
-  - {{name: outage, kind: kill-target, at: {KILL_AT_S:g}s, duration: {DOWN_S:g}s}}
+  - {{name: outage, kind: kill-target, at: {KILL_AT_S:g}s, duration: {DOWN_S:g}s,
+     recovery: {{hold: 2s, p95: 3x}}}}
 slo:
   - error_rate < 100%
+  - recovery_time(outage) < 1ms
+  - recovery_time(outage) < 1m
 """
 # Failures a dead server leaves (Locust's names): refused or reset by the proxy once no upstream answers,
 # or a connection closed before its response (the in-flight request at the kill)
 CONNECTION_CODES = {"ConnectionRefusedError", "ConnectionResetError", "HTTPConnectionClosed"}
 # A request that failed at the kill was sent before it: on a loaded 2-core host, up to this much before
 MARGIN_S = 2.0
+READY_LEAD_S = 0.5  # how much before the supervisor's probe saw the restarted server ready it may answer
+# The fault's recovery band: back after 2 s in a row without errors and with a p95 within 3x the steady one
+# (+10 ms): a loaded host once kept the restarted server's first answers over 1.5x for the rest of the run
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,41 @@ def in_groups(groups: set[int]) -> list[str]:
             if os.getpgid(process.pid) in groups and process.info["status"] != psutil.STATUS_ZOMBIE:
                 found.append(f"{process.pid} {' '.join(process.info['cmdline'] or [])[:80]}")
     return found
+
+
+@pytest.mark.solo
+def test_the_report_shows_the_outage_band_and_its_errors(kill_run: KillRun) -> None:
+    summary = RunFolder(kill_run.folder).summary()
+    (row,) = summary.faults
+    event = kill_run.event
+    inside = [r for r in kill_run.records if event.start <= r.t < event.end]
+    assert row.errors == sum(not r.ok for r in inside) > 0 and row.requests == len(inside)
+    html = (kill_run.folder / "report.html").read_text()
+    plots = {chunk.split('"', 2)[1]: chunk for chunk in html.split("Plotly.newPlot(")[1:]}
+    over_time = [name for name in plots if name.removeprefix("plot-") not in NOT_OVER_TIME]
+    assert {"plot-load", "plot-latency", "plot-errors"} <= set(over_time)
+    assert all("fault: outage" in plots[name] for name in over_time), over_time
+    table = html.split('<section id="faults">')[1].split("</section>")[0]
+    assert f'<td class="num">{row.errors:,}' in table
+
+
+@pytest.mark.solo  # the recovery follows the restart's own time to ready
+def test_recovery_time_lies_between_the_time_to_ready_and_two_seconds_more(kill_run: KillRun) -> None:
+    _, restart = read_starts(kill_run.folder)
+    summary = RunFolder(kill_run.folder).summary()
+    (row,) = summary.faults
+    ready_s = restart.time_to_ready_s
+    assert ready_s is not None and row.recovered and row.recovery_s is not None, row
+    # The supervisor's ready is its /health probe's answer; the engine's requests may be answered a moment
+    # before that probe returns (0.07 s earlier on a run on a loaded 2-core host): READY_LEAD_S below it
+    first_ok = min(r.t for r in kill_run.records if r.ok and r.t > kill_run.event.end)
+    assert first_ok - kill_run.event.end >= ready_s - READY_LEAD_S, "served before the restart was ready?"
+    assert ready_s - READY_LEAD_S <= row.recovery_s <= ready_s + 2, (ready_s, row.recovery_s)
+    statuses = {v.slo: v.status for v in summary.verdicts}
+    assert (
+        statuses["recovery_time(outage) < 1ms"] == "fail" and statuses["recovery_time(outage) < 1m"] == "pass"
+    )
+    assert row.slos == {"recovery_time(outage) < 1ms": "fail", "recovery_time(outage) < 1m": "pass"}
 
 
 # --- two instances behind the proxy: one killed at random, the other keeps serving -------------------

@@ -5,7 +5,8 @@ and the best sustained throughput, all read from per-second figures that both th
 Recovery of one occurrence of a fault (`recovery_time(kill) < 10s`):
 
 - the steady state is the `steady_s` seconds (default 30) before the fault's start, the whole seconds of
-  the run that end at or before it: their pooled error rate and the median of their per-second p95;
+  the run that end at or before it: their pooled error rate and the highest of their per-second p95s (a
+  second's p95 of a few dozen requests moves a lot: the band starts from the range it kept before);
 - a second is back within the band when requests were sent in it, its error rate is at most the steady
   rate plus `error_points` (default 1 point) and its p95 at most `p95_factor` x the steady p95 plus
   `p95_slack_s` (default 1.5x + 10 ms);
@@ -20,7 +21,6 @@ It is an observed fact per occurrence (like a maximum): judged exactly, the wors
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,8 @@ class RecoveryPolicy:
 
     def text(self) -> str:
         return (
-            f"steady state the {self.steady_s:g} s before the fault; back when {self.hold_s:g} s in a row "
+            f"steady state the {self.steady_s:g} s before the fault (its highest per-second p95); back "
+            f"when {self.hold_s:g} s in a row "
             f"have requests, an error rate at most steady + {self.error_points * 100:g} points and a p95 "
             f"at most {self.p95_factor:g}x steady + {self.p95_slack_s * 1000:g} ms"
         )
@@ -146,7 +147,7 @@ def recovery_of(o: Occurrence, rows: Sequence[Row]) -> Recovery:
     if sent == 0:
         return Recovery(o, None, None, None, left)
     error_rate = sum(int(r["errors"]) for r in steady) / sent
-    p95 = float(statistics.median(float(r["p95"]) for r in steady if r["p95"] is not None))
+    p95 = max(float(r["p95"]) for r in steady if r["p95"] is not None)
     error_limit = error_rate + p.error_points
     p95_limit = p.p95_factor * p95 + p.p95_slack_s
     hold = max(1, math.ceil(p.hold_s))
