@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -27,8 +28,19 @@ def server() -> Iterator[ServerHandle]:
 
 
 def ocr(server: ServerHandle) -> httpx.Response:
+    """A fast model call (the classifier, about 10 ms), so that the budget is the stall's, not the model's."""
     body = {"image_base64": base64.b64encode(CARD.png).decode()}
-    return httpx.post(f"{server.base_url}/api/v1/ocr", json=body, timeout=BUDGET_S + 5)
+    return httpx.post(f"{server.base_url}/api/v1/identify", json=body, timeout=BUDGET_S + 5)
+
+
+def served_again(server: ServerHandle, within_s: float = 15.0) -> bool:
+    """The resumed worker first finishes the call it held (its caller gone), then serves: on a loaded
+    host that may outlast one budget."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if ocr(server).status_code == 200:
+            return True
+    return False
 
 
 def admin(server: ServerHandle, **state: object) -> httpx.Response:
@@ -49,7 +61,7 @@ def test_a_stalled_worker_times_requests_out_and_resumes(server: ServerHandle) -
         resumed = admin(server)  # the whole state: without stall_worker, the worker goes on
     assert resumed.json()["stalled_worker_pid"] is None
     assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
-    assert ocr(server).status_code == 200  # the held call finished, and the worker serves again
+    assert served_again(server)  # the held call finished, and the worker serves again
 
 
 def test_server_latency_and_errors_are_one_state(server: ServerHandle) -> None:
@@ -61,7 +73,7 @@ def test_server_latency_and_errors_are_one_state(server: ServerHandle) -> None:
     finally:
         cleared = admin(server).json()
     assert cleared["latency_s"] == 0 and cleared["error_rate"] == 0
-    assert ocr(server).status_code == 200
+    assert served_again(server)
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None, [True]])
