@@ -53,6 +53,8 @@ class Level:
     p50: float | None
     p95: float | None
     p99: float | None
+    mean: float | None = None  # of the ok requests' latency, as the percentiles
+    peak_in_flight: int = 0  # the most in flight at once in the level's seconds (results/inflight.py)
 
 
 def level_groups(stages: Sequence[Stage], duration_s: float) -> dict[float, list[int]]:
@@ -89,6 +91,10 @@ def load_levels(data: RunData, seconds: RequestSeconds | None = None) -> list[Le
                 p50=latency.percentiles.get("p50"),
                 p95=latency.percentiles.get("p95"),
                 p99=latency.percentiles.get("p99"),
+                mean=latency.mean if latency.count else None,
+                peak_in_flight=max(
+                    (view.peak_in_flight[i] for i in indexes if i < len(view.peak_in_flight)), default=0
+                ),
             )
         )
     return levels

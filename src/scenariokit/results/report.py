@@ -8,6 +8,7 @@ or as JSON data, never as markup.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from scenariokit.results.runfolder import RunFolder
 from scenariokit.results.seconds import RequestSeconds, request_seconds
 from scenariokit.results.slo import GoodputRule, show
 from scenariokit.results.summary import FaultOut, Summary, VerdictOut, recovery_text, write_summary
+from scenariokit.results.trend import target_rss
 
 REPORT_NAME = "report.html"
 PLOT_HEIGHT = 330
@@ -56,6 +58,8 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         "errors": errors_figure(data, seconds),
         "server": server_figure(data, target),
         "host": host_figure(data, host, gpu, summary.generator),
+        "network": network_figure(data, host),
+        "target": target_figure(data, target, summary.generator),
         "capacity": capacity_figure(summary),
         "trends": trends_figure(summary),
     }
@@ -83,6 +87,7 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         ms=_ms,
         pct=_pct,
         num=_num,
+        count=lambda value: "—" if value is None else f"{value:,}",
         quantity=lambda value, unit: "—" if value is None else show(value, unit),
         interval=_interval,
         recovery=recovery_text,
@@ -342,6 +347,65 @@ def host_figure(
     fig.update_yaxes(range=[0, 105])
     _stage_bands(fig, data.stages)
     return fig
+
+
+def network_figure(data: RunData, host: list[dict[str, Any]]) -> go.Figure | None:
+    """The host's network throughput both ways, in bytes/s: each host sample's byte counts (every
+    interface, loopback included: an embedded target's traffic is loopback) over the time since the last."""
+    origin, xs, sent, received = data.started_unix, [], [], []
+    for before, now in itertools.pairwise(host):
+        span = now["t"] - before["t"]
+        if span <= 0 or "net_sent_bytes" not in now:
+            continue
+        xs.append(now["t"] - origin)
+        sent.append(now["net_sent_bytes"] / span)
+        received.append(now["net_recv_bytes"] / span)
+    if not xs:
+        return None
+    fig = go.Figure()
+    fig.add_scatter(x=xs, y=sent, name="sent bytes/s")
+    fig.add_scatter(x=xs, y=received, name="received bytes/s", line={"dash": "dot"})
+    _layout(fig, "Network: bytes per second sent and received by the host (every interface)", "bytes/s")
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def target_figure(data: RunData, target: list[dict[str, Any]], generator: dict[str, Any]) -> go.Figure | None:
+    """The target's CPU (cores, sampled with the generator's: the process tree the runner started; else
+    the rate of its /metrics' process_cpu_seconds_total) and resident memory (its /metrics: the embedded
+    server's workers plus its main process, as memory_growth reads it)."""
+    origin = data.started_unix
+    cpu_x, cpu_y = _target_cpu(target, generator, origin)
+    mem = [(s["t"] - origin, target_rss(s.get("metrics", {}))) for s in target]
+    mem = [(x, y) for x, y in mem if y is not None]
+    if not cpu_x and not mem:
+        return None
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    if cpu_x:
+        fig.add_scatter(x=cpu_x, y=cpu_y, name="target CPU (cores)", line={"shape": "hv"})
+    if mem:
+        fig.add_scatter(x=[x for x, _ in mem], y=[y / 2**20 for _, y in mem], name="target memory (MiB)",
+                        line={"dash": "dot"}, secondary_y=True)  # fmt: skip
+    _layout(fig, "Target: CPU and resident memory", "cores")
+    fig.update_yaxes(title_text="MiB", secondary_y=True, showgrid=False, rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero", secondary_y=False)
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def _target_cpu(
+    target: list[dict[str, Any]], generator: dict[str, Any], origin: float
+) -> tuple[list[float], list[float]]:
+    sampled = [s for s in generator.get("samples") or [] if isinstance(s, dict) and "target_cores" in s]
+    if sampled:
+        return [s["t"] - origin for s in sampled], [s["target_cores"] for s in sampled]
+    xs, totals = _target_series(target, "process_cpu_seconds_total", origin)
+    rates = [
+        (x1, (c1 - c0) / (x1 - x0))
+        for (x0, c0), (x1, c1) in itertools.pairwise(zip(xs, totals, strict=True))
+        if x1 > x0 and c1 >= c0  # a restarted target's counter starts again
+    ]
+    return [x for x, _ in rates], [y for _, y in rates]
 
 
 def capacity_figure(summary: Summary) -> go.Figure | None:

@@ -17,13 +17,14 @@ import math
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from scenariokit.engines.records import RequestRecord
+from scenariokit.results.inflight import InFlight
 from scenariokit.results.metrics import (
     HDR_GRID,
     MICROS,
@@ -58,6 +59,7 @@ class RequestSeconds:
     answered: frozenset[int]  # the seconds (from the origin, any sign) in which some request got an ok
     groups: dict[float, list[int]]  # load level -> its seconds (results/analysis.py `level_groups`)
     levels: list[LevelTotals]  # one per group, in `groups`' order
+    peak_in_flight: list[int] = field(default_factory=list)  # per second (results/inflight.py)
 
 
 class SecondTable:
@@ -65,6 +67,7 @@ class SecondTable:
         self, started: float, duration_s: float, spill: Path, groups: dict[float, list[int]] | None = None
     ) -> None:
         self.started = started
+        self.duration_s = duration_s
         self.seconds = max(1, math.ceil(duration_s))
         self.spill = spill
         self.sent = np.zeros(self.seconds, dtype=np.int64)
@@ -83,10 +86,12 @@ class SecondTable:
         self.group_requests = np.zeros(len(self.groups), dtype=np.int64)
         self.group_ok = np.zeros(len(self.groups), dtype=np.int64)
         self.group_latency = [Distribution() for _ in self.groups]
+        self.in_flight = InFlight(started, duration_s)  # all requests: the peaks of rows and seconds
 
     def add(self, batch: Sequence[RequestRecord]) -> None:
         if not batch:
             return
+        self.in_flight.add(batch)
         size = len(batch)
         offsets = np.fromiter((r.t - self.started for r in batch), float, size)
         second = np.floor(offsets).astype(np.int64)
@@ -179,6 +184,7 @@ class SecondTable:
                 LevelTotals(int(n), int(k), dist.stats())
                 for n, k, dist in zip(self.group_requests, self.group_ok, self.group_latency, strict=True)
             ],
+            peak_in_flight=self.in_flight.per_second(self.seconds),
         )
 
 

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from scenariokit.compile.ir import TIME_METRICS, Slo, Stage, StageTable
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE, quantile_ranks
+from scenariokit.results.inflight import InFlight
 from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
     FaultSpans,
@@ -128,6 +129,15 @@ class FaultTotals:
 
 
 @dataclass
+class Peaks:
+    """The most requests in flight at once (results/inflight.py) in each of the summary's rows."""
+
+    overall: int | None = None
+    by_request: dict[str, int] = field(default_factory=dict)
+    by_stage: list[int] = field(default_factory=list)  # in the stages' order
+
+
+@dataclass
 class StreamedRun:
     """What the summary reads besides analysis: rows, time-metric distributions and verdicts."""
 
@@ -141,6 +151,7 @@ class StreamedRun:
     seconds: RequestSeconds  # the timeline and what the analysis reads per second
     good: int = 0  # requests that met every latency SLO covering them (slo.GoodputRule)
     faults: list[FaultTotals] = field(default_factory=list)  # one per occurrence, in `occurrences`' order
+    peaks: Peaks = field(default_factory=Peaks)
 
 
 class _Pass:
@@ -165,6 +176,7 @@ class _Pass:
         self.faults = [FaultTotals() for _ in occurrences]
         self.overall = RowTotals()
         self.by_name: dict[str, RowTotals] = defaultdict(RowTotals)
+        self.in_flight_by_name: dict[str, InFlight] = {}  # the run's own is the second table's
         self.windows = StageTable.of(stages).windows
         self.by_stage = [RowTotals() for _ in self.windows]
         self.metrics = {name: Distribution() for name in TIME_METRIC_VALUES}
@@ -184,11 +196,27 @@ class _Pass:
             names[r.name].append(r)
         for name, records in names.items():
             self.by_name[name].add(records)
+            if name not in self.in_flight_by_name:
+                self.in_flight_by_name[name] = InFlight(self.started, self.seconds.duration_s)
+            self.in_flight_by_name[name].add(records)
         for stage, totals in zip(self.windows, self.by_stage, strict=True):
             totals.add([r for r in batch if stage.start_s <= r.t - self.started < stage.end_s])
         self.good += sum(1 for r in batch if self.goodput.good(r, r.t - self.started))
-        for o, fault in zip(self.occurrences, self.faults, strict=True):
-            fault.add([r for r in batch if o.start_s <= r.t - self.started < max(o.start_s, o.end_s)])
+        if self.occurrences:
+            self._count_faults(batch)
+
+    def _count_faults(self, batch: list[RequestRecord]) -> None:
+        """Each occurrence's requests, found by bisection in the batch's sorted starts: a fault that recurs
+        every few seconds over a day has thousands of occurrences."""
+        offsets = np.fromiter((r.t - self.started for r in batch), float, len(batch))
+        order = np.argsort(offsets, kind="stable")
+        starts = np.array([o.start_s for o in self.occurrences])
+        ends = np.maximum(starts, np.array([o.end_s for o in self.occurrences]))
+        low = np.searchsorted(offsets[order], starts, side="left")
+        high = np.searchsorted(offsets[order], ends, side="left")
+        for fault, a, b in zip(self.faults, low.tolist(), high.tolist(), strict=True):
+            if b > a:
+                fault.add([batch[i] for i in sorted(order[a:b].tolist())])
         for name, dist in self.metrics.items():
             read = TIME_METRIC_VALUES[name]
             dist.add(np.fromiter((v for r in batch for v in read(r)), float))
@@ -254,6 +282,11 @@ def stream_run(
         seconds=per_second,
         good=first.good,
         faults=first.faults,
+        peaks=Peaks(
+            overall=first.seconds.in_flight.peak(),
+            by_request={name: peak.peak() for name, peak in sorted(first.in_flight_by_name.items())},
+            by_stage=[first.seconds.in_flight.peak(w.start_s, w.end_s) for w in first.windows],
+        ),
     )
 
 

@@ -78,6 +78,12 @@ class RowOut(BaseModel):
     latency: DistributionOut
     errors_by_kind: dict[str, int]
     error_reasons: dict[str, ErrorReasonOut] = Field(default_factory=dict)
+    peak_in_flight: int | None = Field(
+        None,
+        description="the most requests in flight at once (sent, not yet answered), counted from the records "
+        "on a grid of 1 ms steps (longer for runs over about 4 minutes): an upper bound by at most the "
+        "requests that ended and started within one step",
+    )
 
 
 class StageOut(RowOut):
@@ -137,6 +143,8 @@ class LevelOut(BaseModel):
     p50: float | None
     p95: float | None
     p99: float | None
+    mean: float | None = None
+    peak_in_flight: int = 0
 
 
 class SaturationFitOut(BaseModel):
@@ -396,10 +404,18 @@ def rebuild_summary(
         verdict=verdict,
         exit_code=int(exit_code),
         verdicts=[VerdictOut(**asdict(v)) for v in verdicts],
-        overall=RowOut(**_row(overall_row)),
+        overall=RowOut(**_row(overall_row), peak_in_flight=streamed.peaks.overall),
         time_metrics={name: _dist(stats) for name, stats in streamed.time_metrics.items()},
-        by_request={name: RowOut(**_row(row)) for name, row in streamed.by_request.items()},
-        by_stage=[StageOut(**_row(row)) for row in streamed.by_stage],
+        by_request={
+            name: RowOut(**_row(row), peak_in_flight=streamed.peaks.by_request.get(name))
+            for name, row in streamed.by_request.items()
+        },
+        by_stage=[
+            StageOut(**_row(row), peak_in_flight=peak)
+            for row, peak in zip(
+                streamed.by_stage, streamed.peaks.by_stage or [None] * len(streamed.by_stage), strict=True
+            )
+        ],
         dropped_iterations=len(data.dropped_times),
         generator=generator,
         trust=[TrustOut(**asdict(fact)) for fact in trust],
@@ -531,31 +547,39 @@ def markdown(s: Summary) -> str:
         "",
         "## Requests",
         "",
-        "| request | sent | errors | error rate | ok/s | p50 ms | p95 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| request | sent | errors | error rate | ok/s | mean ms | p50 ms | p95 ms | p99 ms | max ms "
+        "| peak in flight |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in {**s.by_request, "all": s.overall}.items():
         p = row.latency.percentiles
         rate = "—" if row.error_rate is None else f"{row.error_rate:.2%}"
         ok_rate = "—" if row.throughput is None else f"{row.throughput:.2f}"
         lines.append(
-            f"| {name} | {row.requests:,} | {row.errors:,} | {rate} | {ok_rate} | {_ms(p.get('p50'))} "
-            f"| {_ms(p.get('p95'))} | {_ms(p.get('p99'))} | {_ms(row.latency.max)} |"
+            f"| {name} | {row.requests:,} | {row.errors:,} | {rate} | {ok_rate} | {_ms(row.latency.mean)} "
+            f"| {_ms(p.get('p50'))} | {_ms(p.get('p95'))} | {_ms(p.get('p99'))} | {_ms(row.latency.max)} "
+            f"| {_count(row.peak_in_flight)} |"
         )
     lines += [
         "",
         "## Stages",
         "",
-        "| stage | window s | level | sent | ok/s | error rate | p95 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | window s | level | sent | ok/s | error rate | mean ms | p95 ms | peak in flight |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for st in s.by_stage:
         rate = "—" if st.error_rate is None else f"{st.error_rate:.2%}"
         ok_rate = "—" if st.throughput is None else f"{st.throughput:.2f}"
         lines.append(
             f"| {st.label} | {st.start_s:g}–{st.end_s:g} | {st.level[0]:g}→{st.level[1]:g} | "
-            f"{st.requests:,} | {ok_rate} | {rate} | {_ms(st.latency.percentiles.get('p95'))} |"
+            f"{st.requests:,} | {ok_rate} | {rate} | {_ms(st.latency.mean)} | "
+            f"{_ms(st.latency.percentiles.get('p95'))} | {_count(st.peak_in_flight)} |"
         )
+    lines += [
+        "",
+        "Mean and percentiles are of every request's latency; peak in flight is the most requests sent and "
+        "not yet answered at once, counted from the records (docs/results-format.md).",
+    ]
     errors: dict[str, int] = s.overall.errors_by_kind
     if errors:
         lines += [
@@ -670,18 +694,25 @@ def _error_row(kind: str, count: int, reason: ErrorReasonOut | None) -> str:
     return f"| {kind} | {count:,} | {codes} | {cell} |"
 
 
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
 def capacity_markdown(a: AnalysisOut) -> list[str]:
     lines = ["", "## Capacity", ""]
     if a.levels:
         lines += [
-            f"| {a.unit} | seconds | ok/s | in flight | error rate | p50 ms | p95 ms | p99 ms |",
-            "|---|---|---|---|---|---|---|---|",
+            f"| {a.unit} | seconds | ok/s | in flight | peak in flight | error rate | mean ms | p50 ms "
+            "| p95 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for lv in a.levels:
             lines.append(
                 f"| {lv.level:g} | {lv.seconds} | {lv.throughput:.2f} | {lv.achieved_concurrency:.1f} | "
-                f"{lv.error_rate:.1%} | {_ms(lv.p50)} | {_ms(lv.p95)} | {_ms(lv.p99)} |"
+                f"{lv.peak_in_flight:,} | {lv.error_rate:.1%} | {_ms(lv.mean)} | {_ms(lv.p50)} | "
+                f"{_ms(lv.p95)} | {_ms(lv.p99)} |"
             )
+        lines += ["", "In flight: the mean (Little's law); the latencies are of the ok requests."]
         lines.append("")
     lines.append(f"**Knee:** {a.knee.explanation}.")
     if a.target_note:
