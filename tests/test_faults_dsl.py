@@ -12,6 +12,7 @@ from scenariokit.compile.diagnostics import ScenarioError
 from scenariokit.compile.ir import Fault
 from scenariokit.compile.limits import MAX_COMMAND_ARGS, MAX_FAULTS
 from scenariokit.compile.pipeline import load_scenario
+from scenariokit.run.orchestrate import RunOptions, apply_overrides
 
 # Faults start on line 11; a fault row is `  - {...}` with its mapping at column 5.
 BASE = """\
@@ -276,3 +277,11 @@ def test_a_base_url_override_to_https_with_a_network_fault_is_exit_2(
     text = scenario_with("{name: k, kind: reset, at: 5s, duration: 1s, share: 1%}", base=EXTERNAL)
     code, err = run_refusal(tmp_path, text, capsys, "--base-url", "https://127.0.0.1:9")
     assert code == 2 and "https" in err and not (tmp_path / "run").exists()
+
+
+def test_run_duration_scales_planned_starts_like_the_stages(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(scenario_with("{name: slow, kind: latency, every: 20s, duration: 2s, delay: 200ms}"))
+    scenario = load_scenario(path).scenario
+    halved = apply_overrides(scenario, RunOptions(duration_s=30.0)).faults[0]
+    assert halved.times == (10.0, 20.0) and halved.duration_s == 2.0  # starts scaled, durations kept
