@@ -440,8 +440,8 @@ class GoodputRule:
         return cls(tuple((s, tuple(window_intervals(s.window, stages, math.inf, faults))) for s in latency))
 
     def good(self, r: RequestRecord, offset: float) -> bool:
-        if not r.ok:
-            return False
+        if not r.ok or not self.covering:  # with no latency SLO, goodput is the ok rate
+            return r.ok
         for slo, intervals in self.covering:
             if slo.requests and r.name not in slo.requests:
                 continue

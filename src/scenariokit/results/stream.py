@@ -201,6 +201,9 @@ class _Pass:
             self.in_flight_by_name[name].add(records)
         for stage, totals in zip(self.windows, self.by_stage, strict=True):
             totals.add([r for r in batch if stage.start_s <= r.t - self.started < stage.end_s])
+        for name, dist in self.metrics.items():
+            read = TIME_METRIC_VALUES[name]
+            dist.add(np.fromiter((v for r in batch for v in read(r)), float))
         self.good += sum(1 for r in batch if self.goodput.good(r, r.t - self.started))
         if self.occurrences:
             self._count_faults(batch)
@@ -217,9 +220,6 @@ class _Pass:
         for fault, a, b in zip(self.faults, low.tolist(), high.tolist(), strict=True):
             if b > a:
                 fault.add([batch[i] for i in sorted(order[a:b].tolist())])
-        for name, dist in self.metrics.items():
-            read = TIME_METRIC_VALUES[name]
-            dist.add(np.fromiter((v for r in batch for v in read(r)), float))
 
 
 def stream_run(
