@@ -48,7 +48,8 @@ NOT_DELIVERED = ("connection_refused", "connection_reset", "timeout")
 # the same requests: `empty-image` 2 to 10 times at these sizes.
 LOAD: dict[str, list[str]] = {
     "bad-requests": ["--users", "40"],  # 7 requests of weight 1 in 13: Locust ~90 requests, k6 ~160
-    "chaos-kill": ["--users", "3"],  # its kill cannot act on the recorder (an error event): the wire is as ever
+    "chaos-kill": ["--users", "3"],  # its kill cannot act on the recorder (an error event): the same wire
+    "chaos-network": ["--users", "3"],  # its faults act in the proxy, before the recorder: the same wire
     "cold-start": ["--users", "3"],
     "holiday-spike": ["--users", "100"],
     "holiday-spike-production": ["--users", "300"],
