@@ -173,6 +173,29 @@ def window_intervals(
     return [(window.start_s or 0.0, window.end_s if window.end_s is not None else math.inf)]
 
 
+def merged(intervals: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """The union of [start, end) intervals as sorted, disjoint starts and ends."""
+    starts: list[float] = []
+    ends: list[float] = []
+    for a, b in sorted(i for i in intervals if i[1] > i[0]):
+        if starts and a <= ends[-1]:
+            ends[-1] = max(ends[-1], b)
+        else:
+            starts.append(a)
+            ends.append(b)
+    return np.asarray(starts, dtype=float), np.asarray(ends, dtype=float)
+
+
+def inside(offsets: np.ndarray, intervals: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Per offset, whether it lies in one of the intervals: a bisection each, however many intervals (a
+    fault that recurs has up to a thousand occurrences, and as many `after` windows)."""
+    starts, ends = merged(intervals)
+    if not len(starts):
+        return np.zeros(len(offsets), dtype=bool)
+    at = np.searchsorted(starts, offsets, side="right") - 1
+    return (at >= 0) & (offsets < ends[np.maximum(at, 0)])
+
+
 def after_spans(spans: Sequence[tuple[float, float]], length_s: float | None) -> list[tuple[float, float]]:
     """From each end to the next start (the last: to inf), cut to `length_s` when given."""
     ordered = sorted(spans)
@@ -213,10 +236,11 @@ class RunData:
     ) -> tuple[list[RequestRecord], float]:
         """Records of the named requests that started inside the window, and the window's measured length."""
         intervals = window_intervals(window, self.stages, self.duration_s, self.faults)
+        offsets = np.fromiter((self.offset(r.t) for r in self.records), float, len(self.records))
         chosen = [
             r
-            for r in self.records
-            if (not names or r.name in names) and any(a <= self.offset(r.t) < b for a, b in intervals)
+            for r, kept in zip(self.records, inside(offsets, intervals).tolist(), strict=True)
+            if kept and (not names or r.name in names)
         ]
         length = sum(max(0.0, min(b, self.duration_s) - a) for a, b in intervals)
         return chosen, length

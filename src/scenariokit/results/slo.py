@@ -23,6 +23,7 @@ not be decided, and pass otherwise; an SLO the engine cannot measure leaves it a
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from scenariokit.results.metrics import (
     TIME_METRIC_VALUES,
     FaultSpans,
     RunData,
+    merged,
     sample_stats,
     window_intervals,
 )
@@ -430,22 +432,24 @@ class GoodputRule:
     that covers it (no `for`, or `for` its name; its start inside the SLO's window). The DistServe and
     guidellm definition; a request without a value of a metric (no TTFT on k6) is not held to it."""
 
-    covering: tuple[tuple[Slo, tuple[tuple[float, float], ...]], ...]
+    # each latency SLO with its window as sorted disjoint starts and ends (metrics.merged)
+    covering: tuple[tuple[Slo, np.ndarray, np.ndarray], ...]
 
     @classmethod
     def of(
         cls, slos: Sequence[Slo], stages: tuple[Stage, ...], faults: FaultSpans = NO_FAULTS
     ) -> GoodputRule:
         latency = [s for s in slos if s.metric in TIME_METRICS]
-        return cls(tuple((s, tuple(window_intervals(s.window, stages, math.inf, faults))) for s in latency))
+        return cls(tuple((s, *merged(window_intervals(s.window, stages, math.inf, faults))) for s in latency))
 
     def good(self, r: RequestRecord, offset: float) -> bool:
         if not r.ok or not self.covering:  # with no latency SLO, goodput is the ok rate
             return r.ok
-        for slo, intervals in self.covering:
+        for slo, starts, ends in self.covering:
             if slo.requests and r.name not in slo.requests:
                 continue
-            if not any(a <= offset < b for a, b in intervals):
+            at = bisect.bisect_right(starts, offset) - 1  # in the window: a bisection, as metrics.inside
+            if at < 0 or offset >= ends[at]:
                 continue
             if not all(slo.holds(v) for v in TIME_METRIC_VALUES[slo.metric](r)):
                 return False

@@ -44,6 +44,7 @@ from scenariokit.results.metrics import (
     FaultSpans,
     SampleStats,
     hdr_indexes,
+    inside,
     micros_up,
     nearest_rank_of_counts,
     value_at_ranks,
@@ -178,7 +179,7 @@ class SloTracker:
     def _needs_faults(self, key: ScopeKey, stage_names: set[str]) -> bool:
         """A scope whose records' places depend on fault times: its window names a fault, or it counts
         goodput and a latency SLO's window does."""
-        names = [key[1]] + [slo.window for slo, _ in self.goodput.covering] * self.scopes[key].counts_good
+        names = [key[1]] + [slo.window for slo, *_ in self.goodput.covering] * self.scopes[key].counts_good
         return any(w is not None and w.stage is not None and w.stage not in stage_names for w in names)
 
     def add(self, batch: Sequence[RequestRecord]) -> None:
@@ -253,10 +254,11 @@ class SloTracker:
         origin = self.origin_unix or 0.0
         # no window is [0, inf): a record that started before the origin is in no scope (RunData.select)
         intervals = window_intervals(window, self.stages, math.inf, self.faults)
+        offsets = np.fromiter((r.t - origin for r in batch), float, len(batch))
         return [
             r
-            for r in batch
-            if (not names or r.name in names) and any(a <= r.t - origin < b for a, b in intervals)
+            for r, kept in zip(batch, inside(offsets, intervals).tolist(), strict=True)
+            if kept and (not names or r.name in names)
         ]
 
     def distribution(self, slo: Slo) -> Distribution:
