@@ -141,7 +141,10 @@ class Recovery:
 def recovery_of(o: Occurrence, rows: Sequence[Row]) -> Recovery:
     """The occurrence's recovery time read from the run's per-second rows (`timeline`)."""
     p = o.policy
-    steady = [r for r in rows if r["second"] + 1 <= o.start_s and r["second"] >= o.start_s - p.steady_s]
+    # rows are the run's seconds in order (row i is second i): the steady seconds end at or before the
+    # fault's start, the candidates end after its end; slices, so a thousand occurrences stay cheap
+    first_steady = max(0, math.ceil(o.start_s - p.steady_s))
+    steady = rows[first_steady : max(first_steady, math.floor(o.start_s))]
     sent = sum(int(r["sent"]) for r in steady)
     left = max(0.0, len(rows) - o.end_s)
     if sent == 0:
@@ -152,9 +155,7 @@ def recovery_of(o: Occurrence, rows: Sequence[Row]) -> Recovery:
     p95_limit = p.p95_factor * p95 + p.p95_slack_s
     hold = max(1, math.ceil(p.hold_s))
     run = 0
-    for r in rows:
-        if r["second"] + 1 <= o.end_s:
-            continue
+    for r in rows[max(0, math.floor(o.end_s)) :]:
         good = (
             r["sent"] > 0
             and int(r["errors"]) / int(r["sent"]) <= error_limit
