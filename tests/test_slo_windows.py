@@ -297,6 +297,7 @@ def test_never_recovered_fails_with_the_time_left() -> None:
     verdict = judge((parse_slo("recovery_time(kill) < 10m"),), data, "locust")[0]
     assert verdict.status == "fail"
     assert verdict.explanation == "fail: not recovered by the end of the run (23s after the fault)"
+    assert (verdict.value, verdict.low, verdict.high, verdict.margin) == (23.0, 23.0, None, None)  # at least
 
 
 def test_the_worst_occurrence_decides() -> None:

@@ -577,12 +577,13 @@ def judge_recovery(slo: Slo, found: Sequence[Recovery], confidence: float = DEFA
         f"the band, decides exactly (an observed fact per occurrence; the worst decides): {policy}"
     )
 
-    def verdict(status: Status, value: float | None, words: str) -> Verdict:
-        margin = None if value is None else slo.threshold - value
+    def verdict(status: Status, value: float | None, words: str, at_least: bool = False) -> Verdict:
+        """`at_least`: not recovered by the run's end: the value is only a lower bound, with no margin."""
+        margin = None if value is None or at_least else slo.threshold - value
         percent = None if margin is None or not slo.threshold else margin / slo.threshold * 100
-        low_high = (value, value) if value is not None else (None, None)
+        low, high = (value, None if at_least else value) if value is not None else (None, None)
         return Verdict(slo.text, slo.metric, status, value, slo.threshold, unit, len(found), margin, percent,
-                       words, confidence, rule, None, *low_high)  # fmt: skip
+                       words, confidence, rule, None, low, high)  # fmt: skip
 
     if not found:
         return verdict("inconclusive", None, f"inconclusive: the fault `{slo.subject}` never took effect")
@@ -592,7 +593,7 @@ def judge_recovery(slo: Slo, found: Sequence[Recovery], confidence: float = DEFA
         words = f"fail: not recovered by the end of the run ({worst.run_left_s:.0f}s after the fault)"
         if len(found) > 1:
             words += f", occurrence {worst.occurrence.index + 1} of {len(found)}"
-        return verdict("fail", worst.run_left_s, words)
+        return verdict("fail", worst.run_left_s, words, at_least=True)
     if any(r.steady_error_rate is None for r in found):
         why = "no whole second before the fault to take a steady state from (it starts with the run)"
         return verdict("inconclusive", None, f"inconclusive: {why}")
