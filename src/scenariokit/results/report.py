@@ -35,7 +35,7 @@ REPORT_NAME = "report.html"
 PLOT_HEIGHT = 330
 COLORS = {"p50": "#2a9d8f", "p95": "#e9c46a", "p99": "#e76f51", "ok": "#264653", "errors": "#d62828",
           "goodput": "#6a4c93", "fault": "#d62828"}  # fmt: skip
-NOT_OVER_TIME = frozenset({"histogram", "capacity", "trends"})  # every other plot has the run's seconds as x
+NOT_OVER_TIME = frozenset({"histogram", "capacity"})  # every other plot has the run's seconds as x
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
@@ -159,17 +159,21 @@ def _stage_bands(fig: go.Figure, stages: tuple[Stage, ...]) -> None:
 def fault_bands(fig: go.Figure, faults: list[FaultOut]) -> None:
     """Shade each fault occurrence, named, on a plot over the run's seconds."""
     for f in faults:
-        fig.add_vrect(
-            x0=f.start_s,
-            x1=max(f.end_s, f.start_s + 0.2),  # a kill with no downtime still shows as a line
-            fillcolor=COLORS["fault"],
-            opacity=0.15,
-            line_width=0,
-            annotation_text=f"fault: {f.name}",
-            annotation_position="top right",
-            annotation_font_size=10,
-            annotation_font_color=COLORS["fault"],
-        )
+        band = {
+            "x0": f.start_s,
+            "x1": max(f.end_s, f.start_s + 0.2),  # a kill with no downtime still shows as a line
+            "fillcolor": COLORS["fault"],
+            "opacity": 0.15,
+            "line_width": 0,
+            "annotation_text": f"fault: {f.name}",
+            "annotation_position": "top right",
+            "annotation_font_size": 10,
+            "annotation_font_color": COLORS["fault"],
+        }
+        try:  # a figure of several rows (the soak trends) gets the band on each
+            fig.add_vrect(**band, row="all", col="all")
+        except Exception:  # a figure without subplots takes no row
+            fig.add_vrect(**band)
 
 
 def goodput_seconds(folder: RunFolder, summary: Summary, slos: Any, data: RunData) -> list[int] | None:
