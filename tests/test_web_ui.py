@@ -1,24 +1,18 @@
 """`scenariokit run --web` (issue 19): the engine's own web UI on 127.0.0.1 while the run starts by itself
-and records as usual. Locust's UI is fetched during a short real run against a loopback target; k6's web
-dashboard is checked in its launch (its page answered the same way by hand: a 307 to /ui)."""
+and records as usual. Locust's UI is watched during a real run in tests/test_guide_workflow.py (one run
+serves both); here its command line, k6's web dashboard in its launch (its page answered by hand during a
+run: a 307 to /ui), and the flags refused."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from scenariokit.cli import main
 from scenariokit.engines import get_engine
 from scenariokit.engines.base import LaunchPlan
-from scenariokit.ports import free_port
-from scenariokit.results.store import load_records
-from tests.support.loopback import LoopbackServer
 
 SCENARIO = """\
 version: 1
@@ -28,47 +22,6 @@ load: {{curve: "ramp(0, 2, 1s) -> hold(5s)", think_time: constant(100ms)}}
 requests:
   a: {{path: /a}}
 """
-
-
-def watch(url: str, seen: list[tuple[int, dict]], stop: threading.Event) -> None:
-    """Polls the UI's page and its stats while the run goes: what a user watching it would see."""
-    while not stop.is_set():
-        try:
-            page = httpx.get(url + "/", timeout=1)
-            stats = httpx.get(url + "/stats/requests", timeout=1).json()
-            if b"<html" in page.content.lower():
-                seen.append((page.status_code, stats))
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.25)
-
-
-@pytest.mark.engine
-def test_locusts_web_ui_shows_the_run_while_the_runner_records_it(tmp_path: Path) -> None:
-    port = free_port()
-    seen: list[tuple[int, dict]] = []
-    stop = threading.Event()
-    with LoopbackServer() as server:
-        path = tmp_path / "web.yaml"
-        path.write_text(SCENARIO.format(url=server.url))
-        watcher = threading.Thread(target=watch, args=(f"http://127.0.0.1:{port}", seen, stop), daemon=True)
-        watcher.start()
-        try:
-            argv = ["run", str(path), "--web", "--web-port", str(port), "--out", str(tmp_path / "run")]
-            code = main([*argv, "--quiet"])
-        finally:
-            stop.set()
-            watcher.join(5)
-        served = server.total()
-    assert code == 0
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["exit_reason"] == "completed"
-    # recorded as a headless run is (the same gap as tests/test_run.py allows, measured the same headless)
-    assert 0 <= served - len(load_records(tmp_path / "run")) <= 8
-    assert seen and all(status == 200 for status, _ in seen)
-    running = [stats for _, stats in seen if stats.get("state") == "running"]
-    assert running and max(stats["user_count"] for stats in running) == 2  # the shape started by itself
-    assert max(row["num_requests"] for stats in running for row in stats["stats"]) > 0
 
 
 def test_the_web_ui_listens_on_loopback_only() -> None:

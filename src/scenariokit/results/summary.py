@@ -81,8 +81,8 @@ class RowOut(BaseModel):
     peak_in_flight: int | None = Field(
         None,
         description="the most requests in flight at once (sent, not yet answered), counted from the records "
-        "on a grid of 1 ms steps (longer for runs over about 4 minutes): an upper bound by at most the "
-        "requests that ended and started within one step",
+        "at instants 1 ms apart (further apart for runs over 250 s): never more than the true peak, which "
+        "it may miss by a peak shorter than that",
     )
 
 
