@@ -25,6 +25,7 @@ from scenariokit.compile.expr import ExprError, parse_slo
 from scenariokit.compile.ir import Fault, Slo, Stage
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.hardware import Hardware
 from scenariokit.results.store import load_records, read_samples
 from scenariokit.results.stream import last_end, record_batches
 
@@ -90,6 +91,9 @@ class RunMeta(BaseModel):
         description="the planned faults, as the IR's (times from the run's start); faults.jsonl has what ran",
     )
     host: HostInfo | None = None
+    hardware: Hardware | None = Field(
+        None, description="the generator's and (when known) the target's CPU, memory, GPUs, driver, CUDA"
+    )
     started_unix: float = Field(description="when the runner started (before the target and the engine)")
     engine_started_unix: float | None = Field(None, description="the engine's own test start: stage clock")
     ended_unix: float | None = None

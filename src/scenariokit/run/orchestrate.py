@@ -49,6 +49,7 @@ from scenariokit.engines.base import Engine, LaunchPlan
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+from scenariokit.results.hardware import with_target
 from scenariokit.results.runfolder import RUN_FORMAT, HostInfo, RunMeta, write_run_meta
 from scenariokit.results.store import RecordStore
 from scenariokit.run.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
@@ -57,6 +58,7 @@ from scenariokit.run.disk_use import disk_estimate
 from scenariokit.run.exporter import LiveExporter
 from scenariokit.run.faults import ChaosRun, FaultTargets, check_faults, fault_proxy, needs_admin
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
+from scenariokit.run.hardware import probe_hardware
 from scenariokit.run.images import allowed_host, serving_images
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
@@ -387,6 +389,7 @@ def write_run_metadata(
             cpus=os.cpu_count(),
             python=platform.python_version(),
         ),
+        hardware=probe_hardware(),
     )
     write_run_meta(run_dir, meta)
     return meta
@@ -902,6 +905,7 @@ def write_results(run_dir: Path, meta: RunMeta, state: RunState, options: RunOpt
     meta.exit_reason, meta.exit_detail = state.exit_reason, state.detail
     meta.engine_returncode = state.engine_returncode
     meta.engine_started_unix = state.engine_started_unix  # stage windows are measured from here
+    meta.hardware = with_target(meta.hardware, run_dir, meta.embedded_target)  # from the stored scrapes
     write_run_meta(run_dir, meta)
     summary = rebuild_summary(run_dir, strict=options.strict, allow_inconclusive=options.allow_inconclusive)
     problems = write_reports(run_dir, summary)
