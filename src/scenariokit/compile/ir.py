@@ -429,7 +429,7 @@ def integer_weights(weights: list[float], max_total: int = 10_000) -> list[int]:
 SloMetric = Literal[
     "latency", "ttfb", "ttft", "itl", "tpot", "error_rate", "throughput", "dropped_iterations",
     "latency_trend", "error_rate_trend", "throughput_trend", "memory_growth",
-    "success_rate", "goodput", "recovery_time",
+    "success_rate", "goodput", "recovery_time", "gpu_util", "gpu_memory",
 ]  # fmt: skip
 # Time metrics are judged in seconds; error_rate as a fraction; throughput in requests/s;
 # dropped_iterations as a count.
@@ -438,6 +438,9 @@ TIME_METRICS = frozenset({"latency", "ttfb", "ttft", "itl", "tpot"})
 # throughput_trend are relative to the level at the part's start (a fraction per hour: 10%/h = 0.1),
 # error_rate_trend is absolute (fraction points per hour), memory_growth the target's RSS in bytes per hour.
 TREND_METRICS = frozenset({"latency_trend", "error_rate_trend", "throughput_trend", "memory_growth"})
+# The target's GPUs, sampled gauges read from the `dcgm` monitoring targets (results/fleet.py), not from
+# requests: gpu_util (utilisation) and gpu_memory (framebuffer used / total), both fractions (90% = 0.9).
+FLEET_METRICS = frozenset({"gpu_util", "gpu_memory"})
 # success_rate is the mirror of error_rate (a fraction of requests); goodput a rate like throughput, of the
 # requests that succeeded and met every latency SLO covering them; recovery_time (seconds) is measured per
 # occurrence of the fault named in `Slo.subject`, from the run's per-second figures (results/recovery.py).
@@ -602,6 +605,23 @@ class MonitorTarget:
 
 
 @dataclass(frozen=True)
+class Instances:
+    """`monitoring.instances`: where the ready instance count comes from (a PromQL `query` sent to
+    `prometheus_url`, None meaning the run's own Prometheus; or the `monitoring.targets` of `role` answering
+    their scrape), and what time-to-scale reads: one instance's capacity in ok/s (None: measured from the
+    run's knee), the band below the offered rate and the seconds in a row that count as caught up."""
+
+    source: Literal["query", "targets"]
+    query: str | None = None
+    prometheus_url: str | None = None
+    role: Literal["vllm", "dcgm", "node", "process"] | None = None
+    capacity_per_instance: float | None = None
+    band: float = 0.1
+    hold_s: float = 3.0
+    span: Span = UNKNOWN_SPAN
+
+
+@dataclass(frozen=True)
 class Monitoring:
     """The `monitoring:` section: a Prometheus server or not, the sampling interval, and the endpoints
     scraped besides the target's own /metrics."""
@@ -609,6 +629,7 @@ class Monitoring:
     prometheus: bool = False
     interval_s: float = 1.0
     targets: tuple[MonitorTarget, ...] = ()
+    instances: Instances | None = None
 
 
 @dataclass(frozen=True)

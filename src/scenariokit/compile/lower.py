@@ -22,8 +22,10 @@ from scenariokit.compile import expr
 from scenariokit.compile.datasets import DataBudget, DataRoot, DatasetError, LoadedData, load_dataset
 from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
 from scenariokit.compile.faults import FaultLowerer
+from scenariokit.compile.instances import lower_instances
 from scenariokit.compile.ir import (
     DATA_URL_ENV,
+    FLEET_METRICS,
     NO_THINK_TIME,
     AbortRule,
     Dataset,
@@ -277,7 +279,9 @@ class Lowerer:
                 f"a sampling interval of {spec.interval} is out of range",
                 "use 100ms to 1m; 1s suits most runs",
             )
-        return Monitoring(prometheus=spec.prometheus, interval_s=interval, targets=self._monitor_targets())
+        targets = self._monitor_targets()
+        instances = lower_instances(spec.instances, targets, self.source, self.bag, monitor_url_problem)
+        return Monitoring(spec.prometheus, interval, targets, instances)
 
     def _monitor_targets(self) -> tuple[MonitorTarget, ...]:
         out: list[MonitorTarget] = []
@@ -756,10 +760,40 @@ class Lowerer:
         return dataclasses.replace(slo, requests=tuple(dict.fromkeys(steps)))
 
     def _check_slo_names(self, slo: Slo, by_name: dict[str, RequestTemplate], path: Path_) -> None:
+        if slo.metric in FLEET_METRICS:
+            self._check_gpu_names(slo, path)
+            return
         for name in slo.requests:
             if name not in by_name:
                 hint = did_you_mean(name, by_name) or f"requests: {', '.join(by_name)}"
                 self.bag.error(self.source.text(path), f"no request is called `{name}`", hint)
+
+    def _check_gpu_names(self, slo: Slo, path: Path_) -> None:
+        """A GPU SLO's `for` names a dcgm target, `<target>-gpu<N>` or a GPU's UUID (`GPU-...`, known only
+        once sampled); without a dcgm target only the generator host's GPUs (NVML) can be read."""
+        dcgm = [
+            t.name or f"{t.role}-{i + 1}"
+            for i, t in enumerate(self.spec.monitoring.targets)
+            if t.role == "dcgm"
+        ]
+        if not dcgm:
+            self.bag.warning(
+                self.source.text(path),
+                f"{slo.metric} reads the target's GPUs from a `dcgm` monitoring target, and none is listed: "
+                "only GPUs on the generator's own host (NVML) can be judged",
+                "add `monitoring: {targets: [{url: http://gpu-host:9400/metrics, role: dcgm}]}`",
+            )
+        for name in slo.requests:
+            if name in dcgm or name.startswith("GPU-") or any(name.startswith(f"{d}-gpu") for d in dcgm):
+                continue
+            hint = did_you_mean(name, dcgm) or (
+                f"dcgm targets: {', '.join(dcgm)}" if dcgm else "no monitoring target has role dcgm"
+            )
+            self.bag.error(
+                self.source.text(path),
+                f"no dcgm target or GPU is called `{name}`",
+                hint + "; a GPU is `<target>-gpu<N>` or its UUID (GPU-...)",
+            )
 
     def _check_stream_metric(self, slo: Slo, by_name: dict[str, RequestTemplate], path: Path_) -> None:
         if slo.metric not in STREAM_METRICS:

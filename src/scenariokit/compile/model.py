@@ -296,6 +296,46 @@ class MonitorTargetSpec(Strict):
     )
 
 
+class InstancesSpec(Strict):
+    """Ready target instances over time (autoscaling), sampled on the run's clock into
+    `monitor/instances.jsonl`: a PromQL query's value, or the `monitoring.targets` of a role answering their
+    scrape; with them, time-to-scale in the summary (docs/dsl-reference.md#instances)."""
+
+    query: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="A PromQL query whose one value is the ready instances now, e.g. "
+        "`count(up{job=\"vllm\"} == 1)`; sent to Prometheus as data, never edited.",
+        examples=['count(up{job="vllm"} == 1)'],
+    )
+    prometheus: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="The Prometheus the query is sent to (http(s), no credentials); default: the one the "
+        "run starts (`--monitor prometheus` or `monitoring.prometheus: true`).",
+    )
+    from_: Literal["targets"] | None = Field(
+        None,
+        alias="from",
+        description="`targets`: count the `monitoring.targets` of `role` whose scrape answers (instead of "
+        "a query).",
+    )
+    role: Literal["vllm", "dcgm", "node", "process"] | None = Field(
+        None, description="With `from: targets`: the role whose endpoints are counted."
+    )
+    capacity_per_instance: Expr | None = Field(
+        None,
+        description="One instance's capacity in ok responses per second, e.g. `50/s`; default: measured "
+        "(the run's knee divided by the instances ready there).",
+    )
+    band: Expr = Field(
+        "10%", description="Throughput has caught up when ok/s is within this share below the offered rate."
+    )
+    hold: Expr = Field("3s", description="... for this many seconds in a row. " + DURATION_HELP)
+
+
 class MonitoringSpec(Strict):
     """What is watched during the run, besides the requests: the target's /metrics and the host are always
     sampled into the run folder; a Prometheus server can be added."""
@@ -315,6 +355,12 @@ class MonitoringSpec(Strict):
         max_length=MAX_MONITOR_TARGETS,
         description=f"At most {MAX_MONITOR_TARGETS} more endpoints scraped on the same tick (exporters of "
         "the model server's processes, the node, the GPUs).",
+    )
+    instances: InstancesSpec | None = Field(
+        None,
+        description="Ready target instances over time, for autoscaling runs: "
+        "`{query: 'count(up{job=\"vllm\"} == 1)'}` or `{from: targets, role: vllm}`; the summary gives "
+        "time-to-scale.",
     )
 
 
