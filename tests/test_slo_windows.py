@@ -363,11 +363,15 @@ def test_the_fault_table_reaches_summary_json_and_markdown(tmp_path: Path) -> No
     assert (row.name, row.start_s, row.end_s, row.requests) == ("kill", 5.0, 7.0, len(inside))
     assert row.errors == sum(not r.ok for r in inside) and row.lost == sum(r.status == 0 for r in inside)
     assert set(row.slos) == {"error_rate < 90% during kill", "recovery_time(kill) < 30s"}
+    outage = [r for r in records if started + 5 <= r.t < started + 7.5]  # the kill until ready again
+    assert (row.outage_requests, row.outage_errors) == (len(outage), sum(not r.ok for r in outage))
+    assert row.outage_requests > row.requests
     assert summary.goodput is not None and summary.goodput.latency_slos == ["p95(latency) < 2s"]
     from scenariokit.results.summary import markdown
 
     text = markdown(summary)
     assert "## Faults" in text and "| kill | kill-target | 5.0 | 7.0 |" in text and "Goodput:" in text
+    assert f"{row.outage_errors:,} of {row.outage_requests:,} until ready at 7.5 s" in text
     assert occurrences([event], started)[0].ready_s == 7.5
 
 

@@ -170,10 +170,15 @@ def fault_bands(fig: go.Figure, faults: list[FaultOut]) -> None:
             "annotation_font_size": 10,
             "annotation_font_color": COLORS["fault"],
         }
-        try:  # a figure of several rows (the soak trends) gets the band on each
-            fig.add_vrect(**band, row="all", col="all")
-        except Exception:  # a figure without subplots takes no row
-            fig.add_vrect(**band)
+        bands = [band]
+        if f.ready_s is not None and f.ready_s > band["x1"]:  # kill-target: down until it answers again
+            bands.append(band | {"x0": band["x1"], "x1": f.ready_s, "opacity": 0.07,
+                                 "annotation_text": f"{f.name}: until ready"})  # fmt: skip
+        for shade in bands:
+            try:  # a figure of several rows (the soak trends) gets the band on each
+                fig.add_vrect(**shade, row="all", col="all")
+            except Exception:  # a figure without subplots takes no row
+                fig.add_vrect(**shade)
 
 
 def goodput_seconds(folder: RunFolder, summary: Summary, slos: Any, data: RunData) -> list[int] | None:

@@ -151,6 +151,8 @@ class StreamedRun:
     seconds: RequestSeconds  # the timeline and what the analysis reads per second
     good: int = 0  # requests that met every latency SLO covering them (slo.GoodputRule)
     faults: list[FaultTotals] = field(default_factory=list)  # one per occurrence, in `occurrences`' order
+    # per occurrence, from its start until the target answered again (kill-target's `ready`), else = faults
+    outages: list[FaultTotals] = field(default_factory=list)
     peaks: Peaks = field(default_factory=Peaks)
 
 
@@ -174,6 +176,7 @@ class _Pass:
         self.good = 0
         self.occurrences = occurrences
         self.faults = [FaultTotals() for _ in occurrences]
+        self.outages = [FaultTotals() for _ in occurrences]
         self.overall = RowTotals()
         self.by_name: dict[str, RowTotals] = defaultdict(RowTotals)
         self.in_flight_by_name: dict[str, InFlight] = {}  # the run's own is the second table's
@@ -215,11 +218,15 @@ class _Pass:
         order = np.argsort(offsets, kind="stable")
         starts = np.array([o.start_s for o in self.occurrences])
         ends = np.maximum(starts, np.array([o.end_s for o in self.occurrences]))
-        low = np.searchsorted(offsets[order], starts, side="left")
-        high = np.searchsorted(offsets[order], ends, side="left")
-        for fault, a, b in zip(self.faults, low.tolist(), high.tolist(), strict=True):
-            if b > a:
-                fault.add([batch[i] for i in sorted(order[a:b].tolist())])
+        ready = np.maximum(
+            ends, np.array([o.ready_s if o.ready_s is not None else -np.inf for o in self.occurrences])
+        )
+        for totals, stops in ((self.faults, ends), (self.outages, ready)):
+            low = np.searchsorted(offsets[order], starts, side="left")
+            high = np.searchsorted(offsets[order], stops, side="left")
+            for fault, a, b in zip(totals, low.tolist(), high.tolist(), strict=True):
+                if b > a:
+                    fault.add([batch[i] for i in sorted(order[a:b].tolist())])
 
 
 def stream_run(
@@ -282,6 +289,7 @@ def stream_run(
         seconds=per_second,
         good=first.good,
         faults=first.faults,
+        outages=first.outages,
         peaks=Peaks(
             overall=first.seconds.in_flight.peak(),
             by_request={name: peak.peak() for name, peak in sorted(first.in_flight_by_name.items())},

@@ -210,6 +210,13 @@ class FaultOut(BaseModel):
     errors: int
     errors_by_kind: dict[str, int]
     lost: int = Field(description="requests started during the fault and never answered (no response)")
+    outage_requests: int = Field(
+        0,
+        description="kill-target: requests started from the kill until the target answered again (ready_s); "
+        "others: = requests",
+    )
+    outage_errors: int = Field(0, description="errors among outage_requests")
+    outage_lost: int = Field(0, description="outage_requests never answered (no response)")
     recovery_s: float | None = Field(
         None,
         description="seconds from the fault's end until the run was back in its band; null: not recovered",
@@ -434,13 +441,15 @@ def fault_rows(
     """The fault table: one row per occurrence, with the verdicts of the SLOs scoped to its fault."""
     recovered = recoveries(found, streamed.seconds.timeline)
     rows = []
-    for o, totals in zip(found, streamed.faults, strict=True):
+    for o, totals, outage in zip(found, streamed.faults, streamed.outages, strict=True):
         scoped = {
             v.slo: v.status
             for slo, v in zip(slos, verdicts, strict=True)
             if slo.subject == o.name or (slo.window is not None and slo.window.stage == o.name)
         }
-        rows.append(_fault_row(o, totals, recovered[o.name, o.index], scoped))
+        row = _fault_row(o, totals, recovered[o.name, o.index], scoped)
+        rows.append(row.model_copy(update={"outage_requests": outage.requests, "outage_errors": outage.errors,
+                                           "outage_lost": outage.lost}))  # fmt: skip
     return rows
 
 
@@ -633,6 +642,8 @@ def faults_markdown(faults: list[FaultOut]) -> list[str]:
     for f in faults:
         kinds = ", ".join(f"{kind} {n:,}" for kind, n in f.errors_by_kind.items())
         errors = f"{f.errors:,}" + (f" ({kinds})" if kinds else "")
+        if f.ready_s is not None:  # kill-target: the outage lasts until the target answers again
+            errors += f"; {f.outage_errors:,} of {f.outage_requests:,} until ready at {f.ready_s:.1f} s"
         slos = "; ".join(f"`{text}` {status}" for text, status in f.slos.items()) or "—"
         name = f.name + (f" #{f.occurrence + 1}" if f.occurrence else "")
         end = f"{f.end_s:.1f}" + (" (cut short)" if f.cut_short else "")
