@@ -37,6 +37,7 @@ def test_the_web_ui_listens_on_loopback_only() -> None:
     assert "--headless" in headless and "--web-port" not in headless
 
 
+@pytest.mark.engine  # reaches `scenariokit run` (refused before any engine starts)
 @pytest.mark.parametrize("port", ["0", "65536", "http", "-1", "80a"])
 def test_a_web_port_that_is_not_a_port_is_refused(port: str, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -44,6 +45,7 @@ def test_a_web_port_that_is_not_a_port_is_refused(port: str, tmp_path: Path) -> 
     assert exit_.value.code == 2
 
 
+@pytest.mark.engine  # reaches `scenariokit run` (refused before any engine starts)
 def test_a_web_port_in_use_is_refused_before_any_load(tmp_path: Path) -> None:
     path = tmp_path / "web.yaml"
     path.write_text(SCENARIO.format(url="http://127.0.0.1:9"))
