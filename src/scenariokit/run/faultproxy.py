@@ -30,11 +30,13 @@ Fault kinds and their parameters (the `faults:` section lowers to these exact ke
   netem's `delay D J` without a distribution table. Pipelined responses each get their own delay, not a sum.
 - `bandwidth` {bytes_per_s}: one token bucket per direction shared by all connections (a link's capacity,
   as `tc tbf` on an interface), released in slices of 20 ms of the rate. Several caps: the tightest applies.
-- `reset` {share}: per request: the client connection is closed with RST (SO_LINGER 0) at the request's
-  first byte, before anything of it reaches the upstream. Counted per request, not per connection: with
-  kept-alive connections a per-connection share would be diluted by the requests each connection carries.
-- `drop` {share}: per request: the client connection is closed with FIN without a response (the request
-  never reaches the upstream); what the client sends after is read and discarded until it closes.
+- `reset` {share}: per request, drawn at its first byte: the request never reaches the upstream, and once it
+  has arrived whole the client connection is closed with RST (SO_LINGER 0); acting then keeps the client
+  reading when the RST lands (one landing between a client's writes is reported to its next write, and its
+  read then sees a plain EOF). Counted per request, not per connection: with kept-alive connections a
+  per-connection share would be diluted by the requests each connection carries.
+- `drop` {share}: per request, the same way, with a FIN and no response; what the client sends after is
+  read and discarded until it closes.
 - `hang` {share}: per request: the request is held by the proxy, the connection open and silent, until the
   client gives up (closes: the connection is closed) or the fault is cleared (then the held request and
   whatever followed it are forwarded, as a healed link's retransmissions would deliver them).
@@ -133,11 +135,7 @@ class _Active:
     losses: tuple[_Fault, ...] = ()
     rate: float = 0.0  # bytes/s of the tightest bandwidth cap, 0: none
     bandwidth: tuple[_Fault, ...] = ()
-
-    @property
-    def slow(self) -> bool:
-        """Every chunk must go through the writer (paced or possibly stalled)."""
-        return bool(self.losses) or self.rate > 0
+    slow: bool = False  # every chunk must go through the writer (paced, or possibly stalled)
 
 
 def _active_of(faults: tuple[_Fault, ...]) -> _Active:
@@ -149,6 +147,7 @@ def _active_of(faults: tuple[_Fault, ...]) -> _Active:
         losses=tuple(f for f in faults if f.kind == "packet-loss"),
         rate=min((f.params["bytes_per_s"] for f in bandwidth), default=0.0),
         bandwidth=bandwidth,
+        slow=bool(bandwidth) or any(f.kind == "packet-loss" for f in faults),
     )
 
 
@@ -415,13 +414,17 @@ class _Pipe:
         self.dest_paused = False
         self.wake = asyncio.Event()
         self.eof_sent = False
+        self.counts = link.proxy._counts
+        self.key = "bytes_down" if down else "bytes_up"
         self.shut = False  # nothing more may be written to dest (its FIN went out, or the request dropped)
 
     def send(self, data: bytes, not_before: float = 0.0) -> None:
-        proxy = self.link.proxy
-        fast = self.task is None and not self.queue and self.dest is not None and not proxy.active.slow
-        if fast and not_before <= 0.0:
-            self._write(data)
+        dest = self.dest
+        idle = self.task is None and not_before <= 0.0 and dest is not None and not self.queue
+        if idle and not self.link.proxy.active.slow:  # the fast path: straight to the other side
+            if not self.shut and not dest.is_closing():
+                dest.write(data)  # type: ignore[union-attr]
+                self.counts[self.key] += len(data)
             return
         self.queue.append((not_before, data))
         self.queued += len(data)
@@ -450,7 +453,7 @@ class _Pipe:
         if dest is None or self.shut or dest.is_closing():
             return  # the other side is gone: what it would have read is dropped, as the kernel would
         dest.write(data)
-        self.link.proxy._counts["bytes_down" if self.down else "bytes_up"] += len(data)
+        self.counts[self.key] += len(data)
 
     def _write_eof(self) -> None:
         if self.eof_sent:
@@ -551,9 +554,9 @@ class _Link:
         self.tick = proxy.tick
         if self.draining or self.closed:
             return
-        was_opaque = self.requests.opaque
+        was_opaque = self.requests.state == _OPAQUE
         starts = self.requests.feed(data)
-        if self.requests.opaque and not was_opaque:
+        if not was_opaque and self.requests.state == _OPAQUE:
             self._turn_opaque()
         if not proxy.active.per_request and self.held_by is None and self.pending is None:
             proxy._counts["requests"] += len(starts)  # the fast path: nothing to draw per request
@@ -716,6 +719,8 @@ class _ClientSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.link = self.proxy.accept(transport)
+        if self.link is not None:
+            self.data_received = self.link.from_client  # type: ignore[method-assign]  # one call less a read
 
     def data_received(self, data: bytes) -> None:
         if self.link is not None:
@@ -755,6 +760,7 @@ class _UpstreamSide(asyncio.Protocol):
         if self.link.holds[True]:
             transport.pause_reading()
         self.link.to_upstream.attach(transport)
+        self.data_received = self.link.from_upstream  # type: ignore[method-assign]  # one call less a read
 
     def data_received(self, data: bytes) -> None:
         self.link.from_upstream(data)
