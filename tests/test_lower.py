@@ -270,7 +270,7 @@ def test_the_command_line_wins_over_the_monitoring_section(
 
 
 def test_prometheus_scrapes_at_the_sampling_interval() -> None:
-    assert prometheus_config("http://127.0.0.1:1", "http://127.0.0.1:2/metrics", 0.5)["global"] == {
+    assert prometheus_config(0.5)["global"] == {
         "scrape_interval": "500ms",
         "evaluation_interval": "500ms",
     }

@@ -193,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_exec=args.allow_exec,
         checkpoint_s=checkpoint_flag(args),
         web_port=args.web_port if args.web else None,
+        metrics_listen=args.metrics_listen,
     )
     return run_scenario(Path(args.file), options)
 
@@ -223,6 +224,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def fail(message: str, code: ExitCode) -> int:
     err.print(message, markup=False, highlight=False)
     return code
+
+
+def listen_flag(text: str) -> tuple[str, int]:
+    from scenariokit.run.exporter import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -402,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="builtin: sample /metrics and the host into the run folder (always on); prometheus: also run "
         "Debian's Prometheus on loopback, scraping the target and scenariokit's live endpoint "
         "(default: the scenario's `monitoring:` section)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        type=listen_flag,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="where the live /metrics endpoint listens (default: loopback, a free port); the compose stack "
+        "in monitoring/ scrapes port 9646 of the Docker host: e.g. 0.0.0.0:9646 (docs/monitoring.md)",
     )
     p.set_defaults(func=cmd_run)
 

@@ -13,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
+from ipaddress import ip_address
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,27 @@ from scenariokit.results.tracker import SloTracker
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SLO_STATUS = {"pass": 1.0, "fail": 0.0}
 SLO_EVERY_S = 5.0  # every SLO's status, read from the tracker (O(SLOs), not O(records)), this often
+# Loopback and a free port unless `--metrics-listen` says otherwise: the compose stack's Prometheus, in a
+# container, scrapes host.docker.internal:9646 (monitoring/prometheus/targets/scenariokit.json), so a run
+# watched by it listens on an address containers reach, at that port.
+DEFAULT_LISTEN = ("127.0.0.1", 0)
+COMPOSE_PORT = 9646
+ANY_ADDRESS = {"0.0.0.0", "::"}
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:9646`), the host an IP address; ValueError says what is wrong."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(
+            f"{text!r} is not HOST:PORT with a port from 1 to 65535 (e.g. 0.0.0.0:{COMPOSE_PORT})"
+        )
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0 or [::1])") from None
+    return host, int(port_text)
 
 
 class LiveExporter:
@@ -84,9 +106,11 @@ class LiveExporter:
         self.started_unix: float | None = None
         self._next_slo = 0.0
 
-    def start(self) -> str:
-        self.server, _thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/metrics"
+    def start(self, host: str = DEFAULT_LISTEN[0], port: int = DEFAULT_LISTEN[1]) -> str:
+        """Serves /metrics on host:port (0: a free one); returns the URL this machine scrapes it at."""
+        self.server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        local = "127.0.0.1" if host in ANY_ADDRESS else f"[{host}]" if ":" in host else host
+        self.url = f"http://{local}:{self.server.server_port}/metrics"
         return self.url
 
     def stop(self) -> None:

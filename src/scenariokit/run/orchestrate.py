@@ -55,7 +55,7 @@ from scenariokit.results.store import RecordStore
 from scenariokit.run.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
 from scenariokit.run.checkpoint import Checkpoint
 from scenariokit.run.disk_use import disk_estimate
-from scenariokit.run.exporter import LiveExporter
+from scenariokit.run.exporter import DEFAULT_LISTEN, LiveExporter
 from scenariokit.run.faults import ChaosRun, FaultTargets, check_faults, fault_proxy, needs_admin
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
 from scenariokit.run.hardware import probe_hardware
@@ -101,6 +101,8 @@ class RunOptions:
     allow_exec: bool = False  # the scenario may run programs (target.start_command): decisions.md
     checkpoint_s: float = DEFAULT_CHECKPOINT_S  # summary.json rewritten this often during the run; 0: never
     web_port: int | None = None  # `--web`: the engine's own web UI on 127.0.0.1 at this port
+    # `--metrics-listen`: where the live exporter serves /metrics (port 0: a free one), run/exporter.py
+    metrics_listen: tuple[str, int] = DEFAULT_LISTEN
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -733,6 +735,10 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     if options.web_port is not None and (busy := port_in_use(options.web_port)) is not None:
         print(f"error: --web-port {options.web_port}: {busy}; nothing was sent", file=sys.stderr)
         return ExitCode.INVALID_SCENARIO
+    host, port = options.metrics_listen
+    if port and (busy := port_in_use(port, host)) is not None:
+        print(f"error: --metrics-listen: {busy}; nothing was sent", file=sys.stderr)
+        return ExitCode.INVALID_SCENARIO
     if options.processes > 1 and not engine.capabilities.worker_processes:
         print(f"error: --processes does not apply to {engine.name}: it runs its load in one process")
         return ExitCode.INVALID_SCENARIO
@@ -819,13 +825,15 @@ def chaos_run(
     return ChaosRun(engine_url, targets, scenario.faults, scenario.seed)
 
 
-def port_in_use(port: int) -> str | None:
-    """Why the engine's web UI could not listen on 127.0.0.1:port, or None (asked before any load)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def port_in_use(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why a server (the engine's web UI, the live exporter) could not listen on host:port, or None (asked
+    before any load)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as exc:
-            return f"127.0.0.1:{port} cannot be used ({exc.strerror or exc})"
+            return f"{host}:{port} cannot be used ({exc.strerror or exc})"
     return None
 
 
@@ -857,13 +865,13 @@ def monitored_run(
 
     exporter = LiveExporter(scenario, options.confidence, run_dir=run_dir)
     with ExitStack() as stack:
-        live_metrics_url = exporter.start()
+        live_metrics_url = exporter.start(*options.metrics_listen)
         stack.callback(exporter.stop)
         interval_s = scenario.monitoring.interval_s
         prometheus_url = None
         if uses_prometheus(scenario, options):
             prometheus_url = stack.enter_context(
-                PrometheusServer(run_dir, base_url, live_metrics_url, interval_s)
+                PrometheusServer(run_dir, base_url, live_metrics_url, interval_s, scenario.monitoring.targets)
             ).url
         if meta is not None:  # None: a benchmark's run without a run folder's metadata
             meta.live_metrics_url, meta.prometheus_url = live_metrics_url, prometheus_url

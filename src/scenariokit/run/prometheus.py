@@ -1,9 +1,12 @@
 """`--monitor prometheus`: a real Prometheus server (Debian's `prometheus`) on loopback for the run.
 
-It gets a generated config that scrapes the target's /metrics (job `target`) and scenariokit's live
-endpoint (job `scenariokit`) every second, keeps its database in the run folder
-(`monitor/prometheus/data`), and serves its HTTP API and UI at the URL written to
-`monitor/prometheus.json`. The Grafana dashboard in `monitoring/grafana/` reads exactly these series.
+Its configuration is the monitoring stack's own (`monitoring/prometheus/`, the files compose mounts):
+prometheus.yml and the dashboards' recording rules are copied into the run folder
+(`monitor/prometheus/`), changing only the intervals when `monitoring.interval` is not 1s, and the file_sd
+files that say whom to scrape are written beside them from the run: the target's /metrics (job `target`),
+scenariokit's live endpoint (job `scenariokit`) and each of `monitoring.targets` (job = its role). The
+database stays in the run folder (`monitor/prometheus/data`); the HTTP API and UI are at the URL written to
+`monitor/prometheus.json`. The Grafana dashboard in `monitoring/grafana/dashboards/` reads these series.
 """
 
 from __future__ import annotations
@@ -14,43 +17,91 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import yaml
 
+from scenariokit.compile.ir import MonitorTarget
 from scenariokit.ports import free_port
+from scenariokit.run.stack import monitoring_dir
 
 READY_TIMEOUT_S = 30.0
+SHIPPED_INTERVAL_S = 1.0  # what monitoring/prometheus/prometheus.yml says
 
 
 class PrometheusUnavailable(RuntimeError):
     pass
 
 
-def scrape_job(name: str, url: str) -> dict[str, object]:
+def sd_group(url: str, labels: dict[str, str] | None = None) -> dict[str, object]:
+    """One file_sd entry for a /metrics URL: a base URL gets `/metrics` appended, as the monitor reads it."""
     parts = urlparse(url)
     path = parts.path.rstrip("/")
     return {
-        "job_name": name,
-        "scheme": parts.scheme or "http",
-        "metrics_path": path if path.endswith("/metrics") else f"{path}/metrics",
-        "static_configs": [{"targets": [parts.netloc]}],
+        "targets": [parts.netloc],
+        "labels": {
+            "__scheme__": parts.scheme or "http",
+            "__metrics_path__": path if path.endswith("/metrics") else f"{path}/metrics",
+            **(labels or {}),
+        },
     }
 
 
-def config(target_url: str, exporter_url: str, interval_s: float = 1.0) -> dict[str, object]:
-    interval = f"{round(interval_s * 1000)}ms"  # Prometheus durations take ms
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": [scrape_job("target", target_url), scrape_job("scenariokit", exporter_url)],
+def sd_files(
+    target_url: str, exporter_url: str, targets: tuple[MonitorTarget, ...] = ()
+) -> dict[str, list[dict[str, object]]]:
+    """File name under targets/ -> its file_sd groups; the name's prefix picks the job (prometheus.yml)."""
+    files = {
+        "scenariokit.json": [sd_group(exporter_url, {"name": "runner"})],
+        "target.json": [sd_group(target_url, {"name": "target"})],
     }
+    for target in targets:  # names are [a-z0-9-] and unique (compile/lower.py)
+        files[f"{target.role}-{target.name}.json"] = [sd_group(target.url, {"name": target.name})]
+    return files
+
+
+def config(interval_s: float = SHIPPED_INTERVAL_S) -> dict[str, Any]:
+    """The shipped prometheus.yml, with the run's sampling interval when it is not the shipped 1s."""
+    loaded: dict[str, Any] = yaml.safe_load(
+        monitoring_dir().joinpath("prometheus", "prometheus.yml").read_text()
+    )
+    if interval_s != SHIPPED_INTERVAL_S:
+        interval = f"{round(interval_s * 1000)}ms"  # Prometheus durations take ms
+        loaded["global"] = {**loaded["global"], "scrape_interval": interval, "evaluation_interval": interval}
+    return loaded
+
+
+def write_config(
+    into: Path, target_url: str, exporter_url: str, interval_s: float, targets: tuple[MonitorTarget, ...] = ()
+) -> Path:
+    """prometheus.yml, rules/ and targets/ in `into`; returns the config's path."""
+    shipped = monitoring_dir() / "prometheus"
+    into.mkdir(parents=True, exist_ok=True)
+    config_path = into / "prometheus.yml"
+    if interval_s == SHIPPED_INTERVAL_S:  # the very file, comments and all
+        shutil.copyfile(shipped / "prometheus.yml", config_path)
+    else:
+        config_path.write_text(yaml.safe_dump(config(interval_s), sort_keys=False))
+    shutil.copytree(shipped / "rules", into / "rules", dirs_exist_ok=True)
+    (into / "targets").mkdir(exist_ok=True)
+    for name, groups in sd_files(target_url, exporter_url, targets).items():
+        (into / "targets" / name).write_text(json.dumps(groups, indent=2) + "\n")
+    return config_path
 
 
 class PrometheusServer:
     """Started and stopped around the run; its data stays in the run folder."""
 
-    def __init__(self, run_dir: Path, target_url: str, exporter_url: str, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        target_url: str,
+        exporter_url: str,
+        interval_s: float = SHIPPED_INTERVAL_S,
+        targets: tuple[MonitorTarget, ...] = (),
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise PrometheusUnavailable(
@@ -58,14 +109,12 @@ class PrometheusServer:
             )
         self.dir = run_dir / "monitor" / "prometheus"
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "prometheus.yml").write_text(
-            yaml.safe_dump(config(target_url, exporter_url, interval_s), sort_keys=False)
-        )
+        config_path = write_config(self.dir, target_url, exporter_url, interval_s, targets)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [
             binary,
-            f"--config.file={self.dir / 'prometheus.yml'}",
+            f"--config.file={config_path}",
             f"--storage.tsdb.path={self.dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
