@@ -458,3 +458,29 @@ def test_a_fault_name_with_a_line_break_is_refused(tmp_path: Path) -> None:
     path.write_text(SCENARIO.format(slo="error_rate < 1%").replace("name: kill,", 'name: "ki\\r\\nll",'))
     with pytest.raises(ScenarioError, match="faults"):
         load_scenario(path)
+
+
+def test_the_live_exporter_judges_a_fault_window_once_the_fault_has_ended(tmp_path: Path) -> None:
+    from scenariokit.run.exporter import LiveExporter
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        SCENARIO.format(slo="error_rate < 50% during kill").replace("at: 20s", "at: 2s, duration: 2s")
+    )
+    scenario = load_scenario(path).scenario
+    exporter = LiveExporter(scenario, run_dir=tmp_path)
+    origin = T0
+    exporter.tracker.origin_unix = origin
+    failed = [RequestRecord(origin + 2 + i / 10, "a", "", 0, False, "refused", 0.01) for i in range(20)]
+    exporter.tracker.add(failed)  # sent during the kill, whose end is not known yet
+    assert exporter.tracker.pending and exporter.tracker.errors_of(scenario.slos[0]) == (0, 0)
+    append_fault_event(
+        tmp_path, FaultEvent(name="kill", kind="kill-target", planned_s=2, start=origin + 2, end=origin + 4)
+    )
+    exporter._next_slo = 0.0  # due now
+    exporter.tick(origin)
+    assert exporter.tracker.errors_of(scenario.slos[0]) == (20, 20) and not exporter.tracker.pending
+    status = exporter.registry.get_sample_value(
+        "scenariokit_slo_status", {"slo": "error_rate < 50% during kill"}
+    )
+    assert status == 0.0  # fail: every request during the kill failed
