@@ -7,6 +7,7 @@ same analysis as the run. Thresholds are named constants, stated in the report n
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scenariokit.compile.ir import Stage, StageTable
+from scenariokit.results.fleet import Fleet, Point
 from scenariokit.results.health import SATURATED_CPU, saturated_points
+from scenariokit.results.inflight import connection_counts, peak_connections_in
 from scenariokit.results.metrics import RunData
 from scenariokit.results.seconds import RequestSeconds, request_seconds
 
@@ -30,6 +33,9 @@ CPU_SATURATED = 100.0 * SATURATED_CPU  # percent of all cores
 MEMORY_HIGH = 90.0  # percent of host memory
 LATENCY_DISTRESS = 2.0  # per-second p95 this many times the run's early p95
 ERROR_DISTRESS = 0.01  # per-second error share
+GPU_MEMORY_FULL = 0.95  # framebuffer used / total: past this an allocation (a KV block, a batch) can fail
+GPU_PEGGED = 95.0  # percent utilisation: the GPU has no idle time left to absorb more work
+KV_CACHE_FULL = 0.9  # vLLM preempts and queues requests as its KV cache fills
 
 
 def level_at(stages: Sequence[Stage], offset_s: float) -> float:
@@ -55,6 +61,7 @@ class Level:
     p99: float | None
     mean: float | None = None  # of the ok requests' latency, as the percentiles
     peak_in_flight: int = 0  # the most in flight at once in the level's seconds (results/inflight.py)
+    peak_connections: int | None = None  # the engine's open connections to the target (run/connections.py)
 
 
 def level_groups(stages: Sequence[Stage], duration_s: float) -> dict[float, list[int]]:
@@ -98,6 +105,16 @@ def load_levels(data: RunData, seconds: RequestSeconds | None = None) -> list[Le
             )
         )
     return levels
+
+
+def with_connections(
+    levels: list[Level], view: RequestSeconds, counts: list[tuple[float, int]], started: float
+) -> list[Level]:
+    """Each level with the most connections the engine held open to the target in its seconds."""
+    return [
+        dataclasses.replace(lv, peak_connections=peak_connections_in(counts, started, view.groups[lv.level]))
+        for lv in levels
+    ]
 
 
 def _bin_levels(intended: list[float]) -> dict[float, list[int]]:
@@ -305,8 +322,9 @@ def distress_signals(
     gpu: list[dict[str, Any]],
     generator: dict[str, Any],
     seconds: RequestSeconds | None = None,
+    fleet: Fleet | None = None,
 ) -> list[Signal]:
-    """Every component that showed sustained distress, earliest first."""
+    """Every component that showed sustained distress, earliest first (`fleet`: monitoring.targets)."""
     view = seconds or seconds_of(data)
     found: list[tuple[str, float | None, str]] = []
     rel = data.offset
@@ -332,6 +350,7 @@ def distress_signals(
     found.append(("load generator: CPU", first_sustained(gen_points), "the engine's own CPU saturated"))
 
     found += _request_signals(view)
+    found += fleet_signals(fleet) if fleet else []
     signals = [
         Signal(component, at, level_at(data.stages, at), detail)
         for component, at, detail in found
@@ -397,6 +416,37 @@ def _gpu_points(gpu: list[dict[str, Any]], rel: Any) -> list[tuple[str, float | 
     ]
 
 
+def _held(points: list[Point], test: Any) -> float | None:
+    return first_sustained((p.t, test(p.value)) for p in points)
+
+
+def fleet_signals(fleet: Fleet) -> list[tuple[str, float | None, str]]:
+    """The targets' own distress, by role: a GPU's framebuffer near full ("GPU memory") or its utilisation
+    pegged ("GPU compute"), a vLLM KV cache full or its queue growing, a node's CPU or memory pegged. Each
+    names the GPU or target and what it read at the time."""
+    out: list[tuple[str, float | None, str]] = []
+    for g in fleet.gpus:
+        at = _held(g.memory, lambda v: v >= GPU_MEMORY_FULL)
+        seen = next((p for p in g.memory if at is not None and p.t >= at), None)
+        used = f" ({seen.value:.1%} of {g.total_bytes / 2**30:.1f} GiB used then)" if seen else ""
+        out.append(
+            (f"GPU memory ({g.gpu.label})", at, f"framebuffer at or above {GPU_MEMORY_FULL:.0%}" + used)
+        )
+        at = _held(g.util, lambda v: v >= GPU_PEGGED)
+        out.append((f"GPU compute ({g.gpu.label})", at, f"utilisation at or above {GPU_PEGGED:.0f}%"))
+    for v in fleet.vllm:
+        at = _held(v.kv, lambda x: x >= KV_CACHE_FULL)
+        out.append((f"KV cache ({v.target})", at, f"vLLM's KV cache at or above {KV_CACHE_FULL:.0%}"))
+        at = _held(v.waiting, lambda x: x > 0)
+        out.append((f"request queue ({v.target})", at, "requests waiting for the engine"))
+    for n in fleet.nodes:
+        at = _held(n.cpu, lambda x: x >= SATURATED_CPU)
+        out.append((f"host CPU ({n.target})", at, f"all cores at or above {CPU_SATURATED:.0f}% busy"))
+        at = _held(n.memory, lambda x: x >= MEMORY_HIGH / 100)
+        out.append((f"host memory ({n.target})", at, f"memory at or above {MEMORY_HIGH:.0f}% used"))
+    return out
+
+
 def _request_signals(view: RequestSeconds) -> list[tuple[str, float | None, str]]:
     """Errors by kind and a latency climb, from the per-second view of the requests."""
     seconds = len(view.timeline)
@@ -421,6 +471,32 @@ def _request_signals(view: RequestSeconds) -> list[tuple[str, float | None, str]
             )
         )
     return out
+
+
+FLEET_ADVICE = {
+    "GPU memory": "the GPU's memory filled first: fewer concurrent sequences per replica (vLLM's "
+    "--max-num-seqs, --gpu-memory-utilization), a smaller batch or a quantised model, or more GPUs",
+    "GPU compute": "the GPU's compute saturated first: more load only queues; add GPUs or replicas",
+    "KV cache": "the KV cache filled first: requests are preempted and queue; shorten contexts or add "
+    "replicas",
+    "host CPU": "the target host's CPU saturated first: tokenisation, pre- and post-processing need cores",
+}
+
+
+def _fleet_first(signals: list[Signal], unit: str) -> str:
+    """When a target-side component led the distress: what it was, when, and what came next."""
+    first = signals[0]
+    kind = next((k for k in FLEET_ADVICE if first.component.startswith(k + " (")), None)
+    if kind is None:
+        return ""
+    later = next((s for s in signals[1:] if s.component.startswith(("errors:", "target: latency"))), None)
+    then = (
+        f", {later.at_s - first.at_s:.0f} s before {later.component} at {later.at_s:.0f} s" if later else ""
+    )
+    return (
+        f"First to fail: {first.component} at {first.at_s:.0f} s ({first.level:g} {unit}; {first.detail})"
+        f"{then}: {FLEET_ADVICE[kind]}."
+    )
 
 
 # --- the whole analysis ---------------------------------------------------------------------------
@@ -448,13 +524,15 @@ def analyse(
     gpu: list[dict[str, Any]],
     generator: dict[str, Any],
     seconds: RequestSeconds | None = None,
+    fleet: Fleet | None = None,
 ) -> Analysis:
-    """`seconds`: the per-second view when streamed (results/stream.py); else made from `data.records`."""
+    """`seconds`: the per-second view when streamed (results/stream.py); else made from `data.records`.
+    `fleet`: the monitoring targets' series (results/fleet.py)."""
     unit = "users" if load_model == "closed" else "req/s"
     view = seconds or seconds_of(data)
-    levels = load_levels(data, view)
+    levels = with_connections(load_levels(data, view), view, connection_counts(generator), data.started_unix)
     knee = find_knee(levels, unit)
-    signals = distress_signals(data, target, host, gpu, generator, view)
+    signals = distress_signals(data, target, host, gpu, generator, view, fleet)
     return Analysis(
         unit, levels, knee, signals, suggest(levels, knee, signals, data, unit), target_scrape_note(target)
     )
@@ -508,6 +586,8 @@ def suggest(levels: list[Level], knee: Knee, signals: list[Signal], data: RunDat
             f"Wrong answers under load from {wrong.at_s:.0f} s ({wrong.detail}): correctness degrades "
             "with load, which status codes alone would hide."
         )
+    if signals and (first := _fleet_first(signals, unit)):
+        out.append(first)
     if (cpu := by_component.get("host: CPU")) and signals[0] is cpu:
         out.append(
             f"Host CPU saturated first, at {cpu.at_s:.0f} s ({cpu.level:g} {unit}). When the generator "

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scenariokit.compile.ir import TIME_METRICS, TREND_METRICS, Slo, Stage, Window
+from scenariokit.compile.ir import FLEET_METRICS, TIME_METRICS, TREND_METRICS, Slo, Stage, Window
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE, quantile_ranks
 from scenariokit.results.metrics import (
@@ -65,7 +65,8 @@ from scenariokit.results.slo import (
 
 ScopeKey = tuple[tuple[str, ...], Window | None]
 MAX_PENDING = 500_000  # records waiting for a fault window's bounds, during the run
-AFTER_RUN = frozenset({"recovery_time"}) | TREND_METRICS  # judged on the whole run after it, not kept here
+# judged on the whole run after it, not kept here (the GPU gauges from the monitor's samples)
+AFTER_RUN = frozenset({"recovery_time"}) | TREND_METRICS | FLEET_METRICS
 
 
 @dataclass

@@ -1,11 +1,15 @@
 """SLO expressions -> `ir.Slo`.
 
     slo        = measure comparison threshold [for NAME {, NAME}] [during window]   (clauses in any order)
-    measure    = STATISTIC(TIME_METRIC) | error_rate | success_rate | throughput | max(throughput)
+    measure    = STATISTIC(TIME_METRIC) | GAUGE_STAT(gpu_util) | GAUGE_STAT(gpu_memory)
+               | error_rate | success_rate | throughput | max(throughput)
                | goodput | dropped_iterations | recovery_time(FAULT)
                | STATISTIC(latency_trend) | error_rate_trend | throughput_trend | memory_growth
     STATISTIC  = p<N> (0 < N <= 100, e.g. p50, p99, p99.9) | median | mean (or avg) | min | max
     TIME_METRIC= latency | ttfb | ttft | itl | tpot
+    GAUGE_STAT = max | min | mean (or avg): the target's GPUs as sampled (`dcgm` monitoring targets), judged
+                 as the observed fact over the samples in the window; `for` names a dcgm target, a GPU
+                 UUID or `<target>-gpu<N>`: `max(gpu_memory) < 95%`, `mean(gpu_util) >= 70% for dcgm-1`
     comparison = < | <= | > | >=
     window     = during NAME                a stage label or kind, or a fault: `during spike`, `during kill`
                | during [DURATION] .. [DURATION]  seconds from the start: `during 1m..2m30s`, `during 5m..`
@@ -42,7 +46,7 @@ from scenariokit.compile.expr._parsing import ValueTransformer, whole
 from scenariokit.compile.expr.errors import ExprError, blank_span, guarded
 from scenariokit.compile.expr.quantity import fraction
 from scenariokit.compile.expr.units import KIND_NAMES, Quantity
-from scenariokit.compile.ir import TIME_METRICS, TREND_METRICS, Slo, SloMetric, Window
+from scenariokit.compile.ir import FLEET_METRICS, TIME_METRICS, TREND_METRICS, Slo, SloMetric, Window
 
 METRICS: tuple[str, ...] = (
     "latency",
@@ -60,9 +64,13 @@ METRICS: tuple[str, ...] = (
     "success_rate",
     "goodput",
     "recovery_time",
+    "gpu_util",
+    "gpu_memory",
 )
-# metrics that take a statistic: the time metrics, and the trend of a latency percentile
-_WITH_STATISTIC = TIME_METRICS | {"latency_trend"}
+# metrics that take a statistic: the time metrics, the trend of a latency percentile, the GPU gauges
+_WITH_STATISTIC = TIME_METRICS | {"latency_trend"} | FLEET_METRICS
+# a sampled gauge has no per-request samples to take a percentile of: its extremes and mean only
+_GAUGE_STATISTICS = ("max", "min", "mean")
 STATISTICS: tuple[str, ...] = ("p50", "p90", "p95", "p99", "p99.9", "median", "mean", "min", "max")
 _NAMED_STATISTICS = {"median": "median", "mean": "mean", "avg": "mean", "min": "min", "max": "max"}
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
@@ -258,6 +266,13 @@ class _SloTransformer(ValueTransformer):
                 f"write {metric} {_example_bound(metric)}{best}",
             )
         name = str(stat)
+        if metric in FLEET_METRICS and _NAMED_STATISTICS.get(name) not in _GAUGE_STATISTICS:
+            raise self.error(
+                f"{metric} is a sampled gauge: it takes max, min or mean, not `{name}`",
+                start,
+                start + len(name),
+                f"e.g. max({metric}) < 90% or mean({metric}) >= 70%",
+            )
         match = _PERCENTILE.fullmatch(name)
         if match:
             whole_part, _, frac = match.group(1).partition(".")
@@ -301,7 +316,9 @@ class _SloTransformer(ValueTransformer):
                 f"{metric} needs a statistic",
                 start,
                 start + len(name),
-                f"e.g. p99({metric}), median({metric}) or mean({metric})",
+                f"e.g. max({metric}) < 90% or mean({metric}) >= 70%"
+                if metric in FLEET_METRICS
+                else f"e.g. p99({metric}), median({metric}) or mean({metric})",
             )
         return _Measure(metric, None)
 
@@ -458,6 +475,10 @@ class _SloTransformer(ValueTransformer):
             fix = f"{n}ms" if q.kind == "number" and float(n) >= 10 else f"{n}s"
             message = f"{metric} is a time: `{q.text}` needs a unit" if q.kind == "number" else mismatch
             raise self.error(message, q.start, q.end, f"{metric} is a time: write {fix}")
+        if metric in FLEET_METRICS:
+            if q.kind in ("percent", "number"):
+                return fraction(self, q, "a share of the GPU")
+            raise self.error(mismatch, q.start, q.end, f"write e.g. max({metric}) < 90% (or 0.9)")
         if metric in ("error_rate", "success_rate"):
             if q.kind in ("percent", "number"):
                 return fraction(self, q, "an error rate" if metric == "error_rate" else "a success rate")
@@ -508,6 +529,8 @@ _NATURE: dict[str, str] = {
     "error_rate_trend": "a growth per hour",
     "throughput_trend": "a relative growth per hour",
     "memory_growth": "a growth in bytes per hour",
+    "gpu_util": "a share (of the GPU's time busy)",
+    "gpu_memory": "a share (of the GPU's framebuffer)",
 }
 
 

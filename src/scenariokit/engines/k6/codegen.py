@@ -28,6 +28,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from scenariokit.compile.diagnostics import Diagnostic, Severity
 from scenariokit.compile.expr import format_duration
 from scenariokit.compile.ir import (
+    FLEET_METRICS,
     TREND_METRICS,
     DataRef,
     Distribution,
@@ -235,7 +236,7 @@ def _statistic(slo: Slo) -> str:
 
 def threshold_for(slo: Slo, scenario: Scenario) -> tuple[list[tuple[str, str]], str | None]:
     """[(threshold key, condition)] for one SLO, or why it cannot be a k6 threshold."""
-    if slo.metric in TREND_METRICS:  # a slope over the run: scenariokit fits it after the run, no warning
+    if slo.metric in TREND_METRICS | FLEET_METRICS:  # a slope over the run, the GPUs' samples: judged after
         return [], None
     if slo.metric in UNMEASURABLE:
         return [], (
