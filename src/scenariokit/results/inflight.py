@@ -12,7 +12,8 @@ fall between two instants. The mean in flight is Little's law, elsewhere (`concu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,3 +69,33 @@ class InFlight:
         if inside.any():
             out[inside] = np.maximum.reduceat(self.running(), starts[inside])
         return out.tolist()
+
+
+def connection_counts(generator: dict[str, Any]) -> list[tuple[float, int]]:
+    """(unix time, open connections) of each generator.json sample that counted them (run/connections.py:
+    the engine's ESTABLISHED sockets to the target, once a second)."""
+    samples = generator.get("samples") or []
+    return [
+        (float(s["t"]), s["connections"])
+        for s in samples
+        if isinstance(s, dict)
+        and isinstance(s.get("connections"), int)
+        and isinstance(s.get("t"), int | float)
+    ]
+
+
+def peak_connections(
+    counts: Sequence[tuple[float, int]], started: float, start_s: float = 0.0, end_s: float = math.inf
+) -> int | None:
+    """The most connections open in the samples of [start_s, end_s) from the origin; None without any."""
+    inside = [n for t, n in counts if start_s <= t - started < end_s]
+    return max(inside) if inside else None
+
+
+def peak_connections_in(
+    counts: Sequence[tuple[float, int]], started: float, seconds: Iterable[int]
+) -> int | None:
+    """The most connections open in the samples of the given whole seconds from the origin."""
+    wanted = set(seconds)
+    inside = [n for t, n in counts if math.floor(t - started) in wanted]
+    return max(inside) if inside else None
