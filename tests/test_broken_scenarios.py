@@ -159,7 +159,7 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "slo-unknown-window",
         replace("< 500ms", "< 500ms during spike"),
         13,
-        5,
+        33,  # at the name
         "no load stage or fault is called `spike`",
         None,
     ),

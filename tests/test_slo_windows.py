@@ -125,19 +125,22 @@ def compile_with(tmp_path: Path, slo: str) -> tuple[Slo, ...]:
 
 
 @pytest.mark.parametrize(
-    ("slo", "message"),
+    ("slo", "message", "name"),
     [
-        ("error_rate < 1% during kil", "no load stage or fault is called `kil`"),
-        ("error_rate < 1% after nothing", "no load stage or fault is called `nothing`"),
-        ("recovery_time(steady) < 10s", "no fault is called `steady`"),
-        ("recovery_time(kil) < 10s", "did you mean `kill`"),
+        ("error_rate < 1% during kil", "no load stage or fault is called `kil`", "kil"),
+        ("error_rate < 1% after nothing for 3s", "no load stage or fault is called `nothing`", "nothing"),
+        ("recovery_time(steady) < 10s", "no fault is called `steady`", "steady"),
+        ("recovery_time( kil) < 10s", "did you mean `kill`", "kil"),
     ],
 )
-def test_unknown_window_and_fault_names_are_positioned_errors(tmp_path: Path, slo: str, message: str) -> None:
+def test_unknown_window_and_fault_names_are_positioned_errors(
+    tmp_path: Path, slo: str, message: str, name: str
+) -> None:
     with pytest.raises(ScenarioError) as caught:
         compile_with(tmp_path, slo)
     text = str(caught.value)
-    assert message in text and "s.yaml:9:" in text, text
+    column = 5 + slo.index(name)  # the SLO's value starts at column 5, after `  - `
+    assert message in text and f"s.yaml:9:{column}:" in text, text
 
 
 def test_a_fault_name_and_a_stage_label_are_one_namespace(tmp_path: Path) -> None:

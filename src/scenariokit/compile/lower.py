@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 from scenariokit.compile import expr
 from scenariokit.compile.datasets import DataBudget, DataRoot, DatasetError, LoadedData, load_dataset
 from scenariokit.compile.diagnostics import Diagnostic, DiagnosticBag, Span, did_you_mean
+from scenariokit.compile.expr.errors import span_at
 from scenariokit.compile.faults import FaultLowerer
 from scenariokit.compile.instances import lower_instances
 from scenariokit.compile.ir import (
@@ -745,12 +746,20 @@ class Lowerer:
         if name is not None and name not in labels and name not in faults:
             known = sorted(labels) + faults
             hint = did_you_mean(name, known) or f"stages and faults: {', '.join(known)}"
-            self.bag.error(self.source.text(path), f"no load stage or fault is called `{name}`", hint)
+            where = self._name_in_slo(path, rf"\b(?:during|after)\s+({re.escape(name)})(?![\w.-])")
+            self.bag.error(where, f"no load stage or fault is called `{name}`", hint)
         if slo.subject is not None and slo.subject not in faults:
             hint = did_you_mean(slo.subject, faults) or (
                 f"faults: {', '.join(faults)}" if faults else "the scenario has no `faults:` section"
             )
-            self.bag.error(self.source.text(path), f"no fault is called `{slo.subject}`", hint)
+            where = self._name_in_slo(path, rf"recovery_time\s*\(\s*({re.escape(slo.subject)})")
+            self.bag.error(where, f"no fault is called `{slo.subject}`", hint)
+
+    def _name_in_slo(self, path: Path_, pattern: str) -> Span:
+        """The span of the name the pattern's group finds in the SLO's text (else the whole SLO)."""
+        text = self.spec.slo[path[1]]
+        found = re.search(pattern, text) if isinstance(path[1], int) else None
+        return span_at(self.source.text(path), text, *found.span(1)) if found else self.source.text(path)
 
     def _flow_steps(self, slo: Slo) -> Slo:
         """`for <flow>` scopes every step of the flow: the SLO names their records (`<flow>.<step>`)."""
