@@ -757,8 +757,9 @@ class Lowerer:
 
     def _name_in_slo(self, path: Path_, pattern: str) -> Span:
         """The span of the name the pattern's group finds in the SLO's text (else the whole SLO)."""
-        text = self.spec.slo[path[1]]
-        found = re.search(pattern, text) if isinstance(path[1], int) else None
+        index = path[1]
+        text = self.spec.slo[index] if isinstance(index, int) else ""
+        found = re.search(pattern, text)
         return span_at(self.source.text(path), text, *found.span(1)) if found else self.source.text(path)
 
     def _flow_steps(self, slo: Slo) -> Slo:
