@@ -4,12 +4,15 @@ from the SLO text to summary.json, summary.md and the report's fault bands."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scenariokit.compile.diagnostics import ScenarioError
 from scenariokit.compile.expr import ExprError, parse_slo
@@ -487,3 +490,40 @@ def test_the_live_exporter_judges_a_fault_window_once_the_fault_has_ended(tmp_pa
         "scenariokit_slo_status", {"slo": "error_rate < 50% during kill"}
     )
     assert status == 0.0  # fail: every request during the kill failed
+
+
+OCCURRENCES = st.lists(
+    st.tuples(st.floats(0.0, 55.0, allow_nan=False), st.floats(0.0, 8.0, allow_nan=False)), max_size=4
+)
+ROW = st.tuples(
+    st.floats(-1.0, 61.0, allow_nan=False),
+    st.sampled_from("ab"),
+    st.floats(0.0, 1.0, allow_nan=False),
+    st.booleans(),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(ROW, max_size=300), OCCURRENCES, st.lists(st.integers(0, 300), max_size=5))
+def test_any_fault_timeline_gives_the_same_facts_on_both_paths(
+    rows: list[tuple[float, str, float, bool]], spans: list[tuple[float, float]], cuts: list[int]
+) -> None:
+    found = [occurrence("kill", start, start + length, i) for i, (start, length) in enumerate(sorted(spans))]
+    records = [
+        RequestRecord(T0 + t, name, "", 200 if ok else 0, ok, None if ok else "refused", latency)
+        for t, name, latency, ok in rows
+    ]
+    data = RunData(records, T0, END, STAGES, occurrences=found)
+    tracker = SloTracker(SLOS, STAGES, 0.95, "locust", origin_unix=T0, faults=data.faults)
+    edges = sorted({0, len(records), *(c % (len(records) + 1) for c in cuts)})
+    for a, b in itertools.pairwise(edges):
+        tracker.add(records[a:b])
+    for slo in SLOS:
+        ours, theirs = tracker.facts(slo, END), facts_of(slo, data, 0.95, SLOS)
+        assert (ours.value, ours.samples, ours.k, ours.length, ours.first_s) == (
+            theirs.value,
+            theirs.samples,
+            theirs.k,
+            theirs.length,
+            theirs.first_s,
+        ), slo.text
