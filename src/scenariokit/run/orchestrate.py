@@ -60,6 +60,7 @@ from scenariokit.run.faults import ChaosRun, FaultTargets, check_faults, fault_p
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
 from scenariokit.run.hardware import probe_hardware
 from scenariokit.run.images import allowed_host, serving_images
+from scenariokit.run.instances import InstanceSampler, InstancesUnavailable, prometheus_for
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
 from scenariokit.run.pipeline import AbortJudge, AbortWhen, RecordPipeline, abort_rules_sink, runner_pipeline
@@ -725,6 +726,12 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     if (refusal := check_faults(scenario, scenario.target.base_url, options.allow_exec)) is not None:
         print(f"error: {refusal}", file=sys.stderr)
         return ExitCode.INVALID_SCENARIO
+    if (instances := scenario.monitoring.instances) is not None and not uses_prometheus(scenario, options):
+        try:  # a query needs a Prometheus: found before the run folder is claimed or anything is sent
+            prometheus_for(instances, None)
+        except InstancesUnavailable as exc:
+            print(f"error: {exc}; nothing was sent", file=sys.stderr)
+            return ExitCode.INVALID_SCENARIO
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
             "error: Prometheus monitoring (--monitor prometheus or `monitoring: {prometheus: true}`) needs "
@@ -877,6 +884,10 @@ def monitored_run(
             meta.live_metrics_url, meta.prometheus_url = live_metrics_url, prometheus_url
         stack.enter_context(view)
         stack.enter_context(Monitor(run_dir, base_url, interval_s, scenario.monitoring.targets))
+        if (instances := scenario.monitoring.instances) is not None:  # autoscaling: ready instances
+            prometheus = prometheus_for(instances, prometheus_url)
+            targets = scenario.monitoring.targets
+            stack.enter_context(InstanceSampler(run_dir, instances, prometheus, targets, interval_s))
         run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state, chaos)
     return state
 
