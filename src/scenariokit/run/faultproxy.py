@@ -80,7 +80,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 NETWORK_FAULT_KINDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # kind: (required keys, optional keys)
@@ -717,7 +717,7 @@ class _ClientSide(asyncio.Protocol):
         self.link: _Link | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
         self.link = self.proxy.accept(transport)
         if self.link is not None:
             self.data_received = self.link.from_client  # type: ignore[method-assign]  # one call less a read
@@ -752,7 +752,7 @@ class _UpstreamSide(asyncio.Protocol):
         self.link = link
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
         if self.link.closed or self.link.draining:
             transport.abort()  # the client left (or was dropped) while this connection was being made
             return
