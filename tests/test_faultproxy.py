@@ -22,6 +22,7 @@ import httpx
 import pytest
 from scipy.stats import binomtest
 
+from scenariokit.run import faultproxy
 from scenariokit.run.faultproxy import MAX_HEAD, FaultProxy, check_fault
 
 ALPHA = 0.001  # a share row fails when its count is this improbable under the share that was set
@@ -417,6 +418,17 @@ def test_connections_past_the_limit_are_reset(upstream: H11Server) -> None:
         for conn in held:
             conn.close()
         assert proxy.counts()["over_limit"] == 1
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    upstream: H11Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(faultproxy, "IDLE_SWEEP_S", 0.05)
+    with FaultProxy([("127.0.0.1", upstream.port)], idle_timeout_s=0.2) as proxy:
+        quiet = raw(proxy.port, b"GET /held HTTP/1.1\r\nHost: x")  # half a head, then nothing
+        with quiet, pytest.raises(ConnectionResetError):
+            quiet.recv(1) or quiet.recv(1)
+        assert proxy.counts()["idle_closed"] == 1
 
 
 @pytest.mark.parametrize(
