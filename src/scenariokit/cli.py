@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +19,9 @@ from scenariokit.compile.expr import ExprError
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, engine_names
 from scenariokit.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from scenariokit.results.compare import Thresholds
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -193,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_exec=args.allow_exec,
         checkpoint_s=checkpoint_flag(args),
         web_port=args.web_port if args.web else None,
+        baseline=Path(args.baseline) if args.baseline else None,
         metrics_listen=args.metrics_listen,
     )
     return run_scenario(Path(args.file), options)
@@ -248,14 +252,11 @@ def _share(text: str) -> float:
     return float(text.rstrip("%")) / 100 if text.endswith("%") else float(text)
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from rich.markdown import Markdown
-
-    from scenariokit.results.compare import Thresholds, compare_runs, markdown
-    from scenariokit.results.runfolder import CorruptRun, NotARun
+def thresholds_flag(args: argparse.Namespace) -> Thresholds | None:
+    from scenariokit.results.compare import Thresholds
 
     try:
-        thresholds = Thresholds(
+        return Thresholds(
             latency=_share(args.latency_threshold),
             error_rate=_share(args.error_threshold),
             throughput=_share(args.throughput_threshold),
@@ -263,26 +264,93 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         err.print(f"error: bad threshold: {exc} (use e.g. 10% or 0.1)")
+        return None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.markdown import Markdown
+
+    from scenariokit.results.baseline import BadBaseline
+    from scenariokit.results.compare import compare_runs, markdown
+    from scenariokit.results.runfolder import CorruptRun, NotARun
+
+    if len(args.runs) < 2:
+        return fail("error: compare needs two or more runs (or baselines)", ExitCode.INVALID_SCENARIO)
+    if (thresholds := thresholds_flag(args)) is None:
         return ExitCode.INVALID_SCENARIO
+    paths = [Path(p) for p in args.runs]
+    html = args.out if args.out and args.out.endswith((".html", ".htm")) else None
     try:
-        comparison = compare_runs(Path(args.base), Path(args.new), thresholds)
+        if len(paths) == 2 and not html and all((p / "run.json").is_file() for p in paths):
+            comparison = compare_runs(paths[0], paths[1], thresholds)  # two runs: as it always was
+            text, body, regressions = markdown(comparison), comparison.as_json(), comparison.regressions
+            measured = next(
+                d.samples for d in comparison.diffs if d.metric == "error_rate" and d.scope == "all"
+            )
+            unmeasured = [str(p) for p, n in zip(paths, measured, strict=True) if n == 0]
+        else:
+            text, body, regressions, unmeasured = compare_matrix(paths, thresholds, html)
     except NotARun as exc:
         return fail(f"error: {exc}", ExitCode.INVALID_SCENARIO)
-    except CorruptRun as exc:
+    except (CorruptRun, BadBaseline) as exc:
         return fail(f"error: {exc}", ExitCode.RUN_ERROR)
-    text = markdown(comparison)
-    if args.out:
+    if args.out and not html:
         Path(args.out).write_text(text)
     if args.json:
-        Path(args.json).write_text(comparison.as_json() + "\n")
+        Path(args.json).write_text(body + "\n")
     out.print(Markdown(text))
-    if comparison.regressions:
+    if regressions:
         return ExitCode.SLO_BREACHED
-    measured = next(d.samples for d in comparison.diffs if d.metric == "error_rate" and d.scope == "all")
-    if 0 in measured:  # a run without a request: no difference can be tested
+    if unmeasured:  # a run without a request: no difference can be tested
         return fail(
             "inconclusive: a run measured no request, so nothing could be compared", ExitCode.INCONCLUSIVE
         )
+    return ExitCode.OK
+
+
+def compare_matrix(
+    paths: list[Path], thresholds: Thresholds, html: str | None
+) -> tuple[str, str, list[object], list[str]]:
+    """Two or more runs or baselines, each against the first, Holm-corrected (results/matrix.py)."""
+    from scenariokit.results.matrix import compare_many, markdown
+    from scenariokit.results.pages import write_compare_page
+
+    matrix = compare_many(paths, thresholds)
+    if html:
+        write_compare_page(matrix, Path(html))
+        out.print(f"page: {html}", markup=False, highlight=False)
+    return markdown(matrix), matrix.as_json(), list(matrix.regressions), matrix.unmeasured
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from scenariokit.results.baseline import UnsafeName, save_baseline
+    from scenariokit.results.runfolder import CorruptRun, NotARun
+
+    try:
+        path, digest = save_baseline(Path(args.run), Path(args.dir))
+    except (NotARun, UnsafeName) as exc:
+        return fail(f"error: {exc}; nothing was written", ExitCode.INVALID_SCENARIO)
+    except CorruptRun as exc:
+        return fail(f"error: {exc}; nothing was written", ExitCode.RUN_ERROR)
+    requests = digest.scopes["all"].requests
+    size = path.stat().st_size
+    out.print(f"saved {path} ({size:,} bytes; {requests:,} requests)", markup=False, highlight=False)
+    return ExitCode.OK
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    from scenariokit.results.baseline import BadBaseline, load_any
+    from scenariokit.results.pages import write_trend_page
+    from scenariokit.results.runfolder import CorruptRun, NotARun
+
+    try:
+        digests = [load_any(Path(p)) for p in args.inputs]
+    except NotARun as exc:
+        return fail(f"error: {exc}", ExitCode.INVALID_SCENARIO)
+    except (CorruptRun, BadBaseline) as exc:
+        return fail(f"error: {exc}", ExitCode.RUN_ERROR)
+    page = write_trend_page(digests, Path(args.out))
+    out.print(f"trend: {page} ({len(digests)} runs)", markup=False, highlight=False)
     return ExitCode.OK
 
 
@@ -421,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the live /metrics endpoint listens (default: loopback, a free port); the compose stack "
         "in monitoring/ scrapes port 9646 of the Docker host: e.g. 0.0.0.0:9646 (docs/monitoring.md)",
     )
+    p.add_argument(
+        "--baseline",
+        nargs="?",
+        const="baselines",
+        metavar="DIR",
+        help="compare the run with DIR/<scenario>/baseline.json (default DIR: baselines); exit 1 on a "
+        "significant regression, else the run's own exit code",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="rebuild a run's summary from its stored records")
@@ -428,16 +504,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_inconclusive_flags(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="compare a run against a baseline run; exit 1 on a regression")
-    p.add_argument("base", metavar="BASE_RUN")
-    p.add_argument("new", metavar="NEW_RUN")
+    p = sub.add_parser(
+        "compare",
+        help="compare runs (or baselines) with the first, a matrix for three or more; exit 1 on a regression",
+    )
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run folders or baselines (baseline.json); the first is the base",
+    )
     p.add_argument("--latency-threshold", default="10%", help="flag a percentile this much slower (10%%)")
     p.add_argument("--error-threshold", default="0.5%", help="flag an error rate this much higher (0.5%%)")
     p.add_argument("--throughput-threshold", default="10%", help="flag throughput this much lower (10%%)")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level of the tests (0.01)")
-    p.add_argument("--out", help="also write the comparison as Markdown to this file")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="also write the comparison to this file: an HTML page with plots (.html), else Markdown",
+    )
     p.add_argument("--json", help="also write the comparison as JSON to this file")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("baseline", help="keep a run's digest as the baseline of its scenario")
+    baseline_sub = p.add_subparsers(dest="baseline_command", required=True)
+    q = baseline_sub.add_parser(
+        "save",
+        help="store RUN's histograms, counts and verdicts in DIR/<scenario>/baseline.json (small, for git)",
+    )
+    q.add_argument("run", metavar="RUN")
+    q.add_argument("--dir", default="baselines", help="the baselines folder (default: baselines)")
+    q.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser(
+        "trend", help="p95, error rate and throughput across runs and baselines, as one HTML page"
+    )
+    p.add_argument("inputs", nargs="+", metavar="RUN_OR_BASELINE")
+    p.add_argument("-o", "--out", default="trend.html", help="the page to write (default: trend.html)")
+    p.set_defaults(func=cmd_trend)
 
     p = sub.add_parser(
         "import", help="write a scenario from a locustfile (read as text, never run); Locust's -u/-r/-t"

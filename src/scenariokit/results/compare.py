@@ -124,23 +124,35 @@ def latency_diffs(
             continue
         db, dn = sample_stats(b), sample_stats(n)
         for p in ("p50", "p95", "p99"):
-            change = _relative(db.percentiles.get(p), dn.percentiles.get(p))
-            p_slower, p_faster = bootstrap_p_values(b, n, float(p[1:]))
-            out.append(
-                MetricDiff(
-                    metric=f"{p}({metric})",
-                    scope=scope,
-                    base=db.percentiles.get(p),
-                    new=dn.percentiles.get(p),
-                    change=change,
-                    p_value=p_slower,
-                    test="bootstrap of the percentile (candidate higher)",
-                    regression=change is not None and change >= th.latency and p_slower < th.alpha,
-                    improvement=change is not None and change <= -th.latency and p_faster < th.alpha,
-                    samples=(len(b), len(n)),
-                )
-            )
+            p_values = bootstrap_p_values(b, n, float(p[1:]))
+            values = (db.percentiles.get(p), dn.percentiles.get(p))
+            out.append(percentile_diff(f"{p}({metric})", scope, values, p_values, (len(b), len(n)), th))
     return out
+
+
+def percentile_diff(
+    metric: str,
+    scope: str,
+    values: tuple[float | None, float | None],
+    p_values: tuple[float, float],
+    samples: tuple[int, int],
+    th: Thresholds,
+    test: str = "bootstrap of the percentile (candidate higher)",
+) -> MetricDiff:
+    change = _relative(*values)
+    p_slower, p_faster = p_values
+    return MetricDiff(
+        metric=metric,
+        scope=scope,
+        base=values[0],
+        new=values[1],
+        change=change,
+        p_value=p_slower,
+        test=test,
+        regression=change is not None and change >= th.latency and p_slower < th.alpha,
+        improvement=change is not None and change <= -th.latency and p_faster < th.alpha,
+        samples=samples,
+    )
 
 
 def bootstrap_p_values(base: Sequence[float], new: Sequence[float], percentile: float) -> tuple[float, float]:
@@ -167,12 +179,20 @@ def error_rate_diff(
     scope: str, base: Sequence[RequestRecord], new: Sequence[RequestRecord], th: Thresholds
 ) -> MetricDiff:
     b_err, n_err = sum(1 for r in base if not r.ok), sum(1 for r in new if not r.ok)
-    b_rate = b_err / len(base) if base else None
-    n_rate = n_err / len(new) if new else None
+    return error_rate_of_counts(scope, (b_err, len(base)), (n_err, len(new)), th)
+
+
+def error_rate_of_counts(
+    scope: str, base: tuple[int, int], new: tuple[int, int], th: Thresholds
+) -> MetricDiff:
+    """Fisher's exact test on (errors, requests) of each run: the records' test, from counts alone."""
+    (b_err, b_n), (n_err, n_n) = base, new
+    b_rate = b_err / b_n if b_n else None
+    n_rate = n_err / n_n if n_n else None
     change = None if b_rate is None or n_rate is None else n_rate - b_rate
     p_value = None
-    if base and new:
-        table = [[n_err, len(new) - n_err], [b_err, len(base) - b_err]]
+    if b_n and n_n:
+        table = [[n_err, n_n - n_err], [b_err, b_n - b_err]]
         p_value = float(fisher_exact(table, alternative="greater").pvalue)
     return MetricDiff(
         metric="error_rate",
@@ -187,7 +207,7 @@ def error_rate_diff(
         and change >= th.error_rate
         and p_value < th.alpha,
         improvement=change is not None and change <= -th.error_rate,
-        samples=(len(base), len(new)),
+        samples=(b_n, n_n),
     )
 
 
@@ -203,9 +223,13 @@ def _ok_per_second(records: Sequence[RequestRecord]) -> list[int]:
 def throughput_diff(
     base: Sequence[RequestRecord], new: Sequence[RequestRecord], th: Thresholds
 ) -> MetricDiff:
-    b, n = _ok_per_second(base), _ok_per_second(new)
-    b_mean = float(np.mean(b)) if b else None
-    n_mean = float(np.mean(n)) if n else None
+    return throughput_of_rates(_ok_per_second(base), _ok_per_second(new), th)
+
+
+def throughput_of_rates(b: Sequence[float], n: Sequence[float], th: Thresholds) -> MetricDiff:
+    """Mann-Whitney U on the ok requests of each second (or each step of a long run's digest)."""
+    b_mean = float(np.mean(b)) if len(b) else None
+    n_mean = float(np.mean(n)) if len(n) else None
     change = _relative(b_mean, n_mean)
     p_value = float(mannwhitneyu(n, b, alternative="less").pvalue) if len(b) > 1 and len(n) > 1 else None
     return MetricDiff(
@@ -223,6 +247,17 @@ def throughput_diff(
         improvement=change is not None and change >= th.throughput,
         samples=(len(b), len(n)),
     )
+
+
+def is_large(diff: MetricDiff, th: Thresholds) -> bool:
+    """The change is large enough to matter (the threshold half of `regression`)."""
+    if diff.change is None:
+        return False
+    if diff.metric == "error_rate":
+        return diff.change >= th.error_rate
+    if diff.metric == "throughput":
+        return diff.change <= -th.throughput
+    return diff.change >= th.latency
 
 
 def value_text(diff: MetricDiff) -> tuple[str, str]:
