@@ -1,7 +1,8 @@
 """The reference guide's workflow on one real short run (issue 19): image_url bodies served by the runner to
-the embedded server over loopback, a URL off loopback refused unfetched, the guide's error-case flow, and
-the guide's columns (mean latency, peak in flight) in every table of summary.md and the report, with the
-network and the target's CPU and memory plotted; Locust's web UI (`run --web`) watched during the run."""
+the embedded server over loopback, a URL off loopback refused unfetched, the guide's error-case flow, the
+guide's columns (mean latency, peak in flight, open connections) in every table of summary.md and the
+report, the network and the target's CPU and memory plotted, and Locust's web UI (`run --web`) watched
+during the run."""
 
 from __future__ import annotations
 
@@ -158,6 +159,17 @@ def test_peak_in_flight_is_counted_from_the_records(run: Path) -> None:
     )
 
 
+def test_open_connections_are_counted_by_the_os_once_a_second(run: Path) -> None:
+    s = summary(run)
+    samples = json.loads((run / "generator.json").read_text())["samples"]
+    counts = [sample["connections"] for sample in samples if "connections" in sample]
+    assert len(counts) >= 5 and max(counts) == s["overall"]["peak_connections"]
+    assert 1 <= s["overall"]["peak_connections"] <= USERS  # a user reuses its keep-alive connection
+    assert all(row["peak_connections"] is None for row in s["by_request"].values())  # shared by requests
+    assert max(st["peak_connections"] or 0 for st in s["by_stage"]) == s["overall"]["peak_connections"]
+    assert all(lv["peak_connections"] is not None for lv in s["analysis"]["levels"])
+
+
 def columns(markdown: str, heading: str) -> list[str]:
     table = markdown.split(f"## {heading}", 1)[1].split("\n\n")[1]
     return [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
@@ -167,7 +179,7 @@ def test_every_table_shows_the_mean_and_the_peak_in_flight(run: Path) -> None:
     md = (run / "summary.md").read_text()
     for heading in ("Requests", "Stages", "Capacity"):
         header = columns(md, heading)
-        assert "mean ms" in header and "peak in flight" in header, heading
+        assert {"mean ms", "peak in flight", "peak connections"} <= set(header), heading
     all_row = next(line for line in md.splitlines() if line.startswith("| all |"))
     cells = [c.strip() for c in all_row.strip("|").split("|")]
     s = summary(run)
@@ -176,7 +188,7 @@ def test_every_table_shows_the_mean_and_the_peak_in_flight(run: Path) -> None:
     html = (run / "report.html").read_text()
     for section in ("requests", "stages", "levels"):
         part = html.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
-        assert "mean ms" in part and "peak in flight" in part, section
+        assert "mean ms" in part and "peak in flight" in part and "peak connections" in part, section
 
 
 def plotted(html: str, section: str) -> list[dict]:
@@ -189,6 +201,8 @@ def plotted(html: str, section: str) -> list[dict]:
 
 def test_the_report_plots_the_network_and_the_targets_cpu_and_memory(run: Path) -> None:
     html = (run / "report.html").read_text()
+    load = {t["name"]: t for t in plotted(html, "load")}
+    assert max(load["open connections"]["y"]) == summary(run)["overall"]["peak_connections"]
     network = {t["name"]: t for t in plotted(html, "network")}
     assert set(network) == {"sent bytes/s", "received bytes/s"}
     assert max(network["sent bytes/s"]["y"]) > 10_000  # the card PNGs crossed loopback to the target

@@ -21,13 +21,12 @@ from scenariokit.compile.ir import TIME_METRICS
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse, level_groups
-from scenariokit.results.autoscaling import AutoscalingOut, autoscaling_of
-from scenariokit.results.autoscaling import markdown_lines as autoscaling_markdown
 from scenariokit.results.coldstart import TargetStartsOut, target_starts
 from scenariokit.results.coldstart import markdown_lines as target_starts_markdown
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.faults import read_fault_events
 from scenariokit.results.health import REASONS, TrustFact, caveat, junit_trust, trust_facts
+from scenariokit.results.inflight import connection_counts, peak_connections
 from scenariokit.results.metrics import (
     RunData,
     SampleStats,
@@ -85,6 +84,12 @@ class RowOut(BaseModel):
         description="the most requests in flight at once (sent, not yet answered), counted from the records "
         "at instants 1 ms apart (further apart for runs over 250 s): never more than the true peak, which "
         "it may miss by a peak shorter than that",
+    )
+    peak_connections: int | None = Field(
+        None,
+        description="the most TCP connections the engine's processes held open (ESTABLISHED) to the target "
+        "at once, counted by the OS once a second; None for a request's row (connections are shared) and "
+        "where the OS does not list them",
     )
 
 
@@ -147,6 +152,7 @@ class LevelOut(BaseModel):
     p99: float | None
     mean: float | None = None
     peak_in_flight: int = 0
+    peak_connections: int | None = None
 
 
 class SaturationFitOut(BaseModel):
@@ -289,9 +295,6 @@ class Summary(BaseModel):
         default_factory=list, description="each fault occurrence the run carried out (faults.jsonl), in order"
     )
     goodput: GoodputOut | None = Field(None, description="requests that met every latency SLO, per second")
-    autoscaling: AutoscalingOut | None = Field(
-        None, description="`monitoring.instances`: ready instances over time and time-to-scale"
-    )
 
     def verdict_lines(self) -> list[str]:
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
@@ -391,6 +394,7 @@ def rebuild_summary(
     notes = _notes(meta, reader, trust, streamed.records)
     exit_code = exit_code_of(meta.exit_reason, verdict, strict, allow_inconclusive)
     overall_row = streamed.overall
+    connections = connection_counts(generator)  # the engine's open connections (run/connections.py)
     analysis = analyse(
         data,
         meta.load_model,
@@ -416,14 +420,22 @@ def rebuild_summary(
         verdict=verdict,
         exit_code=int(exit_code),
         verdicts=[VerdictOut(**asdict(v)) for v in verdicts],
-        overall=RowOut(**_row(overall_row), peak_in_flight=streamed.peaks.overall),
+        overall=RowOut(
+            **_row(overall_row),
+            peak_in_flight=streamed.peaks.overall,
+            peak_connections=peak_connections(connections, started),
+        ),
         time_metrics={name: _dist(stats) for name, stats in streamed.time_metrics.items()},
         by_request={
             name: RowOut(**_row(row), peak_in_flight=streamed.peaks.by_request.get(name))
             for name, row in streamed.by_request.items()
         },
         by_stage=[
-            StageOut(**_row(row), peak_in_flight=peak)
+            StageOut(
+                **_row(row),
+                peak_in_flight=peak,
+                peak_connections=peak_connections(connections, started, row["start_s"], row["end_s"]),
+            )
             for row, peak in zip(
                 streamed.by_stage, streamed.peaks.by_stage or [None] * len(streamed.by_stage), strict=True
             )
@@ -437,18 +449,7 @@ def rebuild_summary(
         trends=[t.out for t in trends.values()],
         faults=fault_rows(found, streamed, verdicts, slos),
         goodput=goodput_of(streamed, plain, data.duration_s),
-        autoscaling=autoscaling_of(
-            run_dir, started, stages, meta.load_model, streamed.seconds.timeline, knee_of(analysis, streamed)
-        ),
     )
-
-
-def knee_of(analysis: Analysis, streamed: StreamedRun) -> tuple[float | None, float | None, list[int]]:
-    """What time-to-scale measures one instance's capacity from: the knee's ok/s, level and seconds."""
-    knee = analysis.knee
-    if not knee.found or knee.level is None:
-        return None, None, []
-    return knee.throughput, knee.level, streamed.seconds.groups.get(knee.level, [])
 
 
 def fault_rows(
@@ -573,8 +574,8 @@ def markdown(s: Summary) -> str:
         "## Requests",
         "",
         "| request | sent | errors | error rate | ok/s | mean ms | p50 ms | p95 ms | p99 ms | max ms "
-        "| peak in flight |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak in flight | peak connections |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in {**s.by_request, "all": s.overall}.items():
         p = row.latency.percentiles
@@ -583,14 +584,15 @@ def markdown(s: Summary) -> str:
         lines.append(
             f"| {name} | {row.requests:,} | {row.errors:,} | {rate} | {ok_rate} | {_ms(row.latency.mean)} "
             f"| {_ms(p.get('p50'))} | {_ms(p.get('p95'))} | {_ms(p.get('p99'))} | {_ms(row.latency.max)} "
-            f"| {_count(row.peak_in_flight)} |"
+            f"| {_count(row.peak_in_flight)} | {_count(row.peak_connections)} |"
         )
     lines += [
         "",
         "## Stages",
         "",
-        "| stage | window s | level | sent | ok/s | error rate | mean ms | p95 ms | peak in flight |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage | window s | level | sent | ok/s | error rate | mean ms | p95 ms | peak in flight "
+        "| peak connections |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for st in s.by_stage:
         rate = "—" if st.error_rate is None else f"{st.error_rate:.2%}"
@@ -598,12 +600,15 @@ def markdown(s: Summary) -> str:
         lines.append(
             f"| {st.label} | {st.start_s:g}–{st.end_s:g} | {st.level[0]:g}→{st.level[1]:g} | "
             f"{st.requests:,} | {ok_rate} | {rate} | {_ms(st.latency.mean)} | "
-            f"{_ms(st.latency.percentiles.get('p95'))} | {_count(st.peak_in_flight)} |"
+            f"{_ms(st.latency.percentiles.get('p95'))} | {_count(st.peak_in_flight)} | "
+            f"{_count(st.peak_connections)} |"
         )
     lines += [
         "",
         "Mean and percentiles are of every request's latency; peak in flight is the most requests sent and "
-        "not yet answered at once, counted from the records (docs/results-format.md).",
+        "not yet answered at once, counted from the records; peak connections the most TCP connections "
+        "the engine held open to the target, counted by the OS once a second, for all requests together "
+        "(docs/results-format.md).",
     ]
     errors: dict[str, int] = s.overall.errors_by_kind
     if errors:
@@ -632,7 +637,7 @@ def markdown(s: Summary) -> str:
     if s.dropped_iterations:
         lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
     lines += goodput_markdown(s.goodput) + faults_markdown(s.faults)
-    lines += capacity_markdown(s.analysis) + autoscaling_markdown(s.autoscaling)
+    lines += capacity_markdown(s.analysis)
     lines += target_starts_markdown(s.target_starts) if s.target_starts is not None else []
     return "\n".join(lines) + "\n"
 
@@ -729,14 +734,15 @@ def capacity_markdown(a: AnalysisOut) -> list[str]:
     lines = ["", "## Capacity", ""]
     if a.levels:
         lines += [
-            f"| {a.unit} | seconds | ok/s | in flight | peak in flight | error rate | mean ms | p50 ms "
-            "| p95 ms | p99 ms |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {a.unit} | seconds | ok/s | in flight | peak in flight | peak connections | error rate "
+            "| mean ms | p50 ms | p95 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for lv in a.levels:
             lines.append(
                 f"| {lv.level:g} | {lv.seconds} | {lv.throughput:.2f} | {lv.achieved_concurrency:.1f} | "
-                f"{lv.peak_in_flight:,} | {lv.error_rate:.1%} | {_ms(lv.mean)} | {_ms(lv.p50)} | "
+                f"{lv.peak_in_flight:,} | {_count(lv.peak_connections)} | {lv.error_rate:.1%} | "
+                f"{_ms(lv.mean)} | {_ms(lv.p50)} | "
                 f"{_ms(lv.p95)} | {_ms(lv.p99)} |"
             )
         lines += ["", "In flight: the mean (Little's law); the latencies are of the ok requests."]

@@ -21,6 +21,7 @@ import psutil
 
 from scenariokit.processes import group_members
 from scenariokit.results.health import SATURATED_CPU, SATURATED_FOR_S, generator_facts
+from scenariokit.run.connections import open_connections
 
 MAX_PROCESSES_KEPT = 16  # per sample, the busiest; the count of processes is kept whole
 
@@ -94,6 +95,8 @@ class GeneratorHealth:
     # the embedded target's server pid now (the supervisor's: a restart changes it); None for an external one
     target_pid_now: Callable[[], int | None] | None = field(default=None, repr=False, compare=False)
     target_pids: list[int] = field(default_factory=list)  # each pid the target had, in order
+    # the target's address and port as /proc/net/tcp writes them (run/connections.py); empty: not counted
+    target_endpoints: frozenset[str] = frozenset()
 
     def add(
         self,
@@ -102,6 +105,7 @@ class GeneratorHealth:
         count: int,
         runner_cores: float | None = None,
         target_cores: float | None = None,
+        connections: int | None = None,
     ) -> None:
         cores = sum(shares.values())
         busiest = sorted(shares.items(), key=lambda item: -item[1])[:MAX_PROCESSES_KEPT]
@@ -115,6 +119,8 @@ class GeneratorHealth:
         }
         if target_cores is not None:  # absent, not null, for a target the runner did not start
             sample["target_cores"] = round(target_cores, 4)
+        if connections is not None:  # absent where the OS does not list them (not Linux)
+            sample["connections"] = connections
         self.samples.append(sample)
 
     def as_dict(self) -> dict[str, Any]:
@@ -165,7 +171,9 @@ class GeneratorSampler:
         if now_monotonic - self._last >= self.every_s:
             shares = self.cpu.read()
             runner = self._runner.cpu_percent(None) / 100.0
-            self.health.add(now_unix, shares, self.cpu.count, runner, self._target_cores())
+            # the engine's processes just read: their sockets open to the target now
+            connections = open_connections(self.cpu.tracked, self.health.target_endpoints)
+            self.health.add(now_unix, shares, self.cpu.count, runner, self._target_cores(), connections)
             self._last = now_monotonic
 
     def _target_cores(self) -> float | None:
