@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from scenariokit.engines.records import RequestRecord
 from scenariokit.ports import free_port
 from scenariokit.run import stack
 from scenariokit.run.exporter import COMPOSE_PORT, LiveExporter, parse_listen
-from scenariokit.run.prometheus import config, write_config
+from scenariokit.run.prometheus import PrometheusServer, config, write_config
+from tests.support.exporters import GpuReading, TextExporter, dcgm_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "monitoring"
@@ -490,3 +492,33 @@ def test_metrics_listen_on_a_busy_port_is_refused_before_any_load(tmp_path: Path
 def test_metrics_listen_that_is_not_an_address_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("run", str(tmp_path / "missing.yaml"), "--metrics-listen", "localhost:9646")
     assert result.returncode == 2 and "is not an IP address" in result.stderr
+
+
+# --- the same files in a real Prometheus (Debian's), as --monitor prometheus starts it --------------
+
+
+@pytest.mark.slow
+def test_the_runners_prometheus_scrapes_monitoring_targets_into_the_dashboards_rules(tmp_path: Path) -> None:
+    """The run's copy of the config, the targets files written from `monitoring.targets`, a DCGM endpoint
+    (tests/support/exporters.py) scraped, and the GPU panels' rules evaluated on what it served."""
+    if shutil.which("prometheus") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Debian's prometheus: .ci/run installs it with apt-get")
+        pytest.skip("Debian's prometheus is not installed (apt-get install prometheus)")
+    gpus = [GpuReading(util_percent=85, used_mib=60000, free_mib=20000), GpuReading(40, 40000, 40000)]
+    with TextExporter(lambda: dcgm_text(gpus)) as dcgm, TextExporter(lambda: "up_fixture 1\n") as target:
+        targets = (MonitorTarget(name="gpu-1", url=dcgm.url, role="dcgm"),)
+        with PrometheusServer(tmp_path, target.url, target.url, 1.0, targets) as server:
+            memory, util = rule_for("GPU framebuffer memory used"), rule_for("GPU utilisation")
+            deadline, got = time.monotonic() + 30, {}
+            while time.monotonic() < deadline and len(got) < 2:
+                for rule in (memory, util):
+                    body = httpx.get(f"{server.url}/api/v1/query", params={"query": rule}, timeout=5).json()
+                    if body["data"]["result"]:
+                        got[rule] = {r["metric"]["gpu"]: float(r["value"][1]) for r in body["data"]["result"]}
+                time.sleep(0.5)
+            up = httpx.get(f"{server.url}/api/v1/query", params={"query": "up"}, timeout=5).json()
+    assert got.get(memory) == {"0": 0.75, "1": 0.5}, got
+    assert got.get(util) == {"0": 85.0, "1": 40.0}, got
+    jobs = {(r["metric"]["job"], r["metric"].get("name")) for r in up["data"]["result"]}
+    assert jobs == {("dcgm", "gpu-1"), ("target", "target"), ("scenariokit", "runner")}

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scenariokit.ports import free_port
+
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 DASHBOARD = Path(__file__).parent.parent / "monitoring" / "grafana" / "dashboards" / "scenariokit.json"
@@ -62,6 +64,8 @@ def test_prometheus_scrapes_target_and_scenariokit_during_the_run(tmp_path: Path
     run_dir = tmp_path / "run"
     code = "from scenariokit.cli import main; raise SystemExit(main())"
     argv = [sys.executable, "-c", code, "run", str(scenario), "--engine", "k6", "--out", str(run_dir)]
+    port = free_port()  # --metrics-listen: the live endpoint where it is told, as compose scrapes it
+    argv += ["--metrics-listen", f"127.0.0.1:{port}"]
     process = subprocess.Popen([*argv, "--quiet", "--monitor", "prometheus"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)  # fmt: skip
     try:
@@ -69,7 +73,9 @@ def test_prometheus_scrapes_target_and_scenariokit_during_the_run(tmp_path: Path
         deadline = time.monotonic() + 60
         while not info_path.is_file() and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
-        url = json.loads(info_path.read_text())["url"]
+        info = json.loads(info_path.read_text())
+        url = info["url"]
+        assert info["scenariokit"] == f"http://127.0.0.1:{port}/metrics"
         seen: dict[str, list[object]] = {}
         names: set[str] = set()
         recorded: list[object] = []
