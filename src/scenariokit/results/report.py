@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 
 from scenariokit.compile.ir import Stage, StageTable
 from scenariokit.engines.records import RequestRecord
+from scenariokit.results.autoscaling import AutoscalingOut, offered_per_second, ready_per_second
 from scenariokit.results.health import generator_samples
 from scenariokit.results.inflight import connection_counts
 from scenariokit.results.metrics import RunData
@@ -54,6 +55,7 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
     good = goodput_seconds(folder, summary, meta.slos, data)
     figures = {
         "load": load_figure(data, unit, seconds.timeline, good, connection_counts(summary.generator)),
+        "instances": instances_figure(data, summary.autoscaling, seconds.timeline),
         "latency": latency_figure(data, summary, seconds.timeline),
         "histogram": histogram_figure(folder),
         "errors": errors_figure(data, seconds),
@@ -228,6 +230,59 @@ def load_figure(
     fig.update_yaxes(title_text="responses/s", secondary_y=True, showgrid=False)
     _stage_bands(fig, data.stages)
     return fig
+
+
+def instances_figure(
+    data: RunData, autoscaling: AutoscalingOut | None, rows: list[dict[str, Any]]
+) -> go.Figure | None:
+    """Ready instances under the load plot (`monitoring.instances`), with the capacity they give, the
+    offered rate and ok/s, and each time-to-scale episode shaded."""
+    if autoscaling is None:
+        return None
+    seconds = [row["second"] for row in rows]
+    points = autoscaling.instances
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    ready_line = {"shape": "hv", "width": 3, "color": COLORS["ok"]}
+    steps_x = [p.t_s for p in points] + ([data.duration_s] if points else [])  # the last count held
+    steps_y = [p.ready for p in points] + ([points[-1].ready] if points else [])
+    fig.add_scatter(x=steps_x, y=steps_y, name="ready instances", line=ready_line)
+    model = "open" if autoscaling.offered_source == "intended" else "closed"
+    offered = offered_per_second(data.stages, model, rows)
+    hv = {"shape": "hv"}
+    fig.add_scatter(x=seconds, y=offered, name="offered req/s", line=hv | {"dash": "dot"}, secondary_y=True)
+    fig.add_scatter(x=seconds, y=[row["ok"] for row in rows], name="ok/s", line=hv, secondary_y=True)
+    if (per_instance := autoscaling.capacity_per_instance) is not None:
+        ready = ready_per_second([{"t": p.t_s, "ready": p.ready} for p in points], 0.0, len(rows))
+        capacity = [None if r is None else r * per_instance for r in ready]
+        name = "capacity present (ok/s)"
+        fig.add_scatter(x=seconds, y=capacity, name=name, line=hv | {"dash": "dash"}, secondary_y=True)
+    for e in autoscaling.episodes:
+        _episode_band(fig, e.start_s, e.caught_up_s, e.time_to_scale_s, data.duration_s)
+    per = autoscaling.capacity_per_instance
+    capacity = f"{per:.2f} ok/s per instance ({autoscaling.capacity_source})" if per else "capacity unknown"
+    _layout(fig, f"Ready instances under the load; {capacity}", "instances")
+    fig.update_yaxes(
+        title_text="req/s", secondary_y=True, showgrid=False, rangemode="tozero", tickmode="auto"
+    )
+    fig.update_yaxes(rangemode="tozero", dtick=1, secondary_y=False)
+    return fig
+
+
+def _episode_band(
+    fig: go.Figure, start: float, caught: float | None, tts: float | None, end_s: float
+) -> None:
+    label = f"time to scale {tts:g} s" if tts is not None else "not caught up"
+    end = caught if caught is not None else end_s
+    fig.add_vrect(
+        x0=start,
+        x1=max(end, start + 0.2),
+        fillcolor=COLORS["p95"],
+        opacity=0.2,
+        line_width=0,
+        annotation_text=label,
+        annotation_position="top left",
+        annotation_font_size=10,
+    )
 
 
 def latency_figure(data: RunData, summary: Summary, rows: list[dict[str, Any]]) -> go.Figure:

@@ -21,6 +21,8 @@ from scenariokit.compile.ir import TIME_METRICS
 from scenariokit.engines.records import RequestRecord
 from scenariokit.exitcodes import ExitCode
 from scenariokit.results.analysis import Analysis, analyse, level_groups
+from scenariokit.results.autoscaling import AutoscalingOut, autoscaling_of
+from scenariokit.results.autoscaling import markdown_lines as autoscaling_markdown
 from scenariokit.results.coldstart import TargetStartsOut, target_starts
 from scenariokit.results.coldstart import markdown_lines as target_starts_markdown
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
@@ -295,6 +297,9 @@ class Summary(BaseModel):
         default_factory=list, description="each fault occurrence the run carried out (faults.jsonl), in order"
     )
     goodput: GoodputOut | None = Field(None, description="requests that met every latency SLO, per second")
+    autoscaling: AutoscalingOut | None = Field(
+        None, description="`monitoring.instances`: ready instances over time and time-to-scale"
+    )
 
     def verdict_lines(self) -> list[str]:
         return [f"{v.status.upper():12} {v.slo}: {v.explanation}" for v in self.verdicts] + self.notes
@@ -449,7 +454,18 @@ def rebuild_summary(
         trends=[t.out for t in trends.values()],
         faults=fault_rows(found, streamed, verdicts, slos),
         goodput=goodput_of(streamed, plain, data.duration_s),
+        autoscaling=autoscaling_of(
+            run_dir, started, stages, meta.load_model, streamed.seconds.timeline, knee_of(analysis, streamed)
+        ),
     )
+
+
+def knee_of(analysis: Analysis, streamed: StreamedRun) -> tuple[float | None, float | None, list[int]]:
+    """What time-to-scale measures one instance's capacity from: the knee's ok/s, level and seconds."""
+    knee = analysis.knee
+    if not knee.found or knee.level is None:
+        return None, None, []
+    return knee.throughput, knee.level, streamed.seconds.groups.get(knee.level, [])
 
 
 def fault_rows(
@@ -637,7 +653,7 @@ def markdown(s: Summary) -> str:
     if s.dropped_iterations:
         lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
     lines += goodput_markdown(s.goodput) + faults_markdown(s.faults)
-    lines += capacity_markdown(s.analysis)
+    lines += capacity_markdown(s.analysis) + autoscaling_markdown(s.autoscaling)
     lines += target_starts_markdown(s.target_starts) if s.target_starts is not None else []
     return "\n".join(lines) + "\n"
 

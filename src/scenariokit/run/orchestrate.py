@@ -48,9 +48,11 @@ from scenariokit.engines import compile_scenario, get_engine
 from scenariokit.engines.base import Engine, LaunchPlan
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
+from scenariokit.results.baseline import BadBaseline, UnsafeName, stored_baseline
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.hardware import with_target
-from scenariokit.results.runfolder import RUN_FORMAT, HostInfo, RunMeta, write_run_meta
+from scenariokit.results.matrix import gate
+from scenariokit.results.runfolder import RUN_FORMAT, CorruptRun, HostInfo, NotARun, RunMeta, write_run_meta
 from scenariokit.results.store import RecordStore
 from scenariokit.run.checkpoint import DEFAULT_EVERY_S as DEFAULT_CHECKPOINT_S
 from scenariokit.run.checkpoint import Checkpoint
@@ -61,6 +63,7 @@ from scenariokit.run.faults import ChaosRun, FaultTargets, check_faults, fault_p
 from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
 from scenariokit.run.hardware import probe_hardware
 from scenariokit.run.images import allowed_host, serving_images
+from scenariokit.run.instances import InstanceSampler, InstancesUnavailable, prometheus_for
 from scenariokit.run.live import LiveView
 from scenariokit.run.monitor import Monitor
 from scenariokit.run.pipeline import AbortJudge, AbortWhen, RecordPipeline, abort_rules_sink, runner_pipeline
@@ -102,6 +105,7 @@ class RunOptions:
     allow_exec: bool = False  # the scenario may run programs (target.start_command): decisions.md
     checkpoint_s: float = DEFAULT_CHECKPOINT_S  # summary.json rewritten this often during the run; 0: never
     web_port: int | None = None  # `--web`: the engine's own web UI on 127.0.0.1 at this port
+    baseline: Path | None = None  # `--baseline [DIR]`: the baselines folder to gate the run against
     # `--metrics-listen`: where the live exporter serves /metrics (port 0: a free one), run/exporter.py
     metrics_listen: tuple[str, int] = DEFAULT_LISTEN
 
@@ -727,12 +731,25 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     if (refusal := check_faults(scenario, scenario.target.base_url, options.allow_exec)) is not None:
         print(f"error: {refusal}", file=sys.stderr)
         return ExitCode.INVALID_SCENARIO
+    if (instances := scenario.monitoring.instances) is not None and not uses_prometheus(scenario, options):
+        try:  # a query needs a Prometheus: found before the run folder is claimed or anything is sent
+            prometheus_for(instances, None)
+        except InstancesUnavailable as exc:
+            print(f"error: {exc}; nothing was sent", file=sys.stderr)
+            return ExitCode.INVALID_SCENARIO
     if uses_prometheus(scenario, options) and shutil.which("prometheus") is None:
         print(
             "error: Prometheus monitoring (--monitor prometheus or `monitoring: {prometheus: true}`) needs "
             "the `prometheus` server on PATH (apt-get install prometheus)"
         )
         return ExitCode.RUN_ERROR
+    baseline = None
+    if options.baseline is not None:
+        try:  # before anything is sent: a missing or unsafe baseline is the command line's fault
+            baseline = stored_baseline(options.baseline, scenario.name)
+        except (UnsafeName, NotARun) as exc:
+            print(f"error: --baseline: {exc}; nothing was sent", file=sys.stderr)
+            return ExitCode.INVALID_SCENARIO
     engine = get_engine(scenario.engine)
     if options.web_port is not None and (busy := port_in_use(options.web_port)) is not None:
         print(f"error: --web-port {options.web_port}: {busy}; nothing was sent", file=sys.stderr)
@@ -772,7 +789,8 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
             state.interrupted()
         except OSError as exc:  # a watcher's write on a full disk: the summary says so
             disk_full(state, exc)
-        return finish(run_dir, meta, state, options, view)
+        code = finish(run_dir, meta, state, options, view)
+        return code if baseline is None else gate_on_baseline(run_dir, baseline, code)
     finally:
         with suppress(OSError):  # freed by finish; this covers a crash on the way there
             (run_dir / RESERVE_NAME).unlink()
@@ -809,6 +827,19 @@ def measure(
                 )
     except ServerStartError as exc:  # the supervisor's TargetStartError: it exited, or never became ready
         state.exit_reason, state.detail = "target_down", f"the target did not start: {exc}"
+
+
+def gate_on_baseline(run_dir: Path, baseline: Path, code: int) -> int:
+    """`run --baseline`: exit 1 on a significant regression against the stored baseline, else the run's
+    code; the comparison is printed and kept as baseline-compare.md in the run folder."""
+    try:
+        gated, text = gate(run_dir, baseline, code)
+    except (BadBaseline, CorruptRun, NotARun) as exc:
+        print(f"error: --baseline: {exc}", file=sys.stderr)
+        return ExitCode.RUN_ERROR
+    (run_dir / "baseline-compare.md").write_text(text)
+    print(text + f"baseline: {baseline} -> exit {gated}")
+    return gated
 
 
 def chaos_run(
@@ -879,6 +910,12 @@ def monitored_run(
             meta.live_metrics_url, meta.prometheus_url = live_metrics_url, prometheus_url
         stack.enter_context(view)
         stack.enter_context(Monitor(run_dir, base_url, interval_s, scenario.monitoring.targets))
+        if (instances := scenario.monitoring.instances) is not None:  # autoscaling: ready instances
+            prometheus = prometheus_for(instances, prometheus_url)
+            targets = scenario.monitoring.targets
+            own = prometheus is not None and prometheus == prometheus_url  # its first scrapes are awaited
+            sampler = InstanceSampler(run_dir, instances, prometheus, targets, interval_s, own)
+            stack.enter_context(sampler)
         run_engine(scenario, engine, script, base_url, run_dir, handle, options, view, exporter, state, chaos)
     return state
 
