@@ -29,6 +29,7 @@ from scenariokit.compile.ir import Instances, MonitorTarget
 from scenariokit.run.monitor import ROLE_PREFIXES, scrape
 
 QUERY_TIMEOUT_S = 2.0
+FIRST_SCRAPES_S = 5.0  # the run's own Prometheus: the longest wait for its first scrape of every target
 MAX_ERROR_CHARS = 300  # Prometheus's error text, kept short in every sample
 
 
@@ -80,6 +81,21 @@ def _count_of(data: Any) -> tuple[int | None, str | None]:
     return round(number), None
 
 
+def first_scrapes(client: httpx.Client, prometheus: str, timeout_s: float) -> bool:
+    """Waits until Prometheus has scraped each of its targets once (none is `unknown`): a Prometheus just
+    started has no `up` series yet, and its count would read 0 instances for the run's first second."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            active = client.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+            if active and all(t.get("health") != "unknown" for t in active):
+                return True
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
 class InstanceSampler:
     """A daemon thread sampling the ready instances every `interval_s` until stopped (a context manager
     around the engine run, inside the Prometheus it may query)."""
@@ -91,6 +107,7 @@ class InstanceSampler:
         prometheus: str | None,
         targets: tuple[MonitorTarget, ...],
         interval_s: float,
+        own_prometheus: bool = False,
     ) -> None:
         self.dir = run_dir / "monitor"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +115,7 @@ class InstanceSampler:
         self.prometheus = prometheus
         self.targets = tuple(t for t in targets if t.role == spec.role) if spec.source == "targets" else ()
         self.interval_s = interval_s
+        self.own_prometheus = own_prometheus
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="scenariokit-instances", daemon=True)
         # certificate checks only where there is TLS, as the monitor does (docs/performance.md)
@@ -110,6 +128,8 @@ class InstanceSampler:
         (self.dir / "instances.json").write_text(json.dumps(described, indent=1) + "\n")
 
     def __enter__(self) -> InstanceSampler:
+        if self.own_prometheus and self.prometheus is not None:
+            first_scrapes(self._client, self.prometheus, FIRST_SCRAPES_S)
         self.sample(time.time())  # the count before the first tick: the load starts against it
         self._thread.start()
         return self
