@@ -24,6 +24,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from scenariokit.cli import main
 from scenariokit.compile.ir import MonitorTarget
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines.records import RequestRecord
@@ -465,12 +466,10 @@ def test_the_exporter_serves_where_it_is_told(tmp_path: Path) -> None:
         exporter.stop()
 
 
-def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    code = "from scenariokit.cli import main; raise SystemExit(main())"
-    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
-
-
-def test_metrics_listen_on_a_busy_port_is_refused_before_any_load(tmp_path: Path) -> None:
+@pytest.mark.engine  # reaches `scenariokit run` (refused before any engine starts)
+def test_metrics_listen_on_a_busy_port_is_refused_before_any_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     scenario_file = tmp_path / "s.yaml"
     scenario_file.write_text(
         "version: 1\nname: s\ntarget: {kind: http, base_url: 'http://127.0.0.1:1'}\n"
@@ -481,17 +480,19 @@ def test_metrics_listen_on_a_busy_port_is_refused_before_any_load(tmp_path: Path
         holder.listen()
         port = holder.getsockname()[1]
         out = tmp_path / "run"
-        result = run_cli(
-            "run", str(scenario_file), "--out", str(out), "--metrics-listen", f"127.0.0.1:{port}"
-        )
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert f"--metrics-listen: 127.0.0.1:{port} cannot be used" in result.stderr
+        code = main(["run", str(scenario_file), "--out", str(out), "--metrics-listen", f"127.0.0.1:{port}"])
+    assert code == 2
+    assert f"--metrics-listen: 127.0.0.1:{port} cannot be used" in capsys.readouterr().err
     assert not out.exists()  # refused before the run folder was claimed
 
 
-def test_metrics_listen_that_is_not_an_address_is_a_usage_error(tmp_path: Path) -> None:
-    result = run_cli("run", str(tmp_path / "missing.yaml"), "--metrics-listen", "localhost:9646")
-    assert result.returncode == 2 and "is not an IP address" in result.stderr
+@pytest.mark.engine  # reaches `scenariokit run`'s argument parser
+def test_metrics_listen_that_is_not_an_address_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(tmp_path / "missing.yaml"), "--metrics-listen", "localhost:9646"])
+    assert exit_.value.code == 2 and "is not an IP address" in capsys.readouterr().err
 
 
 # --- the same files in a real Prometheus (Debian's), as --monitor prometheus starts it --------------
