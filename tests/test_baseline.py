@@ -7,11 +7,13 @@ run folder, a hostile baseline file, a huge run)."""
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import math
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from html import unescape
 from pathlib import Path
 
@@ -26,11 +28,12 @@ from scenariokit.results.baseline import (
     digest_run,
     read_digest,
 )
-from scenariokit.results.compare import Comparison, MetricDiff, Thresholds, compare_runs
+from scenariokit.results.compare import Comparison, MetricDiff, Thresholds, compare_runs, latency_diffs
 from scenariokit.results.hardware import target_from_scrapes, with_target
 from scenariokit.results.matrix import compare_digests, holm
 from scenariokit.results.store import RecordStore
 from scenariokit.run.hardware import probe_hardware
+from tests.conftest import _flock
 from tests.support.loopback import LoopbackServer
 from tests.test_report import chromium, open_in_chromium
 from tests.test_summary import make_run
@@ -55,12 +58,26 @@ BASE_DELAY_S = 0.050
 SLOW_DELAY_S = 0.060  # +20%: the server's sleep, where the loopback round trip adds ~1-20 ms on this host
 
 
+@contextmanager
+def alone(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """conftest's solo lock for a module-scoped fixture (set up before the function-scoped autouse lock):
+    the three timed runs go while the other xdist worker waits between its tests."""
+    if not hasattr(config, "workerinput"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent
+    with ExitStack() as held:
+        with _flock(shared / "solo.turnstile", fcntl.LOCK_EX):
+            held.enter_context(_flock(shared / "solo.lock", fcntl.LOCK_EX))
+        yield
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """base (50 ms), saved as the baseline; then `run --baseline` at 50 ms (same) and at 60 ms (slow)."""
     root = tmp_path_factory.mktemp("baseline")
     codes = {}
-    with LoopbackServer(delay_s=BASE_DELAY_S) as server:
+    with alone(request.config, tmp_path_factory), LoopbackServer(delay_s=BASE_DELAY_S) as server:
         scenario = root / "gate-demo.yaml"
         scenario.write_text(SCENARIO.format(url=server.url))
         codes["base"] = main(["run", str(scenario), "--out", str(root / "base"), "--quiet"])
@@ -73,6 +90,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 @pytest.mark.engine
+@pytest.mark.solo
 def test_a_planted_20_percent_slowdown_fails_the_baseline_gate_and_a_clean_run_passes(runs: dict) -> None:
     root, codes = runs["root"], runs["codes"]
     assert codes["base"] == 0 and codes["save"] == 0
@@ -85,6 +103,7 @@ def test_a_planted_20_percent_slowdown_fails_the_baseline_gate_and_a_clean_run_p
 
 
 @pytest.mark.engine
+@pytest.mark.solo
 def test_the_histogram_test_agrees_with_the_record_test_on_the_same_runs(runs: dict) -> None:
     """A stored baseline has no records: its percentile test resamples the HDR histogram. On the same
     pairs of runs, every verdict must match the records' bootstrap, and every p-value be close."""
@@ -216,7 +235,7 @@ def test_no_scrape_of_a_dcgm_or_node_endpoint_leaves_the_target_unknown(tmp_path
 
 
 def diff(metric: str, p: float, change: float) -> MetricDiff:
-    return MetricDiff(metric, "all", 1.0, 1.0 + change, change, p, "t", p < 0.01, False, (10, 10))
+    return MetricDiff(metric, "all", 1.0, 1.0 + change, change, p, "t", p < 0.01, False, (1000, 1000))
 
 
 def test_holm_adjusts_each_metric_over_the_comparisons_with_the_first_run() -> None:
@@ -345,3 +364,18 @@ def test_a_digest_round_trips_through_its_file(tmp_path: Path) -> None:
     assert isinstance(stored, Digest) and stored.model_dump() == fresh.model_dump()
     assert stored.scopes["all"].latency is not None
     assert stored.scopes["all"].latency.percentile(95) == pytest.approx(0.4)
+
+
+def rec(latency: float, name: str = "a") -> RequestRecord:
+    return RequestRecord(0.0, name, "", 200, True, None, latency)
+
+
+def test_a_percentile_with_too_few_samples_beyond_it_is_never_flagged() -> None:
+    """Found on a real smoke run gated on a baseline with one ok `read-card` request: every resample of a
+    one-sample base is that sample, so the bootstrap read p = 0.001 against any slower run."""
+    base, slower = [rec(5.3)], [rec(7.1 + i / 100) for i in range(12)]
+    diffs = {d.metric: d for d in latency_diffs("read-card", base, slower, Thresholds())}
+    assert diffs["p50(latency)"].p_value < 0.01 and not diffs["p50(latency)"].regression
+    assert "fewer than 5 samples beyond" in diffs["p50(latency)"].test
+    enough = latency_diffs("all", [rec(0.1 + i / 1e4) for i in range(100)], [rec(0.2)] * 100, Thresholds())
+    assert [d.metric for d in enough if d.regression] == ["p50(latency)", "p95(latency)"]  # p99 needs 500

@@ -6,7 +6,9 @@ everywhere and must not fail CI; a planted 20% slowdown must. The tests:
 
 - latency (p50/p95/p99, per request name and overall; ttft when streamed): a bootstrap test of each
   percentile (resampling both runs, seeded: the share of resamples in which the candidate's percentile is
-  not higher), so a tail percentile from few samples is not flagged on noise;
+  not higher), so a tail percentile from few samples is not flagged on noise; and a percentile is never
+  flagged when a run has fewer than MIN_BEYOND samples above it (p99 needs 500), where the bootstrap itself
+  is overconfident (a base of one sample gave p = 0.001 against any slower run);
 - error rate: Fisher's exact test on the 2x2 table of errors and successes, one-sided "candidate worse";
 - throughput: Mann-Whitney U on successful responses per second, one-sided "candidate lower".
 
@@ -31,6 +33,7 @@ from scenariokit.results.runfolder import RunFolder
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_MAX_SAMPLES = 20_000  # a larger run is subsampled (seeded) before resampling
+MIN_BEYOND = 5  # samples above a percentile each run needs for it to be flagged (p50: 10, p95: 100, p99: 500)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ def percentile_diff(
 ) -> MetricDiff:
     change = _relative(*values)
     p_slower, p_faster = p_values
+    enough = enough_beyond(metric, samples)
+    if not enough:
+        test += f"; not flagged: fewer than {MIN_BEYOND} samples beyond the percentile in a run"
     return MetricDiff(
         metric=metric,
         scope=scope,
@@ -149,10 +155,18 @@ def percentile_diff(
         change=change,
         p_value=p_slower,
         test=test,
-        regression=change is not None and change >= th.latency and p_slower < th.alpha,
-        improvement=change is not None and change <= -th.latency and p_faster < th.alpha,
+        regression=enough and change is not None and change >= th.latency and p_slower < th.alpha,
+        improvement=enough and change is not None and change <= -th.latency and p_faster < th.alpha,
         samples=samples,
     )
+
+
+def enough_beyond(metric: str, samples: tuple[int, int]) -> bool:
+    """Each run has at least MIN_BEYOND samples above a percentile (`p95(...)`: n x 5%): below that the
+    bootstrap of the percentile is overconfident (a base of one sample resamples to that sample every time,
+    and any slower run then reads p = 0.001)."""
+    q = float(metric[1 : metric.index("(")]) / 100
+    return min(samples) * (1 - q) >= MIN_BEYOND
 
 
 def bootstrap_p_values(base: Sequence[float], new: Sequence[float], percentile: float) -> tuple[float, float]:
@@ -257,7 +271,7 @@ def is_large(diff: MetricDiff, th: Thresholds) -> bool:
         return diff.change >= th.error_rate
     if diff.metric == "throughput":
         return diff.change <= -th.throughput
-    return diff.change >= th.latency
+    return diff.change >= th.latency and enough_beyond(diff.metric, diff.samples)
 
 
 def value_text(diff: MetricDiff) -> tuple[str, str]:
