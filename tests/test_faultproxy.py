@@ -420,6 +420,45 @@ def test_connections_past_the_limit_are_reset(upstream: H11Server) -> None:
         assert proxy.counts()["over_limit"] == 1
 
 
+def test_faults_switched_from_many_threads_during_traffic(proxy: FaultProxy, upstream: H11Server) -> None:
+    """set_fault / clear_fault race each other and the loop; every request still ends in an answer or a
+    counted reset, and with everything cleared the proxy forwards plainly."""
+    stop = threading.Event()
+
+    def toggle(name: str, kind: str, params: dict[str, float]) -> None:
+        while not stop.is_set():
+            proxy.set_fault(name, kind, params)
+            time.sleep(0.0005)  # spinning threads would hold the GIL and starve the proxy's loop
+            proxy.clear_fault(name)
+
+    togglers = [
+        threading.Thread(target=toggle, args=(f"f{n}", kind, params))
+        for n, (kind, params) in enumerate(
+            [
+                ("reset", {"share": 0.5}),
+                ("latency", {"delay_s": 0.001}),
+                ("packet-loss", {"share": 0.2, "stall_s": 0.001}),
+            ]
+            * 2
+        )
+    ]
+    for thread in togglers:
+        thread.start()
+    answered = 0
+    with httpx.Client() as client:
+        for _ in range(150):
+            with contextlib.suppress(httpx.ReadError):
+                client.post(url(proxy, "/echo"), content=b"abc")
+                answered += 1
+    stop.set()
+    for thread in togglers:
+        thread.join()
+    resets = sum(v for k, v in proxy.counts().items() if k in ("fault:f0", "fault:f3"))
+    assert answered + resets == 150 == proxy.counts()["requests"]
+    assert upstream.answered == answered
+    assert httpx.get(url(proxy, "/after")).text == "ok:/after"
+
+
 def test_an_idle_connection_is_closed_after_the_idle_timeout(
     upstream: H11Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
