@@ -42,6 +42,7 @@ from scenariokit.results.runfolder import RunFolder
 from scenariokit.run.faultproxy import FaultProxy
 from scenariokit.run.instances import InstanceSampler, query_value
 from scenariokit_server.launcher import ServerHandle, spawn_server
+from tests.test_report import open_in_chromium
 
 QUERY = 'count(up{job="vllm"} == 1)'
 SERVER = {"workers": 1, "max_in_flight": 2, "max_queue": 1, "fault": "latency=250ms"}
@@ -231,7 +232,12 @@ def test_time_to_scale_follows_the_second_instance_started_mid_run(scale_run: Sc
     before = [timeline[s] for s in range(2, int(run.ready_s))]  # the hold at 10/s, one instance up
     assert sum(before) / len(before) < (1 - auto["band"]) * RATE, before
     assert run.served_by_second > 0
-    assert "plot-instances" in (run.run_dir / "report.html").read_text()
+    # the report draws the ready instances right under the load plot, with no console message
+    dom, console = open_in_chromium(run.run_dir / "report.html", run.run_dir.parent)
+    assert console == [], console
+    assert dom.index('id="plot-load"') < dom.index('id="plot-instances"') < dom.index('id="plot-latency"')
+    drawn = dom.split('id="plot-instances"', 1)[1].split('id="plot-', 1)[0]
+    assert 'class="main-svg"' in drawn and "time to scale" in drawn
     assert "## Autoscaling" in (run.run_dir / "summary.md").read_text()
 
 
@@ -394,6 +400,10 @@ def test_the_sampler_reads_prometheus_answers(prometheus: tuple[Prometheus, int,
         wait_for(lambda: query_value(client, prom.url, "count(up == 0)")[0] == 2, 10, "two targets down")
         assert query_value(client, prom.url, QUERY) == (0, None)  # count() of nothing: none up
         assert query_value(client, prom.url, "scalar(vector(3))") == (3, None)
+        # sent as written: quotes, a regex, `&`, `?`, `=` and a comment reach Prometheus whole (pasted into
+        # the URL, `#` would cut the query and `&` would split it into parameters)
+        hostile = 'count(up{job="vllm", instance=~".+:\\\\d+"} == 0) # comment & ?query=up'
+        assert query_value(client, prom.url, hostile) == (2, None)
         assert (
             query_value(client, prom.url, "up")[1]
             == "the query returned 2 series; wrap it in count() or sum()"
