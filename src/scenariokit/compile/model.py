@@ -342,8 +342,9 @@ class MonitoringSpec(Strict):
 
     prometheus: bool = Field(
         False,
-        description="Also run Debian's `prometheus` on loopback, scraping the target and scenariokit's live "
-        "metrics endpoint (as `--monitor prometheus`); its data stays in the run folder.",
+        description="Also run Debian's `prometheus` on loopback with monitoring/prometheus's config, "
+        "scraping the target, scenariokit's live metrics endpoint and `targets` (a job per role), as "
+        "`--monitor prometheus`; its data stays in the run folder.",
     )
     interval: Expr = Field(
         "1s",
