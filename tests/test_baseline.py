@@ -348,6 +348,7 @@ def test_a_huge_run_gives_a_bounded_baseline(tmp_path: Path) -> None:
     assert int(ok.sum()) == 100_000 + 384 and len(ok) <= 86_400
 
 
+@pytest.mark.engine  # refused before the engine starts, but it is `scenariokit run`
 def test_run_baseline_without_a_stored_baseline_is_refused_before_any_load(tmp_path: Path) -> None:
     scenario = tmp_path / "gate-demo.yaml"
     with LoopbackServer() as server:
