@@ -107,6 +107,9 @@ class H11Server:
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
+        if path == "/nocontent":  # a 204 has no body, whatever the framing
+            conn.sendall(peer.send(h11.Response(status_code=204, headers=[])) + peer.send(h11.EndOfMessage()))
+            return peer.our_state is h11.DONE and peer.their_state is h11.DONE
         if path == "/chunked":
             conn.sendall(peer.send(h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")])))
             for part in (b"alpha-", b"beta-", b"gamma"):
@@ -194,12 +197,32 @@ def test_forwards_requests_and_counts_them(proxy: FaultProxy, upstream: H11Serve
         assert client.post(url(proxy, "/echo"), content=b"x" * 100_000).text == "100000"
         assert client.head(url(proxy, "/h")).status_code == 200  # no body after HEAD's Content-Length
         assert client.get(url(proxy, "/chunked")).text == "alpha-beta-gamma"
+        assert client.get(url(proxy, "/nocontent")).status_code == 204
         assert client.get(url(proxy, "/after")).text == "ok:/after"  # framing still in step
     counts = proxy.counts()
     assert counts["connections"] == 1 and upstream.connections == 1  # one kept-alive connection
-    assert counts["requests"] == counts["responses"] == upstream.answered == 34
+    assert counts["requests"] == counts["responses"] == upstream.answered == 35
     assert counts["opaque_streams"] == 0
     assert wait_for(lambda: proxy.counts()["active"] == 0)
+
+
+def test_a_body_read_until_close_is_one_response() -> None:
+    """HTTP/1.0 style: no length, no chunking; the response ends when the upstream closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it, until the close")
+
+    server = threading.Thread(target=answer, daemon=True)
+    server.start()
+    with listener, FaultProxy([("127.0.0.1", listener.getsockname()[1])]) as proxy:
+        with raw(proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") as conn:
+            assert read_until_closed(conn).endswith(b"\r\n\r\nall of it, until the close")
+        assert wait_for(lambda: proxy.counts()["responses"] == 1)
+    server.join(5)
 
 
 def test_pipelined_pair_and_chunked_request_body(proxy: FaultProxy) -> None:
