@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -435,3 +436,37 @@ def test_from_targets_counts_the_endpoints_of_the_role_that_answer(tmp_path: Pat
     assert len(lines) >= 2 and {line["ready"] for line in lines} == {1}
     described = json.loads((tmp_path / "monitor" / "instances.json").read_text())
     assert described["counted"] == ["a", "b"] and described["source"] == "targets"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"status": "success", "data": [1, 2]}',
+        b'{"status": "success", "data": {"resultType": "vector", "result": [{"value": "x"}]}}',
+        b'{"status": "success", "data": {"resultType": "scalar", "result": [0, "NaN"]}}',
+        b'{"status": "success", "data": {"resultType": "scalar", "result": [0, "-1"]}}',
+        b'{"status": "success", "data": {"resultType": "matrix", "result": []}}',
+        b"[]",
+        b"<html>not json</html>",
+    ],
+)
+def test_an_answer_that_is_not_a_count_is_an_error_in_the_sample_not_a_crash(answer: bytes) -> None:
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(timeout=2) as client:
+            value, error = query_value(client, f"http://127.0.0.1:{server.server_port}", QUERY)
+    finally:
+        server.shutdown()
+    assert value is None and error, (value, error)

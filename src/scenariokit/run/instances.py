@@ -60,7 +60,10 @@ def query_value(client: httpx.Client, prometheus: str, query: str) -> tuple[int 
     if not isinstance(body, dict) or body.get("status") != "success":
         why = body.get("error", response.text) if isinstance(body, dict) else response.text
         return None, f"Prometheus refused the query ({response.status_code}): {why}"[:MAX_ERROR_CHARS]
-    return _count_of(body.get("data", {}))
+    try:
+        return _count_of(body.get("data", {}))
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):  # not the API's shape
+        return None, f"Prometheus's answer is not an instant query's: {response.text}"[:MAX_ERROR_CHARS]
 
 
 def _count_of(data: Any) -> tuple[int | None, str | None]:
