@@ -24,7 +24,6 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -390,10 +389,6 @@ def load_any(path: Path) -> Digest:
     if path.is_file() or (path / BASELINE_FILE).is_file():
         return read_digest(path)
     raise NotARun(f"{path} is not a run folder (no run.json) nor a baseline (no {BASELINE_FILE})")
-
-
-def ok_series(digests: Iterable[Digest]) -> list[list[float]]:
-    return [d.seconds.ok_rates() for d in digests]
 
 
 def stored_baseline(root: Path, scenario_name: str) -> Path:
