@@ -117,7 +117,7 @@ def test_a_rule_holds_only_on_its_trailing_window_once_the_run_has_lasted_it() -
 
 @pytest.mark.engine
 def test_a_target_that_starts_failing_ends_the_run_within_the_window(tmp_path: Path) -> None:
-    window_s, flip_after_s = 5.0, 4.0
+    window_s, flip_after_s = 3.0, 2.5
     with LoopbackServer() as server:
         path = scenario(tmp_path, f'"error_rate > 20% over {window_s:g}s"', server.url, hold="40s")
         flipped: list[float] = []
