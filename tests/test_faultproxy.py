@@ -225,6 +225,39 @@ def test_a_body_read_until_close_is_one_response() -> None:
     server.join(5)
 
 
+@pytest.mark.solo
+def test_an_interim_100_continue_and_its_final_response_are_one_exchange() -> None:
+    """A 100 Continue is not a response of its own: one response counted, the latency added once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the head, with Expect: 100-continue
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.recv(65536)  # the body
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.recv(1)  # until the proxy closes
+
+    server = threading.Thread(target=answer, daemon=True)
+    server.start()
+    with listener, FaultProxy([("127.0.0.1", listener.getsockname()[1])]) as proxy:
+        proxy.set_fault("slow", "latency", {"delay_s": 0.1})
+        head = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+        start = time.perf_counter()
+        with raw(proxy.port, head) as conn:
+            got = b""
+            while b"100 Continue\r\n\r\n" not in got:
+                got += conn.recv(65536)
+            conn.sendall(b"body")
+            while not got.endswith(b"ok"):
+                got += conn.recv(65536)
+        assert 0.1 <= time.perf_counter() - start < 0.18  # one delay, at the exchange's first byte
+        counts = proxy.counts()
+        assert counts["requests"] == counts["responses"] == counts["fault:slow"] == 1
+    server.join(5)
+
+
 def test_pipelined_pair_and_chunked_request_body(proxy: FaultProxy) -> None:
     chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     chunked += b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
