@@ -429,11 +429,11 @@ def fleet_signals(fleet: Fleet) -> list[tuple[str, float | None, str]]:
         at = _held(g.memory, lambda v: v >= GPU_MEMORY_FULL)
         seen = next((p for p in g.memory if at is not None and p.t >= at), None)
         used = f" ({seen.value:.1%} of {g.total_bytes / 2**30:.1f} GiB used then)" if seen else ""
-        out.append(
-            (f"GPU memory ({g.gpu.label})", at, f"framebuffer at or above {GPU_MEMORY_FULL:.0%}" + used)
-        )
+        name, model = f"{g.gpu.target} GPU {g.gpu.index}", f"{g.gpu.model}: " if g.gpu.model else ""
+        full = f"{model}framebuffer at or above {GPU_MEMORY_FULL:.0%}{used}"
+        out.append((f"GPU memory ({name})", at, full))
         at = _held(g.util, lambda v: v >= GPU_PEGGED)
-        out.append((f"GPU compute ({g.gpu.label})", at, f"utilisation at or above {GPU_PEGGED:.0f}%"))
+        out.append((f"GPU compute ({name})", at, f"{model}utilisation at or above {GPU_PEGGED:.0f}%"))
     for v in fleet.vllm:
         at = _held(v.kv, lambda x: x >= KV_CACHE_FULL)
         out.append((f"KV cache ({v.target})", at, f"vLLM's KV cache at or above {KV_CACHE_FULL:.0%}"))
@@ -483,13 +483,21 @@ FLEET_ADVICE = {
 }
 
 
+# signals of the generator's own machine (psutil, NVML, the engine): a reason to doubt the measurement
+# (results/health.py says so), not a component of the system under test
+GENERATOR_SIDE = ("host:", "GPU:", "load generator:")
+
+
 def _fleet_first(signals: list[Signal], unit: str) -> str:
-    """When a target-side component led the distress: what it was, when, and what came next."""
-    first = signals[0]
+    """When a target-side component led the target's distress: what it was, when, and what came next."""
+    served = [s for s in signals if not s.component.startswith(GENERATOR_SIDE)]
+    if not served:
+        return ""
+    first = served[0]
     kind = next((k for k in FLEET_ADVICE if first.component.startswith(k + " (")), None)
     if kind is None:
         return ""
-    later = next((s for s in signals[1:] if s.component.startswith(("errors:", "target: latency"))), None)
+    later = next((s for s in served[1:] if s.component.startswith(("errors:", "target: latency"))), None)
     then = (
         f", {later.at_s - first.at_s:.0f} s before {later.component} at {later.at_s:.0f} s" if later else ""
     )

@@ -24,6 +24,7 @@ from plotly.subplots import make_subplots
 from scenariokit.compile.ir import Stage, StageTable
 from scenariokit.engines.records import RequestRecord
 from scenariokit.results.autoscaling import AutoscalingOut, offered_per_second, ready_per_second
+from scenariokit.results.fleet import Fleet, read_fleet
 from scenariokit.results.health import generator_samples
 from scenariokit.results.inflight import connection_counts
 from scenariokit.results.metrics import RunData
@@ -39,6 +40,7 @@ COLORS = {"p50": "#2a9d8f", "p95": "#e9c46a", "p99": "#e76f51", "ok": "#264653",
           "goodput": "#6a4c93", "fault": "#d62828"}  # fmt: skip
 NOT_OVER_TIME = frozenset({"histogram", "capacity"})  # every other plot has the run's seconds as x
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+PALETTE = ("#264653", "#e76f51", "#2a9d8f", "#6a4c93", "#e9c46a", "#1d3557", "#d62828", "#8d99ae")
 
 
 def write_html_report(run_dir: Path, summary: Summary) -> Path:
@@ -63,6 +65,7 @@ def write_html_report(run_dir: Path, summary: Summary) -> Path:
         "host": host_figure(data, host, gpu, summary.generator),
         "network": network_figure(data, host),
         "target": target_figure(data, target, summary.generator),
+        **fleet_figures(data, read_fleet(run_dir, data.started_unix)),
         "capacity": capacity_figure(summary),
         "trends": trends_figure(summary),
     }
@@ -478,6 +481,72 @@ def _target_cpu(
         if x1 > x0 and c1 >= c0  # a restarted target's counter starts again
     ]
     return [x for x, _ in rates], [y for _, y in rates]
+
+
+# --- monitoring.targets (results/fleet.py) ----------------------------------------------------------
+
+
+def fleet_figures(data: RunData, fleet: Fleet) -> dict[str, go.Figure | None]:
+    """The targets' GPUs, vLLM servers and hosts, each plot over the run's seconds."""
+    return {
+        "gpus": gpus_figure(data, fleet),
+        "vllm": vllm_figure(data, fleet),
+        "nodes": nodes_figure(data, fleet),
+    }
+
+
+def gpus_figure(data: RunData, fleet: Fleet) -> go.Figure | None:
+    """Each GPU's utilisation (solid) and framebuffer used (dotted), in percent, the same colour a GPU."""
+    if not fleet.gpus:
+        return None
+    fig = go.Figure()
+    for i, g in enumerate(fleet.gpus):
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_scatter(x=[p.t for p in g.util], y=[p.value for p in g.util], name=f"{g.gpu.label} util %",
+                        line={"color": color})  # fmt: skip
+        fig.add_scatter(x=[p.t for p in g.memory], y=[p.value * 100 for p in g.memory],
+                        name=f"{g.gpu.label} memory %", line={"color": color, "dash": "dot"})  # fmt: skip
+    _layout(fig, "Target GPUs: utilisation and memory used (DCGM)", "%")
+    fig.update_yaxes(range=[0, 105])
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def vllm_figure(data: RunData, fleet: Fleet) -> go.Figure | None:
+    """Each vLLM target's requests running and waiting, and its KV cache in percent (right axis)."""
+    if not fleet.vllm:
+        return None
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for v in fleet.vllm:
+        for label, points in (("running", v.running), ("waiting", v.waiting)):
+            fig.add_scatter(x=[p.t for p in points], y=[p.value for p in points], name=f"{v.target} {label}",
+                            line={"shape": "hv"})  # fmt: skip
+        fig.add_scatter(x=[p.t for p in v.kv], y=[p.value * 100 for p in v.kv], name=f"{v.target} KV cache %",
+                        line={"dash": "dot"}, secondary_y=True)  # fmt: skip
+    _layout(fig, "vLLM targets: queue and KV cache", "requests")
+    fig.update_yaxes(title_text="KV cache %", secondary_y=True, showgrid=False, range=[0, 105])
+    _stage_bands(fig, data.stages)
+    return fig
+
+
+def nodes_figure(data: RunData, fleet: Fleet) -> go.Figure | None:
+    """Each node_exporter target's CPU busy and memory used (percent), and its network bytes/s (right)."""
+    if not fleet.nodes:
+        return None
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for n in fleet.nodes:
+        for label, points in (("CPU %", n.cpu), ("memory %", n.memory)):
+            fig.add_scatter(
+                x=[p.t for p in points], y=[p.value * 100 for p in points], name=f"{n.target} {label}"
+            )
+        for label, points in (("received B/s", n.rx), ("sent B/s", n.tx)):
+            fig.add_scatter(x=[p.t for p in points], y=[p.value for p in points], name=f"{n.target} {label}",
+                            line={"dash": "dot"}, secondary_y=True)  # fmt: skip
+    _layout(fig, "Target hosts (node_exporter): CPU, memory and network", "%")
+    fig.update_yaxes(range=[0, 105], secondary_y=False)
+    fig.update_yaxes(title_text="bytes/s", secondary_y=True, showgrid=False, rangemode="tozero")
+    _stage_bands(fig, data.stages)
+    return fig
 
 
 def capacity_figure(summary: Summary) -> go.Figure | None:

@@ -27,6 +27,8 @@ from scenariokit.results.coldstart import TargetStartsOut, target_starts
 from scenariokit.results.coldstart import markdown_lines as target_starts_markdown
 from scenariokit.results.confidence import DEFAULT_CONFIDENCE
 from scenariokit.results.faults import read_fault_events
+from scenariokit.results.fleet import FleetOut, fleet_out, gpu_sources, is_fleet, judge_gpu, read_fleet
+from scenariokit.results.fleet import markdown_lines as fleet_markdown
 from scenariokit.results.health import REASONS, TrustFact, caveat, junit_trust, trust_facts
 from scenariokit.results.inflight import connection_counts, peak_connections
 from scenariokit.results.metrics import (
@@ -297,6 +299,9 @@ class Summary(BaseModel):
         default_factory=list, description="each fault occurrence the run carried out (faults.jsonl), in order"
     )
     goodput: GoodputOut | None = Field(None, description="requests that met every latency SLO, per second")
+    fleet: FleetOut | None = Field(
+        None, description="monitoring.targets by role: per-GPU, per-node and per-vLLM peaks"
+    )
     autoscaling: AutoscalingOut | None = Field(
         None, description="`monitoring.instances`: ready instances over time and time-to-scale"
     )
@@ -379,7 +384,7 @@ def rebuild_summary(
     slos = tuple(meta.slos)  # IR values with their spans: nothing is re-parsed
     level = confidence if confidence is not None else meta.confidence
     # the records are streamed a batch at a time (results/stream.py): memory does not grow with the run
-    plain = tuple(s for s in slos if not is_trend(s))
+    plain = tuple(s for s in slos if not is_trend(s) and not is_fleet(s))
     groups = level_groups(stages, max(0.0, ended - started))
     found = occurrences(read_fault_events(run_dir), started, meta.faults)
     streamed = stream_run(run_dir, plain, stages, meta.engine, started, ended, dropped, level, groups, found)
@@ -390,8 +395,13 @@ def rebuild_summary(
         for i, slo in enumerate(slos)
         if is_trend(slo)
     }
+    # the GPU gauges (results/fleet.py): observed facts over the monitor's samples
+    gpus, gpu_source = gpu_sources(run_dir, started) if any(is_fleet(s) for s in slos) else ([], "")
+    after = {i: t.verdict for i, t in trends.items()} | {
+        i: judge_gpu(slo, gpus, data, gpu_source, level) for i, slo in enumerate(slos) if is_fleet(slo)
+    }
     judged_now = list(streamed.verdicts)
-    verdicts = [trends[i].verdict if i in trends else judged_now.pop(0) for i in range(len(slos))]
+    verdicts = [after[i] if i in after else judged_now.pop(0) for i in range(len(slos))]
     verdict = overall(verdicts, streamed.records > 0)
     generator = folder.generator
     host = folder.samples("host.jsonl")
@@ -400,6 +410,7 @@ def rebuild_summary(
     exit_code = exit_code_of(meta.exit_reason, verdict, strict, allow_inconclusive)
     overall_row = streamed.overall
     connections = connection_counts(generator)  # the engine's open connections (run/connections.py)
+    fleet = read_fleet(run_dir, started)
     analysis = analyse(
         data,
         meta.load_model,
@@ -408,6 +419,7 @@ def rebuild_summary(
         folder.samples("gpu.jsonl"),
         generator,
         streamed.seconds,
+        fleet,
     )
     return Summary(
         scenario=meta.scenario_name,
@@ -454,6 +466,7 @@ def rebuild_summary(
         trends=[t.out for t in trends.values()],
         faults=fault_rows(found, streamed, verdicts, slos),
         goodput=goodput_of(streamed, plain, data.duration_s),
+        fleet=fleet_out(fleet),
         autoscaling=autoscaling_of(
             run_dir, started, stages, meta.load_model, streamed.seconds.timeline, knee_of(analysis, streamed)
         ),
@@ -654,6 +667,7 @@ def markdown(s: Summary) -> str:
         lines += ["", f"Dropped arrivals (no free user): {s.dropped_iterations:,}."]
     lines += goodput_markdown(s.goodput) + faults_markdown(s.faults)
     lines += capacity_markdown(s.analysis) + autoscaling_markdown(s.autoscaling)
+    lines += fleet_markdown(s.fleet)
     lines += target_starts_markdown(s.target_starts) if s.target_starts is not None else []
     return "\n".join(lines) + "\n"
 
