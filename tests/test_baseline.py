@@ -380,3 +380,19 @@ def test_a_percentile_with_too_few_samples_beyond_it_is_never_flagged() -> None:
     assert "fewer than 5 samples beyond" in diffs["p50(latency)"].test
     enough = latency_diffs("all", [rec(0.1 + i / 1e4) for i in range(100)], [rec(0.2)] * 100, Thresholds())
     assert [d.metric for d in enough if d.regression] == ["p50(latency)", "p95(latency)"]  # p99 needs 500
+
+
+def test_the_pages_escape_what_run_json_says(tmp_path: Path) -> None:
+    """A run.json's scenario name, commit and the folder's path reach the pages as text, never markup."""
+    good, bad = tmp_path / "good", tmp_path / "<i>bad</i>"
+    make_run(good)
+    make_run(bad)
+    meta = json.loads((bad / "run.json").read_text())
+    hostile = {"scenario_name": "<b>x</b>", "git_commit": "<img src=x onerror=alert(1)>"}
+    (bad / "run.json").write_text(json.dumps(meta | hostile))
+    assert main(["trend", str(good), str(bad), "-o", str(tmp_path / "t.html")]) == 0
+    main(["compare", str(good), str(bad), "-o", str(tmp_path / "c.html")])
+    for page in ("t.html", "c.html"):
+        html = (tmp_path / page).read_text()
+        assert "<b>x</b>" not in html and "<i>bad</i>" not in html and "<img src" not in html, page
+        assert "&lt;i&gt;bad&lt;/i&gt;" in html, page
