@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from scenariokit.compile.diagnostics import ScenarioError
 from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.expr.errors import ExprError
 from scenariokit.compile.ir import MonitorTarget, Stage
+from scenariokit.compile.pipeline import load_scenario
 from scenariokit.results.fleet import gpu_series, judge_gpu, node_series, read_fleet, split_key
 from scenariokit.results.metrics import RunData
 from scenariokit.run.monitor import MAX_BODY_BYTES, MAX_SERIES, ROLE_SERIES, Monitor, parse_prometheus, scrape
@@ -273,3 +275,47 @@ def test_nan_never_reaches_a_sample() -> None:
         math.isfinite(v)
         for v in parse_prometheus("process_x NaN\nprocess_y 1\n", ROLE_SERIES["process"]).values()
     )
+
+
+# --- the compiler: what a GPU SLO's `for` may name ---------------------------------------------------
+
+SCENARIO = """\
+version: 1
+name: t
+target: {{kind: http, base_url: "http://127.0.0.1:9"}}
+load: {{curve: "hold(1, 5s)"}}
+requests:
+  a: {{path: /a}}
+slo:
+  - {slo}
+{monitoring}"""
+DCGM = "monitoring:\n  targets:\n    - {url: 'http://127.0.0.1:9400/metrics', role: dcgm, name: gpus}\n"
+
+
+@pytest.mark.parametrize(
+    ("slo", "monitoring", "error"),
+    [
+        ("max(gpu_util) < 90% for gpus", DCGM, None),
+        ("max(gpu_util) < 90% for gpus-gpu3", DCGM, None),
+        ("max(gpu_memory) < 95% for GPU-5a1e4c3b-9d2e", DCGM, None),
+        ("max(gpu_util) < 90% for gpu", DCGM, "no dcgm target or GPU is called `gpu`"),
+        ("max(gpu_util) < 90% for a", DCGM, "no dcgm target or GPU is called `a`"),  # a request is no GPU
+        ("max(gpu_util) < 90% during nowhere", DCGM, "no load stage or fault is called `nowhere`"),
+    ],
+)
+def test_gpu_slo_names_are_checked(slo: str, monitoring: str, error: str | None, tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.format(slo=slo, monitoring=monitoring))
+    if error is None:
+        assert load_scenario(path).scenario.slos[0].metric in ("gpu_util", "gpu_memory")
+        return
+    with pytest.raises(ScenarioError, match=error) as caught:
+        load_scenario(path)
+    assert "s.yaml:8:" in str(caught.value)  # the SLO's line
+
+
+def test_a_gpu_slo_without_a_dcgm_target_warns(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.format(slo="max(gpu_util) < 90%", monitoring=""))
+    (warning,) = load_scenario(path).warnings
+    assert "none is listed" in warning.message and "NVML" in warning.message

@@ -283,8 +283,9 @@ class MonitorTargetSpec(Strict):
     role: Literal["vllm", "dcgm", "node", "process"] = Field(
         ...,
         description="What the endpoint exports, which decides the series kept: `process` (process_*; their "
-        "summed `process_resident_memory_bytes` is what `memory_growth` reads), `node` (node_*), `vllm` "
-        "(vllm:*), `dcgm` (DCGM_*).",
+        "summed `process_resident_memory_bytes` is what `memory_growth` reads), `node` (node_exporter's CPU "
+        "seconds, memory and network bytes), `vllm` (vllm:*), `dcgm` (DCGM's GPU utilisation and framebuffer "
+        "used/free per GPU: the gpu_util and gpu_memory SLOs).",
     )
     name: str | None = Field(
         None,
