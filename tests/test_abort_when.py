@@ -121,18 +121,24 @@ def test_a_target_that_starts_failing_ends_the_run_within_the_window(tmp_path: P
     with LoopbackServer() as server:
         path = scenario(tmp_path, f'"error_rate > 20% over {window_s:g}s"', server.url, hold="40s")
         flipped: list[float] = []
+        done = threading.Event()
 
         def flip() -> None:
-            server.status_by_path["/a"] = 500
-            flipped.append(time.time())
+            """Every request fails from `flip_after_s` after the first one (setting the run up takes time)."""
+            while server.total() == 0 and not done.wait(0.05):
+                pass
+            if not done.wait(flip_after_s):
+                server.status_by_path["/a"] = 500
+                flipped.append(time.time())
 
-        timer = threading.Timer(flip_after_s, flip)
+        flipper = threading.Thread(target=flip, daemon=True)
         started = time.monotonic()
-        timer.start()
+        flipper.start()
         try:
             code = main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"])
         finally:
-            timer.cancel()
+            done.set()
+            flipper.join(5)
         wall_s = time.monotonic() - started
     assert code == 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
