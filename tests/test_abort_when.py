@@ -145,6 +145,8 @@ def test_a_target_that_starts_failing_ends_the_run_within_the_window(tmp_path: P
     assert summary["exit_reason"] == "aborted"
     assert summary["exit_detail"].startswith(f"abort_when `error_rate > 20% over {window_s:g}s` held")
     assert (tmp_path / "run" / "report.html").is_file()
+    headline = (tmp_path / "run" / "summary.md").read_text().splitlines()[0]
+    assert headline.startswith("# abort: FAIL (aborted by its abort_when rule")  # never PASS with exit 1
     kept = load_records(tmp_path / "run")
     assert summary["overall"]["requests"] == len(kept) > 0
     assert any(r.ok for r in kept) and any(r.status == 500 for r in kept)

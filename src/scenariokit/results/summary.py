@@ -322,6 +322,8 @@ class Summary(BaseModel):
                 f"error ({self.exit_reason}) — {self.overall.requests:,} requests measured, "
                 f"SLOs judged on them: {self.verdict}"
             )
+        if self.exit_reason == "aborted" and self.verdict != "fail":  # abort_when held: exit 1
+            return f"fail (aborted by its abort_when rule) — SLOs judged on what was measured: {self.verdict}"
         if self.verdict != "inconclusive":
             return self.verdict
         unjudged = [v.slo for v in self.verdicts if v.status == "inconclusive"]
@@ -573,6 +575,8 @@ def markdown(s: Summary) -> str:
     icon = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}[s.verdict]
     if s.exit_code == ExitCode.RUN_ERROR:
         icon = f"ERROR ({s.exit_reason}; SLOs on what was measured: {icon})"
+    elif s.exit_reason == "aborted" and s.verdict != "fail":
+        icon = f"FAIL (aborted by its abort_when rule; SLOs on what was measured: {icon})"
     words = caveat(s.trust)
     lines = [
         f"# {s.scenario}: {icon}" + (f" ({words})" if words else ""),
