@@ -20,8 +20,18 @@ from scenariokit.compile.expr import parse_slo
 from scenariokit.compile.expr.errors import ExprError
 from scenariokit.compile.ir import MonitorTarget, Stage
 from scenariokit.compile.pipeline import load_scenario
-from scenariokit.results.fleet import gpu_series, judge_gpu, node_series, read_fleet, split_key
+from scenariokit.results.analysis import fleet_signals
+from scenariokit.results.fleet import (
+    Fleet,
+    gpu_series,
+    judge_gpu,
+    node_series,
+    read_fleet,
+    split_key,
+    vllm_series,
+)
 from scenariokit.results.metrics import RunData
+from scenariokit.results.report import fleet_figures
 from scenariokit.run.monitor import MAX_BODY_BYTES, MAX_SERIES, ROLE_SERIES, Monitor, parse_prometheus, scrape
 from tests.support.exporters import GpuReading, NodeReading, dcgm_text, gpu_uuid, node_text
 
@@ -319,3 +329,32 @@ def test_a_gpu_slo_without_a_dcgm_target_warns(tmp_path: Path) -> None:
     path.write_text(SCENARIO.format(slo="max(gpu_util) < 90%", monitoring=""))
     (warning,) = load_scenario(path).warnings
     assert "none is listed" in warning.message and "NVML" in warning.message
+
+
+def test_vllm_series_read_both_kv_names_and_the_analysis_names_a_full_cache() -> None:
+    """V1's kv_cache_usage_perc and V0's gpu_cache_usage_perc are one series; at 90% for 3 s: "KV cache"."""
+    texts = [
+        f'vllm:num_requests_running{{model_name="m"}} {i}\nvllm:num_requests_waiting{{model_name="m"}} 0\n'
+        f'vllm:{"kv" if i % 2 else "gpu"}_cache_usage_perc{{model_name="m"}} {0.5 + 0.1 * i}\n'
+        for i in range(6)
+    ]
+    samples = [sample(float(i), parse_prometheus(text, ROLE_SERIES["vllm"])) for i, text in enumerate(texts)]
+    v = vllm_series("vllm-1", samples, 0.0)
+    assert [p.value for p in v.kv] == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert [p.value for p in v.running] == [0, 1, 2, 3, 4, 5]
+    signals = {name: at for name, at, _ in fleet_signals(Fleet(vllm=[v]))}
+    assert signals["KV cache (vllm-1)"] is None  # 0.9 and 1.0: 2 s, not the 3 s a signal needs
+    longer = vllm_series("vllm-1", [*samples, sample(6.0, {"vllm:kv_cache_usage_perc": 0.95})], 0.0)
+    assert {n: at for n, at, _ in fleet_signals(Fleet(vllm=[longer]))}["KV cache (vllm-1)"] == 4.0
+
+
+def test_the_report_draws_each_role() -> None:
+    gpus = gpu_series("dcgm-1", [dcgm_sample(t, GpuReading(50, 1000, 7000)) for t in (1.0, 2.0)], 0.0)
+    node = node_series("host", [sample(t, {"node_load1": 1.0}) for t in (1.0, 2.0)], 0.0)
+    figures = fleet_figures(RunData([], 0.0, 3.0, ()), Fleet(gpus=gpus, nodes=[node]))
+    assert figures["gpus"] is not None and figures["nodes"] is not None and figures["vllm"] is None
+    names = [trace.name for trace in figures["gpus"].data]
+    assert names == [
+        "dcgm-1 GPU 0 (NVIDIA H100 80GB HBM3) util %",
+        "dcgm-1 GPU 0 (NVIDIA H100 80GB HBM3) memory %",
+    ]
