@@ -198,8 +198,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         web_port=args.web_port if args.web else None,
         baseline=Path(args.baseline) if args.baseline else None,
         metrics_listen=args.metrics_listen,
+        master_bind=master_flag(args),
+        expect_workers=args.expect_workers or 0,
+        launcher=args.launcher,
     )
     return run_scenario(Path(args.file), options)
+
+
+def master_flag(args: argparse.Namespace) -> tuple[str, int] | None:
+    """`--master [--master-bind HOST:PORT] --expect-workers N`: where Locust's master listens for workers
+    on other machines (default: every address, Locust's port 5557); None without --master. The flags
+    that need each other are refused (exit 2) without it."""
+    if not args.master:
+        if args.master_bind is not None or args.expect_workers:
+            raise ScenarioError(
+                [
+                    Diagnostic(
+                        Span("<command line>", 0, 0),
+                        "--master-bind and --expect-workers need --master",
+                        "e.g. --master --expect-workers 2",
+                    )
+                ]
+            )
+        return None
+    if not args.expect_workers:
+        raise ScenarioError(
+            [
+                Diagnostic(
+                    Span("<command line>", 0, 0),
+                    "--master needs --expect-workers N",
+                    "the workers the load waits for, e.g. --expect-workers 2",
+                )
+            ]
+        )
+    return args.master_bind or ("0.0.0.0", 5557)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from scenariokit.engines.locust.worker import run_worker
+
+    workdir = Path(args.dir) if args.dir else None
+    return run_worker(Path(args.file), args.master, workdir, args.processes, data_root(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -497,7 +536,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare the run with DIR/<scenario>/baseline.json (default DIR: baselines); exit 1 on a "
         "significant regression, else the run's own exit code",
     )
+    p.add_argument(
+        "--master",
+        action="store_true",
+        help="Locust: be the master of workers on other machines (`scenariokit worker`), which send their "
+        "records here; needs --expect-workers (docs/distributed.md)",
+    )
+    p.add_argument(
+        "--master-bind",
+        type=listen_flag,
+        metavar="HOST:PORT",
+        help="where the master listens for workers (default 0.0.0.0:5557)",
+    )
+    p.add_argument("--expect-workers", type=positive_int, metavar="N", help="the workers the load waits for")
+    p.add_argument(
+        "--launcher",
+        metavar="PREFIX",
+        help="k6 with --processes N: run instance i behind this command prefix, `{i}` its index (e.g. "
+        "'ssh gen{i}'); its records come back on its standard output (docs/distributed.md)",
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", help="Locust: join a master (`run --master`) from this machine as a worker")
+    p.add_argument("file", metavar="FILE", help="the scenario the master runs (compiled here)")
+    add_data_root(p)
+    p.add_argument("--master", type=listen_flag, required=True, metavar="HOST:PORT", help="the master")
+    p.add_argument("--processes", type=positive_int, default=1, help="worker processes on this machine")
+    p.add_argument("--dir", help="the folder the scenario is compiled into (default: a new temporary one)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("report", help="rebuild a run's summary from its stored records")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -72,6 +72,10 @@ def _outside(folder: Path, name: str) -> ScenarioError:
     )
 
 
+# how long a master waits for its generators on other machines to join before it gives up (`run --master`)
+WORKERS_JOIN_S = 60.0
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
     """How the runner wants the engine started."""
@@ -83,6 +87,11 @@ class LaunchPlan:
     processes: int = 1  # generator processes on this machine, where the engine supports them
     open_model: bool = True
     web_port: int | None = None  # `run --web`: the engine's own web UI on 127.0.0.1 at this port
+    # `run --master`: Locust's master listens here for workers on other machines (docs/distributed.md)
+    master_bind: tuple[str, int] | None = None
+    expect_workers: int = 0  # the workers the master waits for before the load starts
+    # k6 instances on other machines: a command prefix per instance, `{i}` its index (docs/distributed.md)
+    launcher: str | None = None
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,9 @@ class RecordLinesReader:
         self.read_whole: list[Path] = []  # rotated files read to their end, deleted by `release`
         self.retired: set[Path] = set()  # files read whole: never tailed again
         self.free_error: str | None = None  # why raw bytes could not be freed (reader.json)
+        # Locust workers on other machines, as the master wrote them (the runtime's distribution
+        # section): id -> clock offset and round trip, CPU samples [t, share of one core], lost at
+        self.workers: dict[str, dict[str, Any]] = {}
 
     def poll(self) -> list[RequestRecord]:
         paths = sorted(p for p in self.results_dir.glob("records-*.jsonl") if p not in self.retired)
@@ -233,9 +236,31 @@ class RecordLinesReader:
                 self.dropped += count
                 self.dropped_times.extend([at] * count)
                 return True
+            return self._worker_marker(raw)
         except (KeyError, TypeError, ValueError):
             return False
         return False
+
+    def _worker_marker(self, raw: dict[str, Any]) -> bool:
+        """A remote Locust worker's clock offset, CPU share or loss, as its master wrote them."""
+        if "worker_clock" in raw:
+            worker = self._worker(raw["worker_clock"])
+            worker["clock_offset_s"] = float(raw["offset_s"])
+            worker["clock_rtt_s"] = None if raw.get("rtt_s") is None else float(raw["rtt_s"])
+            worker["clock_pings"] = int(raw.get("pings") or 0)
+            return True
+        if "worker_cpu" in raw:
+            share = raw["worker_cpu"]
+            if share is not None:
+                self._worker(raw["worker"])["samples"].append([float(raw["t"]), float(share)])
+            return True
+        if "worker_lost" in raw:
+            self._worker(raw["worker_lost"])["lost_at"] = float(raw["t"])
+            return True
+        return False
+
+    def _worker(self, worker: Any) -> dict[str, Any]:
+        return self.workers.setdefault(str(worker), {"samples": [], "lost_at": None})
 
 
 def _last_sequences(paths: list[Path]) -> dict[str, int]:

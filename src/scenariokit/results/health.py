@@ -24,7 +24,8 @@ SATURATED_FOR_S = 3.0  # in one stretch: a blip (a start-up, a collection) is no
 GENERATOR_SATURATED = "generator_saturated"
 GENERATOR_PROCESS_SATURATED = "generator_process_saturated"
 HOST_CPU_PEGGED = "host_cpu_pegged"
-REASONS = (GENERATOR_SATURATED, GENERATOR_PROCESS_SATURATED, HOST_CPU_PEGGED)
+GENERATOR_WORKER_LOST = "generator_worker_lost"  # a Locust worker on another machine stopped answering
+REASONS = (GENERATOR_SATURATED, GENERATOR_PROCESS_SATURATED, GENERATOR_WORKER_LOST, HOST_CPU_PEGGED)
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,63 @@ def generator_facts(generator: dict[str, Any]) -> dict[str, Any]:
         "mean_cpu_share": statistics.fmean(shares) if shares else 0.0,
         "max_processes": max((s.count or 0 for s in samples), default=0),
         "processes_peak": process_peaks(generator),
+        "workers_peak": worker_peaks(generator),
     }
+
+
+def _workers(generator: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    workers = generator.get("workers")
+    return {str(k): v for k, v in workers.items() if isinstance(v, dict)} if isinstance(workers, dict) else {}
+
+
+def _worker_shares(facts: dict[str, Any]) -> list[tuple[float, float]]:
+    out = []
+    for row in facts.get("samples") or []:
+        with suppress(TypeError, ValueError, IndexError):
+            out.append((float(row[0]), float(row[1])))
+    return out
+
+
+def worker_peaks(generator: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each remote Locust worker (run --master): its CPU (share of one core, sent by the worker), the
+    seconds it spent at the threshold, its clock offset to the master, and when it was lost."""
+    threshold = _threshold(generator)
+    out = {}
+    for worker, facts in _workers(generator).items():
+        shares = _worker_shares(facts)
+        out[worker] = {
+            "peak": max((v for _, v in shares), default=0.0),
+            "mean": statistics.fmean(v for _, v in shares) if shares else 0.0,
+            "saturated_seconds": stretches([(t, v >= threshold) for t, v in shares])[0],
+            "clock_offset_s": facts.get("clock_offset_s"),
+            "lost_at": facts.get("lost_at"),
+        }
+    return out
+
+
+def worker_trust(generator: dict[str, Any]) -> list[TrustFact]:
+    """A remote worker at its one core for a stretch, or one that was lost mid-run: named."""
+    threshold = _threshold(generator)
+    facts = []
+    for worker, facts_of in _workers(generator).items():
+        shares = _worker_shares(facts_of)
+        seconds = _sustained([(t, v >= threshold) for t, v in shares])
+        if seconds is not None:
+            detail = (
+                f"A Locust worker was saturated: worker {worker} at or above {threshold:.0%} of its one core "
+                f"for {seconds:.0f} s (peak {max(v for _, v in shares):.0%}). The users it ran waited on it: "
+                "add workers."
+            )
+            label = f"worker {worker} saturated"
+            facts.append(TrustFact(GENERATOR_PROCESS_SATURATED, label, detail, seconds))
+        if (lost := facts_of.get("lost_at")) is not None:
+            detail = (
+                f"A Locust worker was lost: worker {worker} stopped answering the master at "
+                f"{float(lost):.0f} (unix s); its records up to its last batch are kept, and its users "
+                "were moved to the other workers."
+            )
+            facts.append(TrustFact(GENERATOR_WORKER_LOST, f"worker {worker} lost", detail, 0.0))
+    return facts
 
 
 def _named(pid: str, peak: dict[str, Any]) -> str:
@@ -370,7 +427,7 @@ def trust_facts(
     generator: dict[str, Any], host: list[dict[str, Any]], window: tuple[float, float] | None = None
 ) -> list[TrustFact]:
     """Every reason not to trust the run's latency, generator first."""
-    facts = generator_trust(generator)
+    facts = generator_trust(generator) + worker_trust(generator)
     pegged = host_pegged(host, generator, window)
     if pegged is None:
         return facts

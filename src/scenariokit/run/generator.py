@@ -97,6 +97,9 @@ class GeneratorHealth:
     target_pids: list[int] = field(default_factory=list)  # each pid the target had, in order
     # the target's address and port as /proc/net/tcp writes them (run/connections.py); empty: not counted
     target_endpoints: frozenset[str] = frozenset()
+    # Locust workers on other machines (run --master), as their master wrote them (engines/records.py):
+    # id -> clock_offset_s, clock_rtt_s, samples [[t, share of one core], ...], lost_at
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(
         self,
@@ -136,7 +139,15 @@ class GeneratorHealth:
             "saturated_for_s": SATURATED_FOR_S,
             "samples": self.samples,
         }
+        if self.workers:  # absent for a run on one machine
+            raw["workers"] = self.workers
         return generator_facts(raw) | raw
+
+
+def every_worker_lost(workers: dict[str, dict[str, Any]]) -> str:
+    """The workers' ids when every one of them was lost (none was left to carry the load), else ''."""
+    lost = [worker for worker, facts in workers.items() if facts.get("lost_at") is not None]
+    return ", ".join(sorted(lost)) if workers and len(lost) == len(workers) else ""
 
 
 def embedded_target(supervisor: Any) -> Callable[[], int | None] | None:

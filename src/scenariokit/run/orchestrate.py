@@ -45,7 +45,7 @@ from scenariokit.compile.limits import HEADER_VALUE_FORBIDDEN, MAX_USERS
 from scenariokit.compile.lower import control_name
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, get_engine
-from scenariokit.engines.base import Engine, LaunchPlan
+from scenariokit.engines.base import WORKERS_JOIN_S, Engine, LaunchPlan
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.baseline import BadBaseline, UnsafeName, stored_baseline
@@ -60,7 +60,7 @@ from scenariokit.run.connections import target_endpoints
 from scenariokit.run.disk_use import disk_estimate
 from scenariokit.run.exporter import DEFAULT_LISTEN, LiveExporter
 from scenariokit.run.faults import ChaosRun, FaultTargets, check_faults, fault_proxy, needs_admin
-from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target
+from scenariokit.run.generator import GeneratorHealth, GeneratorSampler, embedded_target, every_worker_lost
 from scenariokit.run.hardware import probe_hardware
 from scenariokit.run.images import allowed_host, serving_images
 from scenariokit.run.instances import InstanceSampler, InstancesUnavailable, prometheus_for
@@ -108,6 +108,11 @@ class RunOptions:
     baseline: Path | None = None  # `--baseline [DIR]`: the baselines folder to gate the run against
     # `--metrics-listen`: where the live exporter serves /metrics (port 0: a free one), run/exporter.py
     metrics_listen: tuple[str, int] = DEFAULT_LISTEN
+    # `--master [--master-bind HOST:PORT] --expect-workers N`: Locust workers on other machines join
+    # (docs/distributed.md); `--launcher`: k6's instances run behind this command prefix
+    master_bind: tuple[str, int] | None = None
+    expect_workers: int = 0
+    launcher: str | None = None
 
 
 # --- overrides ------------------------------------------------------------------------------------
@@ -565,6 +570,8 @@ def run_engine(
 ) -> None:
     raw_dir = run_dir / "raw"
     max_run_s = scenario.load.duration_s + ENGINE_GRACE_S
+    if options.master_bind is not None:  # the master waits for its workers before the load starts
+        max_run_s += WORKERS_JOIN_S
     engine_url = chaos.engine_url if chaos is not None else base_url  # the fault proxy's, when one runs
     plan = LaunchPlan(
         script,
@@ -574,6 +581,9 @@ def run_engine(
         options.processes,
         scenario.load.model == "open",
         options.web_port,
+        master_bind=options.master_bind,
+        expect_workers=options.expect_workers,
+        launcher=options.launcher,
     )
     launch = engine.launch(plan)
     if state.data_url is not None:  # `{name.url}` of a served data set renders from it
@@ -633,6 +643,10 @@ def run_engine(
     if state.exit_reason == "completed" and not engine.ended_cleanly(state.engine_returncode):
         state.exit_reason = "engine_crashed"
         state.detail = f"{engine.name} exited with code {state.engine_returncode}; see logs/{engine.name}.log"
+    workers = getattr(reader, "workers", {})  # Locust workers on other machines (run --master)
+    if state.exit_reason == "completed" and (lost := every_worker_lost(workers)):
+        state.exit_reason = "engine_crashed"  # nothing was left to carry the load: a run error
+        state.detail = f"every Locust worker was lost ({lost}); see logs/{engine.name}.log"
     state.engine_started_unix = reader.started_unix or state.started_unix
     reader_facts = {
         "skipped_lines": reader.skipped,
@@ -644,6 +658,7 @@ def run_engine(
     with keeping_on(state):
         (run_dir / "raw" / "reader.json").write_text(json.dumps(reader_facts) + "\n")
     if health is not None:
+        health.workers = workers
         with keeping_on(state):
             (run_dir / "generator.json").write_text(json.dumps(health.as_dict()) + "\n")
 

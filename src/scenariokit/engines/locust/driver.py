@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from scenariokit.engines.base import EngineLaunch, LaunchPlan, engine_env
+from scenariokit.engines.base import WORKERS_JOIN_S, EngineLaunch, LaunchPlan, engine_env
 from scenariokit.ports import free_port
 
 
@@ -33,7 +33,10 @@ def locust_launch(plan: LaunchPlan) -> EngineLaunch:
         "5",
     ]
     env = engine_env(plan.base_url, plan.raw_dir)
-    if plan.processes > 1:
+    if plan.master_bind is not None:
+        argv += master_flags(plan.master_bind, plan.expect_workers)
+        env["SCENARIOKIT_WORKERS"] = str(plan.expect_workers)  # each worker's share of open arrivals
+    elif plan.processes > 1:
         # the master listens on a port of its own (Locust's default, 5557, let two runs at once join each
         # other's workers); the forked workers read the same environment to find it
         port = str(free_port())
@@ -50,3 +53,21 @@ def web_flags(port: int | None) -> list[str]:
     if port is None:
         return ["--headless"]
     return ["--autostart", "--autoquit", "0", "--web-host", "127.0.0.1", "--web-port", str(port)]
+
+
+def master_flags(bind: tuple[str, int], workers: int) -> list[str]:
+    """Locust's master for workers on other machines: it waits for `workers` of them, and moves a lost
+    worker's users to the others (`--enable-rebalancing`), so that the run goes on without it."""
+    host, port = bind
+    return [
+        "--master",
+        "--master-bind-host",
+        host,
+        "--master-bind-port",
+        str(port),
+        "--expect-workers",
+        str(workers),
+        "--expect-workers-max-wait",
+        str(int(WORKERS_JOIN_S)),
+        "--enable-rebalancing",
+    ]

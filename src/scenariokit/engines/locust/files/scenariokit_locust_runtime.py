@@ -46,6 +46,7 @@ import random
 import re
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,18 @@ MESSAGE_CHARS = 200
 REDACTED = "[redacted]"
 SECRET_MIN_CHARS = 4
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Test-only: seconds added to this process's wall clock, standing in for a host whose clock is off (the
+# distributed test shifts one worker's and checks that the master corrects its records; docs/distributed.md).
+CLOCK_SHIFT_ENV = "SCENARIOKIT_CLOCK_SHIFT_S"
+_CLOCK_SHIFT = float(os.environ.get(CLOCK_SHIFT_ENV) or 0.0)
+
+
+def _shifted_time() -> float:
+    return time.time() + _CLOCK_SHIFT
+
+
+# the runtime's wall clock (unix s): time.time itself unless shifted, so the hot path pays no call more
+now = _shifted_time if _CLOCK_SHIFT else time.time
 # The script's FAILURES table: (kind, exception class names, lower-case message fragments), first match.
 Failures = list[tuple[str, tuple[str, ...], tuple[str, ...]]]
 
@@ -238,12 +251,29 @@ class Scenario:
         self._env_secrets: dict[str, set[str]] = {}
         self._said: set[tuple[str, str, str]] = set()  # (request, kind, code) whose message was written
         self.recorder = Recorder(os.environ.get("SCENARIOKIT_RESULTS_DIR"))
+        _RECORDERS.append(self.recorder)
+        self.link: WorkerLink | MasterLink | None = None
+        events.init.add_listener(self._on_init)
         events.test_start.add_listener(self._on_test_start)
 
     # -- time and stages ---------------------------------------------------------------------------
 
+    def _on_init(self, environment: Any, **_: Any) -> None:
+        """A distributed run: a worker with no results folder sends its records to the master; a master
+        with one writes its workers' records there (the distribution section below)."""
+        from locust.runners import MasterRunner, WorkerRunner
+
+        runner = environment.runner
+        results_dir = os.environ.get("SCENARIOKIT_RESULTS_DIR")
+        if isinstance(runner, WorkerRunner):
+            self.link = WorkerLink(runner)
+            if not results_dir:  # on another machine: its records go to the master
+                self.recorder.link = self.link
+        elif isinstance(runner, MasterRunner) and results_dir:
+            self.link = MasterLink(runner, results_dir)
+
     def _on_test_start(self, environment: Any, **_: Any) -> None:
-        self.started_at = time.time()
+        self.started_at = now()
         self.recorder.write({"test_start": self.started_at})
         # What Locust and this module built so far lives as long as the run: frozen out of the collector,
         # the full collections that thousands of requests/s bring on no longer walk it (docs/performance.md).
@@ -253,14 +283,15 @@ class Scenario:
         # garbage waits a few hundred requests longer (docs/performance.md).
         gc.set_threshold(7000)
         # Distributed runs set SCENARIOKIT_WORKERS so that each worker sends its share of the arrivals.
-        count = max(1, int(os.environ.get("SCENARIOKIT_WORKERS", "1")))
+        announced = self.link.workers if isinstance(self.link, WorkerLink) else 0
+        count = max(1, int(os.environ.get("SCENARIOKIT_WORKERS") or announced or 1))
         index = (getattr(environment.runner, "worker_index", 0) or 0) % count
         self._arrivals = arrival_times(self.stages, self.started_at, index, count)
 
     def elapsed(self) -> float:
         if self.started_at is None:
-            self.started_at = time.time()
-        return time.time() - self.started_at
+            self.started_at = now()
+        return now() - self.started_at
 
     def fixed(self, request: Request) -> Sent:
         """A request that reads no data set, rendered once (its environment references do not change)."""
@@ -323,10 +354,10 @@ class Scenario:
     def next_arrival(self) -> float | None:
         """Open model: the intended start of the next arrival this user may send, or None when done."""
         if self._arrivals is None:
-            self._arrivals = arrival_times(self.stages, time.time(), 0, 1)
-            self.started_at = self.started_at or time.time()
+            self._arrivals = arrival_times(self.stages, now(), 0, 1)
+            self.started_at = self.started_at or now()
         for intended in self._arrivals:
-            late = time.time() - intended
+            late = now() - intended
             if late <= DROP_AFTER_S:
                 return intended
             stage, _ = stage_and_level(self.stages, intended - (self.started_at or intended))
@@ -388,14 +419,18 @@ class Recorder:
     FLUSH_EVERY_S and at exit (encoding in the flush keeps the request path short). A file is never
     written again once the next one is started, so a file that has a successor is complete."""
 
-    def __init__(self, results_dir: str | None) -> None:
+    def __init__(self, results_dir: str | None, name: str | None = None) -> None:
         self.dir = Path(results_dir) if results_dir else None
+        self.name = name  # the files' id; None: this process's pid
         self.buffer: list[Any] = []
         self._flusher: Any = None
         self.rotate_bytes = max(1, int(os.environ.get("SCENARIOKIT_RAW_ROTATE_BYTES") or RAW_ROTATE_BYTES))
         self._pid = 0  # the process the sequence belongs to (see path)
         self._seq = 1
         self._written = 0
+        # a Locust worker with no results folder of its own (on another machine) sends its records to the
+        # master instead (MasterLink); set by Scenario once Locust has made its runner
+        self.link: WorkerLink | None = None
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             atexit.register(self.flush)
@@ -407,13 +442,15 @@ class Recorder:
         after this module is imported, and each must append to files of its own, numbered from 1."""
         if self.dir is None:
             return None
+        if self.name is not None:
+            return self.dir / f"records-{self.name}-{self._seq}.jsonl"
         if self._pid != os.getpid():
             self._pid, self._seq, self._written = os.getpid(), 1, 0
         return self.dir / f"records-{self._pid}-{self._seq}.jsonl"
 
     def write(self, record: tuple[Any, ...] | dict[str, Any]) -> None:
         """A request's record (a tuple in RECORD_FIELDS order) or a marker (a dict)."""
-        if self.dir is None:
+        if self.dir is None and self.link is None:
             return
         self.buffer.append(record)
         if self._flusher is None:
@@ -425,6 +462,10 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
+        if self.link is not None:
+            items, self.buffer = self.buffer, []
+            self.link.send(items)
+            return
         path = self.path
         if not self.buffer or path is None:
             return
@@ -435,6 +476,189 @@ class Recorder:
         self._written += len(data)
         if self._written >= self.rotate_bytes:  # whole flushes only: a line never spans two files
             self._seq, self._written = self._seq + 1, 0
+
+
+# --- distribution: records over Locust's own worker -> master messages -------------------------
+# A worker on another machine has no folder the runner reads: it sends its records to the master every
+# FLUSH_EVERY_S as one `sk_records` message (rows as arrays in RECORD_FIELDS order and markers as maps,
+# which Locust's msgpack carries compactly), with its own CPU share (psutil: Locust's dependency). The
+# master measures each worker's clock offset when it joins (CLOCK_PINGS ping/pong exchanges, the one with
+# the shortest round trip kept: NTP's rule), subtracts it from the worker's times, and writes the records
+# into records-w<worker>-<seq>.jsonl in its results folder, where the runner reads them as it reads a
+# local process's. A worker that stops answering Locust's heartbeats is written as lost.
+
+RECORDS_MESSAGE = "sk_records"
+PING_MESSAGE = "sk_ping"
+PONG_MESSAGE = "sk_pong"
+STOP_MESSAGE = "sk_stop"
+DONE_MESSAGE = "sk_done"
+CLOCK_PINGS = 8
+PING_GAP_S = 0.05
+PING_AFTER_S = 0.5  # a worker registers its handlers just after it says it is ready
+LOST_CHECK_S = 1.0
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+class WorkerLink:
+    """A worker's side: answers the master's pings on its own clock, sends its records and CPU share,
+    and stops when the master asks, saying so once its last records are sent (local workers too)."""
+
+    def __init__(self, runner: Any) -> None:
+        import psutil
+
+        self.runner = runner
+        self.workers = 0  # the worker count the master announced (for the open model's arrivals)
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)  # primes it: the first batch's share covers the time since
+        runner.register_message(PING_MESSAGE, self._on_ping)
+        # its own greenlet: the users' graceful stop must not hold up Locust's heartbeats
+        runner.register_message(STOP_MESSAGE, self._on_stop, concurrent=True)
+        events.test_stop.add_listener(lambda **_: flush_recorders())
+
+    def _on_stop(self, environment: Any, msg: Any, **_: Any) -> None:
+        """Locust's headless master quits at the shape's end and gives its workers 0.5 s; instead it asks
+        each to stop first: the users finish their task (--stop-timeout), test_stop flushes the records,
+        and then this says done."""
+        self.runner.stop()
+        flush_recorders()
+        self.runner.send_message(DONE_MESSAGE, {})
+
+    def _on_ping(self, environment: Any, msg: Any, **_: Any) -> None:
+        data = msg.data or {}
+        self.workers = int(data.get("workers") or self.workers or 0)
+        self.runner.send_message(PONG_MESSAGE, {"k": data.get("k"), "t0": data.get("t0"), "tw": now()})
+
+    def send(self, items: list[Any]) -> None:
+        cpu = self._process.cpu_percent(None) / 100.0
+        payload = {"rows": [list(i) for i in items if isinstance(i, tuple)], "cpu": cpu, "t": now()}
+        payload["markers"] = [i for i in items if isinstance(i, dict)]
+        with suppress(Exception):  # the master is gone (it ended the run): nothing left to send to
+            self.runner.send_message(RECORDS_MESSAGE, payload)
+
+
+_RECORDERS: list[Recorder] = []
+
+
+def flush_recorders() -> None:
+    """Flushes every recorder of this process (a worker's last batch goes before Locust's client_stopped)."""
+    for recorder in _RECORDERS:
+        recorder.flush()
+
+
+@dataclass
+class _Joined:
+    """One worker as the master sees it."""
+
+    client_id: str
+    recorder: Recorder
+    pings: list[tuple[float, float]] = field(default_factory=list)  # (rtt, offset) per answered ping
+    offset: float | None = None  # worker clock minus master clock, once measured
+    pending: list[Any] = field(default_factory=list)  # batches that came before the offset
+    lost: bool = False
+
+
+class MasterLink:
+    """The master's side: times each worker's clock, writes its records corrected, notes lost workers."""
+
+    def __init__(self, runner: Any, results_dir: str) -> None:
+        self.runner = runner
+        self.dir = results_dir
+        self.workers: dict[str, _Joined] = {}
+        self.done: set[str] = set()  # the workers that stopped and sent their last records
+        self._stopped = False
+        runner.register_message(RECORDS_MESSAGE, self._on_records)
+        runner.register_message(PONG_MESSAGE, self._on_pong)
+        runner.register_message(DONE_MESSAGE, lambda msg, **_: self.done.add(msg.node_id))
+        events.worker_connect.add_listener(self._on_connect)
+        events.test_stop.add_listener(self._on_test_stop)
+        gevent.spawn(self._watch_lost)
+
+    def _on_test_stop(self, environment: Any, **_: Any) -> None:
+        """Before Locust's master quits: every worker still there stops and sends its last records (see
+        WorkerLink._on_stop); waited for up to the stop timeout and a margin."""
+        from locust.runners import STATE_MISSING
+
+        if self._stopped:
+            return
+        self._stopped = True
+        live = {c.id for c in self.runner.clients.all if c.state != STATE_MISSING}
+        for client_id in live:
+            self.runner.send_message(STOP_MESSAGE, {}, client_id=client_id)
+        deadline = time.monotonic() + float(environment.stop_timeout or 0) + 10.0
+        while not live <= self.done and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        flush_recorders()
+
+    def _joined(self, client_id: str) -> _Joined:
+        found = self.workers.get(client_id)
+        if found is None:
+            name = "w" + _UNSAFE_ID.sub("_", client_id)[-48:]
+            recorder = Recorder(self.dir, name=name)
+            _RECORDERS.append(recorder)
+            found = self.workers[client_id] = _Joined(client_id, recorder)
+        return found
+
+    def _on_connect(self, client_id: str, **_: Any) -> None:
+        self._joined(client_id)
+        gevent.spawn(self._time_clock, client_id)
+
+    def _time_clock(self, client_id: str) -> None:
+        count = int(os.environ.get("SCENARIOKIT_WORKERS") or 0)
+        gevent.sleep(PING_AFTER_S)
+        for k in range(CLOCK_PINGS):
+            data = {"k": k, "t0": time.time(), "workers": count}
+            self.runner.send_message(PING_MESSAGE, data, client_id=client_id)
+            gevent.sleep(PING_GAP_S)
+        gevent.sleep(1.0)  # the last answers
+        joined = self._joined(client_id)
+        rtt, offset = min(joined.pings) if joined.pings else (None, 0.0)
+        joined.offset = offset
+        marker = {"worker_clock": client_id, "offset_s": offset, "rtt_s": rtt, "pings": len(joined.pings)}
+        joined.recorder.write(marker)
+        for batch in joined.pending:
+            self._write(joined, batch)
+        joined.pending = []
+
+    def _on_pong(self, environment: Any, msg: Any, **_: Any) -> None:
+        t3 = time.time()
+        data = msg.data or {}
+        t0, tw = float(data["t0"]), float(data["tw"])
+        # the worker read its clock between t0 and t3: at best halfway, within half the round trip
+        self._joined(msg.node_id).pings.append((t3 - t0, tw - (t0 + t3) / 2))
+
+    def _on_records(self, environment: Any, msg: Any, **_: Any) -> None:
+        joined = self._joined(msg.node_id)
+        if joined.offset is None:
+            joined.pending.append(msg.data)
+        else:
+            self._write(joined, msg.data)
+
+    def _write(self, joined: _Joined, batch: dict[str, Any]) -> None:
+        shift = joined.offset or 0.0
+        write = joined.recorder.write
+        for row in batch.get("rows") or []:
+            row[0] -= shift  # start
+            if row[1] is not None:
+                row[1] -= shift  # intended start
+            write(tuple(row))
+        for marker in batch.get("markers") or []:
+            if "dropped" in marker:  # the master's own test start is the run's: a worker's is not kept
+                write({**marker, "t": marker["t"] - shift})
+        at = float(batch.get("t") or 0.0) - shift
+        write({"worker_cpu": batch.get("cpu"), "t": at, "worker": joined.client_id})
+
+    def _watch_lost(self) -> None:
+        """A worker whose heartbeats stopped (Locust marks it missing) is written as lost, once."""
+        from locust.runners import STATE_MISSING
+
+        while True:
+            gevent.sleep(LOST_CHECK_S)
+            for client_id, joined in list(self.workers.items()):
+                client = self.runner.clients.get(client_id)
+                if not joined.lost and client is not None and client.state == STATE_MISSING:
+                    joined.lost = True
+                    joined.recorder.write({"worker_lost": client_id, "t": time.time()})
+                    joined.recorder.flush()
 
 
 def failure_kind(exc: BaseException, failures: Failures) -> str:
@@ -611,7 +835,7 @@ class Client:
             if intended is None:
                 gevent.sleep(1.0)  # the schedule is over; the shape ends the run
                 return
-            gevent.sleep(max(0.0, intended - time.time()))
+            gevent.sleep(max(0.0, intended - now()))
         # a task of one request (nearly every one, thousands a second) skips building the union
         names = steps[0].datasets if len(steps) == 1 else flow_datasets(steps)
         row = self.scenario.row(self.rng, names) if names else {}
@@ -626,7 +850,7 @@ class Client:
         if sent.body is not None:
             kwargs["data"] = sent.body
         measured = Measured()
-        t0 = time.time()
+        t0 = now()
         started = time.perf_counter()
         try:
             latency, error = self._exchange(request, sent, kwargs, measured, started)

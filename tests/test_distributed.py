@@ -1,0 +1,258 @@
+"""One verdict over several machines (issue 17): the target, the runner and the load generators each in a
+network namespace of its own (tests/support/netns.py), each generator in a folder of its own with no file
+shared. Locust: the runner is the master, two `scenariokit worker`s join it over the bridge, one of them
+with its clock 40 s off (SCENARIOKIT_CLOCK_SHIFT_S, test-only), and a third run loses a worker mid-run.
+k6: `run --processes 2` with each instance in a namespace of its own (`--launcher`). Each run folder must
+hold exactly the requests the target logged, percentiles of one histogram over all of them, and every
+generator's CPU in generator.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scenariokit.results.metrics import sample_stats
+from scenariokit.results.store import load_records
+from tests.support.engines import K6
+from tests.support.netns import Fabric, Host, skip_reason
+
+pytestmark = pytest.mark.engine
+
+SKIP = skip_reason() or (None if shutil.which("nginx") else "no nginx (.ci/run installs it)")
+SHIFT_S = 40.0
+MASTER_PORT = 5557
+TARGET_PORT = 8080
+
+NGINX = """\
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {root}/access.log;
+    client_body_temp_path {root}/tmp;
+    keepalive_requests 1000000;
+    server {{
+        listen {address}:{port};
+        location / {{ default_type application/json; return 200 '{{"ok": true}}'; }}
+    }}
+}}
+"""
+
+SCENARIO = """\
+version: 1
+name: spread
+engine: {engine}
+target: {{kind: http, base_url: "http://{address}:{port}"}}
+load: {{curve: "ramp(0, 4, 1s) -> hold({hold}) as steady", think_time: constant(20ms)}}
+requests:
+  a: {{weight: 3, path: /a}}
+  b: {{weight: 1, path: /b, method: POST, json: {{x: 1}}}}
+slo:
+  - p99(latency) < 2s
+  - error_rate < 1%
+"""
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[dict[str, Host]]:
+    if SKIP:
+        pytest.skip(SKIP)
+    with Fabric(["target", "master", "w1", "w2"]) as made:
+        yield made
+
+
+class Target:
+    """nginx in the target's namespace, logging every request it answers."""
+
+    def __init__(self, host: Host, root: Path) -> None:
+        self.root = root
+        (root / "tmp").mkdir(parents=True)
+        os.chmod(root, 0o755)  # nginx's worker runs as nobody
+        conf = root / "nginx.conf"
+        conf.write_text(NGINX.format(root=root, address=host.address, port=TARGET_PORT))
+        self.process = subprocess.Popen(
+            host.command(["nginx", "-c", str(conf), "-p", str(root)]), start_new_session=True
+        )
+        self.url = f"http://{host.address}:{TARGET_PORT}"
+
+    def stop(self) -> int:
+        """Stops nginx (its log is complete then) and counts the scenario's requests it logged (the
+        runner's own readiness probe and /metrics scrapes are not the load)."""
+        os.killpg(self.process.pid, signal.SIGQUIT)
+        self.process.wait(timeout=10)
+        lines = (self.root / "access.log").read_text().splitlines()
+        return sum('"GET /a HTTP' in line or '"POST /b HTTP' in line for line in lines)
+
+
+def scenario_in(folder: Path, engine: str, address: str, hold: str = "4s") -> Path:
+    """The scenario, written into a generator's own folder (no file is shared between machines)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "spread.yaml"
+    path.write_text(SCENARIO.format(engine=engine, address=address, port=TARGET_PORT, hold=hold))
+    return path
+
+
+def scenariokit(host: Host, args: list[str], cwd: Path, **env: str) -> subprocess.Popen[bytes]:
+    log = (cwd / "out.log").open("wb")
+    return subprocess.Popen(
+        host.command([sys.executable, "-m", "scenariokit", *args]),
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(host: Host, url: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe = subprocess.run(host.command(["curl", "-sf", "-o", "/dev/null", url]), check=False)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nginx did not answer on {url}")
+
+
+def worker_args(scenario: Path, bind: str, folder: Path) -> list[str]:
+    return ["worker", str(scenario), "--master", bind, "--dir", str(folder / "compiled")]
+
+
+def wait_sending(raw: Path, workers: int, timeout_s: float = 60.0) -> None:
+    """Until `workers` remote workers' records reached the master's folder."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        files = list(raw.glob("records-w*-1.jsonl"))
+        if len([f for f in files if "[" in f.read_text()]) >= workers:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{workers} workers did not send records within {timeout_s:.0f} s")
+
+
+def assert_one_verdict(run: Path, target_count: int) -> dict:
+    """Every request the target logged is a stored record, and the summary's percentiles are those of
+    one histogram over all of them."""
+    records = load_records(run)
+    assert len(records) == target_count
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["overall"]["requests"] == target_count
+    one = sample_stats(r.corrected_latency for r in records)
+    for name, value in summary["overall"]["latency"]["percentiles"].items():
+        assert value == pytest.approx(one.percentiles[name], abs=1e-6), name
+    return summary
+
+
+def run_locust(
+    hosts: dict[str, Host], tmp_path: Path, hold: str, kill_w2_after_s: float | None = None
+) -> tuple[int, Path, int, list[Path]]:
+    """The master in its namespace, two workers in theirs (w2's clock shifted); the master's exit code,
+    its run folder, the target's count and the workers' folders."""
+    master, target_host = hosts["master"], hosts["target"]
+    target = Target(target_host, tmp_path / "target")
+    try:
+        wait_ready(target_host, target.url + "/ok")
+        master_dir = tmp_path / "master"
+        run = master_dir / "run"
+        bind = f"{master.address}:{MASTER_PORT}"
+        args = ["run", str(scenario_in(master_dir, "locust", target_host.address, hold)), "--quiet"]
+        args += ["--master", "--master-bind", bind, "--expect-workers", "2", "--out", str(run)]
+        runner = scenariokit(master, args, master_dir)
+        folders = [tmp_path / name for name in ("w1", "w2")]
+        workers = [
+            scenariokit(
+                hosts[folder.name],
+                worker_args(scenario_in(folder, "locust", target_host.address), bind, folder),
+                folder,
+                **({"SCENARIOKIT_CLOCK_SHIFT_S": str(SHIFT_S)} if folder.name == "w2" else {}),
+            )
+            for folder in folders
+        ]
+        if kill_w2_after_s is not None:
+            wait_sending(run / "raw", workers=2)  # both joined and sending (start-up is slow on 2 cores)
+            time.sleep(kill_w2_after_s)
+            for pid in subprocess.run(
+                ["ip", "netns", "pids", hosts["w2"].ns], capture_output=True, text=True, check=False
+            ).stdout.split():
+                os.kill(int(pid), signal.SIGKILL)  # the worker's machine dies: no goodbye
+        code = runner.wait(timeout=90)
+        for worker in workers:
+            worker.wait(timeout=30)
+    finally:
+        counted = target.stop()
+    return code, run, counted, folders
+
+
+@pytest.mark.solo
+def test_locust_master_and_two_workers_on_other_hosts(hosts: dict[str, Host], tmp_path: Path) -> None:
+    code, run, counted, folders = run_locust(hosts, tmp_path, "4s")
+    assert code == 0, (run / "../out.log").read_text()[-3000:]
+    summary = assert_one_verdict(run, counted)
+    assert counted > 100
+    # each worker compiled the scenario in its own folder and wrote nothing the master reads
+    for folder in folders:
+        assert (folder / "out.log").exists()
+        assert not list(folder.rglob("records-*.jsonl"))
+    generator = json.loads((run / "generator.json").read_text())
+    workers = generator["workers"]
+    assert len(workers) == 2
+    offsets = sorted(w["clock_offset_s"] for w in workers.values())
+    assert offsets[0] == pytest.approx(0.0, abs=0.05)
+    assert offsets[1] == pytest.approx(SHIFT_S, abs=0.05)  # measured: the shift injected into w2
+    assert all(w["clock_rtt_s"] < 0.05 and w["clock_pings"] >= 4 for w in workers.values())
+    # each worker's CPU came with its records, and the generator verdict reads it
+    peaks = summary["generator"]["workers_peak"]
+    assert set(peaks) == set(workers)
+    assert all(len(w["samples"]) >= 3 and 0 < peaks[k]["peak"] <= 1.5 for k, w in workers.items())
+    # corrected: every record (w2's included) lies in the master's run, so per-second tables line up
+    meta = json.loads((run / "run.json").read_text())
+    start, end = meta["engine_started_unix"], meta["ended_unix"]
+    assert all(start - 1 <= r.t <= end for r in load_records(run))
+
+
+@pytest.mark.solo
+def test_a_worker_that_dies_is_named_and_its_records_kept(hosts: dict[str, Host], tmp_path: Path) -> None:
+    code, run, counted, _ = run_locust(hosts, tmp_path, "8s", kill_w2_after_s=2.0)
+    summary = json.loads((run / "summary.json").read_text())
+    assert code == 0, summary["notes"]  # the other worker carried the load (rebalanced)
+    lost = [t for t in summary["trust"] if t["reason"] == "generator_worker_lost"]
+    assert len(lost) == 1 and "lost" in lost[0]["label"]
+    generator = json.loads((run / "generator.json").read_text())
+    assert sum(w["lost_at"] is not None for w in generator["workers"].values()) == 1
+    # the dead worker's requests after its last batch are lost with it: at most half a second's worth
+    records = len(load_records(run))
+    assert 0 <= counted - records <= 40
+    assert records > 100
+
+
+@pytest.mark.solo
+@pytest.mark.skipif(K6 is None, reason="k6 is not installed")
+def test_k6_instances_on_other_hosts_one_verdict(hosts: dict[str, Host], tmp_path: Path) -> None:
+    master, target_host = hosts["master"], hosts["target"]
+    target = Target(target_host, tmp_path / "target")
+    try:
+        wait_ready(target_host, target.url + "/ok")
+        run = tmp_path / "master" / "run"
+        # instance i runs in namespace w{i+1}: its console stream is the records' way back
+        launcher = f"ip netns exec {hosts['w1'].ns[:-2]}w{{n}}"
+        args = ["run", str(scenario_in(tmp_path / "master", "k6", target_host.address)), "--quiet"]
+        args += ["--processes", "2", "--launcher", launcher, "--out", str(run)]
+        code = scenariokit(master, args, tmp_path / "master").wait(timeout=60)
+    finally:
+        counted = target.stop()
+    assert code == 0, (tmp_path / "master" / "out.log").read_text()[-3000:]
+    assert_one_verdict(run, counted)
+    assert counted > 100
+    generator = json.loads((run / "generator.json").read_text())
+    instances = generator["processes_peak"]
+    assert len([p for p in instances.values() if p["peak"] > 0]) >= 2  # both k6 instances' CPU
