@@ -307,7 +307,7 @@ class InstancesSpec(Strict):
         min_length=1,
         max_length=2000,
         description="A PromQL query whose one value is the ready instances now, e.g. "
-        "`count(up{job=\"vllm\"} == 1)`; sent to Prometheus as data, never edited.",
+        '`count(up{job="vllm"} == 1)`; sent to Prometheus as data, never edited.',
         examples=['count(up{job="vllm"} == 1)'],
     )
     prometheus: str | None = Field(

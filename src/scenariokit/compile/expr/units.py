@@ -43,9 +43,7 @@ BYTE_UNITS: dict[str, float] = {
 GROWTH_PER: dict[str, float] = {"h": 1.0, "d": 1 / 24}  # to per hour
 _GROWTH = re.compile(r"(\d+(?:\.\d+)?)(%|[A-Za-z]+)/(h|d)")
 
-QuantityKind = Literal[
-    "duration", "rate", "percent", "number", "percent_growth", "byte_growth", "byte_rate"
-]
+QuantityKind = Literal["duration", "rate", "percent", "number", "percent_growth", "byte_growth", "byte_rate"]
 KIND_NAMES: dict[QuantityKind, str] = {
     "duration": "a duration",
     "rate": "a rate",
