@@ -253,6 +253,11 @@ def test_k6_instances_on_other_hosts_one_verdict(hosts: dict[str, Host], tmp_pat
     assert code == 0, (tmp_path / "master" / "out.log").read_text()[-3000:]
     assert_one_verdict(run, counted)
     assert counted > 100
+    # each instance's console stream came back into a file of its own, each with its segment's share
+    streams = [run / "raw" / f"records-k6.{i}.jsonl" for i in range(2)]
+    assert all('{"outcomes"' in path.read_text() for path in streams)
+    spec = json.loads((run / "raw" / "k6-instances.json").read_text())["instances"]
+    assert [i["argv"][i["argv"].index("--execution-segment") + 1] for i in spec] == ["0:1/2", "1/2:1"]
     generator = json.loads((run / "generator.json").read_text())
     instances = generator["processes_peak"]
     assert len([p for p in instances.values() if p["peak"] > 0]) >= 2  # both k6 instances' CPU

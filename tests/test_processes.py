@@ -129,9 +129,42 @@ def worker_arrivals(path: Path) -> Arrivals:
     return found
 
 
-def test_processes_are_for_locust_only(tmp_path: Path) -> None:
-    code, _, _ = run(tmp_path, CLOSED, "--processes", "2", "--engine", "k6")
-    assert code == 2
+def test_two_k6_instances_split_an_open_model_not_repeat_it(tmp_path: Path) -> None:
+    """k6 with --processes 2: two instances on execution segments 0:1/2 and 1/2:1 send the planned arrivals
+    once between them (not twice), each recording into its own file, their dropped iterations added."""
+    code, summary, run_dir = run(tmp_path, OPEN, "--processes", "2", "--engine", "k6")
+    assert code == 0, summary.get("notes")
+    assert sorted(p.name for p in (run_dir / "raw").glob("records-k6.*.jsonl")) == [
+        "records-k6.0.jsonl",
+        "records-k6.1.jsonl",
+    ]
+    assert worker_files_with_requests(run_dir) == 0  # k6's lines are batches, not arrays
+    batches = [
+        sum(line.startswith('{"outcomes"') for line in p.read_text().splitlines())
+        for p in (run_dir / "raw").glob("records-k6.*.jsonl")
+    ]
+    assert all(batches), batches
+    overall = summary["overall"]
+    assert isinstance(overall, dict)
+    dropped = json.loads((run_dir / "raw" / "reader.json").read_text())["dropped"]
+    assert abs(overall["requests"] + dropped - OPEN_PLANNED) <= 2  # k6 rounds each segment's share
+
+
+@pytest.mark.parametrize(
+    ("engine", "flags"),
+    [
+        ("k6", ["--master", "--expect-workers", "2"]),
+        ("locust", ["--processes", "2", "--launcher", "ssh gen{n}"]),
+        ("k6", ["--launcher", "ssh gen{n}"]),
+        ("locust", ["--master-bind", "0.0.0.0:5557"]),
+        ("locust", ["--master"]),
+    ],
+)
+def test_distribution_flags_that_do_not_fit_are_refused(
+    tmp_path: Path, engine: str, flags: list[str]
+) -> None:
+    code, summary, _ = run(tmp_path, CLOSED, "--engine", engine, *flags)
+    assert code == 2 and not summary  # refused before anything was sent
 
 
 def test_the_driver_asks_locust_for_its_processes(tmp_path: Path) -> None:

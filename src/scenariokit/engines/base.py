@@ -29,6 +29,10 @@ class Capabilities:
     unmeasurable: Mapping[str, str] = field(default_factory=dict)
     # runs several generator processes on one machine (`run --processes N`)
     worker_processes: bool = False
+    # its master takes workers from other machines (`run --master`, `scenariokit worker`)
+    remote_workers: bool = False
+    # its processes may each run behind a command prefix on another machine (`run --launcher`)
+    launched_instances: bool = False
     # one engine process uses every core (its CPU share is of all cores); else one core per process
     uses_every_core: bool = False
     # exit codes that mean the engine ended cleanly (k6's 99 is its own thresholds failing: a verdict)

@@ -776,6 +776,9 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
     if options.processes > 1 and not engine.capabilities.worker_processes:
         print(f"error: --processes does not apply to {engine.name}: it runs its load in one process")
         return ExitCode.INVALID_SCENARIO
+    if (refusal := distribution_refusal(engine, options)) is not None:
+        print(f"error: {refusal}; nothing was sent", file=sys.stderr)
+        return ExitCode.INVALID_SCENARIO
     compiled = compile_scenario(scenario, scenario.engine)
     try:
         run_dir, lock = claim_run_dir(scenario, options.out, options.force)
@@ -810,6 +813,19 @@ def _run_scenario(path: Path, options: RunOptions) -> int:
         with suppress(OSError):  # freed by finish; this covers a crash on the way there
             (run_dir / RESERVE_NAME).unlink()
         os.close(lock)  # releases the run folder
+
+
+def distribution_refusal(engine: Engine, options: RunOptions) -> str | None:
+    """Why --master or --launcher cannot be used with this engine and these options, else None."""
+    if options.master_bind is not None and not engine.capabilities.remote_workers:
+        return f"--master does not apply to {engine.name}: spread it with --processes N [--launcher]"
+    if options.master_bind is not None and options.processes > 1:
+        return "--master takes its workers from `scenariokit worker`, not --processes"
+    if options.launcher is not None and not engine.capabilities.launched_instances:
+        return f"--launcher does not apply to {engine.name}: its workers join with `scenariokit worker`"
+    if options.launcher is not None and options.processes < 2:
+        return "--launcher needs --processes N (2 or more): one instance per launched machine"
+    return None
 
 
 def measure(

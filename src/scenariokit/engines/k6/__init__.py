@@ -26,6 +26,9 @@ class K6Engine(Engine):
     capabilities = Capabilities(
         unmeasurable=UNMEASURABLE,  # k6 reads whole responses: no time to first token
         uses_every_core=True,
+        # `--processes N`: N instances on execution segments, on other machines behind a launcher
+        worker_processes=True,
+        launched_instances=True,
         clean_exit_codes=frozenset({0, 99}),  # 99: k6's own thresholds failed, a verdict, not a crash
     )
 

@@ -42,7 +42,8 @@ def k6_binary() -> str:
 
 
 def k6_launch(plan: LaunchPlan) -> EngineLaunch:
-    """k6 runs its VUs on every core in one process, so `processes` does not apply.
+    """k6 runs its VUs on every core in one process; `processes` > 1 is that many k6 instances, each
+    running its execution segment of the plan (engines/k6/instances.py).
 
     The runtime writes its records with console.log (SCENARIOKIT_RECORDS=console) into
     raw/records-k6.jsonl, verbatim (`--log-format raw`); no `--out`. The runner judges the SLOs, so k6's
@@ -51,6 +52,19 @@ def k6_launch(plan: LaunchPlan) -> EngineLaunch:
     `--address ""`); an open model keeps it for its dropped iterations, which no VU sees: the summary
     (`k6-summary.json`, legacy mode) holds the total, the REST API on a port of its own the count so far."""
     raw_dir = plan.raw_dir
+    env = k6_env(plan)
+    if plan.processes > 1:
+        from scenariokit.engines.k6.instances import instances_launch
+
+        return instances_launch(plan, env)
+    api = f"127.0.0.1:{free_port()}" if plan.open_model else None  # a port of its own per run
+    argv = k6_argv(plan, raw_dir / "records-k6.jsonl", raw_dir / "k6-summary.json", api)
+    return EngineLaunch(argv, env, api)
+
+
+def k6_argv(plan: LaunchPlan, console: Path | str, summary: Path | None, api: str | None) -> list[str]:
+    """One k6 instance's command line: records to `console`; in an open model its summary to `summary`
+    and its REST API at `api` (both None: neither)."""
     argv = [
         k6_binary(),
         "run",
@@ -60,20 +74,22 @@ def k6_launch(plan: LaunchPlan) -> EngineLaunch:
         "--no-usage-report",
         "--no-thresholds",
         "--console-output",
-        str(raw_dir / "records-k6.jsonl"),
+        str(console),
         "--log-format",
         "raw",
         "--system-tags",
         K6_SYSTEM_TAGS,
     ]
-    api = None
-    if plan.open_model:
-        api = f"127.0.0.1:{free_port()}"  # a port of its own: runs side by side do not collide
-        argv += ["--summary-mode", "legacy", "--summary-export", str(raw_dir / "k6-summary.json")]
-        argv += ["--address", api]
+    if plan.open_model and summary is not None:
+        argv += ["--summary-mode", "legacy", "--summary-export", str(summary)]
+        argv += ["--address", api or ""]
     else:
         argv += ["--no-summary", "--address", ""]
-    env = engine_env(plan.base_url, raw_dir)
+    return argv
+
+
+def k6_env(plan: LaunchPlan) -> dict[str, str]:
+    env = engine_env(plan.base_url, plan.raw_dir)
     env["SCENARIOKIT_RECORDS"] = "console"
     if plan.web_port is not None:  # `run --web`: k6's web dashboard, on loopback only
         env.update(
@@ -83,4 +99,4 @@ def k6_launch(plan: LaunchPlan) -> EngineLaunch:
         )
     for key, value in k6_gc_env().items():
         env.setdefault(key, value)
-    return EngineLaunch(argv, env, api)
+    return env

@@ -35,8 +35,15 @@ class K6RecordReader(RecordLinesReader):
 
     def __init__(self, raw_dir: Path, api: str | None = None) -> None:
         super().__init__(raw_dir)
-        self.api = api
-        self.summary_path = raw_dir / "k6-summary.json"
+        # `run --processes N`: N local instances, each with its API (comma-separated) and summary file
+        # (engines/k6/instances.py); their dropped iterations add up
+        self.apis = api.split(",") if api else []
+        several = (raw_dir / "k6-instances.json").exists()
+        self.summary_paths = (
+            [raw_dir / f"k6-summary.{i}.json" for i in range(len(self.apis))]
+            if several
+            else [raw_dir / "k6-summary.json"]
+        )
         self._final = False
         self._last_seen: float | None = None
         self._client: httpx.Client | None = None  # one for the run
@@ -112,22 +119,33 @@ class K6RecordReader(RecordLinesReader):
             self.dropped = total
 
     def _summary_dropped(self) -> int | None:
-        """The total from k6's end-of-test summary; None until k6 has written it whole."""
-        try:
-            metrics = json.loads(self.summary_path.read_text())["metrics"]
-        except (OSError, ValueError, KeyError, TypeError):
+        """The total from k6's end-of-test summaries (one per local instance); None until k6 has written
+        every one whole."""
+        if not self.summary_paths:
             return None
-        dropped = metrics.get("dropped_iterations") if isinstance(metrics, dict) else None
-        return int(dropped.get("count", 0)) if isinstance(dropped, dict) else 0
+        total = 0
+        for path in self.summary_paths:
+            try:
+                metrics = json.loads(path.read_text())["metrics"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            dropped = metrics.get("dropped_iterations") if isinstance(metrics, dict) else None
+            total += int(dropped.get("count", 0)) if isinstance(dropped, dict) else 0
+        return total
 
     def _api_dropped(self) -> int | None:
-        """The count so far from k6's REST API (404 until the first drop); None when k6 does not answer."""
-        if self.api is None:
+        """The count so far over the instances' REST APIs; None when one of them does not answer."""
+        if not self.apis:
             return None
+        counts = [self._api_count(api) for api in self.apis]
+        return None if None in counts else sum(c or 0 for c in counts)
+
+    def _api_count(self, api: str) -> int | None:
+        """One instance's count so far (404 until its first drop); None when it does not answer."""
         if self._client is None:
             self._client = httpx.Client(timeout=0.5, trust_env=False, verify=False)  # plain HTTP on loopback
         try:
-            response = self._client.get(f"http://{self.api}/v1/metrics/dropped_iterations")
+            response = self._client.get(f"http://{api}/v1/metrics/dropped_iterations")
         except httpx.HTTPError:
             return None
         self._last_seen = time.time()

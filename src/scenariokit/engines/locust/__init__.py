@@ -23,7 +23,7 @@ from scenariokit.engines.records import RecordLinesReader
 class LocustEngine(Engine):
     name = "locust"
     # the runtime measures every metric the DSL has, TTFT and ITL included; one process uses one core
-    capabilities = Capabilities(worker_processes=True)
+    capabilities = Capabilities(worker_processes=True, remote_workers=True)
 
     def compile(self, scenario: Scenario) -> CompiledScript:
         return compile_locust(scenario, self.files_dir())
