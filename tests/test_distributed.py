@@ -118,7 +118,8 @@ def scenariokit(host: Host, args: list[str], cwd: Path, **env: str) -> subproces
 def wait_ready(host: Host, url: str) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        probe = subprocess.run(host.command(["curl", "-sf", "-o", "/dev/null", url]), check=False)
+        fetch = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=1)"
+        probe = subprocess.run(host.command([sys.executable, "-c", fetch]), capture_output=True, check=False)
         if probe.returncode == 0:
             return
         time.sleep(0.1)

@@ -637,15 +637,21 @@ class MasterLink:
         shift = joined.offset or 0.0
         write = joined.recorder.write
         for row in batch.get("rows") or []:
-            row[0] -= shift  # start
-            if row[1] is not None:
-                row[1] -= shift  # intended start
-            write(tuple(row))
+            try:  # a row the worker garbled is written as it came: the runner's reader skips and counts it
+                row[0] -= shift  # start
+                if row[1] is not None:
+                    row[1] -= shift  # intended start
+            except (TypeError, IndexError, KeyError):
+                pass
+            # not an array (a map could pass for a marker): written as one no reader knows (skipped, counted)
+            write(tuple(row) if isinstance(row, list) else {"garbled": repr(row)[:200]})
         for marker in batch.get("markers") or []:
-            if "dropped" in marker:  # the master's own test start is the run's: a worker's is not kept
+            # the master's own test start is the run's: a worker's is not kept
+            if isinstance(marker, dict) and "dropped" in marker and isinstance(marker.get("t"), float):
                 write({**marker, "t": marker["t"] - shift})
-        at = float(batch.get("t") or 0.0) - shift
-        write({"worker_cpu": batch.get("cpu"), "t": at, "worker": joined.client_id})
+        with suppress(TypeError, ValueError):
+            at = float(batch.get("t") or 0.0) - shift
+            write({"worker_cpu": float(batch.get("cpu") or 0.0), "t": at, "worker": joined.client_id})
 
     def _watch_lost(self) -> None:
         """A worker whose heartbeats stopped (Locust marks it missing) is written as lost, once."""
