@@ -55,6 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     loaded = load_scenario(Path(args.file), data_root(args))
     print_diagnostics(loaded.warnings)
+    if args.deploy:
+        return compile_deploy(loaded.scenario, args)
     engine = args.engine or loaded.scenario.engine
     script = compile_scenario(loaded.scenario, engine)
     print_diagnostics(script.diagnostics)
@@ -72,7 +74,97 @@ def cmd_plan(args: argparse.Namespace) -> int:
     render_plan(loaded.scenario, out)
     for line in describe(disk_estimate(loaded.scenario, args.processes), loaded.scenario):
         out.print(f"  {line}", highlight=False)
+    if args.capacity:
+        from scenariokit.run.capacity import render_capacity
+
+        for line in render_capacity(capacity_from_flags(loaded.scenario, args)):
+            out.print(line, highlight=False)
     return ExitCode.OK
+
+
+def calibration_flag(args: argparse.Namespace) -> Any:
+    """The calibration `--calibration FILE` names, else this machine's stored one; exit 2 without one."""
+    from scenariokit.run.calibrate import CalibrationError, calibration_path, load_calibration
+
+    path = Path(args.calibration) if args.calibration else calibration_path()
+    if not path.exists():
+        raise _usage(
+            f"no calibration at {path}", "run `scenariokit calibrate` first, or pass --calibration FILE"
+        )
+    try:
+        calibration, warnings = load_calibration(path)
+    except CalibrationError as exc:
+        raise _usage(str(exc), "run `scenariokit calibrate` again") from None
+    for warning in warnings:
+        err.print(f"[yellow]warning: {escape(warning)}[/]")
+    return calibration
+
+
+def capacity_from_flags(scenario: Any, args: argparse.Namespace) -> Any:
+    """The capacity plan on machines of this one's size, or of --machine-cores / --machine-memory."""
+    import psutil
+
+    from scenariokit.run.capacity import Machine, capacity_plan
+
+    cores = args.machine_cores or os.cpu_count() or 1
+    memory = memory_flag(args.machine_memory) if args.machine_memory else psutil.virtual_memory().total
+    return capacity_plan(scenario, calibration_flag(args), Machine(cores, memory))
+
+
+def memory_flag(text: str) -> int:
+    """`64GiB`, `512MB`: bytes (the byte units of the SLO language), 1 MiB to 1 PiB."""
+    import re
+
+    from scenariokit.compile.expr.units import BYTE_UNITS
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]+)", text.strip())
+    value = float(match[1]) * BYTE_UNITS[match[2]] if match and match[2] in BYTE_UNITS else 0.0
+    if not 2**20 <= value <= 2**50:
+        raise _usage(f"--machine-memory {text!r} is not a memory size", "e.g. 64GiB or 512MB, 1MiB to 1PiB")
+    return int(value)
+
+
+def compile_deploy(scenario: Any, args: argparse.Namespace) -> int:
+    """`compile --deploy kubernetes`: manifests with the capacity plan's worker count per engine, or
+    --workers for both."""
+    from scenariokit.deploy.kubernetes import kubernetes_manifests
+
+    if args.workers:
+        workers = {"k6": args.workers, "locust": args.workers}
+    else:
+        plan = capacity_from_flags(scenario, args)
+        workers = {layout.engine: layout.workers for layout in plan.layouts}
+        missing = sorted({"k6", "locust"} - set(workers))
+        if missing:
+            raise _usage(f"the calibration has no figures for {', '.join(missing)}", "pass --workers N")
+    for path in kubernetes_manifests(scenario, workers, args.base_url).write(Path(args.out)):
+        out.print(f"wrote {path}")
+    out.print(f"workers: k6 parallelism {workers['k6']}, Locust worker replicas {workers['locust']}")
+    return ExitCode.OK
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from scenariokit.run.calibrate import MAX_SECONDS, calibrate, calibration_path
+
+    if not 1 <= args.seconds <= MAX_SECONDS:
+        raise _usage(f"--seconds {args.seconds:g} is out of range", f"1 to {MAX_SECONDS:g} seconds a run")
+    engines = engine_names() if args.engine == "all" else [args.engine]
+    calibration = calibrate(engines, args.seconds)
+    path = Path(args.out) if args.out else calibration_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(calibration.as_json(), encoding="utf-8")
+    for cost in calibration.engines.values():
+        out.print(
+            f"{cost.engine} ({cost.version}): {cost.requests_per_core_s:,.0f} requests/s a core; memory "
+            f"{cost.memory_base_bytes / 2**20:,.1f} MiB + {cost.memory_per_user_bytes / 2**10:,.1f} KiB "
+            "a user"
+        )
+    out.print(f"wrote {path}")
+    return ExitCode.OK
+
+
+def _usage(message: str, hint: str) -> ScenarioError:
+    return ScenarioError([Diagnostic(Span("<command line>", 0, 0), message, hint)])
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -460,13 +552,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_root(p)
     p.add_argument("--engine", choices=engine_names(), help="override the scenario's `engine`")
     p.add_argument("-o", "--out", default="build", help="output folder (default: build)")
+    p.add_argument(
+        "--deploy",
+        choices=["kubernetes"],
+        help="write manifests instead: a k6-operator TestRun and Locust master/worker Deployments with the "
+        "compiled scenario in ConfigMaps (docs/kubernetes.md)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        help="--deploy: k6 runners and Locust workers (default: plan --capacity's)",
+    )
+    p.add_argument("--base-url", help="--deploy: the target's URL as the cluster reaches it")
+    add_capacity_flags(p)
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("plan", help="dry run: show the load curve, durations, expected requests, disk use")
     p.add_argument("file", metavar="FILE")
     add_data_root(p)
     p.add_argument("--processes", type=positive_int, default=1, help="Locust worker processes, as for `run`")
+    p.add_argument(
+        "--capacity",
+        action="store_true",
+        help="the generator cores, machines, memory and workers each engine needs at the peak, from "
+        "`scenariokit calibrate`'s figures",
+    )
+    add_capacity_flags(p)
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "calibrate", help="measure this machine's requests/s a core and memory a user, per engine"
+    )
+    p.add_argument("--engine", choices=[*engine_names(), "all"], default="all")
+    p.add_argument("--seconds", type=float, default=10.0, help="each measured run's hold (default 10)")
+    p.add_argument(
+        "-o", "--out", help="where to store it (default: $XDG_CACHE_HOME/scenariokit/calibration.json)"
+    )
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("run", help="run a scenario: start the engine, measure, judge the SLOs")
     p.add_argument("file", metavar="FILE")
@@ -630,6 +752,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve, server_args=[])
     return parser
+
+
+def add_capacity_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="`scenariokit calibrate`'s output (default: this machine's, in $XDG_CACHE_HOME/scenariokit)",
+    )
+    p.add_argument(
+        "--machine-cores", type=positive_int, help="a generator machine's cores (default: this one's)"
+    )
+    p.add_argument("--machine-memory", help="a generator machine's memory, e.g. 64GiB (default: this one's)")
 
 
 def add_inconclusive_flags(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,9 @@ MAX_DATA_BYTES = 128 * 1024 * 1024  # all data sets of a scenario together (each
 MAX_CARDS = 256  # built-in cards drawn for a scenario, all data sets together: ~5 ms each
 
 # --- load (lower.py) --------------------------------------------------------------------------------
-MAX_USERS = 100_000  # a closed model's level; an open model's user pool
+MAX_USERS = 100_000  # an open model's user pool and `run --users`: what one machine's engine is given
+# a closed model's level: a fleet's (docs/kubernetes.md, scenarios/million-users.yaml), split over workers
+MAX_FLEET_USERS = 10_000_000
 MAX_RATE = 100_000.0  # an open model's level, requests/s
 MIN_RUN_S = 1.0  # a curve shorter than this measures nothing
 MAX_RUN_S = 7 * 24 * 3600.0  # a week: the longest soak

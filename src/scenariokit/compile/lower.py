@@ -56,6 +56,7 @@ from scenariokit.compile.limits import (
     MAX_RUN_S,
     MAX_STAGES,
     MAX_TIME_S,
+    MAX_FLEET_USERS,
     MAX_USERS,
     MIN_RUN_S,
 )
@@ -440,13 +441,13 @@ class Lowerer:
         self._bounded(
             len(stages), 0, MAX_STAGES, span, f"the curve has {len(stages)} stages", "use fewer steps"
         )
-        most, unit = (MAX_USERS, "users") if model == "closed" else (MAX_RATE, "requests/s")
+        most, unit = (MAX_FLEET_USERS, "users") if model == "closed" else (MAX_RATE, "requests/s")
         for stage in stages:
             level = max(stage.start, stage.end)
             if not level <= most:
                 self.bag.error(
                     stage.span,
-                    f"a level of {level:g} {unit} is more than one machine can drive ({most:g})",
+                    f"a level of {level:g} {unit} is more than one machine can drive, or a fleet ({most:g})",
                     "a level is users in a closed model, requests/s in an open one",
                 )
                 return
@@ -479,6 +480,7 @@ class Lowerer:
                 pick=options.pick if options else "random",
                 span=self.source.value(path),
                 served=served,
+                split=options.split if options else None,
             )
 
     def _with_urls(self, name: str, loaded: LoadedData, path: Path_) -> LoadedData | None:
