@@ -108,7 +108,9 @@ def test_a_planted_20_percent_slowdown_fails_the_baseline_gate_and_a_clean_run_p
 @pytest.mark.solo
 def test_the_histogram_test_agrees_with_the_record_test_on_the_same_runs(runs: dict) -> None:
     """A stored baseline has no records: its percentile test resamples the HDR histogram. On the same
-    pairs of runs, every verdict must match the records' bootstrap, and every p-value be close."""
+    pairs of runs, every verdict must match the records' bootstrap (but where both p-values lie within 0.01
+    of each other across alpha: a p99 of +17% read p = 0.018 and 0.014 here, and a run whose p99 reads 0.009
+    and 0.011 is a coin toss for either test), and every p-value be close."""
     root = runs["root"]
     th = Thresholds()
     base = digest_run(root / "base")
@@ -117,7 +119,10 @@ def test_the_histogram_test_agrees_with_the_record_test_on_the_same_runs(runs: d
         by_histograms = compare_digests(base, digest_run(root / name), th)
         pairs = list(zip(by_records.diffs, by_histograms.diffs, strict=True))
         for r, h in pairs:
-            assert (r.metric, r.scope, r.regression) == (h.metric, h.scope, h.regression), (name, r, h)
+            assert (r.metric, r.scope) == (h.metric, h.scope)
+            if r.regression != h.regression:  # only on the edge: p-values a hair apart on both sides of alpha
+                straddle = min(r.p_value, h.p_value) < th.alpha <= max(r.p_value, h.p_value)
+                assert straddle and abs(r.p_value - h.p_value) < 0.01, (name, r, h)
             if r.metric == "throughput":  # seconds from the engine's start, not from the first answer
                 assert all(abs(a - b) <= 1 for a, b in zip(r.samples, h.samples, strict=True))
                 continue
