@@ -19,6 +19,13 @@ ALLOWED = {
     "results": ("scenariokit.compile", "scenariokit.engines", "scenariokit.results"),
     # a front end beside compile/ (`scenariokit import`): it writes YAML that compile/ then reads
     "importers": ("scenariokit.compile", "scenariokit.importers", "scenariokit.engines$"),
+    # a front end beside cli.py (`compile --deploy kubernetes`): compiled scripts and the capacity plan
+    "deploy": (
+        "scenariokit.compile",
+        "scenariokit.engines",
+        "scenariokit.run.capacity",
+        "scenariokit.deploy",
+    ),
     # the orchestrator starts the embedded target through its launcher (and nothing else of the server)
     "run": (
         "scenariokit.compile",
