@@ -29,8 +29,9 @@ from scenariokit.compile.ir import (
     Target,
     Window,
 )
+from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import get_engine
-from scenariokit.engines.base import LaunchPlan
+from scenariokit.engines.base import LaunchPlan, peak_users
 from scenariokit.engines.k6 import K6Engine
 from scenariokit.engines.k6.codegen import (
     comment_safe,
@@ -39,6 +40,7 @@ from scenariokit.engines.k6.codegen import (
     threshold_for,
     time_unit_for,
 )
+from scenariokit.engines.k6.driver import K6_GOGC_MAX_USERS
 from tests.support.engines import K6, NODE, needs_k6, needs_node, node_check, open_scenario
 from tests.support.ir_examples import CARDS, closed_chat_scenario, open_rest_scenario
 
@@ -411,6 +413,37 @@ def test_k6_runs_with_a_lazier_go_collector_unless_the_environment_says(
         .env["GOGC"]
         == "100"
     )
+
+
+@needs_k6  # the launch names the k6 binary
+@pytest.mark.parametrize(
+    ("load", "gogc"),
+    [
+        ("curve: 'hold(32, 5s)'", "400"),  # few VUs: a small live heap, the lazier collector pays in rate
+        ("curve: 'ramp(0, 500, 5s)'", "400"),  # the boundary: K6_GOGC_MAX_USERS itself
+        ("curve: 'ramp(0, 501, 5s) -> ramp(0, 1s)'", None),  # the peak decides, not the last level
+        ("curve: 'hold(10000, 5s)'", None),  # 10,000 VUs: 5x their live heap is gigabytes for no rate
+        ("model: open, curve: 'hold(20/s, 5s)'", "400"),  # an open model: its user pool (maxVUs) decides
+        ("model: open, curve: 'hold(5000/s, 5s)'", None),
+    ],
+)
+def test_k6s_lazier_collector_is_kept_for_few_vus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: str, gogc: str | None
+) -> None:
+    """GOGC=400 only up to K6_GOGC_MAX_USERS VUs (docs/performance.md, "Per-user cost at scale");
+    GOMEMLIMIT always."""
+    monkeypatch.delenv("GOGC", raising=False)
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    source = tmp_path / "s.yaml"
+    source.write_text(
+        "version: 1\nname: gc\ntarget: {kind: http, base_url: 'http://127.0.0.1:1'}\n"
+        f"load: {{{load}}}\nrequests:\n  ping: {{method: GET, path: /}}\n"
+    )
+    users = peak_users(load_scenario(source).scenario.load)
+    plan = LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, peak_users=users)
+    env = get_engine("k6").launch(plan).env
+    assert env.get("GOGC") == gogc and "GOMEMLIMIT" in env
+    assert users <= K6_GOGC_MAX_USERS if gogc else users > K6_GOGC_MAX_USERS
 
 
 @needs_k6  # the launch names the k6 binary

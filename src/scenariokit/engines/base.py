@@ -6,6 +6,7 @@ code (the runner, the SLO judge) asks the engine instead of branching on its nam
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from abc import ABC, abstractmethod
@@ -16,7 +17,7 @@ from typing import ClassVar, Protocol
 
 from scenariokit import __version__
 from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
-from scenariokit.compile.ir import Scenario
+from scenariokit.compile.ir import LoadProfile, Scenario
 from scenariokit.engines.records import RAW_ROTATE_ENV, RequestRecord, raw_rotate_bytes
 
 
@@ -96,6 +97,15 @@ class LaunchPlan:
     expect_workers: int = 0  # the workers the master waits for before the load starts
     # k6 instances on other machines: a command prefix per instance, `{i}` its index (docs/distributed.md)
     launcher: str | None = None
+    # the most users (k6 VUs) the scenario runs at once: k6's GC setting depends on it (k6/driver.py)
+    peak_users: int | None = None
+
+
+def peak_users(load: LoadProfile) -> int:
+    """The most users an engine runs at once: a closed model's peak level, an open model's user pool."""
+    if load.model == "open":
+        return max(load.pre_allocated_users, load.max_users)
+    return math.ceil(load.peak)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from scenariokit.compile.limits import HEADER_VALUE_FORBIDDEN, MAX_USERS
 from scenariokit.compile.lower import control_name
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, get_engine
-from scenariokit.engines.base import WORKERS_JOIN_S, Engine, LaunchPlan
+from scenariokit.engines.base import WORKERS_JOIN_S, Engine, LaunchPlan, peak_users
 from scenariokit.exitcodes import ExitCode
 from scenariokit.processes import signal_group, wait_group_gone
 from scenariokit.results.baseline import BadBaseline, UnsafeName, stored_baseline
@@ -584,6 +584,7 @@ def run_engine(
         master_bind=options.master_bind,
         expect_workers=options.expect_workers,
         launcher=options.launcher,
+        peak_users=peak_users(scenario.load),
     )
     launch = engine.launch(plan)
     if state.data_url is not None:  # `{name.url}` of a served data set renders from it

@@ -14,20 +14,29 @@ from scenariokit.ports import free_port
 # runtime's console lines). These keep k6's own summary meaningful and nothing more (docs/performance.md).
 K6_SYSTEM_TAGS = "status,error_code,expected_response"
 
-# k6's Go collector runs each time its heap doubles; a heap allowed to grow to 5x what is live raises k6's
-# rate for about twice the memory, and GOMEMLIMIT at half the host's memory keeps that from costing memory
-# where it is short (docs/performance.md, bench_k6_ablation.py). Values set in the environment win.
+# k6's Go collector runs each time its heap has grown by GOGC% of what is live. With few VUs the live heap
+# is small (tens of MB at 32 VUs) and a heap allowed to grow to 5x it raises k6's rate (1.06x at 32 VUs
+# without think time); with thousands of VUs the live heap is each VU's JS runtime times their number, and
+# 5x of that is gigabytes for no rate (2,000 VUs with think time: 1.11x the memory of Go's default; the
+# issue's 10,000: 7.94 GB against 5.8 GB). So GOGC=400 up to K6_GOGC_MAX_USERS VUs, Go's default above
+# (docs/performance.md, "Per-user cost at scale"). GOMEMLIMIT at half the host's memory keeps either from
+# costing memory where it is short. Values set in the environment win.
 K6_GOGC = "400"
+K6_GOGC_MAX_USERS = 500
 K6_MEMORY_SHARE = 0.5
 
 
-def k6_gc_env() -> dict[str, str]:
-    """GOGC and GOMEMLIMIT for k6 (empty where the host's memory size is unknown)."""
+def k6_gc_env(peak_users: int | None = None) -> dict[str, str]:
+    """GOMEMLIMIT for k6, with GOGC=400 for at most K6_GOGC_MAX_USERS VUs (or an unknown count); empty
+    where the host's memory size is unknown (no limit to bound the larger heap)."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):  # no sysconf (Windows) or no such name
         return {}
-    return {"GOGC": K6_GOGC, "GOMEMLIMIT": str(int(memory * K6_MEMORY_SHARE))} if memory > 0 else {}
+    if memory <= 0:
+        return {}
+    few = peak_users is None or peak_users <= K6_GOGC_MAX_USERS
+    return ({"GOGC": K6_GOGC} if few else {}) | {"GOMEMLIMIT": str(int(memory * K6_MEMORY_SHARE))}
 
 
 def k6_binary() -> str:
@@ -97,6 +106,6 @@ def k6_env(plan: LaunchPlan) -> dict[str, str]:
             K6_WEB_DASHBOARD_HOST="127.0.0.1",
             K6_WEB_DASHBOARD_PORT=str(plan.web_port),
         )
-    for key, value in k6_gc_env().items():
+    for key, value in k6_gc_env(plan.peak_users).items():
         env.setdefault(key, value)
     return env
