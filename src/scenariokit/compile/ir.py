@@ -223,6 +223,8 @@ class Dataset:
     pick: Literal["random", "sequential"] = "random"
     span: Span = UNKNOWN_SPAN
     served: bool = False  # `serve: http`: the runner serves its images (`url` is each one's path there)
+    # `workers`: each of a distributed run's generators uses its own share of the records (every n-th)
+    split: Literal["workers"] | None = None
 
     def served_files(self) -> dict[str, tuple[bytes, str]]:
         """What the runner's image server answers: each record's `url` path -> (image bytes, MIME type)."""

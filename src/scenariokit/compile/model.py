@@ -175,6 +175,12 @@ class DatasetSpec(Strict):
     count: int | None = Field(None, ge=1, le=10_000, description="Records to generate (builtin sets).")
     seed: int = Field(0, description="Seed for generated sets.")
     pick: Literal["random", "sequential"] = "random"
+    split: Literal["workers"] | None = Field(
+        None,
+        description="`workers`: in a run spread over several generators (Locust workers, k6 instances: "
+        "`run --processes`, `--master`), generator i of n uses only records i, i+n, i+2n, ..., so no "
+        "record is sent by two of them (docs/distributed.md); default: each uses every record.",
+    )
     serve: Literal["http"] | None = Field(
         None,
         description="`http`: `scenariokit run` serves the set's images on 127.0.0.1 for the run (and lets "

@@ -187,6 +187,8 @@ def dataset_files(scenario: Scenario) -> dict[str, str]:
             "pick": dataset.pick,
             "records": [dict(sorted(r.items())) for r in dataset.records],
         }
+        if dataset.split is not None:  # absent otherwise: scripts compiled before it are unchanged
+            payload["split"] = dataset.split
         files[f"data/{dataset.name}.json"] = json.dumps(payload, indent=1, sort_keys=True) + "\n"
     return files
 

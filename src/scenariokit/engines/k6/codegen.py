@@ -436,6 +436,7 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
             {
                 "key": js_literal(d.name),
                 "pick": js_literal(d.pick),
+                "split": js_literal(d.split) if d.split else None,
                 "file": js_literal(f"./data/{d.name}.json"),
             }
             for d in scenario.datasets

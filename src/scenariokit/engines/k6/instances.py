@@ -58,6 +58,8 @@ def instance_spec(plan: LaunchPlan, env: dict[str, str], index: int) -> tuple[di
 
     records = plan.raw_dir / f"records-k6.{index}.jsonl"
     segment = segment_flags(index, plan.processes)
+    # which instance it is, for `split: workers` data sets (k6 gives a VU no instance index)
+    segment += ["-e", f"SCENARIOKIT_INSTANCE={index}", "-e", f"SCENARIOKIT_INSTANCES={plan.processes}"]
     if plan.launcher is None:
         api = f"127.0.0.1:{free_port()}" if plan.open_model else None
         argv = k6_argv(plan, records, plan.raw_dir / f"k6-summary.{index}.json", api)

@@ -75,6 +75,9 @@ const skLatency = new Trend('sk_latency', true);
 const skTtfb = new Trend('sk_ttfb', true);
 
 export const RECORDS_TO_CONSOLE = __ENV.SCENARIOKIT_RECORDS === 'console';
+// `run --processes N`: this instance's index of the N (engines/k6/instances.py), for `split: workers`
+const INSTANCE = Number(__ENV.SCENARIOKIT_INSTANCE || 0);
+const INSTANCES = Math.max(1, Number(__ENV.SCENARIOKIT_INSTANCES || 1));
 export const FLUSH_EVERY_MS = 100;
 export const FLUSH_AT_MOST = 256;
 const BATCH_NUMBERS = FLUSH_AT_MOST * 4; // four numbers a record
@@ -584,9 +587,17 @@ export class Runner {
   row(names) {
     const row = Object.create(null);
     for (const name of names) {
-      const records = this.data[name].records;
+      const data = this.data[name];
+      const records = data.records;
       const n = records.length;
-      const index = this.data[name].pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(this.random() * n);
+      if (data.split === 'workers' && INSTANCES > 1 && INSTANCE < n) {
+        // `split: workers`: instance i of N uses records i, i + N, ... (m of them), no other instance's
+        const m = Math.ceil((n - INSTANCE) / INSTANCES);
+        const k = data.pick === 'sequential' ? exec.scenario.iterationInInstance % m : Math.floor(this.random() * m);
+        row[name] = records[INSTANCE + k * INSTANCES];
+        continue;
+      }
+      const index = data.pick === 'sequential' ? exec.scenario.iterationInTest % n : Math.floor(this.random() * n);
       row[name] = records[index];
     }
     return row;

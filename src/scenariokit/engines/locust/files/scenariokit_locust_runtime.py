@@ -129,11 +129,19 @@ class DataSet:
     name: str
     pick: str
     records: list[dict[str, str]]
+    split: str | None = None  # "workers": each generator of a distributed run uses every n-th record
 
     @classmethod
     def load(cls, path: Path) -> DataSet:
         payload = json.loads(path.read_text(encoding="utf-8"))
-        return cls(payload["name"], payload["pick"], payload["records"])
+        return cls(payload["name"], payload["pick"], payload["records"], payload.get("split"))
+
+    def share(self, index: int, count: int) -> list[dict[str, str]]:
+        """The records generator `index` of `count` uses: every one, or with `split: workers` records
+        index, index + count, ... (all of them where there are fewer records than generators)."""
+        if self.split != "workers" or count <= 1:
+            return self.records
+        return self.records[index % count :: count] or self.records
 
 
 # --- the scenario as data -------------------------------------------------------------------------
@@ -245,6 +253,8 @@ class Scenario:
         self.duration = stages[-1].end_s if stages else 0.0
         self.started_at: float | None = None
         self._sequential: dict[str, int] = {}
+        self._share = (0, 1)  # this generator's index and the generators' count (a distributed run)
+        self._records: dict[str, list[dict[str, str]]] = {}  # each data set's records this one uses
         self._users = 0
         self._arrivals: Iterator[float] | None = None
         self._fixed: dict[str, Sent] = {}
@@ -283,9 +293,13 @@ class Scenario:
         # garbage waits a few hundred requests longer (docs/performance.md).
         gc.set_threshold(7000)
         # Distributed runs set SCENARIOKIT_WORKERS so that each worker sends its share of the arrivals.
-        announced = self.link.workers if isinstance(self.link, WorkerLink) else 0
+        # a remote worker learns the count from the master's options (Locust sends expect_workers)
+        options = environment.parsed_options
+        announced = getattr(options, "expect_workers", 0) if isinstance(self.link, WorkerLink) else 0
         count = max(1, int(os.environ.get("SCENARIOKIT_WORKERS") or announced or 1))
         index = (getattr(environment.runner, "worker_index", 0) or 0) % count
+        self._share = (index, count)
+        self._records = {name: data.share(index, count) for name, data in self.datasets.items()}
         self._arrivals = arrival_times(self.stages, self.started_at, index, count)
 
     def elapsed(self) -> float:
@@ -343,12 +357,13 @@ class Scenario:
         row = {}
         for name in names:
             data = self.datasets[name]
+            records = self._records.get(name) or data.records
             if data.pick == "sequential":
                 i = self._sequential.get(name, 0)
                 self._sequential[name] = i + 1
-                row[name] = data.records[i % len(data.records)]
+                row[name] = records[i % len(records)]
             else:
-                row[name] = rng.choice(data.records)
+                row[name] = rng.choice(records)
         return row
 
     def next_arrival(self) -> float | None:
@@ -507,7 +522,6 @@ class WorkerLink:
         import psutil
 
         self.runner = runner
-        self.workers = 0  # the worker count the master announced (for the open model's arrivals)
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes it: the first batch's share covers the time since
         runner.register_message(PING_MESSAGE, self._on_ping)
@@ -525,7 +539,6 @@ class WorkerLink:
 
     def _on_ping(self, environment: Any, msg: Any, **_: Any) -> None:
         data = msg.data or {}
-        self.workers = int(data.get("workers") or self.workers or 0)
         self.runner.send_message(PONG_MESSAGE, {"k": data.get("k"), "t0": data.get("t0"), "tw": now()})
 
     def send(self, items: list[Any]) -> None:
@@ -603,10 +616,9 @@ class MasterLink:
         gevent.spawn(self._time_clock, client_id)
 
     def _time_clock(self, client_id: str) -> None:
-        count = int(os.environ.get("SCENARIOKIT_WORKERS") or 0)
         gevent.sleep(PING_AFTER_S)
         for k in range(CLOCK_PINGS):
-            data = {"k": k, "t0": time.time(), "workers": count}
+            data = {"k": k, "t0": time.time()}
             self.runner.send_message(PING_MESSAGE, data, client_id=client_id)
             gevent.sleep(PING_GAP_S)
         gevent.sleep(1.0)  # the last answers
