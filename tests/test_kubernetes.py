@@ -240,3 +240,58 @@ def test_kubernetes_validate_needs_no_network(tmp_path: Path) -> None:
     if b"unshare failed" in done.stderr or b"Operation not permitted" in done.stderr:
         pytest.skip("cannot make a network namespace here (needs root)")
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_a_runner_image_makes_the_master_scenariokit_s_own_runner(tmp_path: Path) -> None:
+    files = deploy(
+        tmp_path,
+        MILLION,
+        "--workers",
+        "3",
+        "--runner-image",
+        "registry.example/scenariokit:1",
+        "--base-url",
+        HOSTILE_URL,
+    )
+    master = next(d for d in by_kind(files, "Deployment") if d["metadata"]["name"].endswith("-master"))
+    container = master["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/scenariokit:1"
+    assert container["command"][:2] == ["sh", "-c"] and "scenariokit run" in container["command"][2]
+    # the values are the shell's parameters: `sh -c TEXT NAME $1 $2 $3`, the URL whole
+    assert container["args"][1:] == ["/scenario/scenario.yaml", "3", HOSTILE_URL]
+    (held,) = [d["data"] for d in by_kind(files, "ConfigMap") if d["metadata"]["name"].endswith("-locust")]
+    assert held["scenario.yaml"] == MILLION.read_text(encoding="utf-8")
+    check_builtin(master)
+    # the shell really receives them as data: run its text with `scenariokit` a stand-in that prints argv
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scenariokit").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n', encoding="utf-8")
+    (bin_dir / "scenariokit").chmod(0o755)
+    shell = container["command"][2].replace("/results", str(tmp_path)).replace("exec sleep infinity", "true")
+    done = subprocess.run(
+        ["sh", "-c", shell, *container["args"]],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+    )
+    argv = done.stdout.splitlines()
+    assert (
+        argv[argv.index("--base-url") + 1] == HOSTILE_URL and argv[argv.index("--expect-workers") + 1] == "3"
+    )
+    assert (tmp_path / "exit-code").read_text().strip() == "0"
+
+
+def test_a_runner_image_refuses_data_read_from_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rows.csv").write_text("id\n1\n", encoding="utf-8")
+    source = tmp_path / "s.yaml"
+    source.write_text(
+        "version: 1\nname: s\ntarget: {kind: http, base_url: 'http://127.0.0.1:9'}\n"
+        "load: {curve: 'hold(5, 10s)'}\ndata:\n  rows: rows.csv\nrequests:\n  a: {path: '/{rows.id}'}\n",
+        encoding="utf-8",
+    )
+    argv = ["compile", str(source), "--deploy", "kubernetes", "-o", str(tmp_path / "d"), "--workers", "1"]
+    assert main([*argv, "--runner-image", "x"]) == ExitCode.INVALID_SCENARIO
+    assert "data set rows reads files beside it" in capsys.readouterr().err
+    assert main(argv) == ExitCode.OK  # the stock master has no such need

@@ -137,7 +137,8 @@ def compile_deploy(scenario: Any, args: argparse.Namespace) -> int:
         missing = sorted({"k6", "locust"} - set(workers))
         if missing:
             raise _usage(f"the calibration has no figures for {', '.join(missing)}", "pass --workers N")
-    for path in kubernetes_manifests(scenario, workers, args.base_url).write(Path(args.out)):
+    manifests = kubernetes_manifests(scenario, workers, args.base_url, args.runner_image)
+    for path in manifests.write(Path(args.out)):
         out.print(f"wrote {path}")
     out.print(f"workers: k6 parallelism {workers['k6']}, Locust worker replicas {workers['locust']}")
     return ExitCode.OK
@@ -564,6 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--deploy: k6 runners and Locust workers (default: plan --capacity's)",
     )
     p.add_argument("--base-url", help="--deploy: the target's URL as the cluster reaches it")
+    p.add_argument(
+        "--runner-image",
+        metavar="IMAGE",
+        help="--deploy: an image with scenariokit installed; the Locust master is then `scenariokit run "
+        "--master`, which writes one judged run folder (docs/kubernetes.md)",
+    )
     add_capacity_flags(p)
     p.set_defaults(func=cmd_compile)
 

@@ -30,6 +30,7 @@ from scenariokit.compile.diagnostics import Diagnostic, ScenarioError, Span
 from scenariokit.compile.ir import Scenario
 from scenariokit.engines import get_engine
 from scenariokit.engines.base import CompiledScript
+from scenariokit.engines.k6.driver import K6_GOGC, K6_SYSTEM_TAGS
 
 # ConfigMaps hold at most 1 MiB (etcd's object limit): a scenario whose files are larger is refused with
 # a hint rather than rejected by the API server mid-apply
@@ -41,7 +42,19 @@ LOCUST_IMAGE = "locustio/locust"
 MASTER_PORT = 5557
 WEB_PORT = 8089
 NAME_CHARS = 40  # the base of every name: room for the longest suffix (-locust-master) within 63
-K6_ARGUMENTS = ("--quiet", "--no-thresholds", "--no-summary", "--log-format", "raw")
+# as the local driver's: records are the runtime's console lines, k6's own samples carry few tags
+K6_ARGUMENTS = ("--quiet", "--no-thresholds", "--no-summary", "--no-usage-report", "--log-format", "raw")
+K6_ARGUMENTS += ("--system-tags", K6_SYSTEM_TAGS)
+# `--runner-image`: the Locust master is `scenariokit run --master`, writing one judged run folder into the
+# results volume; it then keeps the pod (a Deployment restarts a process that exits) until the folder is
+# copied out. $1 the scenario, $2 the workers, $3 the target's URL: data as parameters, not shell text.
+SCENARIO_FILE = "scenario.yaml"
+RUNNER_SHELL_NAME = "scenariokit-master"
+RUNNER_SHELL = (
+    'scenariokit run "$1" --engine locust --master --master-bind 0.0.0.0:5557 --expect-workers "$2" '
+    f'--base-url "$3" --out {LOCUST_RESULTS}/run --quiet; echo $? > {LOCUST_RESULTS}/exit-code; '
+    "exec sleep infinity"
+)
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,11 @@ def kube_name(text: str) -> str:
 
 
 def kubernetes_manifests(
-    scenario: Scenario, workers: dict[str, int], base_url: str | None = None
+    scenario: Scenario, workers: dict[str, int], base_url: str | None = None, runner_image: str | None = None
 ) -> Manifests:
-    """The k6 and Locust manifests, `workers` per engine (k6 runner pods; Locust worker pods)."""
+    """The k6 and Locust manifests, `workers` per engine (k6 runner pods; Locust worker pods). With
+    `runner_image` (an image with scenariokit installed) the Locust master is scenariokit's own runner,
+    `scenariokit run --master`, which writes and judges one run folder."""
     url = base_url or scenario.target.base_url
     if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", url):
         raise _refused(
@@ -85,7 +100,7 @@ def kubernetes_manifests(
     files = {
         "k6/testrun.yaml": k6_documents(scenario, name, workers["k6"], url, _compiled(scenario, "k6")),
         "locust/locust.yaml": locust_documents(
-            scenario, name, workers["locust"], url, _compiled(scenario, "locust")
+            scenario, name, workers["locust"], url, _compiled(scenario, "locust"), runner_image
         ),
     }
     return Manifests(files)
@@ -97,6 +112,19 @@ def _compiled(scenario: Scenario, engine: str) -> CompiledScript:
     if errors:
         raise ScenarioError(errors)
     return script
+
+
+def _scenario_source(scenario: Scenario) -> str:
+    """The scenario's YAML for the runner in the cluster; its data sets must be built in (a file beside it
+    is not in the ConfigMap)."""
+    files = [d.name for d in scenario.datasets if not d.source.startswith("builtin:")]
+    if files:
+        raise _refused(
+            scenario,
+            f"--runner-image runs the scenario itself, and data set {files[0]} reads files beside it",
+            "use built-in data sets for --runner-image, or deploy without it (docs/kubernetes.md)",
+        )
+    return Path(scenario.source_path).read_text(encoding="utf-8")
 
 
 def _refused(scenario: Scenario, message: str, hint: str) -> ScenarioError:
@@ -169,7 +197,7 @@ def k6_documents(
     runner: dict[str, Any] = {
         "metadata": {"labels": _labels(name, "k6-runner")},
         # records to the runner's log (console.log, raw lines); k6's own GC setting, as the local driver's
-        "env": _env({"SCENARIOKIT_BASE_URL": url, "SCENARIOKIT_RECORDS": "console", "GOGC": "400"}),
+        "env": _env({"SCENARIOKIT_BASE_URL": url, "SCENARIOKIT_RECORDS": "console", "GOGC": K6_GOGC}),
     }
     if data:
         data_map = f"{name}-k6-data"
@@ -197,9 +225,16 @@ def k6_documents(
 
 
 def locust_documents(
-    scenario: Scenario, name: str, workers: int, url: str, script: CompiledScript
+    scenario: Scenario,
+    name: str,
+    workers: int,
+    url: str,
+    script: CompiledScript,
+    runner_image: str | None = None,
 ) -> list[dict[str, Any]]:
     top, data = _split(script)
+    if runner_image is not None:
+        top[SCENARIO_FILE] = _scenario_source(scenario)
     script_map = f"{name}-locust"
     documents = [_config_map(scenario, script_map, "locust-script", top)]
     volumes = [{"name": "scenario", "configMap": {"name": script_map}}]
@@ -217,17 +252,24 @@ def locust_documents(
     master_args += ["--autostart", "--autoquit", "-1", "--enable-rebalancing", "--loglevel", "WARNING"]
     worker_args = ["-f", locustfile, "--worker", "--master-host", master, "--master-port", str(MASTER_PORT)]
     results = {"name": "results", "emptyDir": {}}
+    master_env = {"SCENARIOKIT_RESULTS_DIR": LOCUST_RESULTS, "SCENARIOKIT_WORKERS": str(workers)}
+    master_deployment = _deployment(
+        scenario,
+        master,
+        "locust-master",
+        1,
+        master_args,
+        master_env,
+        [*volumes, results],
+        [*mounts, {"name": "results", "mountPath": LOCUST_RESULTS}],
+    )
+    if runner_image is not None:
+        container = master_deployment["spec"]["template"]["spec"]["containers"][0]
+        container.update(image=runner_image, command=["sh", "-c", RUNNER_SHELL], env=[])
+        # the values reach the shell as its positional parameters, never as its text
+        container["args"] = [RUNNER_SHELL_NAME, f"{LOCUST_MOUNT}/{SCENARIO_FILE}", str(workers), url]
     documents += [
-        _deployment(
-            scenario,
-            master,
-            "locust-master",
-            1,
-            master_args,
-            {"SCENARIOKIT_RESULTS_DIR": LOCUST_RESULTS, "SCENARIOKIT_WORKERS": str(workers)},
-            [*volumes, results],
-            [*mounts, {"name": "results", "mountPath": LOCUST_RESULTS}],
-        ),
+        master_deployment,
         _service(scenario, master),
         _deployment(
             scenario,
