@@ -69,10 +69,22 @@ class Manifests:
         for name, documents in sorted(self.files.items()):
             path = out_dir / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=False, width=120)
+            text = yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, allow_unicode=False, width=120)
             path.write_text(text, encoding="utf-8", newline="\n")
             written.append(path)
         return written
+
+
+class _Dumper(yaml.SafeDumper):
+    """yaml.safe_dump's dumper, with a file's text as a literal block (readable in `kubectl get -o yaml`);
+    the emitter itself falls back to a quoted scalar where a block cannot hold the text exactly."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _text)
 
 
 def kube_name(text: str) -> str:
