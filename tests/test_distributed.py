@@ -33,6 +33,11 @@ SHIFT_S = 40.0
 MASTER_PORT = 5557
 TARGET_PORT = 8080
 IDS = 16  # rows of the data set the generators split (`split: workers`)
+CLOSED = '{curve: "ramp(0, 4, 1s) -> hold(4s) as steady", think_time: constant(20ms)}'
+CLOSED_LONG = '{curve: "ramp(0, 4, 1s) -> hold(8s) as steady", think_time: constant(20ms)}'
+# each worker sends every other arrival (its index of the master's expect_workers)
+OPEN_RATE, OPEN_S = 70, 5  # 350 arrivals: enough samples to decide p99 at 95%
+OPEN = f'{{model: open, curve: "hold({OPEN_RATE}, {OPEN_S}s) as steady", expected_latency: 20ms}}'
 
 NGINX = """\
 daemon off;
@@ -56,7 +61,7 @@ version: 1
 name: spread
 engine: {engine}
 target: {{kind: http, base_url: "http://{address}:{port}"}}
-load: {{curve: "ramp(0, 4, 1s) -> hold({hold}) as steady", think_time: constant(20ms)}}
+load: {load}
 data:
   ids: {{source: ./ids.csv, pick: sequential, split: workers}}
 requests:
@@ -108,12 +113,12 @@ class Target:
         return out
 
 
-def scenario_in(folder: Path, engine: str, address: str, hold: str = "4s") -> Path:
+def scenario_in(folder: Path, engine: str, address: str, load: str = CLOSED) -> Path:
     """The scenario, written into a generator's own folder (no file is shared between machines)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ids.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(IDS)))
     path = folder / "spread.yaml"
-    path.write_text(SCENARIO.format(engine=engine, address=address, port=TARGET_PORT, hold=hold))
+    path.write_text(SCENARIO.format(engine=engine, address=address, port=TARGET_PORT, load=load))
     return path
 
 
@@ -175,7 +180,7 @@ def assert_one_verdict(run: Path, target_count: int) -> dict:
 
 
 def run_locust(
-    hosts: dict[str, Host], tmp_path: Path, hold: str, kill_w2_after_s: float | None = None
+    hosts: dict[str, Host], tmp_path: Path, load: str, kill_w2_after_s: float | None = None
 ) -> tuple[int, Path, int, list[Path]]:
     """The master in its namespace, two workers in theirs (w2's clock shifted); the master's exit code,
     its run folder, the target's count and the workers' folders."""
@@ -186,14 +191,14 @@ def run_locust(
         master_dir = tmp_path / "master"
         run = master_dir / "run"
         bind = f"{master.address}:{MASTER_PORT}"
-        args = ["run", str(scenario_in(master_dir, "locust", target_host.address, hold)), "--quiet"]
+        args = ["run", str(scenario_in(master_dir, "locust", target_host.address, load)), "--quiet"]
         args += ["--master", "--master-bind", bind, "--expect-workers", "2", "--out", str(run)]
         runner = scenariokit(master, args, master_dir)
         folders = [tmp_path / name for name in ("w1", "w2")]
         workers = [
             scenariokit(
                 hosts[folder.name],
-                worker_args(scenario_in(folder, "locust", target_host.address), bind, folder),
+                worker_args(scenario_in(folder, "locust", target_host.address, load), bind, folder),
                 folder,
                 **({"SCENARIOKIT_CLOCK_SHIFT_S": str(SHIFT_S)} if folder.name == "w2" else {}),
             )
@@ -217,10 +222,13 @@ def run_locust(
 
 @pytest.mark.solo
 def test_locust_master_and_two_workers_on_other_hosts(hosts: dict[str, Host], tmp_path: Path) -> None:
-    code, run, counted, folders = run_locust(hosts, tmp_path, "4s")
+    code, run, counted, folders = run_locust(hosts, tmp_path, OPEN)
     assert code == 0, (run / "../out.log").read_text()[-3000:]
     summary = assert_one_verdict(run, counted)
     assert counted > 100
+    # the open model's arrivals were split between the workers, not sent by each
+    dropped = json.loads((run / "raw" / "reader.json").read_text())["dropped"]
+    assert abs(counted + dropped - OPEN_RATE * OPEN_S) <= 2
     # each worker compiled the scenario in its own folder and wrote nothing the master reads
     for folder in folders:
         assert (folder / "out.log").exists()
@@ -244,7 +252,7 @@ def test_locust_master_and_two_workers_on_other_hosts(hosts: dict[str, Host], tm
 
 @pytest.mark.solo
 def test_a_worker_that_dies_is_named_and_its_records_kept(hosts: dict[str, Host], tmp_path: Path) -> None:
-    code, run, counted, _ = run_locust(hosts, tmp_path, "8s", kill_w2_after_s=2.0)
+    code, run, counted, _ = run_locust(hosts, tmp_path, CLOSED_LONG, kill_w2_after_s=2.0)
     summary = json.loads((run / "summary.json").read_text())
     assert code == 0, summary["notes"]  # the other worker carried the load (rebalanced)
     lost = [t for t in summary["trust"] if t["reason"] == "generator_worker_lost"]
