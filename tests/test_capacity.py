@@ -24,7 +24,6 @@ from scenariokit.run.calibrate import (
     host_facts,
     load_calibration,
     local_server,
-    measure,
     run_measured,
 )
 from scenariokit.run.capacity import Machine, capacity_plan, peak_rate_and_users
@@ -210,22 +209,47 @@ def test_cost_is_a_line_through_two_counts() -> None:
 @pytest.mark.solo
 @pytest.mark.parametrize("engine", ["k6", "locust"])
 def test_a_small_plan_is_within_20_percent_of_a_measured_run(engine: str, tmp_path: Path) -> None:
-    """Calibrated at 20 and 120 users, the plan for 70 users predicts that run's rate and memory within
-    20%. Both runs and the calibration are measured here, side by side against one server, so that the
-    comparison is of paired figures on whatever load the shared host carries at the time."""
+    """`scenariokit calibrate` (40 and 240 users, 3 s holds), then the plan for 70 users predicts a run's
+    rate and memory within 20%. The calibration and the run are measured here, one after the other against
+    servers of one kind, so that the comparison is of paired figures on whatever load the shared host
+    carries at the time (a calibration from another hour would carry that hour's noise)."""
+    stored = tmp_path / "calibration.json"
+    assert main(["calibrate", "--engine", engine, "--seconds", "3", "-o", str(stored)]) == ExitCode.OK
+    calibration, warnings = load_calibration(stored)
+    assert warnings == [] and set(calibration.engines) == {engine}
+    assert [p.users for p in calibration.engines[engine].points] == [40, 240]
+    small = scenario(tmp_path, "hold(70, 5s)", "constant(100ms)", latency="2ms", name="small")
     with local_server() as url:
-        points = tuple(measure(engine, url, users, 0.1, 3.0) for users in (20, 120))
-        cost = cost_from_points(engine, "test", points)
-        small = scenario(tmp_path, "hold(70, 5s)", "constant(100ms)", latency="2ms", name="small")
         source = tmp_path / "run.yaml"
         source.write_text(
             (tmp_path / "small.yaml").read_text().replace("http://127.0.0.1:9", url), encoding="utf-8"
         )
         (tmp_path / "work").mkdir()
         requests, _, peak = run_measured(source, engine, url, tmp_path / "work")
-    plan = capacity_plan(small, Calibration("", {}, {engine: cost}), Machine(cores=64, memory_bytes=2**40))
+    plan = capacity_plan(small, calibration, Machine(cores=64, memory_bytes=2**40))
     (layout,) = plan.layouts
     measured_rate = requests / small.load.duration_s
     assert layout.machines == 1 and layout.workers == 1
     assert measured_rate == pytest.approx(plan.rate, rel=0.2), (measured_rate, plan.rate)
+    cost = calibration.engines[engine]
     assert peak == pytest.approx(layout.memory_bytes, rel=0.2), (peak, layout.memory_bytes, cost)
+
+
+@pytest.mark.parametrize("seconds", ["0.5", "601", "nan", "inf", "-3"])
+def test_calibrate_refuses_a_run_length_out_of_range(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["calibrate", "--seconds", seconds, "-o", "/nonexistent/c.json"]) == ExitCode.INVALID_SCENARIO
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_deploy_refuses_a_calibration_missing_an_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    only_k6 = calibration()
+    only_k6.engines.pop("locust")
+    path = tmp_path / "c.json"
+    path.write_text(only_k6.as_json(), encoding="utf-8")
+    argv = ["compile", str(ROOT / "scenarios" / "million-users.yaml"), "--deploy", "kubernetes"]
+    assert main([*argv, "-o", str(tmp_path / "d"), "--calibration", str(path)]) == ExitCode.INVALID_SCENARIO
+    assert "no figures for locust" in capsys.readouterr().err
