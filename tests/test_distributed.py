@@ -226,9 +226,11 @@ def test_locust_master_and_two_workers_on_other_hosts(hosts: dict[str, Host], tm
     assert code == 0, (run / "../out.log").read_text()[-3000:]
     summary = assert_one_verdict(run, counted)
     assert counted > 100
-    # the open model's arrivals were split between the workers, not sent by each
+    # the open model's arrivals were split between the workers, not sent by each (that would be twice
+    # the plan); a worker starts its schedule when Locust's spawn message reaches it, so the arrivals of
+    # its last moment (the spawn's delay, ~0.1 s here) fall after the master ended the curve, unsent
     dropped = json.loads((run / "raw" / "reader.json").read_text())["dropped"]
-    assert abs(counted + dropped - OPEN_RATE * OPEN_S) <= 2
+    assert 0 <= OPEN_RATE * OPEN_S - (counted + dropped) <= OPEN_RATE * 0.5
     # each worker compiled the scenario in its own folder and wrote nothing the master reads
     for folder in folders:
         assert (folder / "out.log").exists()
