@@ -233,6 +233,12 @@ def test_a_small_plan_is_within_20_percent_of_a_measured_run(engine: str, tmp_pa
     assert measured_rate == pytest.approx(plan.rate, rel=0.2), (measured_rate, plan.rate)
     cost = calibration.engines[engine]
     assert peak == pytest.approx(layout.memory_bytes, rel=0.2), (peak, layout.memory_bytes, cost)
+    # the same raw records, as a deployed run leaves them, collected into one judged run folder
+    run = tmp_path / "collected"
+    argv = ["collect", str(source), str(tmp_path / "work" / "raw"), "--engine", engine, "--out", str(run)]
+    assert main([*argv, "--quiet"]) == ExitCode.OK
+    overall = json.loads((run / "summary.json").read_text(encoding="utf-8"))["overall"]
+    assert overall["requests"] == requests and overall["throughput"] == pytest.approx(measured_rate, rel=0.1)
 
 
 @pytest.mark.parametrize("seconds", ["0.5", "601", "nan", "inf", "-3"])

@@ -295,3 +295,26 @@ def test_a_runner_image_refuses_data_read_from_files(
     assert main([*argv, "--runner-image", "x"]) == ExitCode.INVALID_SCENARIO
     assert "data set rows reads files beside it" in capsys.readouterr().err
     assert main(argv) == ExitCode.OK  # the stock master has no such need
+
+
+def test_collect_refuses_what_is_not_a_run_s_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scenariokit collect`: an empty folder, a folder whose only record file is a link (it could name any
+    file here), and a run folder already used are exit 2 before anything is written."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "records-k6.0.jsonl").symlink_to("/etc/hostname")
+    for raw in (empty, linked, tmp_path / "missing"):
+        out = tmp_path / f"run-{raw.name}"
+        assert main(["collect", str(MILLION), str(raw), "--out", str(out)]) == ExitCode.INVALID_SCENARIO
+        assert "holds no records-*.jsonl" in capsys.readouterr().err and not out.exists()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "something").write_text("x", encoding="utf-8")
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "records-1-1.jsonl").write_text("", encoding="utf-8")
+    assert main(["collect", str(MILLION), str(good), "--out", str(used)]) == ExitCode.INVALID_SCENARIO

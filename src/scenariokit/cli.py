@@ -164,6 +164,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from scenariokit.results.confidence import DEFAULT_CONFIDENCE
+    from scenariokit.run.collect import collect
+    from scenariokit.run.orchestrate import RunOptions
+
+    confidence = confidence_flag(args)
+    options = RunOptions(
+        engine=args.engine,
+        base_url=args.base_url,
+        quiet=args.quiet,
+        strict=args.strict,
+        data_root=Path(args.data_root) if args.data_root else None,
+        force=args.force,
+        allow_inconclusive=args.allow_inconclusive,
+        confidence=DEFAULT_CONFIDENCE if confidence is None else confidence,
+    )
+    return collect(Path(args.file), Path(args.raw_dir), Path(args.out) if args.out else None, options)
+
+
 def _usage(message: str, hint: str) -> ScenarioError:
     return ScenarioError([Diagnostic(Span("<command line>", 0, 0), message, hint)])
 
@@ -685,6 +704,25 @@ def build_parser() -> argparse.ArgumentParser:
         "'ssh gen{i}'); its records come back on its standard output (docs/distributed.md)",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "collect",
+        help="judge records written elsewhere (a deployed run's raw records) as one run folder",
+    )
+    p.add_argument("file", metavar="FILE", help="the scenario that was run")
+    p.add_argument(
+        "raw_dir", metavar="RAW_DIR", help="a folder of records-*.jsonl files (docs/kubernetes.md)"
+    )
+    add_data_root(p)
+    p.add_argument(
+        "--engine", choices=engine_names(), help="the engine that wrote them (default: the scenario's)"
+    )
+    p.add_argument("--out", help="run folder, new or empty (default: runs/<name>-<time>); see --force")
+    p.add_argument("--force", action="store_true", help="--out may hold a previous run: delete it first")
+    p.add_argument("--base-url", help="the target's URL as the run used it (run.json)")
+    p.add_argument("--quiet", action="store_true", help="only the verdict")
+    add_inconclusive_flags(p)
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("worker", help="Locust: join a master (`run --master`) from this machine as a worker")
     p.add_argument("file", metavar="FILE", help="the scenario the master runs (compiled here)")
