@@ -66,6 +66,8 @@ def test_two_worker_processes_share_a_closed_model(tmp_path: Path) -> None:
     assert isinstance(by_request, dict)
     assert_weights(Counter({n: row["requests"] for n, row in by_request.items()}), {"a": 3, "b": 1})
     assert json.loads((run_dir / "run.json").read_text())["engine_processes"] == 2
+    # local workers share the master's clock and write their own files: no remote workers to report
+    assert "workers" not in json.loads((run_dir / "generator.json").read_text())
 
 
 def test_open_model_arrivals_are_split_not_repeated(tmp_path: Path) -> None:

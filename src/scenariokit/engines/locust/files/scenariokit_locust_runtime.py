@@ -276,7 +276,7 @@ class Scenario:
         runner = environment.runner
         results_dir = os.environ.get("SCENARIOKIT_RESULTS_DIR")
         if isinstance(runner, WorkerRunner):
-            self.link = WorkerLink(runner)
+            self.link = WorkerLink(runner, remote=not results_dir)
             if not results_dir:  # on another machine: its records go to the master
                 self.recorder.link = self.link
         elif isinstance(runner, MasterRunner) and results_dir:
@@ -518,10 +518,11 @@ class WorkerLink:
     """A worker's side: answers the master's pings on its own clock, sends its records and CPU share,
     and stops when the master asks, saying so once its last records are sent (local workers too)."""
 
-    def __init__(self, runner: Any) -> None:
+    def __init__(self, runner: Any, remote: bool) -> None:
         import psutil
 
         self.runner = runner
+        self.remote = remote  # sends its records to the master (no results folder of its own)
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes it: the first batch's share covers the time since
         runner.register_message(PING_MESSAGE, self._on_ping)
@@ -539,7 +540,10 @@ class WorkerLink:
 
     def _on_ping(self, environment: Any, msg: Any, **_: Any) -> None:
         data = msg.data or {}
-        self.runner.send_message(PONG_MESSAGE, {"k": data.get("k"), "t0": data.get("t0"), "tw": now()})
+        # remote: no results folder of its own, its records come over the messages (else it is a local
+        # `--processes` worker writing its own files, on the master's clock)
+        answer = {"k": data.get("k"), "t0": data.get("t0"), "tw": now(), "remote": self.remote}
+        self.runner.send_message(PONG_MESSAGE, answer)
 
     def send(self, items: list[Any]) -> None:
         cpu = self._process.cpu_percent(None) / 100.0
@@ -566,6 +570,7 @@ class _Joined:
     recorder: Recorder
     pings: list[tuple[float, float]] = field(default_factory=list)  # (rtt, offset) per answered ping
     offset: float | None = None  # worker clock minus master clock, once measured
+    remote: bool = False  # on another machine (its records come over the messages), from its pongs
     pending: list[Any] = field(default_factory=list)  # batches that came before the offset
     lost: bool = False
 
@@ -625,8 +630,9 @@ class MasterLink:
         joined = self._joined(client_id)
         rtt, offset = min(joined.pings) if joined.pings else (None, 0.0)
         joined.offset = offset
-        marker = {"worker_clock": client_id, "offset_s": offset, "rtt_s": rtt, "pings": len(joined.pings)}
-        joined.recorder.write(marker)
+        if joined.remote:  # a local worker shares the master's clock and writes its own files
+            marker = {"worker_clock": client_id, "offset_s": offset, "rtt_s": rtt, "pings": len(joined.pings)}
+            joined.recorder.write(marker)
         for batch in joined.pending:
             self._write(joined, batch)
         joined.pending = []
@@ -636,7 +642,9 @@ class MasterLink:
         data = msg.data or {}
         t0, tw = float(data["t0"]), float(data["tw"])
         # the worker read its clock between t0 and t3: at best halfway, within half the round trip
-        self._joined(msg.node_id).pings.append((t3 - t0, tw - (t0 + t3) / 2))
+        joined = self._joined(msg.node_id)
+        joined.pings.append((t3 - t0, tw - (t0 + t3) / 2))
+        joined.remote = bool(data.get("remote"))
 
     def _on_records(self, environment: Any, msg: Any, **_: Any) -> None:
         joined = self._joined(msg.node_id)
