@@ -152,6 +152,9 @@ def _with(figure: str, value: object) -> str:
         _with("requests_per_core_s", -5),
         _with("requests_per_core_s", "fast"),
         _with("requests_per_core_s", True),
+        _with("requests_per_core_s", 1e-300),  # a fleet of 10^300 machines
+        _with("requests_per_core_s", 1e300),
+        _with("memory_per_user_bytes", 1e30),
         _with("memory_per_user_bytes", float("nan")),
         _with("memory_per_user_bytes", float("inf")),
         _with("memory_base_bytes", None),

@@ -132,20 +132,21 @@ def _engine_cost(data: Any) -> EngineCost:
     cost = EngineCost(
         engine=str(data["engine"]),
         version=str(data["version"]),
-        requests_per_core_s=_figure(data["requests_per_core_s"]),
-        memory_base_bytes=_figure(data["memory_base_bytes"], allow_zero=True),
-        memory_per_user_bytes=_figure(data["memory_per_user_bytes"]),
+        requests_per_core_s=_figure(data["requests_per_core_s"], low=1.0, high=1e7),
+        memory_base_bytes=_figure(data["memory_base_bytes"], low=0.0, high=2.0**40),
+        memory_per_user_bytes=_figure(data["memory_per_user_bytes"], low=1.0, high=2.0**30),
         points=tuple(Point(**p) for p in data.get("points", ())),
     )
     return cost
 
 
-def _figure(value: Any, allow_zero: bool = False) -> float:
-    """A finite number > 0 (>= 0 with allow_zero): a plan divides by these."""
+def _figure(value: Any, low: float, high: float) -> float:
+    """A number from `low` to `high`: a plan divides by these, and a figure far outside what any machine
+    measures (1e-300 requests a core) would plan a fleet of 10^300 machines."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{value!r} is not a number")
-    if not (0 <= value < float("inf")) or (value == 0 and not allow_zero):
-        raise ValueError(f"{value!r} is out of range")
+    if not low <= value <= high:  # also NaN
+        raise ValueError(f"{value!r} is out of range ({low:g} to {high:g})")
     return float(value)
 
 
@@ -181,6 +182,9 @@ def calibrate(engines: list[str], seconds: float, users: tuple[int, int] = USERS
 
 def measure_engine(engine: str, url: str, seconds: float, users: tuple[int, int]) -> EngineCost:
     points = tuple(measure(engine, url, n, THINK_S, seconds) for n in users)
+    if any(p.requests == 0 or p.cpu_s <= 0 for p in points):
+        # nothing to divide by: the engine did not start or could not reach the server
+        raise RuntimeError(f"{engine} sent no request while calibrating ({points})")
     return cost_from_points(engine, get_engine(engine).version(), points)
 
 
