@@ -140,6 +140,7 @@ def test_kube_names_are_dns_labels_and_keep_apart(name: str) -> None:
         ([], "needs a URL the cluster reaches"),  # the embedded server
         (["--base-url", "http://a\n---\nkind: Secret"], "needs a URL the cluster reaches"),
         (["--base-url", "file:///etc/passwd"], "needs a URL the cluster reaches"),
+        (["--base-url", "http://a:1", "--workers", "1000000"], "more than a deployment of 100,000"),
     ],
 )
 def test_an_unreachable_target_is_refused(

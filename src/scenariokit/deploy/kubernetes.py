@@ -41,6 +41,7 @@ LOCUST_RESULTS = "/results"
 LOCUST_IMAGE = "locustio/locust"
 MASTER_PORT = 5557
 WEB_PORT = 8089
+MAX_WORKERS = 100_000  # pods of one TestRun or Deployment: far past any cluster's generators
 NAME_CHARS = 40  # the base of every name: room for the longest suffix (-locust-master) within 63
 # as the local driver's: records are the runtime's console lines, k6's own samples carry few tags
 K6_ARGUMENTS = ("--quiet", "--no-thresholds", "--no-summary", "--no-usage-report", "--log-format", "raw")
@@ -102,6 +103,12 @@ def kubernetes_manifests(
     `runner_image` (an image with scenariokit installed) the Locust master is scenariokit's own runner,
     `scenariokit run --master`, which writes and judges one run folder."""
     url = base_url or scenario.target.base_url
+    if not all(1 <= n <= MAX_WORKERS for n in workers.values()):
+        raise _refused(
+            scenario,
+            f"{max(workers.values()):,} workers is more than a deployment of {MAX_WORKERS:,}",
+            "a machine of more cores (--machine-cores) needs fewer k6 instances; or pass --workers N",
+        )
     if not re.fullmatch(r"https?://[^\s\x00-\x1f\x7f]+", url):
         raise _refused(
             scenario,
