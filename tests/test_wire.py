@@ -54,6 +54,7 @@ LOAD: dict[str, list[str]] = {
     "holiday-spike": ["--users", "100"],
     "holiday-spike-production": ["--users", "300"],
     "knee-sweep": ["--users", "2"],  # no think time: two users already send hundreds of requests
+    "million-users": ["--users", "30"],  # 1.5 s think: 30 users send ~40 requests of a 3:1 mix in 2 s
     "open-arrivals": ["--rate", "10/s"],
     "recognition-api": ["--users", "30"],
     "recognition-api-fleet": ["--users", "30"],
