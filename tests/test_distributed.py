@@ -21,10 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from scenariokit.ports import free_port
 from scenariokit.results.metrics import sample_stats
 from scenariokit.results.store import load_records
 from tests.support.engines import K6
 from tests.support.netns import Fabric, Host, skip_reason
+from tests.support.nginx import Nginx, have_nginx
 
 pytestmark = pytest.mark.engine
 
@@ -34,7 +36,7 @@ MASTER_PORT = 5557
 TARGET_PORT = 8080
 IDS = 16  # rows of the data set the generators split (`split: workers`)
 CLOSED = '{curve: "ramp(0, 4, 1s) -> hold(4s) as steady", think_time: constant(20ms)}'
-CLOSED_LONG = '{curve: "ramp(0, 4, 1s) -> hold(8s) as steady", think_time: constant(20ms)}'
+CLOSED_LONG = '{curve: "ramp(0, 4, 1s) -> hold(6s) as steady", think_time: constant(20ms)}'
 # each worker sends every other arrival (its index of the master's expect_workers)
 OPEN_RATE, OPEN_S = 70, 5  # 350 arrivals: enough samples to decide p99 at 95%
 OPEN = f'{{model: open, curve: "hold({OPEN_RATE}, {OPEN_S}s) as steady", expected_latency: 20ms}}'
@@ -113,12 +115,12 @@ class Target:
         return out
 
 
-def scenario_in(folder: Path, engine: str, address: str, load: str = CLOSED) -> Path:
+def scenario_in(folder: Path, engine: str, address: str, load: str = CLOSED, port: int = TARGET_PORT) -> Path:
     """The scenario, written into a generator's own folder (no file is shared between machines)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ids.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(IDS)))
     path = folder / "spread.yaml"
-    path.write_text(SCENARIO.format(engine=engine, address=address, port=TARGET_PORT, load=load))
+    path.write_text(SCENARIO.format(engine=engine, address=address, port=port, load=load))
     return path
 
 
@@ -254,7 +256,7 @@ def test_locust_master_and_two_workers_on_other_hosts(hosts: dict[str, Host], tm
 
 @pytest.mark.solo
 def test_a_worker_that_dies_is_named_and_its_records_kept(hosts: dict[str, Host], tmp_path: Path) -> None:
-    code, run, counted, _ = run_locust(hosts, tmp_path, CLOSED_LONG, kill_w2_after_s=2.0)
+    code, run, counted, _ = run_locust(hosts, tmp_path, CLOSED_LONG, kill_w2_after_s=1.0)
     summary = json.loads((run / "summary.json").read_text())
     assert code == 0, summary["notes"]  # the other worker carried the load (rebalanced)
     lost = [t for t in summary["trust"] if t["reason"] == "generator_worker_lost"]
@@ -304,3 +306,44 @@ def test_k6_instances_on_other_hosts_one_verdict(hosts: dict[str, Host], tmp_pat
     generator = json.loads((run / "generator.json").read_text())
     instances = generator["processes_peak"]
     assert len([p for p in instances.values() if p["peak"] > 0]) >= 2  # both k6 instances' CPU
+
+
+def test_a_worker_compiled_from_another_scenario_stops_the_run(tmp_path: Path) -> None:
+    """On loopback (no namespace needed): the master's and the worker's compiled scripts differ (here the
+    think time), so their requests cannot make one verdict: exit 3, the worker named."""
+    if not have_nginx():
+        pytest.skip("no nginx (.ci/run installs it)")
+    port = free_port()
+    master_dir, worker_dir = tmp_path / "master", tmp_path / "w1"
+    with Nginx() as url:
+        target = int(url.rsplit(":", 1)[1])
+        scenario = scenario_in(master_dir, "locust", "127.0.0.1", port=target)
+        other = scenario_in(worker_dir, "locust", "127.0.0.1", CLOSED.replace("20ms", "30ms"), target)
+        code, run = run_mismatched(scenario, other, port)
+    assert code == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert "compiled another scenario" in summary["notes"][0]
+
+
+def run_mismatched(scenario: Path, other: Path, port: int) -> tuple[int, Path]:
+    master_dir, worker_dir = scenario.parent, other.parent
+    run = master_dir / "run"
+    args = ["run", str(scenario), "--quiet", "--master", "--master-bind", f"127.0.0.1:{port}"]
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "scenariokit", *args, "--expect-workers", "1", "--out", str(run)],
+        cwd=master_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "scenariokit", *worker_args(other, f"127.0.0.1:{port}", worker_dir)],
+        cwd=worker_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return runner.wait(timeout=90), run
+    finally:
+        for process in (runner, worker):
+            process.kill()
+            process.wait()

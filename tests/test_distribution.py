@@ -71,12 +71,14 @@ def test_the_reader_keeps_each_workers_clock_cpu_and_loss(tmp_path: Path) -> Non
             {"worker_cpu": 0.5, "t": 100.0, "worker": "vm_1"},
             {"worker_cpu": 0.25, "t": 101.0, "worker": "vm_1"},
             {"worker_lost": "vm_1", "t": 102.0},
+            {"worker_mismatch": "vm_1", "t": 103.0, "script": "ab12"},
         ],
     )
     worker = reader.workers["vm_1"]
     assert worker == {
         "samples": [[100.0, 0.5], [101.0, 0.25]],
         "lost_at": 102.0,
+        "other_script": "ab12",
         "clock_offset_s": 40.0,
         "clock_rtt_s": 0.001,
         "clock_pings": 8,
@@ -92,6 +94,7 @@ def test_the_reader_keeps_each_workers_clock_cpu_and_loss(tmp_path: Path) -> Non
         {"worker_cpu": "high", "t": 1.0, "worker": "w"},
         {"worker_cpu": 0.5, "t": None, "worker": "w"},
         {"worker_lost": "w", "t": "later"},
+        {"worker_mismatch": "w"},  # no script
         {"garbled": "'a string row'"},  # what the master writes for a worker's row that is not an array
         {"test_start": "x"},
     ],

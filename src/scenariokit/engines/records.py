@@ -257,6 +257,9 @@ class RecordLinesReader:
         if "worker_lost" in raw:
             self._worker(raw["worker_lost"])["lost_at"] = float(raw["t"])
             return True
+        if "worker_mismatch" in raw:  # its compiled script was not the master's
+            self._worker(raw["worker_mismatch"])["other_script"] = str(raw["script"])
+            return True
         return False
 
     def _worker(self, worker: Any) -> dict[str, Any]:

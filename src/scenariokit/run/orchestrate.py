@@ -648,6 +648,12 @@ def run_engine(
     if state.exit_reason == "completed" and (lost := every_worker_lost(workers)):
         state.exit_reason = "engine_crashed"  # nothing was left to carry the load: a run error
         state.detail = f"every Locust worker was lost ({lost}); see logs/{engine.name}.log"
+    if other := sorted(w for w, facts in workers.items() if facts.get("other_script")):
+        state.exit_reason = "engine_crashed"  # two scenarios' requests cannot be judged as one
+        state.detail = (
+            f"worker {', '.join(other)} compiled another scenario than the master's (or without its "
+            "--duration/--users/--rate/--base-url); the run was stopped"
+        )
     state.engine_started_unix = reader.started_unix or state.started_unix
     reader_facts = {
         "skipped_lines": reader.skipped,

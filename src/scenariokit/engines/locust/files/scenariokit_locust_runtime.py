@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import hashlib
 import json
 import math
 import os
@@ -243,6 +244,9 @@ class Scenario:
         max_users: int = 0,
     ) -> None:
         here = Path(script).resolve().parent
+        # the compiled script is deterministic byte for byte: a worker whose file differs compiled another
+        # scenario (or the master's overrides: --duration, --rate, ...), and is refused by the master
+        self.script_sha = hashlib.sha256(Path(script).read_bytes()).hexdigest()
         self.name = name
         self.base_url = os.environ.get("SCENARIOKIT_BASE_URL") or base_url
         self.stages = stages
@@ -276,11 +280,11 @@ class Scenario:
         runner = environment.runner
         results_dir = os.environ.get("SCENARIOKIT_RESULTS_DIR")
         if isinstance(runner, WorkerRunner):
-            self.link = WorkerLink(runner, remote=not results_dir)
+            self.link = WorkerLink(runner, remote=not results_dir, script_sha=self.script_sha)
             if not results_dir:  # on another machine: its records go to the master
                 self.recorder.link = self.link
         elif isinstance(runner, MasterRunner) and results_dir:
-            self.link = MasterLink(runner, results_dir)
+            self.link = MasterLink(runner, results_dir, self.script_sha)
 
     def _on_test_start(self, environment: Any, **_: Any) -> None:
         self.started_at = now()
@@ -518,10 +522,11 @@ class WorkerLink:
     """A worker's side: answers the master's pings on its own clock, sends its records and CPU share,
     and stops when the master asks, saying so once its last records are sent (local workers too)."""
 
-    def __init__(self, runner: Any, remote: bool) -> None:
+    def __init__(self, runner: Any, remote: bool, script_sha: str) -> None:
         import psutil
 
         self.runner = runner
+        self.script_sha = script_sha
         self.remote = remote  # sends its records to the master (no results folder of its own)
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes it: the first batch's share covers the time since
@@ -543,6 +548,7 @@ class WorkerLink:
         # remote: no results folder of its own, its records come over the messages (else it is a local
         # `--processes` worker writing its own files, on the master's clock)
         answer = {"k": data.get("k"), "t0": data.get("t0"), "tw": now(), "remote": self.remote}
+        answer["script"] = self.script_sha
         self.runner.send_message(PONG_MESSAGE, answer)
 
     def send(self, items: list[Any]) -> None:
@@ -571,6 +577,7 @@ class _Joined:
     pings: list[tuple[float, float]] = field(default_factory=list)  # (rtt, offset) per answered ping
     offset: float | None = None  # worker clock minus master clock, once measured
     remote: bool = False  # on another machine (its records come over the messages), from its pongs
+    mismatch: bool = False  # its compiled script (sha256, in its pongs) is not the master's
     pending: list[Any] = field(default_factory=list)  # batches that came before the offset
     lost: bool = False
 
@@ -578,8 +585,9 @@ class _Joined:
 class MasterLink:
     """The master's side: times each worker's clock, writes its records corrected, notes lost workers."""
 
-    def __init__(self, runner: Any, results_dir: str) -> None:
+    def __init__(self, runner: Any, results_dir: str, script_sha: str) -> None:
         self.runner = runner
+        self.script_sha = script_sha
         self.dir = results_dir
         self.workers: dict[str, _Joined] = {}
         self.done: set[str] = set()  # the workers that stopped and sent their last records
@@ -630,6 +638,8 @@ class MasterLink:
         joined = self._joined(client_id)
         rtt, offset = min(joined.pings) if joined.pings else (None, 0.0)
         joined.offset = offset
+        if joined.mismatch:
+            return
         if joined.remote:  # a local worker shares the master's clock and writes its own files
             marker = {"worker_clock": client_id, "offset_s": offset, "rtt_s": rtt, "pings": len(joined.pings)}
             joined.recorder.write(marker)
@@ -645,6 +655,13 @@ class MasterLink:
         joined = self._joined(msg.node_id)
         joined.pings.append((t3 - t0, tw - (t0 + t3) / 2))
         joined.remote = bool(data.get("remote"))
+        script = str(data.get("script"))
+        if script != self.script_sha and not joined.mismatch:
+            # another scenario's requests would be judged as this one's: the run stops, a run error
+            joined.mismatch = True
+            joined.recorder.write({"worker_mismatch": msg.node_id, "t": time.time(), "script": script})
+            joined.recorder.flush()
+            gevent.spawn(self.runner.quit)
 
     def _on_records(self, environment: Any, msg: Any, **_: Any) -> None:
         joined = self._joined(msg.node_id)
