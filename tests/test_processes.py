@@ -160,6 +160,8 @@ def test_two_k6_instances_split_an_open_model_not_repeat_it(tmp_path: Path) -> N
         ("k6", ["--launcher", "ssh gen{n}"]),
         ("locust", ["--master-bind", "0.0.0.0:5557"]),
         ("locust", ["--master"]),
+        ("k6", ["--processes", "2", "--launcher", "ssh 'gen{n}"]),  # unbalanced quote
+        ("k6", ["--processes", "2", "--launcher", "  "]),
     ],
 )
 def test_distribution_flags_that_do_not_fit_are_refused(

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -832,6 +833,11 @@ def distribution_refusal(engine: Engine, options: RunOptions) -> str | None:
         return f"--launcher does not apply to {engine.name}: its workers join with `scenariokit worker`"
     if options.launcher is not None and options.processes < 2:
         return "--launcher needs --processes N (2 or more): one instance per launched machine"
+    try:
+        if options.launcher is not None and not shlex.split(options.launcher):
+            return "--launcher is empty: give the command prefix, e.g. 'ssh gen{n}'"
+    except ValueError as exc:  # unbalanced quotes
+        return f"--launcher {options.launcher!r}: {exc}"
     return None
 
 
