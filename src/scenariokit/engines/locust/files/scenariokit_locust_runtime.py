@@ -704,11 +704,25 @@ class MasterLink:
                     joined.recorder.flush()
 
 
+MAX_CAUSES = 4  # an exception chain is read this deep: a reset is one step under the client's own error
+
+
 def failure_kind(exc: BaseException, failures: Failures) -> str:
     """The kind of a failure that left no response: the first row of the script's FAILURES table whose
     exception classes include the error's class or a base of it, or one of whose fragments its class name
-    or message holds."""
-    return classify([c.__name__ for c in type(exc).__mro__], f"{type(exc).__name__}: {exc}", failures)
+    or message holds. The causes the error chains (`__cause__`, else `__context__`) count too: the
+    FastHttpUser client raises HTTPConnectionClosed for a reset before the first byte, with the
+    ConnectionResetError only as its context."""
+    names: list[str] = []
+    texts: list[str] = []
+    seen: BaseException | None = exc
+    for _ in range(MAX_CAUSES):
+        if seen is None:
+            break
+        names += [c.__name__ for c in type(seen).__mro__]
+        texts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return classify(names, " <- ".join(texts), failures)
 
 
 def sample_message(message: str, secrets: Any = ()) -> str:
