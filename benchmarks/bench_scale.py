@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py [--users 10000] [--repeats 3] [--hold 20] [--engines k6,locust]
     python benchmarks/bench_scale.py --users 1000,5000,20000      # the docs table
+    python benchmarks/bench_scale.py --engines k6 --users 2000 --sk-env GOGC=400   # another GC setting
 
 The load is the seed's shape: a closed model ramping to `--users` at 500 users/s, then holding for
 `--hold` s, think time uniform 0.5-2.5 s, two JSON POSTs at 3:1 (/api/identify, /api/ocr), against nginx
@@ -283,12 +284,15 @@ def sk_launch(work: Path, url: str, users: int, hold: int, engine: str) -> tuple
     return launch.argv, launch.env
 
 
-def measure(engine: str, users: int, repeats: int, hold: int) -> dict[str, list[Trial]]:
+def measure(
+    engine: str, users: int, repeats: int, hold: int, extra: dict[str, str]
+) -> dict[str, list[Trial]]:
     results: dict[str, list[Trial]] = {"stock": [], "scenariokit": []}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as name:
         work = Path(name)
         with nginx(work, users) as url:
             runs = (k6_runs if engine == "k6" else locust_runs)(work, url, users, hold)
+            runs["scenariokit"][1].update(extra)
             for repeat in range(repeats):
                 order = ["stock", "scenariokit"] if repeat % 2 == 0 else ["scenariokit", "stock"]
                 for label in order:
@@ -319,12 +323,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hold", type=int, default=20, help="seconds at the full user count")
     parser.add_argument("--engines", default="k6,locust")
+    parser.add_argument(
+        "--sk-env", action="append", default=[], metavar="KEY=VALUE", help="set in scenariokit's engine's env"
+    )
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.sk_env)
     raise_file_limit()
     rows = []
     for engine in args.engines.split(","):
         for users in (int(value) for value in args.users.split(",")):
-            rows.append((engine, users, measure(engine, users, args.repeats, args.hold)))
+            rows.append((engine, users, measure(engine, users, args.repeats, args.hold, extra)))
     print_table(rows, args.repeats)
 
 
