@@ -52,11 +52,11 @@ from scenariokit.compile.ir import (
 from scenariokit.compile.limits import (
     HEADER_NAME_PATTERN,
     HEADER_VALUE_FORBIDDEN,
+    MAX_FLEET_USERS,
     MAX_RATE,
     MAX_RUN_S,
     MAX_STAGES,
     MAX_TIME_S,
-    MAX_FLEET_USERS,
     MAX_USERS,
     MIN_RUN_S,
 )
