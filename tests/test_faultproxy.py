@@ -462,6 +462,22 @@ def test_every_upstream_refusing_resets_the_client_at_once() -> None:
             httpx.get(url(proxy), timeout=5)
         assert time.perf_counter() - start < 1.0
         assert proxy.counts()["no_upstream"] == 1
+        assert proxy.counts()["requests"] == 1  # counted before the reset: records match the proxy's count
+
+
+def test_a_client_silent_when_every_upstream_refused_is_reset_when_its_request_comes() -> None:
+    gone = socket.create_server(("127.0.0.1", 0))
+    dead_port = gone.getsockname()[1]
+    gone.close()
+    with FaultProxy([("127.0.0.1", dead_port)]) as proxy:
+        conn = raw(proxy.port, b"")
+        assert wait_for(lambda: proxy.counts()["no_upstream"] == 1)
+        assert proxy.counts()["requests"] == 0
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with pytest.raises((ConnectionResetError, ConnectionAbortedError)):
+            read_until_closed(conn)
+        assert proxy.counts()["requests"] == 1
+        conn.close()
 
 
 def test_connections_past_the_limit_are_reset(upstream: H11Server) -> None:

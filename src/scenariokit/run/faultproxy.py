@@ -532,8 +532,19 @@ class _Link:
         self.done_directions = 0
         self.tick = proxy.tick  # the idle sweep's tick of the last traffic either way
         self.connect_task: asyncio.Task[None] | None = None
+        self.seen_request = False  # the client has sent the start of a request
+        self.refused = False  # every upstream refused: the client is reset once its request is counted
 
     # flow control: a source's reading is paused while anything holds it
+    def refuse(self) -> None:
+        """Every upstream refused. A client that has not sent its request yet is reset when it does, so
+        that the request is counted: the proxy's request count then equals the engine's records through a
+        target's outage (a client that sends nothing goes at the idle sweep)."""
+        if self.seen_request:
+            self.close(reset_client=True)
+        else:
+            self.refused = True
+
     def hold_source(self, down: bool, why: str) -> None:
         source = self.upstream if down else self.client
         if not self.holds[down] and source is not None:
@@ -556,6 +567,11 @@ class _Link:
             return
         was_opaque = self.requests.state == _OPAQUE
         starts = self.requests.feed(data)
+        self.seen_request = self.seen_request or bool(starts) or was_opaque
+        if self.refused:  # no upstream: count what was asked, then reset (the kill test counts on it)
+            proxy._counts["requests"] += len(starts)
+            self.close(reset_client=True)
+            return
         if not was_opaque and self.requests.state == _OPAQUE:
             self._turn_opaque()
         if not proxy.active.per_request and self.held_by is None and self.pending is None:
@@ -1019,7 +1035,7 @@ class FaultProxy:
             return
         self.count("no_upstream")
         link.connect_task = None
-        link.close(reset_client=True)
+        link.refuse()
 
     async def _sweep_idle(self) -> None:
         """Close links without traffic for idle_timeout_s: traffic stamps a link with the current tick
