@@ -610,6 +610,11 @@ class MasterLink:
         live = {c.id for c in self.runner.clients.all if c.state != STATE_MISSING}
         for client_id in live:
             self.runner.send_message(STOP_MESSAGE, {}, client_id=client_id)
+        if getattr(gevent.getcurrent(), "_run", None) == getattr(self.runner, "client_listener", None):
+            # stopped from Locust's message loop (a worker quit by itself): no answer can arrive while
+            # this waits, so the workers' last batches are left to arrive before Locust quits
+            flush_recorders()
+            return
         deadline = time.monotonic() + float(environment.stop_timeout or 0) + 10.0
         while not live <= self.done and time.monotonic() < deadline:
             gevent.sleep(0.1)
