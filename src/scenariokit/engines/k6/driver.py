@@ -15,12 +15,11 @@ from scenariokit.ports import free_port
 K6_SYSTEM_TAGS = "status,error_code,expected_response"
 
 # k6's Go collector runs each time its heap has grown by GOGC% of what is live. With few VUs the live heap
-# is small (tens of MB at 32 VUs) and a heap allowed to grow to 5x it raises k6's rate (1.06x at 32 VUs
-# without think time); with thousands of VUs the live heap is each VU's JS runtime times their number, and
-# 5x of that is gigabytes for no rate (2,000 VUs with think time: 1.11x the memory of Go's default; the
-# issue's 10,000: 7.94 GB against 5.8 GB). So GOGC=400 up to K6_GOGC_MAX_USERS VUs, Go's default above
-# (docs/performance.md, "Per-user cost at scale"). GOMEMLIMIT at half the host's memory keeps either from
-# costing memory where it is short. Values set in the environment win.
+# is small and a heap allowed to grow to 5x it raises k6's rate; with thousands of VUs the live heap is
+# each VU's JS runtime times their number, and 5x of that costs gigabytes for no rate. So GOGC=400 up to
+# K6_GOGC_MAX_USERS VUs, Go's default above (docs/performance.md, "Per-user cost at scale" and the settings
+# table). GOMEMLIMIT at half the host's memory keeps either from costing memory where it is short. Values
+# set in the environment win.
 K6_GOGC = "400"
 K6_GOGC_MAX_USERS = 500
 K6_MEMORY_SHARE = 0.5
