@@ -666,7 +666,15 @@ class MasterLink:
             joined.mismatch = True
             joined.recorder.write({"worker_mismatch": msg.node_id, "t": time.time(), "script": script})
             joined.recorder.flush()
-            gevent.spawn(self.runner.quit)
+            gevent.spawn(self._abandon)
+
+    def _abandon(self) -> None:
+        """Ends the run now: the workers are told to quit, and this process exits (Locust's own quit,
+        before the test has started, leaves its main loop waiting for the run time to pass)."""
+        with suppress(Exception):
+            self.runner.quit()
+        flush_recorders()
+        os._exit(3)
 
     def _on_records(self, environment: Any, msg: Any, **_: Any) -> None:
         joined = self._joined(msg.node_id)
