@@ -515,6 +515,7 @@ CLOCK_PINGS = 8
 PING_GAP_S = 0.05
 PING_AFTER_S = 0.5  # a worker registers its handlers just after it says it is ready
 LOST_CHECK_S = 1.0
+CPU_SAMPLE_MIN_S = 0.25  # a worker's CPU share is measured over at least this long
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_.]+")
 
 
@@ -530,6 +531,7 @@ class WorkerLink:
         self.remote = remote  # sends its records to the master (no results folder of its own)
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes it: the first batch's share covers the time since
+        self._cpu_at = time.monotonic()
         runner.register_message(PING_MESSAGE, self._on_ping)
         # its own greenlet: the users' graceful stop must not hold up Locust's heartbeats
         runner.register_message(STOP_MESSAGE, self._on_stop, concurrent=True)
@@ -552,7 +554,9 @@ class WorkerLink:
         self.runner.send_message(PONG_MESSAGE, answer)
 
     def send(self, items: list[Any]) -> None:
-        cpu = self._process.cpu_percent(None) / 100.0
+        cpu = None  # psutil's share over a few milliseconds (two flushes at the stop) is noise: none
+        if time.monotonic() - self._cpu_at >= CPU_SAMPLE_MIN_S:
+            cpu, self._cpu_at = self._process.cpu_percent(None) / 100.0, time.monotonic()
         payload = {"rows": [list(i) for i in items if isinstance(i, tuple)], "cpu": cpu, "t": now()}
         payload["markers"] = [i for i in items if isinstance(i, dict)]
         with suppress(Exception):  # the master is gone (it ended the run): nothing left to send to
@@ -700,8 +704,9 @@ class MasterLink:
             if isinstance(marker, dict) and "dropped" in marker and isinstance(marker.get("t"), float):
                 write({**marker, "t": marker["t"] - shift})
         with suppress(TypeError, ValueError):
-            at = float(batch.get("t") or 0.0) - shift
-            write({"worker_cpu": float(batch.get("cpu") or 0.0), "t": at, "worker": joined.client_id})
+            if batch.get("cpu") is not None:  # a batch too soon after the previous one has no share
+                at = float(batch.get("t") or 0.0) - shift
+                write({"worker_cpu": float(batch["cpu"]), "t": at, "worker": joined.client_id})
 
     def _watch_lost(self) -> None:
         """A worker whose heartbeats stopped (Locust marks it missing) is written as lost, once."""
