@@ -160,6 +160,24 @@ def _with(figure: str, value: object) -> str:
         _with("memory_base_bytes", None),
         json.dumps({**json.loads(calibration().as_json()), "created": "yesterday"}),
     ],
+    # fixed ids: the texts hold the time they were made, and xdist's workers must collect the same names
+    ids=[
+        "not-json",
+        "a-list",
+        "format-2",
+        "no-host-no-engines",
+        "rate-0",
+        "rate-negative",
+        "rate-text",
+        "rate-bool",
+        "rate-tiny",
+        "rate-huge",
+        "memory-huge",
+        "memory-nan",
+        "memory-inf",
+        "base-null",
+        "created-not-a-date",
+    ],
 )
 def test_a_broken_calibration_is_refused(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c.json"
