@@ -524,11 +524,11 @@ CASES: list[tuple[str, str, int, int, str, str | None]] = [
         "1s to 7 days",
     ),
     (
-        "users-beyond-one-machine",
-        replace("ramp(0, 2, 5s)", "ramp(0, 2000000, 5s)"),
+        "users-beyond-a-fleet",
+        replace("ramp(0, 2, 5s)", "ramp(0, 20000000, 5s)"),
         5,
         10,
-        "a level of 2e+06 users",
+        "a level of 2e+07 users",
         "closed model",
     ),
     (
