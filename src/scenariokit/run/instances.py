@@ -29,7 +29,10 @@ from scenariokit.compile.ir import Instances, MonitorTarget
 from scenariokit.run.monitor import ROLE_PREFIXES, scrape
 
 QUERY_TIMEOUT_S = 2.0
-FIRST_SCRAPES_S = 5.0  # the run's own Prometheus: the longest wait for its first scrape of every target
+# the run's own Prometheus: the longest wait for its first scrape of every target. Its scrape manager applies
+# newly discovered targets on a 5 s ticker (Prometheus 2.x scrape/manager.go), so a target can wait ~5 s
+# after /-/ready for its first scrape; seen here: 5.0 s passed with three of four targets never scraped
+FIRST_SCRAPES_S = 12.0
 MAX_ERROR_CHARS = 300  # Prometheus's error text, kept short in every sample
 
 
@@ -132,10 +135,24 @@ class InstanceSampler:
 
     def __enter__(self) -> InstanceSampler:
         if self.own_prometheus and self.prometheus is not None:
+            deadline = time.monotonic() + FIRST_SCRAPES_S
             first_scrapes(self._client, self.prometheus, FIRST_SCRAPES_S)
+            if self.spec.query is not None:
+                self._first_count(self.prometheus, self.spec.query, deadline)
         self.sample(time.time())  # the count before the first tick: the load starts against it
         self._thread.start()
         return self
+
+    def _first_count(self, prometheus: str, query: str, deadline: float) -> None:
+        """Waits (to the same deadline) for the query to count an instance: the run's own Prometheus loads
+        its file-listed targets a moment after it starts, so its first scrape of every target it knows can
+        come before it knows the instances at all (the count then read 0 for the run's first second). A
+        fleet with no instance ready at the start waits the whole deadline, once."""
+        while time.monotonic() < deadline:
+            ready, _ = query_value(self._client, prometheus, query)
+            if ready:
+                return
+            time.sleep(0.1)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
