@@ -59,6 +59,8 @@ engine: k6
 BASE_DELAY_S = 0.100
 SLOW_DELAY_S = 0.120
 
+HDR_RESOLUTION = 1e-3  # the latency histograms keep 3 significant digits
+
 
 @contextmanager
 def alone(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -129,7 +131,11 @@ def test_the_histogram_test_agrees_with_the_record_test_on_the_same_runs(runs: d
             assert r.samples == h.samples
             if r.metric.startswith("p"):  # percentiles: the histogram's value is the record's to 0.1%
                 assert h.base == pytest.approx(r.base, rel=1e-3) and h.new == pytest.approx(r.new, rel=1e-3)
-                assert abs(r.p_value - h.p_value) < 0.1, (name, r, h)
+                # p-values are close once the change is past the histogram's resolution (3 significant
+                # digits): a +0.06% p50 (101.055 vs 101.119 ms, in one 0.1% bucket) read p = 0.002 from the
+                # records and 0.127 from the histograms, both far from a regression
+                if abs(r.change or 0.0) >= HDR_RESOLUTION * 5:
+                    assert abs(r.p_value - h.p_value) < 0.1, (name, r, h)
             elif r.metric == "error_rate":
                 assert h.p_value == r.p_value
 

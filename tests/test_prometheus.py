@@ -87,7 +87,7 @@ def test_prometheus_scrapes_target_and_scenariokit_during_the_run(tmp_path: Path
                 requests = query(url, "/api/v1/query", query="sum(scenariokit_requests_total)")
                 # a dashboard query as the recording rule the run's Prometheus loaded from monitoring/
                 recorded = query(url, "/api/v1/query", query="scenariokit_run:panel2:b")
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):  # ValueError: a 503 "Service Unavailable" text (not ready)
                 time.sleep(0.5)
                 continue
             if all(seen.values()) and requests and recorded and dashboard_metric_names() - GPU_ONLY <= names:
