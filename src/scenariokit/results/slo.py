@@ -292,21 +292,24 @@ def mean_hint(slo: Slo, n: int, mean: float, stdev: float, c: float) -> str:
     )
 
 
-def judge_error_rate(slo: Slo, errors: int, n: int, c: float) -> Judgement:
-    low, high = share_bounds(errors, n, c)
+def judge_rate(slo: Slo, k: int, n: int, c: float) -> Judgement:
+    """error_rate or success_rate: Clopper-Pearson bounds on the share of the `k` requests (errors, or ok
+    ones) of `n`."""
+    low, high = share_bounds(k, n, c)
     status = decide(slo.op, slo.threshold, low, high)
     limit = show(slo.threshold, "ratio")
+    errors = slo.metric == "error_rate"
     rule = (
-        f"Clopper-Pearson bounds of the error rate at {level(c)} decide: pass when the worse bound holds "
-        f"{slo.op} {limit}, fail when the better one breaks it"
+        f"Clopper-Pearson bounds of the {'error' if errors else 'success'} rate at {level(c)} decide: pass "
+        f"when the worse bound holds {slo.op} {limit}, fail when the better one breaks it"
     )
     words = (
-        f"{status}: {errors:,} errors of {n:,} requests; the rate is between {pct(low)} and {pct(high)} "
-        f"({level(c)} bounds), against {slo.op} {limit}"
+        f"{status}: {k:,} {'errors' if errors else 'ok'} of {n:,} requests; the rate is between {pct(low)} "
+        f"and {pct(high)} ({level(c)} bounds), against {slo.op} {limit}"
     )
-    if status == "inconclusive":
-        words += "; " + rate_hint(slo, errors, n, c)
-    return Judgement(status, words, rule, errors, low, high)
+    if status == "inconclusive" and errors:  # the hint counts errors: a success rate gets none
+        words += "; " + rate_hint(slo, k, n, c)
+    return Judgement(status, words, rule, k, low, high)
 
 
 def rate_hint(slo: Slo, errors: int, n: int, c: float) -> str:
@@ -324,22 +327,6 @@ def rate_hint(slo: Slo, errors: int, n: int, c: float) -> str:
     if errors == 0:
         return f"{needed:,} requests with no error would decide at {level(c)}"
     return f"about {needed:,} requests at the rate observed ({pct(observed)}) would decide at {level(c)}"
-
-
-def judge_success_rate(slo: Slo, ok: int, n: int, c: float) -> Judgement:
-    """The mirror of the error rate: Clopper-Pearson bounds on the ok requests' share."""
-    low, high = share_bounds(ok, n, c)
-    status = decide(slo.op, slo.threshold, low, high)
-    limit = show(slo.threshold, "ratio")
-    rule = (
-        f"Clopper-Pearson bounds of the success rate at {level(c)} decide: pass when the worse bound holds "
-        f"{slo.op} {limit}, fail when the better one breaks it"
-    )
-    words = (
-        f"{status}: {ok:,} ok of {n:,} requests; the rate is between {pct(low)} and {pct(high)} "
-        f"({level(c)} bounds), against {slo.op} {limit}"
-    )
-    return Judgement(status, words, rule, ok, low, high)
 
 
 GOODPUT_WORDS = "good requests (ok, and each within every latency SLO covering it)"
@@ -532,10 +519,8 @@ def decide_facts(slo: Slo, facts: Facts, c: float) -> Judgement | None:
         if slo.percentile is None:
             return judge_mean(slo, facts.samples, facts.value, facts.stdev, c, unit)
         return judge_percentile(slo, facts.k, facts.samples, facts.q_low, facts.q_high, c, unit)
-    if slo.metric == "error_rate":
-        return judge_error_rate(slo, facts.k, facts.samples, c)
-    if slo.metric == "success_rate":
-        return judge_success_rate(slo, facts.k, facts.samples, c)
+    if slo.metric in ("error_rate", "success_rate"):
+        return judge_rate(slo, facts.k, facts.samples, c)
     if slo.metric in ("throughput", "goodput"):
         return judge_throughput(slo, facts.k, facts.length, c)
     return judge_dropped(slo, facts.k)

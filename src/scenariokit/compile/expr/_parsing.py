@@ -20,7 +20,7 @@ from lark.lexer import PatternStr
 from lark.load_grammar import PackageResource
 
 from scenariokit.compile.diagnostics import Span
-from scenariokit.compile.expr.errors import ExprError, end_of, span_at
+from scenariokit.compile.expr.errors import ExprError, blank_span, end_of, span_at
 from scenariokit.compile.expr.units import KIND_NAMES, Quantity, UnitError, quantity
 
 T = TypeVar("T")
@@ -61,8 +61,18 @@ def parser(name: str) -> Lark:
     )
 
 
-def parse(name: str, text: str, span: Span, transformer: Transformer[Token, T], examples: Examples) -> T:
-    """Parse `text` with grammar `name` and transform it; every failure becomes an `ExprError`."""
+def parse(
+    name: str,
+    text: str,
+    span: Span,
+    transformer: Transformer[Token, T],
+    examples: Examples,
+    empty: tuple[str, str | None] | None = None,
+) -> T:
+    """Parse `text` with grammar `name` and transform it; every failure becomes an `ExprError`. `empty`:
+    the (message, hint) for a blank text, refused before the grammar's less helpful "unexpected the end"."""
+    if empty is not None and not text.strip():
+        raise ExprError(empty[0], blank_span(span, text), empty[1])
     lark = parser(name)
     try:
         tree = lark.parse(text)

@@ -19,7 +19,7 @@ from lark import Token
 from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span, did_you_mean
 from scenariokit.compile.expr import _parsing
 from scenariokit.compile.expr._parsing import ValueTransformer, whole
-from scenariokit.compile.expr.errors import ExprError, blank_span, guarded
+from scenariokit.compile.expr.errors import guarded
 from scenariokit.compile.expr.quantity import fraction
 from scenariokit.compile.expr.units import Quantity
 from scenariokit.compile.ir import AbortRule
@@ -96,7 +96,6 @@ class _AbortTransformer(ValueTransformer):
 @guarded
 def parse_abort(text: str, span: Span = UNKNOWN_SPAN) -> AbortRule:
     """An abort rule -> `AbortRule` (see the module docstring for the grammar)."""
-    if not text.strip():
-        raise ExprError("empty abort rule", blank_span(span, text), f"e.g. {_EXAMPLE}")
-    rule: AbortRule = _parsing.parse("abort", text, span, _AbortTransformer(text, span), _EXAMPLES)
+    empty = ("empty abort rule", f"e.g. {_EXAMPLE}")
+    rule: AbortRule = _parsing.parse("abort", text, span, _AbortTransformer(text, span), _EXAMPLES, empty)
     return rule

@@ -43,7 +43,7 @@ from lark.visitors import v_args
 from scenariokit.compile.diagnostics import UNKNOWN_SPAN, Span, did_you_mean
 from scenariokit.compile.expr import _parsing
 from scenariokit.compile.expr._parsing import ValueTransformer, whole
-from scenariokit.compile.expr.errors import ExprError, blank_span, guarded
+from scenariokit.compile.expr.errors import guarded
 from scenariokit.compile.expr.quantity import fraction
 from scenariokit.compile.expr.units import KIND_NAMES, Quantity
 from scenariokit.compile.ir import FLEET_METRICS, TIME_METRICS, TREND_METRICS, Slo, SloMetric, Window
@@ -557,7 +557,6 @@ def _example(measure: _Measure) -> str:
 @guarded
 def parse_slo(text: str, span: Span = UNKNOWN_SPAN) -> Slo:
     """An SLO expression -> `Slo` (see the module docstring for the grammar)."""
-    if not text.strip():
-        raise ExprError("empty SLO", blank_span(span, text), f"e.g. {_EXAMPLE}")
-    slo: Slo = _parsing.parse("slo", text, span, _SloTransformer(text, span), _EXAMPLES)
+    empty = ("empty SLO", f"e.g. {_EXAMPLE}")
+    slo: Slo = _parsing.parse("slo", text, span, _SloTransformer(text, span), _EXAMPLES, empty)
     return slo
