@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,37 +38,13 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_collection import STOCK, endpoint, wait_for_port  # the stock engine trials, the fast target
+from bench_collection import STOCK, endpoint  # the stock engine trials, the fast target
 
 from scenariokit.ports import free_port
 from scenariokit.run.faultproxy import FaultProxy
+from scenariokit.run.nginx import NginxConfig, NginxServer
 
 TARGET = 0.9
-NGINX_PROXY = """\
-daemon off;
-master_process on;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    upstream target {{ server {upstream}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://target;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
 
 
 def trial(engine: str, work: Path, url: str, users: int, seconds: int) -> float:
@@ -107,31 +80,14 @@ def proxied(engine: str, work: Path, url: str, users: int, seconds: int) -> tupl
 
 @contextlib.contextmanager
 def nginx_proxy(tmp: Path, url: str) -> Iterator[str]:
-    """nginx as a reverse proxy in front of `url`: the reference trial's front."""
-    root = Path(tempfile.mkdtemp(prefix="nginx-proxy-", dir=tmp))
-    (root / "tmp").mkdir()
-    port = free_port()
-    upstream = urlsplit(url).netloc
-    (root / "nginx.conf").write_text(NGINX_PROXY.format(root=root, port=port, upstream=upstream))
-    nginx = shutil.which("nginx") or "nginx"
-    argv = [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    cpus = PROXY_CPUS
-    process = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    """nginx as a reverse proxy in front of `url` (one worker, upstream keep-alive): the reference trial's
+    front, on the proxy's CPUs under --pin."""
+    # keepalive_requests at nginx's own default, as the reference has always been measured
+    config = NginxConfig(free_port(), upstream=urlsplit(url).netloc, keepalive_requests=1000)
+    pin = ["taskset", "-c", ",".join(map(str, sorted(PROXY_CPUS)))] if PROXY_CPUS is not None else []
+    prefix = Path(tempfile.mkdtemp(prefix="nginx-proxy-", dir=tmp))
+    with NginxServer(config, prefix, wrap=pin) as server:
+        yield server.url
 
 
 def main() -> int:

@@ -31,7 +31,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from scenariokit.engines import compile_scenario, get_engine
 from scenariokit.engines.base import LaunchPlan
 from scenariokit.engines.k6.driver import k6_binary
 from scenariokit.ports import free_port
+from scenariokit.run.nginx import NginxConfig, NginxServer
 
 SPAWN_RATE = 500  # users/s, as the guide's ramp
 MEMORY_TARGET = 1.1
@@ -110,36 +110,6 @@ class Shopper(FastHttpUser):
         self.client.post("/api/ocr", json={{"image_url": "{url}/card.png"}})
 """
 
-NGINX_CONF = """\
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile {files};
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections {connections}; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    server {{
-        listen 127.0.0.1:{port} backlog=65535;
-        location / {{
-            default_type text/plain;
-            return 200 "ok\\n";
-        }}
-        location = {status_path} {{
-            stub_status;
-        }}
-    }}
-}}
-"""
-
 
 @dataclass(frozen=True)
 class Trial:
@@ -153,40 +123,23 @@ class Trial:
 @contextlib.contextmanager
 def nginx(tmp: Path, users: int) -> Iterator[str]:
     """nginx on 127.0.0.1 with room for every user's connection; yields its base URL."""
-    binary = shutil.which("nginx")
-    if binary is None:
+    if shutil.which("nginx") is None:
         sys.exit("bench_scale.py needs nginx on PATH (its request counter is the rate)")
-    root = tmp / "nginx"
-    root.mkdir()
     tmp.chmod(0o755)  # nginx's worker runs as nobody: a root-only folder gives 403 (field notes)
-    root.chmod(0o755)
-    port = free_port()
     connections = users * 2 + 1024
-    conf = NGINX_CONF.format(
-        tmp=root, port=port, status_path=STATUS_PATH, connections=connections, files=connections * 2
+    config = NginxConfig(
+        free_port(),
+        worker_connections=connections,
+        rlimit_nofile=connections * 2,
+        body="ok\n",
+        content_type="text/plain",
+        status_path=STATUS_PATH,
+        keepalive_requests=10_000_000,
+        keepalive_timeout_s=120,
+        backlog=65535,
     )
-    (root / "nginx.conf").write_text(conf)
-    argv = [binary, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                served(url)
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"nginx did not start; see {root / 'error.log'}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    with NginxServer(config, tmp / "nginx") as server:
+        yield server.url
 
 
 def served(url: str) -> int:

@@ -9,6 +9,7 @@ generator's CPU in generator.json.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import pytest
 from scenariokit.ports import free_port
 from scenariokit.results.metrics import sample_stats
 from scenariokit.results.store import load_records
+from scenariokit.run.nginx import NginxConfig, NginxServer
 from tests.support.engines import K6
 from tests.support.netns import Fabric, Host, skip_reason
 from tests.support.nginx import Nginx, have_nginx
@@ -40,23 +42,6 @@ CLOSED_LONG = '{curve: "ramp(0, 4, 1s) -> hold(6s) as steady", think_time: const
 # each worker sends every other arrival (its index of the master's expect_workers)
 OPEN_RATE, OPEN_S = 70, 5  # 350 arrivals: enough samples to decide p99 at 95%
 OPEN = f'{{model: open, curve: "hold({OPEN_RATE}, {OPEN_S}s) as steady", expected_latency: 20ms}}'
-
-NGINX = """\
-daemon off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {root}/access.log;
-    client_body_temp_path {root}/tmp;
-    keepalive_requests 1000000;
-    server {{
-        listen {address}:{port};
-        location / {{ default_type application/json; return 200 '{{"ok": true}}'; }}
-    }}
-}}
-"""
 
 SCENARIO = """\
 version: 1
@@ -84,25 +69,21 @@ def hosts() -> Iterator[dict[str, Host]]:
 
 
 class Target:
-    """nginx in the target's namespace, logging every request it answers."""
+    """nginx in the target's namespace, logging every request it answers; started and answering once made."""
 
     def __init__(self, host: Host, root: Path) -> None:
-        self.root = root
-        (root / "tmp").mkdir(parents=True)
-        os.chmod(root, 0o755)  # nginx's worker runs as nobody
-        conf = root / "nginx.conf"
-        conf.write_text(NGINX.format(root=root, address=host.address, port=TARGET_PORT))
-        self.process = subprocess.Popen(
-            host.command(["nginx", "-c", str(conf), "-p", str(root)]), start_new_session=True
-        )
-        self.url = f"http://{host.address}:{TARGET_PORT}"
+        config = NginxConfig(TARGET_PORT, address=host.address, access_log=True)
+        self.url = config.url
+        ready = functools.partial(answers, host, self.url + "/ok")  # from inside the namespace
+        self.server = NginxServer(config, root, wrap=host.command([]), ready=ready)
+        self.server.start()
+        self.root = self.server.prefix
 
     def stop(self) -> int:
         """Stops nginx (its log is complete then) and counts the scenario's requests it logged (the
         runner's own readiness probe and /metrics scrapes are not the load)."""
-        os.killpg(self.process.pid, signal.SIGQUIT)
-        self.process.wait(timeout=10)
-        lines = (self.root / "access.log").read_text().splitlines()
+        self.server.stop()
+        lines = self.server.access_log.read_text().splitlines()
         return sum('"GET /a/' in line or '"POST /b HTTP' in line for line in lines)
 
     def ids_by_client(self) -> dict[str, set[str]]:
@@ -135,15 +116,11 @@ def scenariokit(host: Host, args: list[str], cwd: Path, **env: str) -> subproces
     )
 
 
-def wait_ready(host: Host, url: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        fetch = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=1)"
-        probe = subprocess.run(host.command([sys.executable, "-c", fetch]), capture_output=True, check=False)
-        if probe.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"nginx did not answer on {url}")
+def answers(host: Host, url: str) -> bool:
+    """Whether `url` answers from inside the host's namespace."""
+    fetch = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=1)"
+    probe = subprocess.run(host.command([sys.executable, "-c", fetch]), capture_output=True, check=False)
+    return probe.returncode == 0
 
 
 def worker_args(scenario: Path, bind: str, folder: Path) -> list[str]:
@@ -189,7 +166,6 @@ def run_locust(
     master, target_host = hosts["master"], hosts["target"]
     target = Target(target_host, tmp_path / "target")
     try:
-        wait_ready(target_host, target.url + "/ok")
         master_dir = tmp_path / "master"
         run = master_dir / "run"
         bind = f"{master.address}:{MASTER_PORT}"
@@ -286,7 +262,6 @@ def test_k6_instances_on_other_hosts_one_verdict(hosts: dict[str, Host], tmp_pat
     master, target_host = hosts["master"], hosts["target"]
     target = Target(target_host, tmp_path / "target")
     try:
-        wait_ready(target_host, target.url + "/ok")
         run = tmp_path / "master" / "run"
         # instance i runs in namespace w{i+1}: its console stream is the records' way back
         launcher = f"ip netns exec {hosts['w1'].ns[:-2]}w{{n}}"

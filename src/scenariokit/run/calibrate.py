@@ -39,6 +39,7 @@ from scenariokit.engines.base import LaunchPlan
 from scenariokit.ports import free_port
 from scenariokit.processes import signal_group
 from scenariokit.run.hardware import cpu_model
+from scenariokit.run.nginx import NginxConfig, NginxServer
 
 FORMAT = 1
 SAMPLE_S = 0.1
@@ -296,28 +297,6 @@ class _Ok(BaseHTTPRequestHandler):
         pass
 
 
-NGINX_CONFIG = """\
-daemon off;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/tmp;
-    proxy_temp_path {root}/tmp;
-    fastcgi_temp_path {root}/tmp;
-    uwsgi_temp_path {root}/tmp;
-    scgi_temp_path {root}/tmp;
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ default_type application/json; return 200 '{{"ok": true}}'; }}
-    }}
-}}
-"""
-
-
 @contextlib.contextmanager
 def local_server() -> Iterator[str]:
     """A fast server on 127.0.0.1 for the length of the calibration: nginx where it is installed (it costs
@@ -338,37 +317,5 @@ def local_server() -> Iterator[str]:
 
 @contextlib.contextmanager
 def _nginx() -> Iterator[str]:
-    port = free_port()
-    root = Path(tempfile.mkdtemp(prefix="sk-calibrate-nginx-"))
-    (root / "tmp").mkdir()
-    conf = root / "nginx.conf"
-    conf.write_text(NGINX_CONFIG.format(root=root, port=port), "utf-8")
-    os.chmod(root, 0o755)  # nginx's worker runs as `nobody`
-    process = subprocess.Popen(
-        ["nginx", "-c", str(conf), "-p", str(root)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        _wait_listening(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        signal_group(process.pid, signal.SIGQUIT)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            signal_group(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], within_s: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline and process.poll() is None:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nginx did not listen on 127.0.0.1:{port} within {within_s:.0f} s")
+    with NginxServer(NginxConfig(free_port(), worker_connections=8192)) as server:
+        yield server.url
