@@ -41,13 +41,13 @@ def identify(base_url: str) -> httpx.Response:
     return httpx.post(f"{base_url}/api/v1/identify", json={"image_base64": CARD}, timeout=30)
 
 
-def worker_rss(base_url: str) -> float:
+def worker_rss(base_url: str, name: str = "scenariokit_worker_resident_memory_bytes") -> float:
     text = httpx.get(f"{base_url}/metrics", timeout=5).text
     return next(
         s.value
         for f in text_string_to_metric_families(text)
         for s in f.samples
-        if s.name == "scenariokit_worker_resident_memory_bytes" and s.labels == {"worker": "0"}
+        if s.name == name and s.labels == {"worker": "0"}
     )
 
 
@@ -120,6 +120,8 @@ def test_planted_leak_grows_the_worker_rss_reported_in_metrics(cold_server: Targ
         assert identify(cold_server.base_url).status_code == 200
     grown = worker_rss(cold_server.base_url) - before
     assert 0.9 * 80 * MIB <= grown <= 1.2 * 80 * MIB, f"grew {grown / MIB:.1f} MiB, planted 80"
+    # the server's own count of what it planted (soak tests fit it beside the RSS): exact, 23 answers
+    assert worker_rss(cold_server.base_url, "scenariokit_worker_leaked_bytes") == 23 * 4 * MIB
 
 
 def test_a_leak_beyond_its_cap_is_refused() -> None:

@@ -244,16 +244,25 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.worker_leaked = Gauge(
+            "scenariokit_worker_leaked_bytes",
+            "Bytes the leak fault hook has retained in each model worker (0 without it), at each scrape.",
+            ["worker"],
+            registry=r,
+        )
 
     def read_worker_rss(self, workers: list[Worker]) -> None:
-        """Sets each live worker's RSS; a worker between death and restart keeps no stale value."""
+        """Sets each live worker's RSS and leaked bytes in the same scrape; a worker between death and
+        restart keeps no stale value."""
         for worker in workers:
             rss = process_rss(worker.pid) if worker.pid is not None else None
             if rss is not None:
                 self.worker_rss.labels(str(worker.index)).set(rss)
+                self.worker_leaked.labels(str(worker.index)).set(worker.leaked_bytes)
             else:
-                with contextlib.suppress(KeyError):  # never set, or already removed
-                    self.worker_rss.remove(str(worker.index))
+                for gauge in (self.worker_rss, self.worker_leaked):
+                    with contextlib.suppress(KeyError):  # never set, or already removed
+                        gauge.remove(str(worker.index))
 
     def pool_events(self) -> PoolEvents:
         def up(worker: Worker) -> None:

@@ -247,6 +247,9 @@ class Worker:
     consecutive_deaths: int = 0
     started_at: float = 0.0
     warmup_s: float = 0.0
+    # what the leak hook has retained in this process, counted as its answers arrive (it leaks first):
+    # soak tests compare the RSS slope with these bytes, read at the same scrape (docs/model-server.md)
+    leaked_bytes: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -306,7 +309,7 @@ class ModelPool:
         process.start()
         child.close()  # so the parent's recv sees EOF when the worker dies
         worker.process, worker.conn, worker.generation = process, parent, worker.generation + 1
-        worker.started_at = time.monotonic()
+        worker.started_at, worker.leaked_bytes = time.monotonic(), 0  # a new process holds no leak
         loop = asyncio.get_running_loop()
         try:
             _, warmup = await asyncio.wait_for(
@@ -388,8 +391,16 @@ class ModelPool:
             if worker.up and worker.generation == generation and not self.closing:
                 self.idle.put_nowait((worker, generation))
 
+        def counted(future: asyncio.Future[tuple[str, Any]], leak_bytes: int) -> None:
+            # the worker kept the bytes on receipt (answer() leaks first), up to its cap; a dead one lost them
+            answered = not future.cancelled() and future.exception() is None and future.result()[0] != "died"
+            if answered and worker.generation == generation:
+                worker.leaked_bytes = min(MAX_LEAK_TOTAL_BYTES, worker.leaked_bytes + leak_bytes)
+
         def submit(model: str, data: bytes, leak_bytes: int = 0) -> asyncio.Future[tuple[str, Any]]:
             future = loop.run_in_executor(self.threads, exchange, model, data, leak_bytes)
+            if leak_bytes:
+                future.add_done_callback(lambda done: counted(done, leak_bytes))
             future.add_done_callback(free)
             return future
 
