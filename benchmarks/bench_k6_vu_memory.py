@@ -10,7 +10,10 @@ bench_scale.py at `--users` VUs, GOGC at Go's default (as the driver sets it abo
 - stock: bench_scale.py's hand-written script;
 - stock + runtime imported: the same, importing scenariokit's runtime module (nothing of it called):
   what evaluating the module's top level (its functions, class and constants) costs each VU;
-- scenariokit: the compiled script, records on (as the driver runs it);
+- scenariokit: the compiled script, records on (as the driver runs it): written out for the scenario;
+- scenariokit, runtime's tables: the same load without think time, which compiles to the generic runtime
+  and its tables (batched records), records on;
+- stock + one regex at init: the stock script with one regular expression evaluated at init;
 - stock + 60 functions / 60 objects: the same as stock with a module of 60 small functions, or 60
   objects `{a, b, c: [1, 2]}`: what one JS object costs a VU in k6's interpreter.
 
@@ -32,6 +35,8 @@ from pathlib import Path
 from bench_scale import SPAWN_RATE, STOCK_K6, sk_launch
 
 from scenariokit.engines.k6.driver import k6_binary
+
+RUNTIME = Path(__file__).parents[1] / "src/scenariokit/engines/k6/files/scenariokit-runtime.js"
 from scenariokit.ports import free_port
 
 URL = "http://127.0.0.1:9"  # never sent to: the test stays paused
@@ -79,13 +84,17 @@ def variants(work: Path, users: int) -> dict[str, tuple[Path, dict[str, str]]]:
     stock = STOCK_K6.format(url=URL, users=users, ramp=users / SPAWN_RATE, hold=10)
     argv, sk_env = sk_launch(work, URL, users, 10, "k6")
     compiled = Path(next(arg for arg in argv if arg.endswith(".k6.js")))
-    runtime = compiled.parent / "scenariokit-runtime.js"
+    # the same load without think time compiles to the runtime's tables (batched records: engines/k6/lean.py)
+    batched = sk_launch(work / "batched", URL, users, 10, "k6", think="none")
+    batched_script = Path(next(arg for arg in batched[0] if arg.endswith(".k6.js")))
+    runtime = RUNTIME
     plain = {key: value for key, value in os.environ.items() if key not in ("GOGC", "GOMEMLIMIT")}
     scripts = {
         "stock": stock,
         "stock + runtime imported": 'import { Runner } from "./scenariokit-runtime.js";\n' + stock,
         "stock + 60 functions": 'import { f0 } from "./m-functions.js";\n' + stock,
         "stock + 60 objects": 'import { o0 } from "./m-objects.js";\n' + stock,
+        "stock + one regex at init": stock.replace('const base = "', 'const base = "/".replace(/\\/+$/, "") + "'),
     }
     (work / "m-functions.js").write_text(
         "".join(f"export function f{i}(a, b) {{ return a + b + {i}; }}\n" for i in range(60))
@@ -100,6 +109,7 @@ def variants(work: Path, users: int) -> dict[str, tuple[Path, dict[str, str]]]:
         path.write_text(text)
         out[label] = (path, plain)
     out["scenariokit"] = (compiled, sk_env)
+    out["scenariokit, runtime's tables"] = (batched_script, batched[1])
     return out
 
 
@@ -117,13 +127,13 @@ def main() -> None:
                 script, env = runs[label]
                 kib = paused_rss(script, env) / args.users / 1024
                 per_vu.setdefault(label, []).append(kib)
-                print(f"  {label:<26} {kib:7.1f} KiB/VU", file=sys.stderr, flush=True)
+                print(f"  {label:<32} {kib:7.1f} KiB/VU", file=sys.stderr, flush=True)
     stock = statistics.median(per_vu["stock"])
     print(f"\nk6, {args.users} VUs initialised (paused), RSS per VU, median of {args.repeats}")
-    print(f"{'variant':<26} {'KiB/VU':>8} {'vs stock':>9}")
+    print(f"{'variant':<32} {'KiB/VU':>8} {'vs stock':>9}")
     for label in runs:
         kib = statistics.median(per_vu[label])
-        print(f"{label:<26} {kib:8.1f} {kib - stock:+9.1f}")
+        print(f"{label:<32} {kib:8.1f} {kib - stock:+9.1f}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ target: {{kind: http, base_url: "{url}"}}
 load:
   model: closed
   curve: "ramp(0, {users}, {ramp}s) -> hold({hold}s)"
-  think_time: "uniform(0.5s, 2.5s)"
+  think_time: "{think}"
 requests:
   identify: {{weight: 3, method: POST, path: /api/identify, json: {{image_url: "{url}/cat.png"}}}}
   ocr: {{weight: 1, method: POST, path: /api/ocr, json: {{image_url: "{url}/card.png"}}}}
@@ -223,11 +223,14 @@ def locust_runs(work: Path, url: str, users: int, hold: int) -> dict[str, tuple[
     return {"stock": (argv, dict(os.environ)), "scenariokit": sk_launch(work, url, users, hold, "locust")}
 
 
-def sk_launch(work: Path, url: str, users: int, hold: int, engine: str) -> tuple[list[str], dict[str, str]]:
+def sk_launch(
+    work: Path, url: str, users: int, hold: int, engine: str, think: str = "uniform(0.5s, 2.5s)"
+) -> tuple[list[str], dict[str, str]]:
     """The compiled script's argv and environment, exactly as the driver launches it."""
+    work.mkdir(exist_ok=True)
     source = work / "scenario.yaml"
     ramp = users / SPAWN_RATE
-    source.write_text(SCENARIO.format(url=url, users=users, ramp=f"{ramp:g}", hold=hold))
+    source.write_text(SCENARIO.format(url=url, users=users, ramp=f"{ramp:g}", hold=hold, think=think))
     scenario = load_scenario(source).scenario
     script = compile_scenario(scenario, engine).write(work / f"script-{engine}")
     raw = work / f"raw-{engine}"

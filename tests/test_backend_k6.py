@@ -43,6 +43,8 @@ from scenariokit.engines.k6.codegen import (
 from scenariokit.engines.k6.driver import K6_GOGC_MAX_USERS
 from tests.support.engines import K6, NODE, needs_k6, needs_node, node_check, open_scenario
 from tests.support.ir_examples import CARDS, closed_chat_scenario, open_rest_scenario
+from tests.support.k6_node import records as k6_node_records
+from tests.support.k6_node import run_lean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -370,6 +372,37 @@ def nasty_scenarios(draw: st.DrawFn) -> Scenario:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nasty_scenarios())
 def test_arbitrary_strings_stay_data(scenario: Scenario) -> None:
+    check_written_out_script(scenario)  # think time: the script written out for the scenario
+    batched = dataclasses.replace(scenario, load=dataclasses.replace(scenario.load, think_time=NO_THINK))
+    check_runtime_tables(batched)  # none: the runtime's tables (batched records)
+
+
+NO_THINK = Distribution("none")
+
+
+def check_written_out_script(scenario: Scenario) -> None:
+    """What the script sends and records under node: exactly the IR's values, whatever they hold."""
+    compiled = K6Engine().compile(scenario)
+    script = compiled.files[compiled.entry]
+    checked = node_check(script)
+    assert checked.returncode == 0, checked.stderr
+    ran = run_lean(compiled.files, compiled.entry, 30, env={"SCENARIOKIT_RECORDS": "console"})
+    base = scenario.target.base_url.rstrip("/")
+    written = [r for r in k6_node_records(ran["lines"]) if "outcomes" in r]
+    assert len(written) == len(ran["calls"]) == 30  # a record per request, in order
+    request, plain = scenario.requests
+    sent = {record["outcomes"][0][0]: call for call, record in zip(ran["calls"], written, strict=True)}
+    assert set(sent) == {request.name, plain.name}
+    nasty = sent[request.name]
+    assert nasty["url"] == base + request.path and nasty["params"]["headers"] == dict(request.headers)
+    assert json.loads(nasty["body"]) == request.json_body
+    assert (sent[plain.name]["url"], sent[plain.name]["body"]) == (base + plain.path, plain.text_body)
+    assert {r["outcomes"][0][1] for r in written} <= {s.label for s in scenario.load.stages}
+    assert ran["files"] == ["./data/images.json"]
+    assert all(isinstance(v, list) for v in ran["options"]["thresholds"].values())
+
+
+def check_runtime_tables(scenario: Scenario) -> None:
     compiled = K6Engine().compile(scenario)
     script = compiled.files[compiled.entry]
     checked = node_check(script)

@@ -35,6 +35,8 @@ from scenariokit.compile.ir import Scenario, merge_headers
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario
 from tests.support.engines import NODE, needs_node
+from tests.support.k6_node import records as lean_records
+from tests.support.k6_node import run_lean
 from tests.test_backend_k6 import runnable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,6 +340,30 @@ def check_k6(spec: dict[str, Any]) -> None:
         sent = None if got["body"] is None else json.loads(got["body"])
         assert decimals(sent) == decimals(expected["json"])
         assert (got["headers"], got["contains"]) == (expected["headers"], expected["contains"])
+    check_k6_written_out(spec)
+
+
+def check_k6_written_out(spec: dict[str, Any]) -> None:
+    """The same requests with think time: the script written out for the scenario (engines/k6/lean.py),
+    run under node, sends the values first drawn, and the REST request's expected text, answered with
+    itself, passes (so it reached the script as written)."""
+    spec = {**spec, "load": {**spec["load"], "think_time": "constant(0.1s)"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = front_end(spec, Path(tmp))
+    script = compile_scenario(scenario, "k6")
+    contains = expected_requests(spec)[0]["contains"]
+    answer = {"status": 200, "body": contains}
+    ran = run_lean(script.files, script.entry, 40, env={"SCENARIOKIT_RECORDS": "console"}, response=answer)
+    written = [r for r in lean_records(ran["lines"]) if "outcomes" in r]
+    sent = {}
+    for call, record in zip(ran["calls"], written, strict=True):
+        sent.setdefault(record["outcomes"][0][0], (call, record["outcomes"][0]))
+    assert set(sent) == set(spec["requests"])
+    for name, expected in zip(spec["requests"], expected_requests(spec), strict=True):
+        call, outcome = sent[name]
+        assert decimals(json.loads(call["body"])) == decimals(expected["json"])
+        assert call["params"]["headers"] == expected["headers"]
+        assert outcome[3] is True, outcome  # ok: the expected text was found in itself
 
 
 @needs_node

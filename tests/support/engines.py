@@ -176,10 +176,16 @@ def run_k6(scenario: Scenario, out: Path) -> tuple[K6RecordReader, list[dict[str
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     lines = [json.loads(line) for line in (raw / "records-k6.jsonl").read_text().splitlines()]
     kinds = Counter(tuple(line) for line in lines)  # a test start per VU, then batches of requests
-    assert set(kinds) == {("test_start",), ("outcomes", "f64")} and kinds[("test_start",)] <= 64
+    # the runtime's batches (`f64`), or the written-out script's one-request lines (`n`): never both
+    batches = (
+        {("outcomes", "f64")} if "scenariokit-runtime.js" in os.listdir(entry.parent) else {("outcomes", "n")}
+    )
+    assert set(kinds) == {("test_start",), *batches} and kinds[("test_start",)] <= 64
     reader = K6RecordReader(raw, launch.api)
     records = reader.poll()
-    numbers = sum(len(base64.b64decode(line["f64"])) // 8 for line in lines if "f64" in line)
+    numbers = sum(
+        len(base64.b64decode(line["f64"])) // 8 if "f64" in line else len(line.get("n", [])) for line in lines
+    )
     assert len(records) == numbers // 4 and reader.skipped == 0
     return reader, [record._asdict() for record in records]
 

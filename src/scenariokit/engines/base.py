@@ -196,7 +196,7 @@ def dataset_files(scenario: Scenario) -> dict[str, str]:
 def engine_env(base_url: str, raw_dir: Path) -> dict[str, str]:
     """The environment every runtime reads: where to send, where to write its records."""
     env = dict(os.environ)
-    env["SCENARIOKIT_BASE_URL"] = base_url
+    env["SCENARIOKIT_BASE_URL"] = base_url.rstrip("/")  # the runtimes join it with paths as it is
     env["SCENARIOKIT_RESULTS_DIR"] = str(raw_dir)
     env[RAW_ROTATE_ENV] = str(raw_rotate_bytes())  # the runtime rotates where the reader expects it
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -43,10 +43,13 @@ from scenariokit.compile.ir import (
     templates_in,
 )
 from scenariokit.engines.base import CompiledScript, dataset_files, header_lines
+from scenariokit.engines.k6.js import comment_safe, js_key, js_literal, number
+from scenariokit.engines.k6.lean import lean_context, uses_lean_script
 from scenariokit.engines.outcomes import FAILURES
 
 RUNTIME = "scenariokit-runtime.js"
 TEMPLATE = "script.js.j2"
+LEAN_TEMPLATE = "lean.k6.js.j2"
 UNMEASURABLE = {"ttft": "time to first token", "itl": "inter-token latency", "tpot": "time per output token"}
 TREND_FOR = {"latency": "sk_latency", "ttfb": "sk_ttfb"}
 STAT_FOR = {"mean": "avg", "median": "med", "min": "min", "max": "max"}
@@ -56,39 +59,6 @@ TIME_UNITS = (("1s", 1.0), ("1m", 60.0), ("1h", 3600.0))
 # Characters k6's threshold-key parser gives meaning to (or trims): such a value cannot be a tag filter.
 _K6_KEY_SYNTAX = frozenset("{}:,\"'")
 _CONDITION = re.compile(r"(avg|min|max|med|p\([0-9.]+\)|rate|count)(<|<=|>|>=)[0-9.e+-]+")
-
-
-def js_literal(value: Any) -> str:
-    """A JavaScript literal for a JSON value that is safe anywhere in a script (even inside <script>).
-
-    `ensure_ascii` escapes every non-ASCII character (U+2028/2029 included) and control character; `<`, `>`
-    and `&` only ever occur inside strings in JSON text, where `\\u003c` etc. mean the same.
-    """
-    if _has_proto_key(value):
-        return _js_container(value)
-    text = json.dumps(value, ensure_ascii=True, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def js_key(key: str) -> str:
-    """An object key: `__proto__` written as a computed key, which makes an own property (written plainly
-    in an object literal it would set the object's prototype, and the key would never be sent)."""
-    return f"[{js_literal(key)}]" if key == "__proto__" else js_literal(key)
-
-
-def _has_proto_key(value: Any) -> bool:
-    if isinstance(value, dict):
-        return "__proto__" in value or any(_has_proto_key(item) for item in value.values())
-    return isinstance(value, list) and any(_has_proto_key(item) for item in value)
-
-
-def _js_container(value: Any) -> str:
-    """js_literal's output, built piece by piece so that keys go through js_key."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{js_key(key)}: {js_literal(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(js_literal(item) for item in value) + "]"
-    return js_literal(value)
 
 
 # JavaScript numbers are doubles: an integer beyond this is sent rounded (Number.MAX_SAFE_INTEGER)
@@ -118,17 +88,6 @@ def body_diagnostics(scenario: Scenario) -> list[Diagnostic]:
         for request in scenario.requests
         if (numbers := unsafe_integers(request.json_body))
     ]
-
-
-def comment_safe(text: str) -> str:
-    """Printable ASCII only (anything else as `?`): safe in a `//` comment, which a line terminator ends."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text)
-
-
-def number(value: float) -> str:
-    """A number as k6 and JavaScript read it: 500, 0.995, 1e-06 (12 significant digits, no -0)."""
-    text = format(value, ".12g")
-    return "0" if text == "-0" else text
 
 
 def tag_safe(value: str) -> bool:
@@ -451,6 +410,12 @@ def compile_k6(scenario: Scenario, files_dir: Path) -> CompiledScript:
             for t in limits
         ],
     }
+    if uses_lean_script(scenario):
+        context |= lean_context(scenario, emit_flags(limits))
+        context["base_url"] = js_literal(scenario.default_base_url.rstrip("/"))
+        script = _environment(files_dir).get_template(LEAN_TEMPLATE).render(context)
+        files = {entry: script, **dataset_files(scenario)}
+        return CompiledScript("k6", entry, files, tuple(diagnostics))
     script = _environment(files_dir).get_template(TEMPLATE).render(context)
     runtime = (files_dir / RUNTIME).read_text(encoding="utf-8")
     files = {entry: script, RUNTIME: runtime, **dataset_files(scenario)}

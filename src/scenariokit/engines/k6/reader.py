@@ -22,7 +22,8 @@ from scenariokit.engines.records import RecordLinesReader, RequestRecord, decode
 # index into `outcomes`, the VU's table of the fields requests share), latency and time to first byte
 # (ms, k6's timings.duration and .waiting). `code` and `message` (k6's error_code and error, the message
 # cleaned) are there only on a failure without a response: a table row of its own per code, holding the
-# first message seen, so the table stays small and a success costs what it did.
+# first message seen, so the table stays small and a success costs what it did. A script written out for
+# its scenario (engines/k6/lean.py) writes one request a line, its numbers as JSON: `"n": [t, 0, ...]`.
 BATCH_PREFIX = b'{"outcomes":'
 
 
@@ -80,7 +81,7 @@ class K6RecordReader(RecordLinesReader):
         try:
             batch = decode_json(line.decode("utf-8"))
             outcomes = [_outcome(*row) for row in batch["outcomes"]]
-            numbers = np.frombuffer(base64.b64decode(batch["f64"], validate=True), dtype="<f8")
+            numbers = batch_numbers(batch)
             if numbers.size % 4:
                 raise ValueError("a batch's numbers come four per request")
             rows = numbers.reshape(-1, 4)
@@ -155,6 +156,19 @@ class K6RecordReader(RecordLinesReader):
             return int(response.json()["data"]["attributes"]["sample"]["count"])
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def batch_numbers(batch: dict[str, Any]) -> np.ndarray:
+    """A batch's numbers: base64 of float64s (`f64`, the runtime's batches) or a JSON array (`n`, the
+    written-out script's one-record lines, engines/k6/lean.py). ValueError or TypeError when malformed."""
+    if "f64" in batch:
+        return np.frombuffer(base64.b64decode(batch["f64"], validate=True), dtype="<f8")
+    numbers = batch["n"]
+    if not isinstance(numbers, list) or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in numbers
+    ):
+        raise TypeError("a batch's numbers are a list of numbers")
+    return np.asarray(numbers, dtype="<f8")
 
 
 def _outcome(
