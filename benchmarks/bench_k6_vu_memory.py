@@ -13,7 +13,9 @@ bench_scale.py at `--users` VUs, GOGC at Go's default (as the driver sets it abo
 - scenariokit: the compiled script, records on (as the driver runs it): written out for the scenario;
 - scenariokit, runtime's tables: the same load without think time, which compiles to the generic runtime
   and its tables (batched records), records on;
-- stock + one regex at init: the stock script with one regular expression evaluated at init;
+- stock + one regex / one String method / Date.now() / k6/execution read at init: what each VU's
+  runtime makes the first time a VU uses that built-in (or module);
+- stock + 20 function declarations / 20 arrow functions: a declaration carries a prototype object;
 - stock + 60 functions / 60 objects: the same as stock with a module of 60 small functions, or 60
   objects `{a, b, c: [1, 2]}`: what one JS object costs a VU in k6's interpreter.
 
@@ -35,10 +37,9 @@ from pathlib import Path
 from bench_scale import SPAWN_RATE, STOCK_K6, sk_launch
 
 from scenariokit.engines.k6.driver import k6_binary
-
-RUNTIME = Path(__file__).parents[1] / "src/scenariokit/engines/k6/files/scenariokit-runtime.js"
 from scenariokit.ports import free_port
 
+RUNTIME = Path(__file__).parents[1] / "src/scenariokit/engines/k6/files/scenariokit-runtime.js"
 URL = "http://127.0.0.1:9"  # never sent to: the test stays paused
 
 
@@ -89,12 +90,20 @@ def variants(work: Path, users: int) -> dict[str, tuple[Path, dict[str, str]]]:
     batched_script = Path(next(arg for arg in batched[0] if arg.endswith(".k6.js")))
     runtime = RUNTIME
     plain = {key: value for key, value in os.environ.items() if key not in ("GOGC", "GOMEMLIMIT")}
+    at_init = stock.replace('const base = "', 'const base = INIT + "')  # a value made at init, used
     scripts = {
         "stock": stock,
         "stock + runtime imported": 'import { Runner } from "./scenariokit-runtime.js";\n' + stock,
         "stock + 60 functions": 'import { f0 } from "./m-functions.js";\n' + stock,
         "stock + 60 objects": 'import { o0 } from "./m-objects.js";\n' + stock,
-        "stock + one regex at init": stock.replace('const base = "', 'const base = "/".replace(/\\/+$/, "") + "'),
+        "stock + 20 function declarations": stock
+        + "".join(f"function g{i}(a) {{ return a + {i}; }}\n" for i in range(20)),
+        "stock + 20 arrow functions": stock + "".join(f"const g{i} = (a) => a + {i};\n" for i in range(20)),
+        "stock + one regex at init": at_init.replace("INIT", '"/".replace(/\\/+$/, "")'),
+        "stock + one String method at init": at_init.replace("INIT", '"/".slice(1)'),
+        "stock + Date.now() at init": at_init.replace("INIT", '(Date.now() > 0 ? "" : "-")'),
+        "stock + k6/execution read at init": 'import exec from "k6/execution";\n'
+        + at_init.replace("INIT", '(exec.vu.idInTest > 0 ? "" : "-")'),
     }
     (work / "m-functions.js").write_text(
         "".join(f"export function f{i}(a, b) {{ return a + b + {i}; }}\n" for i in range(60))

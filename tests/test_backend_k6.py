@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,18 +224,39 @@ def test_conditions_of_one_key_share_one_list_in_source_order() -> None:
     ],
 )
 def test_runtime_sends_only_the_points_a_threshold_reads(slos: tuple[Slo, ...], emit: str) -> None:
-    script = (
-        K6Engine().compile(dataclasses.replace(closed_chat_scenario(), slos=slos)).files["chat-mix.k6.js"]
-    )
+    scenario = dataclasses.replace(closed_chat_scenario(), slos=slos)
+    script = K6Engine().compile(batched(scenario)).files["chat-mix.k6.js"]
     line = script.split("\n  emit: ", 1)[1].split("\n", 1)[0]
     assert emit in line
+    # the script written out (think time) makes only the metrics those points go to
+    written_out = K6Engine().compile(scenario).files["chat-mix.k6.js"]
+    made = set(re.findall(r'new (?:Trend|Rate|Counter)\("(sk_\w+)"', written_out))
+    flags = json.loads(line.strip().rstrip(","))
+    assert made == {f"sk_{flag}" for flag, on in flags.items() if on}
+
+
+def batched(scenario: Scenario) -> Scenario:
+    """The scenario without think time: a closed model's VUs send back to back, which compiles to the
+    runtime's tables (batched records) rather than a script written out for the scenario."""
+    return dataclasses.replace(
+        scenario, load=dataclasses.replace(scenario.load, think_time=Distribution("none"))
+    )
 
 
 # --- the emitted files ----------------------------------------------------------------------------
 
 
-def test_emits_entry_runtime_and_data() -> None:
+def test_emits_entry_and_data_written_out() -> None:
     compiled = K6Engine().compile(closed_chat_scenario())
+    assert set(compiled.files) == {"chat-mix.k6.js", "data/images.json"}
+    script = compiled.files["chat-mix.k6.js"]
+    imports = [line for line in script.splitlines() if line.startswith("import ")]
+    assert imports and all(' from "k6' in line for line in imports)  # k6's own modules only
+    assert "sekret" not in script and '__ENV["API_KEY"]' in script  # env values are read at run time
+
+
+def test_emits_entry_runtime_and_data() -> None:
+    compiled = K6Engine().compile(batched(closed_chat_scenario()))
     assert compiled.entry == "chat-mix.k6.js"
     assert set(compiled.files) == {"chat-mix.k6.js", "scenariokit-runtime.js", "data/images.json"}
     assert (
@@ -249,10 +271,11 @@ def test_emits_entry_runtime_and_data() -> None:
 @needs_node
 @pytest.mark.parametrize("make", [closed_chat_scenario, open_rest_scenario])
 def test_script_and_runtime_pass_node_check(make: Any) -> None:
-    compiled = K6Engine().compile(make())
-    for name in (compiled.entry, "scenariokit-runtime.js"):
-        result = node_check(compiled.files[name])
-        assert result.returncode == 0, (name, result.stderr)
+    for scenario in (make(), batched(make())):
+        compiled = K6Engine().compile(scenario)
+        for name in (name for name in compiled.files if name.endswith(".js")):
+            result = node_check(compiled.files[name])
+            assert result.returncode == 0, (name, result.stderr)
 
 
 @needs_k6

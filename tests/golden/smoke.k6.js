@@ -3,95 +3,19 @@
 // Do not edit: change the scenario and run `scenariokit compile` again.
 //
 // Run it with the stock engine:  k6 run smoke.k6.js
-// SCENARIOKIT_BASE_URL (k6 -e or environment) overrides the target; SCENARIOKIT_SEED the seed.
-// SCENARIOKIT_RECORDS=console writes one record per request through console.log (see the runtime).
+// SCENARIOKIT_BASE_URL (k6 -e or environment, no trailing slash) overrides the target; SCENARIOKIT_SEED the
+// seed.
+// SCENARIOKIT_RECORDS=console writes one record per request through console.log, one line each:
+//   {"outcomes": [[name, stage, status, ok, error(, code, message)]], "n": [start ms, 0, latency ms, ttfb ms]}
+// (scenariokit/engines/k6/reader.py). Without it, the metrics the thresholds read are sent instead.
+//
+// Written out for this scenario, as a hand-written script would be: every VU runs its own copy, so it
+// keeps only constants and a few functions (docs/performance.md, "Where a k6 VU's memory goes").
 
-import { SharedArray } from "k6/data";
+import http from "k6/http";
 import { sleep } from "k6";
-import { Runner, template } from "./scenariokit-runtime.js";
-
-const SCENARIO = {
-  name: "smoke",
-  baseUrl: __ENV.SCENARIOKIT_BASE_URL || "http://127.0.0.1:8000",
-  seed: Number(__ENV.SCENARIOKIT_SEED || 0),
-  thinkTime: {"kind": "constant", "value": 0.1},
-  emit: {"latency": true, "ok": true, "successes": false, "ttfb": false},
-  loadModel: "closed",
-  // the curve on the scenario's clock: [start, end) seconds (empty for an instant jump), level from -> to
-  stages: [
-    {"label": "ramp", "kind": "ramp", "start": 0.0, "end": 2.0, "from": 0.0, "to": 3.0},
-    {"label": "hold", "kind": "hold", "start": 2.0, "end": 18.0, "from": 3.0, "to": 3.0},
-    {"label": "ramp#2", "kind": "ramp", "start": 18.0, "end": 20.0, "from": 3.0, "to": 0.0},
-  ],
-  // a failure without a response: the first row naming its error code or a fragment of its message gives
-  // its kind, else "other"
-  failures: [
-    ["too_many_open_files", [], ["too many open files"]],
-    ["address_unavailable", [], ["cannot assign requested address"]],
-    ["connection_refused", [1212], ["refused"]],
-    ["dns", [1100, 1101], ["no such host", "name or service not known", "name resolution", "nodename nor servname"]],
-    ["tls", [1300, 1310, 1311], ["x509:", "certificate verify failed"]],
-    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
-    ["timeout", [1050, 1211], ["timeout", "timed out"]],
-  ],
-};
-
-const DATA = {
-  "images": {
-    pick: "random",
-    records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
-  },
-};
-
-// template([...]) is a template, parsed by scenariokit: literal text, {data, field} and {env} parts,
-// joined per request by the runtime's `render`.
-const REQUESTS = [
-  {
-    name: "read-card",
-    weight: 1,
-    method: "POST",
-    path: "/v1/chat/completions",
-    headers: {"Content-Type": "application/json"},
-    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}], "max_tokens": 32},
-    body: null,
-    datasets: ["images"],
-    chat: true,
-    stream: false,
-    expectStatus: [],
-    expectContains: template([{"data": "images", "field": "text"}]),
-    timeout: 10,
-  },
-  {
-    name: "read-card-streamed",
-    weight: 1,
-    method: "POST",
-    path: "/v1/chat/completions",
-    headers: {"Content-Type": "application/json"},
-    json: {"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}], "max_tokens": 32, "stream": true, "stream_options": {"include_usage": true}},
-    body: null,
-    datasets: ["images"],
-    chat: true,
-    stream: true,
-    expectStatus: [],
-    expectContains: null,
-    timeout: 10,
-  },
-  {
-    name: "identify",
-    weight: 2,
-    method: "POST",
-    path: "/v1/chat/completions",
-    headers: {"Content-Type": "application/json"},
-    json: {"model": "classify", "messages": [{"role": "user", "content": [{"type": "text", "text": "Name the main object."}, {"type": "image_url", "image_url": {"url": template([{"data": "images", "field": "data_url"}])}}]}], "max_tokens": 16},
-    body: null,
-    datasets: ["images"],
-    chat: true,
-    stream: false,
-    expectStatus: [],
-    expectContains: null,
-    timeout: 10,
-  },
-];
+import { SharedArray } from "k6/data";
+import { Rate, Trend } from "k6/metrics";
 
 export const options = {
   scenarios: {
@@ -113,9 +37,265 @@ export const options = {
   summaryTrendStats: ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "p(99.9)"],
 };
 
-const runner = new Runner(SCENARIO, REQUESTS, DATA);
+// Each VU's runtime makes a built-in (String, Number, Date, RegExp, ...) the first time the VU uses it, at
+// several KiB each: the code below uses only what a stock script does (Math, JSON, string +) and Date.now,
+// except on a failure or to read an answer (docs/performance.md, "Where a k6 VU's memory goes").
+const RECORDS = __ENV.SCENARIOKIT_RECORDS === "console";
+const BASE = __ENV.SCENARIOKIT_BASE_URL || "http://127.0.0.1:8000"; // trimmed by the runner, not here
+const SEED = +(__ENV.SCENARIOKIT_SEED || 0) || 0;
+// `run --processes N`: this instance's index of the N, for `split: workers`
+const INSTANCE = +(__ENV.SCENARIOKIT_INSTANCE || 0);
+const INSTANCES = Math.max(1, +(__ENV.SCENARIOKIT_INSTANCES || 1));
 
-export default function () {
-  runner.iterate();
-  sleep(runner.thinkTime());
+// the stages that last, on the scenario's clock: where each ends (s), its label as JSON, [label, kind]
+const STAGE_ENDS = [2, 18, 20];
+const STAGE_LABELS = ["\"ramp\"", "\"hold\"", "\"ramp#2\""];
+const STAGE_TAGS = [["ramp", "ramp"], ["hold", "hold"], ["ramp#2", "ramp"]];
+// each request's name, as JSON for the records and as a tag
+const NAMES = ["\"read-card\"", "\"read-card-streamed\"", "\"identify\""];
+const TAG_NAMES = ["read-card", "read-card-streamed", "identify"];
+const skLatency = new Trend("sk_latency", true);
+const skOk = new Rate("sk_ok");
+// what k6's own http_req_failed counts, for a stock run's summary (the records judge by themselves)
+if (!RECORDS) http.setResponseCallback(http.expectedStatuses({ min: 200, max: 299 }));
+
+// --- what every request shares: arrow functions, which carry no prototype object (a function
+// declaration costs each VU about 0.75 KiB, an arrow function 0.14: docs/performance.md) -----------------
+
+// mulberry32, seeded from the seed and the VU number
+let rng = -1;
+const random = () => {
+  if (rng < 0) rng = (Math.imul((SEED % 4294967296) ^ 0x811c9dc5, 0x01000193) ^ Math.imul(__VU, 0x9e3779b1)) >>> 0;
+  rng = (rng + 0x6d2b79f5) >>> 0;
+  let t = rng;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+
+// One record of a data set: `split: workers` gives instance i of N the records i, i + N, ...
+const draw = (data) => {
+  const records = data.records;
+  const n = records.length;
+  if (data.split && INSTANCES > 1 && INSTANCE < n) {
+    const m = Math.ceil((n - INSTANCE) / INSTANCES);
+    const k = data.sequential ? exec.scenario.iterationInInstance % m : Math.floor(random() * m);
+    return records[INSTANCE + k * INSTANCES];
+  }
+  return records[data.sequential ? exec.scenario.iterationInTest % n : Math.floor(random() * n)];
+};
+
+// A request's outcome, then its record (RECORDS) or its metric points. Its stage is the stage window it
+// started in: the first not yet over, or after the last one the last one (walked on from the last request's).
+// The scenario's start (unix ms), the origin of the stage table: setup() runs once, right before the
+// scenario starts, and k6 hands what it returns to every iteration (k6/execution's startTime would cost
+// each VU its module: about 7 KiB under load).
+export const setup = () => Date.now();
+let startMs = -1;
+let stageIndex = 0;
+let startWritten = false;
+const done = (i, t0, res, expected, chat, stream, contains, envSecrets, headers) => {
+  const t = (t0 - startMs) / 1000;
+  while (stageIndex < STAGE_ENDS.length - 1 && t >= STAGE_ENDS[stageIndex]) stageIndex++;
+  const s = stageIndex;
+  const status = res.status || 0;
+  let error = "";
+  let reason = ""; // a failure without a response: its code and message, as the outcome's last fields
+  if (status === 0) {
+    const failed = failure(i, s, res, envSecrets, headers);
+    error = failed[0];
+    reason = failed[1];
+  } else if (expected === null ? status < 200 || status > 299 : !expected(status)) {
+    error = "http_" + status;
+  } else if (chat || contains != null) { // != null: a request that reads no answer passes neither
+    error = answerError(res.body, status, expected, chat, stream, contains);
+  }
+  const timings = res.timings;
+  if (!RECORDS) return points(i, s, status, error, timings);
+  const head = startWritten ? "" : '{"test_start":' + startMs / 1000 + "}\n";
+  startWritten = true;
+  const outcome = NAMES[i] + "," + (STAGE_LABELS[s] || '""') + "," + status + "," + (error === "") + "," + (error === "" ? "null" : '"' + error + '"');
+  console.log(head + '{"outcomes":[[' + outcome + reason + ']],"n":[' + t0 + ",0," + timings.duration + "," + timings.waiting + "]}");
+};
+
+// A failure without a response: its kind, and for a record ',code,"message"' with the first message seen
+// for that code in that stage (an error storm adds no text). Its helpers are made only when one happens.
+let messages = null; // "request stage code" -> the record's fields
+const failure = (i, s, res, envSecrets, headers) => {
+  const code = res.error_code || 0;
+  const message = res.error || "";
+  // the first row ([kind, k6 error codes, message fragments]) naming its code or a fragment of its
+  // message, else "other" (scenariokit/engines/outcomes.py)
+  const table = [
+    ["too_many_open_files", [], ["too many open files"]],
+    ["address_unavailable", [], ["cannot assign requested address"]],
+    ["connection_refused", [1212], ["refused"]],
+    ["dns", [1100, 1101], ["no such host", "name or service not known", "name resolution", "nodename nor servname"]],
+    ["tls", [1300, 1310, 1311], ["x509:", "certificate verify failed"]],
+    ["connection_reset", [1201, 1220], ["reset", "broken pipe"]],
+    ["timeout", [1050, 1211], ["timeout", "timed out"]],
+  ];
+  let kind = "other";
+  const text = String(message).toLowerCase();
+  for (const [name, codes, fragments] of table) {
+    if (codes.indexOf(code) !== -1 || fragments.some((fragment) => text.indexOf(fragment) !== -1)) {
+      kind = name;
+      break;
+    }
+  }
+  if (!RECORDS) return [kind, ""];
+  const key = i + " " + s + " " + code;
+  if (messages === null) messages = new Map();
+  let fields = messages.get(key);
+  if (fields === undefined) {
+    const secrets = (envSecrets || []).concat(headers === null ? [] : Object.keys(headers).map((name) => String(headers[name])));
+    fields = "," + (code || "null") + "," + JSON.stringify(sampleMessage(message, secrets));
+    messages.set(key, fields);
+  }
+  return [kind, fields];
+
+  // The message as a record keeps it (outcomes.py, sample_message): every secret (header values,
+  // environment values the request reads) redacted, runs of control characters one space, at most 200
+  // characters (code points).
+  function sampleMessage(message, secrets) {
+    let text = String(message);
+    const ordered = Array.from(new Set(secrets)).sort((a, b) => Array.from(b).length - Array.from(a).length);
+    for (const secret of ordered) if (Array.from(secret).length >= 4) text = text.split(secret).join("[redacted]");
+    text = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, " ").replace(/^ +| +$/g, "");
+    const points = Array.from(text);
+    return points.length <= 200 ? text : points.slice(0, 199).join("") + "\u2026";
+  }
+};
+
+// What is wrong with an answer: a chat request's 2xx answer is its message (null: not one, a bad_stream
+// where any 2xx is expected), any other answer the body; it must hold the expected text, if any.
+const answerError = (body, status, expected, chat, stream, contains) => {
+  const answer = chat && status >= 200 && status <= 299 ? chatAnswer(body, stream) : String(body || "");
+  if (answer === null && expected === null) return "bad_stream";
+  if (contains != null && normalizeText(answer || "").indexOf(contains) === -1) return "wrong_answer";
+  return "";
+};
+
+// Lower case, runs of whitespace one space, none at either end: the runtime's
+// `.toLowerCase().replace(/\s+/g, " ").trim()`, without a regular expression (RegExp is the costliest
+// built-in a VU can make: about 25 KiB). WHITESPACE is what \s matches (and trim removes).
+const WHITESPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff";
+const normalizeText = (text) => {
+  const lower = String(text).toLowerCase();
+  const words = [];
+  let start = -1; // where the word being read began
+  for (let k = 0; k <= lower.length; k++) {
+    const space = k === lower.length || WHITESPACE.indexOf(lower[k]) !== -1;
+    if (space && start >= 0) {
+      words.push(lower.slice(start, k));
+      start = -1;
+    } else if (!space && start < 0) start = k;
+  }
+  return words.join(" ");
+};
+
+// The assistant's text: the message content, or for a stream the concatenated deltas of its SSE events up
+// to `data: [DONE]`; null when the body is not a chat answer (a bad_stream).
+const chatAnswer = (body, stream) => {
+  if (typeof body !== "string") return null;
+  if (!stream) {
+    try {
+      const choices = JSON.parse(body).choices;
+      const message = Array.isArray(choices) && choices.length > 0 ? choices[0].message : null;
+      if (message === null || typeof message !== "object" || Array.isArray(message) || !("content" in message)) return null;
+      return typeof message.content === "string" ? message.content : "";
+    } catch (e) {
+      return null;
+    }
+  }
+  let text = "";
+  let bad = false;
+  for (const line of body.split("\n")) {
+    const event = line.trim();
+    if (!event.startsWith("data:")) continue;
+    const data = event.slice(5).trim();
+    if (data === "[DONE]") break;
+    let chunk = null;
+    try {
+      chunk = JSON.parse(data);
+    } catch (e) {
+      // not JSON: bad, below
+    }
+    if (chunk === null || typeof chunk !== "object" || Array.isArray(chunk)) {
+      bad = true;
+      continue;
+    }
+    const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
+    for (const choice of choices) {
+      const delta = choice !== null && typeof choice === "object" ? choice.delta : null;
+      const piece = delta !== null && typeof delta === "object" ? delta.content : null;
+      if (typeof piece === "string") text += piece;
+    }
+  }
+  return bad ? null : text;
+};
+
+
+// The points of a stock `k6 run`, only those the thresholds read, tagged with name, stage, stage_kind,
+// status and error (each outcome's tags built once).
+let tagsByOutcome = null;
+const points = (i, s, status, error, timings) => {
+  if (tagsByOutcome === null) tagsByOutcome = new Map();
+  const key = i + " " + s + " " + status + " " + error;
+  let tags = tagsByOutcome.get(key);
+  if (tags === undefined) {
+    const stage = STAGE_TAGS[s] || ["", ""];
+    tags = { name: TAG_NAMES[i], stage: stage[0], stage_kind: stage[1], status: String(status), error };
+    tagsByOutcome.set(key, tags);
+  }
+  skLatency.add(timings.duration, tags);
+  skOk.add(error === "", tags);
+};
+
+const DATA_0 = {
+  records: new SharedArray("images", () => JSON.parse(open("./data/images.json")).records),
+  sequential: false,
+  split: false,
+};
+
+// the requests' constants, rendered once per VU (those that read no data set)
+// read-card: POST /v1/chat/completions
+const HEADERS_0 = { "Content-Type": "application/json" };
+const PARAMS_0 = { headers: HEADERS_0, responseType: "text", timeout: 10000 };
+// read-card-streamed: POST /v1/chat/completions
+const HEADERS_1 = { "Content-Type": "application/json" };
+const PARAMS_1 = { headers: HEADERS_1, responseType: "text", timeout: 10000 };
+// identify: POST /v1/chat/completions
+const HEADERS_2 = { "Content-Type": "application/json" };
+const PARAMS_2 = { headers: HEADERS_2, responseType: "text", timeout: 10000 };
+
+export default function (start) {
+  startMs = start;
+  const x = random() * 4;
+  if (x < 1) {
+    const r0 = draw(DATA_0);
+    // read-card: POST /v1/chat/completions
+    {
+      const t0 = Date.now();
+      const res = http.post(BASE + "/v1/chat/completions", JSON.stringify({"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "" + r0["data_url"]}}]}], "max_tokens": 32}), PARAMS_0);
+      done(0, t0, res, null, true, false, normalizeText("" + r0["text"]), null, HEADERS_0);
+    }
+  } else if (x < 2) {
+    const r0 = draw(DATA_0);
+    // read-card-streamed: POST /v1/chat/completions
+    {
+      const t0 = Date.now();
+      const res = http.post(BASE + "/v1/chat/completions", JSON.stringify({"model": "ocr", "messages": [{"role": "user", "content": [{"type": "text", "text": "Read the text."}, {"type": "image_url", "image_url": {"url": "" + r0["data_url"]}}]}], "max_tokens": 32, "stream": true, "stream_options": {"include_usage": true}}), PARAMS_1);
+      done(1, t0, res, null, true, true, null, null, HEADERS_1);
+    }
+  } else {
+    const r0 = draw(DATA_0);
+    // identify: POST /v1/chat/completions
+    {
+      const t0 = Date.now();
+      const res = http.post(BASE + "/v1/chat/completions", JSON.stringify({"model": "classify", "messages": [{"role": "user", "content": [{"type": "text", "text": "Name the main object."}, {"type": "image_url", "image_url": {"url": "" + r0["data_url"]}}]}], "max_tokens": 16}), PARAMS_2);
+      done(2, t0, res, null, true, false, null, null, HEADERS_2);
+    }
+  }
+  sleep(0.1);
 }

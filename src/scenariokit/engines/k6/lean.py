@@ -167,8 +167,9 @@ def lean_request(
     contains = request.expect.contains
     contains_expr = None if contains is None else f"normalizeText({text_expr(contains, rows)})"
     params: str | None = None
-    if headers is not None and all(isinstance(value, str) for _, value in request.headers):
-        constants.append(f"const HEADERS_{i} = {headers};")  # no template: the same for every request
+    reads_data = any(t.datasets for _, value in request.headers for t in templates_in(value))
+    if headers is not None and not reads_data:
+        constants.append(f"const HEADERS_{i} = {headers};")  # no data record: the same for every request
         headers = f"HEADERS_{i}"
     if fixed:
         constants.append(f"const URL_{i} = {url};")
