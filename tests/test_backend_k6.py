@@ -459,6 +459,7 @@ def test_k6_runs_with_a_lazier_go_collector_unless_the_environment_says(
 ) -> None:
     monkeypatch.delenv("GOGC", raising=False)
     monkeypatch.delenv("GOMEMLIMIT", raising=False)
+    (tmp_path / "scenariokit-runtime.js").write_text("")  # a batched script's runtime beside it
     env = get_engine("k6").launch(LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10)).env
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert env["GOGC"] == "400" and int(env["GOMEMLIMIT"]) == int(memory * 0.5)
@@ -479,15 +480,16 @@ def test_k6_runs_with_a_lazier_go_collector_unless_the_environment_says(
         ("curve: 'ramp(0, 500, 5s)'", "400"),  # the boundary: K6_GOGC_MAX_USERS itself
         ("curve: 'ramp(0, 501, 5s) -> ramp(0, 1s)'", None),  # the peak decides, not the last level
         ("curve: 'hold(10000, 5s)'", None),  # 10,000 VUs: 5x their live heap is gigabytes for no rate
-        ("model: open, curve: 'hold(20/s, 5s)'", "400"),  # an open model: its user pool (maxVUs) decides
-        ("model: open, curve: 'hold(5000/s, 5s)'", None),
+        # written out for the scenario (think time, an open model): requests are spaced, Go's default
+        ("curve: 'hold(32, 5s)', think_time: 'constant(1s)'", None),
+        ("model: open, curve: 'hold(20/s, 5s)'", None),
     ],
 )
 def test_k6s_lazier_collector_is_kept_for_few_vus(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: str, gogc: str | None
 ) -> None:
-    """GOGC=400 only up to K6_GOGC_MAX_USERS VUs (docs/performance.md, "Per-user cost at scale");
-    GOMEMLIMIT always."""
+    """GOGC=400 only for a batched script (the runtime's) up to K6_GOGC_MAX_USERS VUs (docs/performance.md,
+    "Per-user cost at scale"); GOMEMLIMIT always."""
     monkeypatch.delenv("GOGC", raising=False)
     monkeypatch.delenv("GOMEMLIMIT", raising=False)
     source = tmp_path / "s.yaml"
@@ -495,11 +497,14 @@ def test_k6s_lazier_collector_is_kept_for_few_vus(
         "version: 1\nname: gc\ntarget: {kind: http, base_url: 'http://127.0.0.1:1'}\n"
         f"load: {{{load}}}\nrequests:\n  ping: {{method: GET, path: /}}\n"
     )
-    users = peak_users(load_scenario(source).scenario.load)
-    plan = LaunchPlan(tmp_path / "x.k6.js", "http://127.0.0.1:1", tmp_path, 10, peak_users=users)
+    scenario = load_scenario(source).scenario
+    users = peak_users(scenario.load)
+    entry = get_engine("k6").compile(scenario).write(tmp_path / "script")
+    plan = LaunchPlan(entry, "http://127.0.0.1:1", tmp_path, 10, peak_users=users)
     env = get_engine("k6").launch(plan).env
     assert env.get("GOGC") == gogc and "GOMEMLIMIT" in env
-    assert users <= K6_GOGC_MAX_USERS if gogc else users > K6_GOGC_MAX_USERS
+    batched = (entry.parent / "scenariokit-runtime.js").exists()
+    assert users <= K6_GOGC_MAX_USERS and batched if gogc else users > K6_GOGC_MAX_USERS or not batched
 
 
 @needs_k6  # the launch names the k6 binary

@@ -59,10 +59,16 @@ if (!RECORDS) http.setResponseCallback(http.expectedStatuses({ min: 200, max: 29
 // --- what every request shares: arrow functions, which carry no prototype object (a function
 // declaration costs each VU about 0.75 KiB, an arrow function 0.14: docs/performance.md) -----------------
 
-// mulberry32, seeded from the seed and the VU number
+// mulberry32, seeded from the seed and the VU number mixed by murmur3's finalizer (so that neighbouring VUs'
+// streams are unrelated)
 let rng = -1;
 const random = () => {
-  if (rng < 0) rng = (Math.imul((SEED % 4294967296) ^ 0x811c9dc5, 0x01000193) ^ Math.imul(__VU, 0x9e3779b1)) >>> 0;
+  if (rng < 0) {
+    let h = (SEED % 4294967296) ^ Math.imul(__VU, 0x9e3779b1);
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    rng = (h ^ (h >>> 16)) >>> 0;
+  }
   rng = (rng + 0x6d2b79f5) >>> 0;
   let t = rng;
   t = Math.imul(t ^ (t >>> 15), t | 1);

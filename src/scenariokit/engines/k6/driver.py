@@ -8,26 +8,29 @@ import sys
 from pathlib import Path
 
 from scenariokit.engines.base import EngineLaunch, LaunchPlan, engine_env
+from scenariokit.engines.k6.codegen import RUNTIME
 from scenariokit.ports import free_port
 
 # k6 tags each of its built-in samples with its system tags; the records need none of them (they are the
 # runtime's console lines). These keep k6's own summary meaningful and nothing more (docs/performance.md).
 K6_SYSTEM_TAGS = "status,error_code,expected_response"
 
-# k6's Go collector runs each time its heap has grown by GOGC% of what is live. With few VUs the live heap
-# is small and a heap allowed to grow to 5x it raises k6's rate; with thousands of VUs the live heap is
-# each VU's JS runtime times their number, and 5x of that costs gigabytes for no rate. So GOGC=400 up to
-# K6_GOGC_MAX_USERS VUs, Go's default above (docs/performance.md, "Per-user cost at scale" and the settings
-# table). GOMEMLIMIT at half the host's memory keeps either from costing memory where it is short. Values
-# set in the environment win.
+# k6's Go collector runs each time its heap has grown by GOGC% of what is live. With few VUs sending back to
+# back (the runtime's batched scripts) the live heap is small and a heap allowed to grow to 5x it raises
+# k6's rate; with thousands of VUs the live heap is each VU's JS runtime times their number, and 5x of that
+# costs gigabytes for no rate. So GOGC=400 for a batched script up to K6_GOGC_MAX_USERS VUs, Go's default
+# for a script written out for its scenario (think time or an open model: a VU's requests are spaced, so
+# the collector's pace is not what limits the rate) and above (docs/performance.md, "Per-user cost at
+# scale" and the settings table). GOMEMLIMIT at half the host's memory keeps either from costing memory
+# where it is short. Values set in the environment win.
 K6_GOGC = "400"
 K6_GOGC_MAX_USERS = 500
 K6_MEMORY_SHARE = 0.5
 
 
-def k6_gc_env(peak_users: int | None = None) -> dict[str, str]:
-    """GOMEMLIMIT for k6, with GOGC=400 for at most K6_GOGC_MAX_USERS VUs (or an unknown count); empty
-    where the host's memory size is unknown (no limit to bound the larger heap)."""
+def k6_gc_env(peak_users: int | None = None, batched: bool = True) -> dict[str, str]:
+    """GOMEMLIMIT for k6, with GOGC=400 for a batched script at most K6_GOGC_MAX_USERS VUs (or an unknown
+    count); empty where the host's memory size is unknown (no limit to bound the larger heap)."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):  # no sysconf (Windows) or no such name
@@ -35,7 +38,7 @@ def k6_gc_env(peak_users: int | None = None) -> dict[str, str]:
     if memory <= 0:
         return {}
     few = peak_users is None or peak_users <= K6_GOGC_MAX_USERS
-    return ({"GOGC": K6_GOGC} if few else {}) | {"GOMEMLIMIT": str(int(memory * K6_MEMORY_SHARE))}
+    return ({"GOGC": K6_GOGC} if few and batched else {}) | {"GOMEMLIMIT": str(int(memory * K6_MEMORY_SHARE))}
 
 
 def k6_binary() -> str:
@@ -105,6 +108,8 @@ def k6_env(plan: LaunchPlan) -> dict[str, str]:
             K6_WEB_DASHBOARD_HOST="127.0.0.1",
             K6_WEB_DASHBOARD_PORT=str(plan.web_port),
         )
-    for key, value in k6_gc_env(plan.peak_users).items():
+    # the runtime's tables (batched records) come with the runtime module; a written-out script alone
+    batched = (Path(plan.script).parent / RUNTIME).exists()
+    for key, value in k6_gc_env(plan.peak_users, batched).items():
         env.setdefault(key, value)
     return env
