@@ -30,6 +30,7 @@ import contextlib
 import os
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario, get_engine
 from scenariokit.engines.base import LaunchPlan
 from scenariokit.engines.k6.driver import k6_binary
+from scenariokit.engines.k6.instances import segment_flags
 from scenariokit.ports import free_port
 from scenariokit.run.nginx import NginxConfig, NginxServer
 
@@ -202,29 +204,47 @@ def trial(argv: list[str], env: dict[str, str], cwd: Path, url: str, hold: int, 
 # --- the pair of each engine -------------------------------------------------------------------------
 
 
-def k6_runs(work: Path, url: str, users: int, hold: int) -> dict[str, tuple[list[str], dict[str, str]]]:
+def k6_runs(
+    work: Path, url: str, users: int, hold: int, processes: int = 1
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Stock k6 and scenariokit's; with `processes` > 1, that many k6 instances on execution segments each
+    (stock: started by a shell, as a user would; scenariokit: `run --processes N`'s leader)."""
     ramp = users / SPAWN_RATE
     stock = work / "stock.js"
     stock.write_text(STOCK_K6.format(url=url, users=users, ramp=ramp, hold=hold))
-    launch = sk_launch(work, url, users, hold, "k6")
-    return {
-        "stock": ([k6_binary(), "run", "--quiet", "--no-usage-report", str(stock)], dict(os.environ)),
-        "scenariokit": (launch[0], launch[1]),
-    }
+    argv = [k6_binary(), "run", "--quiet", "--no-usage-report", str(stock)]
+    if processes > 1:
+        instances = [
+            shlex.join([*argv, "--address", "", *segment_flags(i, processes)]) for i in range(processes)
+        ]
+        argv = ["sh", "-c", " & ".join(instances) + " & wait"]
+    launch = sk_launch(work, url, users, hold, "k6", processes=processes)
+    return {"stock": (argv, dict(os.environ)), "scenariokit": (launch[0], launch[1])}
 
 
-def locust_runs(work: Path, url: str, users: int, hold: int) -> dict[str, tuple[list[str], dict[str, str]]]:
+def locust_runs(
+    work: Path, url: str, users: int, hold: int, processes: int = 1
+) -> dict[str, tuple[list[str], dict[str, str]]]:
     ramp = users / SPAWN_RATE
     stock = work / "stock_locustfile.py"
     stock.write_text(STOCK_LOCUSTFILE.format(url=url))
     argv = [sys.executable, "-m", "locust", "-f", str(stock), "--headless", "--host", url, "-u", str(users)]
     argv += ["-r", str(SPAWN_RATE), "--run-time", f"{ramp + hold:.0f}s", "--only-summary"]
     argv += ["--loglevel", "WARNING", "--stop-timeout", "5"]
-    return {"stock": (argv, dict(os.environ)), "scenariokit": sk_launch(work, url, users, hold, "locust")}
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    sk = sk_launch(work, url, users, hold, "locust", processes=processes)
+    return {"stock": (argv, dict(os.environ)), "scenariokit": sk}
 
 
 def sk_launch(
-    work: Path, url: str, users: int, hold: int, engine: str, think: str = "uniform(0.5s, 2.5s)"
+    work: Path,
+    url: str,
+    users: int,
+    hold: int,
+    engine: str,
+    think: str = "uniform(0.5s, 2.5s)",
+    processes: int = 1,
 ) -> tuple[list[str], dict[str, str]]:
     """The compiled script's argv and environment, exactly as the driver launches it."""
     work.mkdir(exist_ok=True)
@@ -235,27 +255,29 @@ def sk_launch(
     script = compile_scenario(scenario, engine).write(work / f"script-{engine}")
     raw = work / f"raw-{engine}"
     raw.mkdir(exist_ok=True)
-    plan = LaunchPlan(script, url, raw, ramp + hold + 120, open_model=False, peak_users=users)
+    plan = LaunchPlan(
+        script, url, raw, ramp + hold + 120, processes=processes, open_model=False, peak_users=users
+    )
     launch = get_engine(engine).launch(plan)
     return launch.argv, launch.env
 
 
 def measure(
-    engine: str, users: int, repeats: int, hold: int, extra: dict[str, str]
+    engine: str, users: int, repeats: int, hold: int, extra: dict[str, str], processes: int = 1
 ) -> dict[str, list[Trial]]:
     results: dict[str, list[Trial]] = {"stock": [], "scenariokit": []}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as name:
         work = Path(name)
         with nginx(work, users) as url:
-            runs = (k6_runs if engine == "k6" else locust_runs)(work, url, users, hold)
+            runs = (k6_runs if engine == "k6" else locust_runs)(work, url, users, hold, processes)
             runs["scenariokit"][1].update(extra)
             for repeat in range(repeats):
                 order = ["stock", "scenariokit"] if repeat % 2 == 0 else ["scenariokit", "stock"]
                 for label in order:
                     argv, env = runs[label]
                     raw = work / f"raw-{engine}"
-                    shutil.rmtree(raw, ignore_errors=True)
-                    raw.mkdir()
+                    for records in raw.glob("records-*"):  # the last trial's; k6's instance spec stays
+                        records.unlink()
                     got = trial(argv, env, work, url, hold, work / f"{label}-{repeat}.log")
                     results[label].append(got)
                     print(
@@ -282,20 +304,24 @@ def main() -> None:
     parser.add_argument(
         "--sk-env", action="append", default=[], metavar="KEY=VALUE", help="set in scenariokit's engine's env"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="generator processes (Locust) or instances (k6), both sides"
+    )
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.sk_env)
     raise_file_limit()
     rows = []
     for engine in args.engines.split(","):
         for users in (int(value) for value in args.users.split(",")):
-            rows.append((engine, users, measure(engine, users, args.repeats, args.hold, extra)))
+            result = measure(engine, users, args.repeats, args.hold, extra, args.processes)
+            rows.append((engine if args.processes == 1 else f"{engine}x{args.processes}", users, result))
     print_table(rows, args.repeats)
 
 
 def print_table(rows: list[tuple[str, int, dict[str, list[Trial]]]], repeats: int) -> None:
     print(f"\nmedian of {repeats} paired repeats; ratios are scenariokit / stock per pair")
     print(
-        f"{'engine':<7} {'users':>6} {'stock MiB':>10} {'sk MiB':>8} {'memory':>7} {'met':>4}"
+        f"{'engine':<9} {'users':>6} {'stock MiB':>10} {'sk MiB':>8} {'memory':>7} {'met':>4}"
         f" {'stock req/s':>12} {'sk req/s':>9} {'rate':>6} {'met':>4}"
     )
     for engine, users, result in rows:
@@ -305,7 +331,7 @@ def print_table(rows: list[tuple[str, int, dict[str, list[Trial]]]], repeats: in
         memory = statistics.median(o.peak_rss / s.peak_rss for s, o in zip(stock, ours, strict=True))
         rate = statistics.median(o.rate / s.rate for s, o in zip(stock, ours, strict=True))
         print(
-            f"{engine:<7} {users:>6} {statistics.median(t.peak_rss for t in stock) / 2**20:>10,.0f}"
+            f"{engine:<9} {users:>6} {statistics.median(t.peak_rss for t in stock) / 2**20:>10,.0f}"
             f" {statistics.median(t.peak_rss for t in ours) / 2**20:>8,.0f} {memory:>6.2f}x"
             f" {'yes' if memory <= MEMORY_TARGET else 'no':>4}"
             f" {stock_rate:>12,.0f} {our_rate:>9,.0f}"
