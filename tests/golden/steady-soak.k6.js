@@ -39,8 +39,8 @@ export const options = {
 };
 
 // Each VU's runtime makes a built-in (String, Number, Date, RegExp, ...) the first time the VU uses it, at
-// several KiB each: the code below uses only what a stock script does (Math, JSON, string +) and Date.now,
-// except on a failure or to read an answer (docs/performance.md, "Where a k6 VU's memory goes").
+// a cost in memory per VU: the code below uses only what a stock script does (Math, JSON, string +) and
+// Date.now, except on a failure or to read an answer (docs/performance.md, "Where a k6 VU's memory goes").
 const RECORDS = __ENV.SCENARIOKIT_RECORDS === "console";
 const BASE = __ENV.SCENARIOKIT_BASE_URL || "http://127.0.0.1:8000"; // trimmed by the runner, not here
 const SEED = +(__ENV.SCENARIOKIT_SEED || 0) || 0;
@@ -60,8 +60,8 @@ const skOk = new Rate("sk_ok");
 // what k6's own http_req_failed counts, for a stock run's summary (the records judge by themselves)
 if (!RECORDS) http.setResponseCallback(http.expectedStatuses({ min: 200, max: 299 }));
 
-// --- what every request shares: arrow functions, which carry no prototype object (a function
-// declaration costs each VU about 0.75 KiB, an arrow function 0.14: docs/performance.md) -----------------
+// --- what every request shares: arrow functions, which carry no prototype object (a function declaration
+// costs each VU more: docs/performance.md, "Where a k6 VU's memory goes") -------------------------------
 
 // mulberry32, seeded from the seed and the VU number mixed by murmur3's finalizer (so that neighbouring VUs'
 // streams are unrelated)
@@ -92,13 +92,14 @@ const draw = (data) => {
   return records[data.sequential ? exec.scenario.iterationInTest % n : Math.floor(random() * n)];
 };
 
-// A request's outcome, then its record (RECORDS) or its metric points. Its stage is the stage window it
-// started in: the first not yet over, or after the last one the last one (walked on from the last request's).
 // The scenario's start (unix ms), the origin of the stage table: setup() runs once, right before the
 // scenario starts, and k6 hands what it returns to every iteration (k6/execution's startTime would cost
-// each VU its module: about 7 KiB under load).
+// each VU its module: docs/performance.md, "Where a k6 VU's memory goes").
 export const setup = () => Date.now();
 let startMs = -1;
+
+// A request's outcome, then its record (RECORDS) or its metric points. Its stage is the stage window it
+// started in: the first not yet over, or after the last one the last one (walked on from the last request's).
 let stageIndex = 0;
 let startWritten = false;
 const done = (i, t0, res, expected, chat, stream, contains, envSecrets, headers) => {
@@ -185,7 +186,7 @@ const answerError = (body, status, expected, chat, stream, contains) => {
 
 // Lower case, runs of whitespace one space, none at either end: the runtime's
 // `.toLowerCase().replace(/\s+/g, " ").trim()`, without a regular expression (RegExp is the costliest
-// built-in a VU can make: about 25 KiB). WHITESPACE is what \s matches (and trim removes).
+// built-in a VU can make: docs/performance.md). WHITESPACE is what \s matches (and trim removes).
 const WHITESPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff";
 const normalizeText = (text) => {
   const lower = String(text).toLowerCase();

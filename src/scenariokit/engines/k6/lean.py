@@ -1,12 +1,12 @@
 """The k6 script written out for its scenario: each request's send, judging and record as code.
 
 k6 runs every VU in its own JavaScript runtime, which evaluates the whole script: each function a VU
-keeps costs it about 0.9 KiB, each object about 0.25 KiB, each extra module about 8 KiB and each regular
-expression evaluated at init about 25 KiB, while code that is never run costs next to nothing (the program
-is compiled once). The generic runtime (scenariokit-runtime.js) keeps ~80 functions and a table of
-prepared objects per request in every VU: 2.3x a stock script's memory at 10,000 VUs. This script keeps
-what a hand-written one would: constants, a handful of functions, each request's code inline in the
-default function (docs/performance.md, "Where a k6 VU's memory goes").
+keeps, each object, each extra module and each built-in it first uses (RegExp the costliest) costs it
+memory, while code that is never run costs next to nothing (the program is compiled once). The generic
+runtime (scenariokit-runtime.js) keeps ~80 functions and a table of prepared objects per request in every
+VU. This script keeps what a hand-written one would: constants, a handful of arrow functions, each
+request's code inline in the default function (docs/performance.md, "Where a k6 VU's memory goes", and
+"Per-user cost at scale" for the ratios to a stock script).
 
 It is used where each request's record is written at once: a closed model with think time, or an open
 model; both are where thousands of VUs come from. A closed model without think time (a few VUs sending
