@@ -34,9 +34,9 @@ from scenariokit.compile.diagnostics import ScenarioError
 from scenariokit.compile.ir import Scenario, merge_headers
 from scenariokit.compile.pipeline import load_scenario
 from scenariokit.engines import compile_scenario
-from tests.support.engines import NODE, needs_node
+from tests.support.engines import needs_node
+from tests.support.k6_node import node_output, run_lean
 from tests.support.k6_node import records as lean_records
-from tests.support.k6_node import run_lean
 from tests.test_backend_k6 import runnable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,18 +281,8 @@ def test_json_values_stay_data_in_the_locustfile(locust_loader: LocustLoader, sp
 
 def node_lines(program: str) -> list[Any]:
     """What a node program prints, one JSON value a line."""
-    assert NODE is not None
-    ran = subprocess.run(
-        [NODE, "--input-type=module"],
-        input=program,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        check=False,
-    )
-    assert ran.returncode == 0, ran.stderr
     # "\n" only: JSON.stringify leaves U+2028 unescaped, and str.splitlines() would split there
-    return [json.loads(line) for line in ran.stdout.split("\n") if line]
+    return [json.loads(line) for line in node_output(program).split("\n") if line]
 
 
 def runtime_module() -> str:

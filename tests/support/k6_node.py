@@ -58,7 +58,6 @@ def run_lean(
 ) -> dict[str, Any]:
     """Runs the script's setup, then its default function `iterations` times: {calls, lines, files,
     options, start (what setup returned)}."""
-    assert NODE is not None
     script = files[entry]
     assert "scenariokit-runtime.js" not in files, "not a written-out script"
     lines = [line for line in script.splitlines() if not line.startswith("import ")]
@@ -77,6 +76,13 @@ def run_lean(
         + "const __out = { calls: __calls, lines: __lines, files: __files, options, start: __start };\n"
         + "process.stdout.write(JSON.stringify(__out));\n"
     )
+    result: dict[str, Any] = json.loads(node_output(program))
+    return result
+
+
+def node_output(program: str) -> str:
+    """What a node program (an ES module) prints; it must exit 0."""
+    assert NODE is not None
     ran = subprocess.run(
         [NODE, "--input-type=module"],
         input=program,
@@ -86,8 +92,7 @@ def run_lean(
         check=False,
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
-    result: dict[str, Any] = json.loads(ran.stdout)
-    return result
+    return ran.stdout
 
 
 def records(lines: list[str]) -> list[dict[str, Any]]:
