@@ -94,7 +94,6 @@ class LeanRequest:
     """One request's constants (evaluated once per VU at init) and its send (inside the default
     function), as JS lines."""
 
-    index: int
     request: RequestTemplate
     constants: list[str]
     send: list[str]
@@ -220,7 +219,7 @@ def lean_request(
     send.append("}")
     if constants:
         constants.insert(0, f"// {_comment(request)}")
-    return LeanRequest(index, request, constants, send)
+    return LeanRequest(request, constants, send)
 
 
 def _comment(request: RequestTemplate) -> str:
@@ -263,8 +262,9 @@ def mix_lines(scenario: Scenario, callbacks: bool) -> tuple[list[str], list[Lean
     requests: list[LeanRequest] = []
     cumulative: list[float] = []
     total = 0.0
+    judged = reads_answers(scenario)
     for task in scenario.mix:
-        lines, made = task_lines(task, len(requests), dataset_index, callbacks, reads_answers(scenario))
+        lines, made = task_lines(task, len(requests), dataset_index, callbacks, judged)
         requests += made
         total += max(0.0, task.weight)
         cumulative.append(total)
