@@ -303,8 +303,8 @@ const PARAMS_4 = (RECORDS ? { headers: HEADERS_4, timeout: 10000 } : { headers: 
 const EXPECT_4 = (status) => status === 400;
 // unknown-model: POST /v1/chat/completions
 const HEADERS_5 = { "Content-Type": "application/json" };
-const EXPECT_5 = (status) => status === 404;
 const PARAMS_5 = (RECORDS ? { headers: HEADERS_5, responseType: "text", timeout: 10000 } : { headers: HEADERS_5, responseType: "text", timeout: 10000, responseCallback: http.expectedStatuses(404) });
+const EXPECT_5 = (status) => status === 404;
 // wrong-type: POST /v1/chat/completions
 const HEADERS_6 = { "Content-Type": "application/json" };
 const URL_6 = BASE + "/v1/chat/completions";

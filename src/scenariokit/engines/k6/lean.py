@@ -165,45 +165,36 @@ def lean_request(
     )
     contains = request.expect.contains
     contains_expr = None if contains is None else f"normalizeText({text_expr(contains, rows)})"
-    params: str | None = None
-    reads_data = any(t.datasets for _, value in request.headers for t in templates_in(value))
-    if headers is not None and not reads_data:
-        constants.append(f"const HEADERS_{i} = {headers};")  # no data record: the same for every request
-        headers = f"HEADERS_{i}"
+    send = [f"// {_comment(request)}", "{"]
+    if headers is not None:
+        if any(t.datasets for _, value in request.headers for t in templates_in(value)):
+            send.append(f"  const headers = {headers};")  # rendered per request
+            headers = "headers"
+        else:
+            constants.append(f"const HEADERS_{i} = {headers};")  # no data record: the same every time
+            headers = f"HEADERS_{i}"
     if fixed:
         constants.append(f"const URL_{i} = {url};")
         url = f"URL_{i}"
         if body is not None:
             constants.append(f"const BODY_{i} = {body};")
             body = f"BODY_{i}"
-        if headers is not None and not headers.startswith("HEADERS_"):
-            constants.append(f"const HEADERS_{i} = {headers};")
-            headers = f"HEADERS_{i}"
         if contains_expr is not None:
             constants.append(f"const CONTAINS_{i} = {contains_expr};")
             contains_expr = f"CONTAINS_{i}"
-        params = _params(request, headers, callbacks)
-        if params is not None:
-            constants.append(f"const PARAMS_{i} = {params};")
-            params = f"PARAMS_{i}"
+    params = _params(request, headers, callbacks)
+    if params is not None and headers == "headers":
+        send.append(f"  const params = {params};")
+        params = "params"
+    elif params is not None:
+        constants.append(f"const PARAMS_{i} = {params};")  # nothing in it is rendered per request
+        params = f"PARAMS_{i}"
     statuses = list(request.expect.status)
     expected = "null"  # any 2xx
     if statuses:  # a test, not an array: Array's methods are a built-in a VU would make (see the script)
         test = " || ".join(f"status === {s}" for s in statuses)
         constants.append(f"const EXPECT_{i} = (status) => {test};")
         expected = f"EXPECT_{i}"
-    send = [f"// {_comment(request)}", "{"]
-    if not fixed:
-        if headers is not None and not headers.startswith("HEADERS_"):
-            send.append(f"  const headers = {headers};")
-            headers = "headers"
-        params = _params(request, headers, callbacks)
-        if params is not None and headers != "headers":
-            constants.append(f"const PARAMS_{i} = {params};")  # nothing in it is rendered per request
-            params = f"PARAMS_{i}"
-        elif params is not None:
-            send.append(f"  const params = {params};")
-            params = "params"
     send.append("  const t0 = Date.now();")
     send.append(f"  const res = {_call(request, url, body, params)};")
     args = [str(i), "t0", "res", expected]
